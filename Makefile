@@ -1,0 +1,141 @@
+# twind: a digital-twin state daemon. Plain GNU make; see README.md.
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR ?= /lib/systemd/system
+WITH_SYSTEMD ?= yes
+SANITIZE ?=
+PYTHON ?= /usr/bin/python3
+SIM_RATE ?= 20
+
+CC ?= cc
+PKGS := libmosquitto libcjson sqlite3 libmicrohttpd inih
+DEFS := -D_GNU_SOURCE
+ifeq ($(WITH_SYSTEMD),yes)
+PKGS += libsystemd
+DEFS += -DWITH_SYSTEMD
+endif
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
+TW_CFLAGS := -std=c11 -O2 -g $(WARN) $(DEFS) -Iinclude -MMD -MP
+TW_LDFLAGS :=
+ifneq ($(SANITIZE),)
+TW_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1
+TW_LDFLAGS += -fsanitize=$(SANITIZE)
+BUILD := build/san
+else
+BUILD := build/rel
+endif
+
+# Debian packages: what the build, `make run` and `make test` need.
+DEPS_BUILD := gcc make pkg-config libmosquitto-dev libcjson-dev libsqlite3-dev \
+	libmicrohttpd-dev libinih-dev uthash-dev libsystemd-dev
+DEPS_RUN := mosquitto curl
+DEPS_TEST := libcmocka-dev python3-pytest python3-paho-mqtt python3-requests sqlite3
+
+# Only after the dependencies exist: pkg-config fails quietly before.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CORE := err log clock conf ring ingest value metrics twin store sync mqtt http \
+	api_twins api_system
+CORE_OBJ := $(CORE:%=$(BUILD)/%.o)
+UNIT := ring ingest conf clock twin store
+UNIT_BIN := $(UNIT:%=$(BUILD)/tests/test_%)
+
+ifeq ($(SANITIZE),)
+TWIND := twind
+else
+TWIND := $(BUILD)/twind
+endif
+
+.PHONY: all run test unit integration bench install uninstall clean deps deps-test \
+	test-sanitize
+
+all: $(TWIND) twind-sim tests/bench/twind-load tests/bench/twind-floor
+
+$(BUILD)/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%.o: tests/unit/%.c
+	@mkdir -p $(@D)
+	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(TWIND): $(CORE_OBJ) $(BUILD)/main.o
+	$(CC) $(TW_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread -lm
+
+twind-sim: src/sim.c
+	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PKG_LIBS) -lm
+
+tests/bench/twind-load: tests/bench/load.c
+	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PKG_LIBS) -lm
+
+tests/bench/twind-floor: tests/bench/floor.c
+	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PKG_LIBS) -lm
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(CORE_OBJ)
+	$(CC) $(TW_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka -lpthread -lm
+
+# Installs what is missing, as root or through sudo; does nothing when all is there.
+deps:
+	@./tests/deps.sh $(DEPS_BUILD) $(DEPS_RUN)
+
+deps-test:
+	@./tests/deps.sh $(DEPS_BUILD) $(DEPS_RUN) $(DEPS_TEST)
+
+# A private broker (config/mosquitto.conf), twind (config/twind.conf, its
+# database in run/) and the plant simulator; Ctrl-C stops all three.
+run: deps
+	@$(MAKE) --no-print-directory all
+	@mkdir -p run
+	@cd run && trap 'kill $$sim $$tw $$mq 2>/dev/null; wait 2>/dev/null' INT TERM EXIT; \
+	mosquitto -c ../config/mosquitto.conf > mosquitto.log 2>&1 & mq=$$!; \
+	sleep 0.5; kill -0 $$mq 2>/dev/null || { cat mosquitto.log; \
+		echo "mosquitto did not start: is port 1883 taken by another broker?"; exit 1; }; \
+	../twind -c ../config/twind.conf -o storage.database=twind.db & tw=$$!; \
+	for i in $$(seq 50); do curl -sf http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.1; done; \
+	../twind-sim -p 1883 -r $(SIM_RATE) > sim.log 2>&1 & sim=$$!; \
+	echo; echo "twind is running: broker 127.0.0.1:1883, simulator at $(SIM_RATE) msg/s"; \
+	echo "  http://127.0.0.1:8080/api/v1/twins"; \
+	echo "  http://127.0.0.1:8080/api/v1/twins/pump-1"; \
+	echo "  http://127.0.0.1:8080/api/v1/twins/pump-1/history?property=temperature&from=-5m"; \
+	echo "  http://127.0.0.1:8080/metrics     http://127.0.0.1:8080/healthz"; \
+	echo "Ctrl-C stops broker, twind and simulator."; echo; \
+	wait $$tw
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+integration: $(TWIND) twind-sim
+	TWIND_BIN=$(abspath $(TWIND)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+test: deps-test
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit integration
+
+test-sanitize: deps-test
+	@$(MAKE) --no-print-directory SANITIZE=address,undefined unit integration
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	./tests/bench/bench.sh
+
+install: $(TWIND) twind-sim
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/twind $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(TWIND) twind-sim $(DESTDIR)$(BINDIR)/
+	install -m 0644 config/twind.conf $(DESTDIR)$(SYSCONFDIR)/twind/twind.conf
+	install -m 0644 config/mosquitto.conf $(DESTDIR)$(SYSCONFDIR)/twind/mosquitto.conf
+	sed 's|@BINDIR@|$(BINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/twind.service \
+		> $(DESTDIR)$(UNITDIR)/twind.service
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/twind $(DESTDIR)$(BINDIR)/twind-sim \
+		$(DESTDIR)$(UNITDIR)/twind.service
+	@echo "left $(DESTDIR)$(SYSCONFDIR)/twind in place: it holds your settings"
+
+clean:
+	rm -rf build twind twind-sim tests/bench/twind-load tests/bench/twind-floor
+
+-include $(wildcard build/*/*.d build/*/tests/*.d)

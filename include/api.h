@@ -1,0 +1,16 @@
+/* The REST endpoints, one function per route; see the table in http.c. */
+#ifndef TW_API_H
+#define TW_API_H
+
+#include "http.h"
+
+/* api_twins.c */
+void api_twins_list(struct http_req *req, struct http_reply *rep);
+void api_twins_get(struct http_req *req, struct http_reply *rep);
+void api_twins_history(struct http_req *req, struct http_reply *rep);
+
+/* api_system.c */
+void api_system_health(struct http_req *req, struct http_reply *rep);
+void api_system_metrics(struct http_req *req, struct http_reply *rep);
+
+#endif

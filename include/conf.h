@@ -1,0 +1,73 @@
+/* The configuration: an INI file driven by one option table. */
+#ifndef TW_CONF_H
+#define TW_CONF_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+enum conf_sync { CONF_SYNC_NORMAL = 0, CONF_SYNC_FULL = 1 };
+
+struct conf {
+	/* [mqtt] */
+	char *mqtt_host;
+	int mqtt_port;
+	char *mqtt_client_id;
+	char *mqtt_username;
+	char *mqtt_password;
+	int64_t mqtt_keepalive_ms;
+	int64_t mqtt_reconnect_min_ms;
+	int64_t mqtt_reconnect_max_ms;
+	char *telemetry_topic;
+	/* [http] */
+	char *http_listen;
+	int http_threads;
+	int http_max_connections;
+	int http_max_per_ip;
+	int64_t http_timeout_ms;
+	int http_max_body;
+	int http_allow_remote;
+	/* [storage] */
+	char *db_path;
+	int db_sync;			/* enum conf_sync */
+	int batch_max;
+	int quarantine_max;
+	/* [ingest] */
+	int max_payload;
+	int max_depth;
+	int max_properties;
+	int64_t max_future_ms;
+	int ring_bytes;
+	/* [twins] */
+	int auto_create;
+	int max_twins;
+	int max_props_per_twin;
+	int64_t stale_after_ms;
+	int64_t offline_after_ms;
+	/* [log] */
+	int log_level;			/* enum log_level */
+};
+
+/*
+ * Fills `c` with the defaults, then reads `path`. Each error is reported
+ * on `err` as "FILE:LINE: message". Relative paths in the file are made
+ * relative to the directory of `path`. Returns 0, or TW_ERR_INVAL (bad
+ * content) or TW_ERR_IO (unreadable file). The caller owns `c` and frees
+ * it with conf_cleanup, also after a failure.
+ */
+int conf_load(struct conf *c, const char *path, FILE *err);
+
+/*
+ * Applies one "section.key=value" override after conf_load, as from the
+ * command line. Returns 0 or TW_ERR_INVAL (reported on `err`).
+ */
+int conf_set(struct conf *c, const char *assignment, FILE *err);
+
+/* Checks relations between keys (bounds of pairs, topic templates, listen address). */
+int conf_validate(const struct conf *c, const char *path, FILE *err);
+
+void conf_cleanup(struct conf *c);
+
+/* Splits "host:port" of [http] listen; returns 0 or TW_ERR_INVAL. */
+int conf_listen_split(const char *listen, char *host, size_t hostlen, int *port);
+
+#endif

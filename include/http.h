@@ -1,0 +1,65 @@
+/*
+ * The REST server: libmicrohttpd with a thread pool, routing, JSON
+ * replies and errors. Handlers run on the pool's threads; each thread has
+ * its own read-only store connection.
+ */
+#ifndef TW_HTTP_H
+#define TW_HTTP_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+#include "conf.h"
+#include "store.h"
+
+struct ring;
+struct sync;
+struct mqtt;
+
+/* What the handlers may look at; all borrowed, all outlive the server. */
+struct api_ctx {
+	const struct conf *conf;
+	struct ring *ring;
+	struct sync *sync;
+	struct mqtt *mqtt;
+};
+
+#define HTTP_PARAMS_MAX	4
+
+struct http_req {
+	void *conn;			/* struct MHD_Connection */
+	const char *method;
+	const char *path;
+	const char *params[HTTP_PARAMS_MAX];	/* path segments matched by '*' */
+	const char *body;
+	size_t body_len;
+	struct store *db;		/* this thread's reader; NULL if it could not open */
+	const struct api_ctx *ctx;
+};
+
+struct http_reply {
+	int status;
+	char *body;			/* owned, freed after sending */
+	size_t len;
+	const char *type;		/* Content-Type */
+	char etag[48];			/* sent when not empty */
+	char header_name[32];		/* one extra header when not empty */
+	char header_value[64];
+};
+
+/* A query argument, or NULL. Borrowed from the request. */
+const char *http_arg(struct http_req *req, const char *name);
+
+/* Fills `rep` with `doc` printed (doc is freed) and `status`. */
+void http_json(struct http_reply *rep, int status, cJSON *doc);
+/* Fills `rep` with the error object {"error":{"code","message"}}. */
+void http_error(struct http_reply *rep, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+struct http;
+
+/* Binds the listen address and starts the pool. NULL (logged) on failure. */
+struct http *http_start(const struct api_ctx *ctx);
+void http_stop(struct http *h);
+
+#endif

@@ -1,0 +1,55 @@
+/*
+ * Counters and histograms for /metrics. Each is written by one thread
+ * (named beside it) and read by the REST threads, through relaxed atomics:
+ * a scrape may see one counter a little ahead of another, never a torn value.
+ */
+#ifndef TW_METRICS_H
+#define TW_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ingest.h"
+
+#define METRICS_BATCH_BUCKETS	8
+#define METRICS_COMMIT_BUCKETS	10
+
+struct metrics {
+	atomic_uint_fast64_t received;			/* MQTT thread */
+	atomic_uint_fast64_t dropped[DROP__COUNT];	/* MQTT thread and sync engine */
+	atomic_uint_fast64_t quarantined;		/* sync engine */
+	atomic_uint_fast64_t applied;			/* sync engine: messages committed */
+	atomic_uint_fast64_t values;			/* sync engine: values committed */
+	atomic_uint_fast64_t commits;			/* sync engine */
+	atomic_uint_fast64_t commit_failures;		/* sync engine */
+	atomic_uint_fast64_t batch_le[METRICS_BATCH_BUCKETS];	/* sync engine */
+	atomic_uint_fast64_t batch_sum;
+	atomic_uint_fast64_t commit_le[METRICS_COMMIT_BUCKETS];	/* sync engine */
+	atomic_uint_fast64_t commit_us_sum;
+	atomic_uint_fast64_t twins;			/* sync engine */
+	atomic_int broker_connected;			/* MQTT thread */
+	atomic_uint_fast64_t reconnects;		/* MQTT thread */
+	atomic_int db_failing;				/* sync engine */
+	atomic_uint_fast64_t http_requests;		/* REST threads */
+};
+
+extern struct metrics metrics;
+
+static inline void
+metrics_add(atomic_uint_fast64_t *c, uint64_t n)
+{
+	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* Records one commit of `batch` messages that took `us` microseconds. */
+void metrics_commit(uint64_t batch, int64_t us);
+
+/*
+ * Writes the Prometheus text form into a new buffer (the caller frees
+ * it) and its length into *len. `ring_used` and `ring_cap` are sampled
+ * by the caller. Returns NULL on allocation failure.
+ */
+char *metrics_render(size_t *len, size_t ring_used, size_t ring_cap);
+
+#endif

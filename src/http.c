@@ -1,0 +1,343 @@
+/* libmicrohttpd glue: binding, limits, routing, and the JSON reply helpers. */
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "err.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+
+#define READERS_MAX	64		/* one per pool thread; threads are capped at 64 */
+#define PATH_SEG_MAX	8
+
+typedef void (*http_handler)(struct http_req *, struct http_reply *);
+
+struct route {
+	const char *method;
+	const char *pattern;		/* '*' matches one path segment */
+	http_handler fn;
+};
+
+static const struct route routes[] = {
+	{ "GET", "/api/v1/twins", api_twins_list },
+	{ "GET", "/api/v1/twins/*", api_twins_get },
+	{ "GET", "/api/v1/twins/*/history", api_twins_history },
+	{ "GET", "/healthz", api_system_health },
+	{ "GET", "/metrics", api_system_metrics },
+};
+
+struct http {
+	struct MHD_Daemon *daemon;
+	const struct api_ctx *ctx;
+};
+
+/* The body of one request, gathered across calls of the access handler. */
+struct body {
+	char *buf;
+	size_t len;
+	int too_large;
+};
+
+/* Each pool thread opens its own reader on first use; all are closed at stop. */
+static __thread struct store *thread_db;
+static pthread_mutex_t readers_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct store *readers[READERS_MAX];
+static int nreaders;
+
+static struct store *
+http_reader(const struct conf *c)
+{
+	struct store *db;
+
+	if (thread_db != NULL)
+		return thread_db;
+	pthread_mutex_lock(&readers_lock);
+	if (nreaders < READERS_MAX && (db = store_open(c->db_path, 0, 0)) != NULL) {
+		readers[nreaders++] = db;
+		thread_db = db;
+	}
+	pthread_mutex_unlock(&readers_lock);
+	return thread_db;
+}
+
+const char *
+http_arg(struct http_req *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+void
+http_json(struct http_reply *rep, int status, cJSON *doc)
+{
+	char *s = doc != NULL ? cJSON_PrintUnformatted(doc) : NULL;
+
+	cJSON_Delete(doc);
+	if (s == NULL) {
+		http_error(rep, 500, "internal", "out of memory");
+		return;
+	}
+	free(rep->body);
+	rep->status = status;
+	rep->body = s;
+	rep->len = strlen(s);
+	rep->type = "application/json";
+}
+
+void
+http_error(struct http_reply *rep, int status, const char *code, const char *fmt, ...)
+{
+	cJSON *doc, *err;
+	char msg[512];
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	free(rep->body);
+	rep->body = NULL;
+	rep->status = status;
+	rep->type = "application/json";
+	if ((doc = cJSON_CreateObject()) == NULL ||
+	    (err = cJSON_AddObjectToObject(doc, "error")) == NULL ||
+	    cJSON_AddStringToObject(err, "code", code) == NULL ||
+	    cJSON_AddStringToObject(err, "message", msg) == NULL ||
+	    (s = cJSON_PrintUnformatted(doc)) == NULL) {
+		cJSON_Delete(doc);
+		return;		/* an empty body with the status still says what happened */
+	}
+	cJSON_Delete(doc);
+	rep->body = s;
+	rep->len = strlen(s);
+}
+
+/*
+ * Matches `path` against a route pattern; on a match fills req->params
+ * with the '*' segments, copied into `store` (one path's worth).
+ */
+static int
+route_match(const char *pattern, const char *path, struct http_req *req, char *store)
+{
+	const char *p = pattern, *u = path;
+	int np = 0;
+
+	while (*p != '\0' && *u != '\0') {
+		size_t pl = strcspn(p, "/"), ul = strcspn(u, "/");
+
+		if (pl == 1 && *p == '*') {
+			if (ul == 0 || np == HTTP_PARAMS_MAX)
+				return 0;
+			memcpy(store, u, ul);
+			store[ul] = '\0';
+			req->params[np++] = store;
+			store += ul + 1;
+		} else if (pl != ul || strncmp(p, u, pl) != 0) {
+			return 0;
+		}
+		p += pl;
+		u += ul;
+		if (*p == '/' && *u == '/') {
+			p++;
+			u++;
+		}
+	}
+	return *p == '\0' && *u == '\0';
+}
+
+static void
+http_dispatch(struct http_req *req, struct http_reply *rep, char *store)
+{
+	int path_known = 0;
+
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		if (!route_match(routes[i].pattern, req->path, req, store))
+			continue;
+		path_known = 1;
+		if (strcmp(routes[i].method, req->method) != 0)
+			continue;
+		routes[i].fn(req, rep);
+		return;
+	}
+	if (path_known)
+		http_error(rep, 405, "method_not_allowed", "%s is not allowed on %s",
+		    req->method, req->path);
+	else
+		http_error(rep, 404, "not_found", "no such endpoint: %s", req->path);
+}
+
+static enum MHD_Result
+http_send(struct MHD_Connection *conn, struct http_reply *rep)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+
+	r = MHD_create_response_from_buffer(rep->len, rep->body != NULL ? rep->body : "",
+	    rep->body != NULL ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	if (r == NULL) {
+		free(rep->body);
+		return MHD_NO;
+	}
+	rep->body = NULL;
+	MHD_add_response_header(r, "Content-Type", rep->type != NULL ? rep->type : "text/plain");
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	if (rep->etag[0] != '\0')
+		MHD_add_response_header(r, "ETag", rep->etag);
+	if (rep->header_name[0] != '\0')
+		MHD_add_response_header(r, rep->header_name, rep->header_value);
+	ret = MHD_queue_response(conn, (unsigned)rep->status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result
+http_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+    const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+	struct http *h = cls;
+	struct body *b = *con_cls;
+	struct http_reply rep = { 0 };
+	struct http_req req = { 0 };
+	char *params;
+	enum MHD_Result ret;
+
+	(void)version;
+	if (b == NULL) {
+		/* First call: headers only. The body, if any, comes in the next calls. */
+		if ((b = calloc(1, sizeof(*b))) == NULL)
+			return MHD_NO;
+		*con_cls = b;
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0) {
+		size_t n = *upload_data_size;
+
+		if (!b->too_large && b->len + n <= (size_t)h->ctx->conf->http_max_body) {
+			char *nb = realloc(b->buf, b->len + n + 1);
+
+			if (nb == NULL)
+				return MHD_NO;
+			b->buf = nb;
+			memcpy(b->buf + b->len, upload_data, n);
+			b->len += n;
+			b->buf[b->len] = '\0';
+		} else {
+			b->too_large = 1;
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	metrics_add(&metrics.http_requests, 1);
+	if ((params = malloc(strlen(url) + 1)) == NULL)
+		return MHD_NO;
+	req.conn = conn;
+	req.method = method;
+	req.path = url;
+	req.body = b->buf;
+	req.body_len = b->len;
+	req.ctx = h->ctx;
+	req.db = http_reader(h->ctx->conf);
+	if (b->too_large)
+		http_error(&rep, 413, "too_large", "the body is larger than %d bytes",
+		    h->ctx->conf->http_max_body);
+	else if (req.db == NULL)
+		http_error(&rep, 503, "unavailable", "cannot open the database");
+	else
+		http_dispatch(&req, &rep, params);
+	ret = http_send(conn, &rep);
+	free(params);
+	return ret;
+}
+
+static void
+http_done(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct body *b = *con_cls;
+
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	if (b != NULL) {
+		free(b->buf);
+		free(b);
+		*con_cls = NULL;
+	}
+}
+
+static void
+http_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+
+	(void)cls;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\n")] = '\0';
+	log_warnx("http: %s", line);
+}
+
+struct http *
+http_start(const struct api_ctx *ctx)
+{
+	const struct conf *c = ctx->conf;
+	struct addrinfo hints = { .ai_flags = AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
+	struct addrinfo *ai = NULL;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+	char host[256], port[16];
+	struct http *h;
+	int p;
+
+	if ((h = calloc(1, sizeof(*h))) == NULL)
+		return NULL;
+	h->ctx = ctx;
+	if (conf_listen_split(c->http_listen, host, sizeof(host), &p) != TW_OK)
+		goto fail;
+	snprintf(port, sizeof(port), "%d", p);
+	if (getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL) {
+		log_warnx("http: cannot resolve listen address %s", c->http_listen);
+		goto fail;
+	}
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	h->daemon = MHD_start_daemon(flags, (uint16_t)p, NULL, NULL, http_access, h,
+	    MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL,
+	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)c->http_threads,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->http_max_connections,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)c->http_max_per_ip,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(c->http_timeout_ms / 1000),
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+	    MHD_OPTION_NOTIFY_COMPLETED, http_done, h,
+	    MHD_OPTION_END);
+	freeaddrinfo(ai);
+	if (h->daemon == NULL) {
+		log_warnx("http: cannot listen on %s (in use, or not an address of this host)",
+		    c->http_listen);
+		goto fail;
+	}
+	log_info("http: listening on %s", c->http_listen);
+	return h;
+fail:
+	free(h);
+	return NULL;
+}
+
+void
+http_stop(struct http *h)
+{
+	if (h == NULL)
+		return;
+	MHD_stop_daemon(h->daemon);
+	pthread_mutex_lock(&readers_lock);
+	for (int i = 0; i < nreaders; i++)
+		store_close(readers[i]);
+	nreaders = 0;
+	pthread_mutex_unlock(&readers_lock);
+	free(h);
+}

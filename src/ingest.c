@@ -1,0 +1,390 @@
+/* Topic and payload to update record: the checks every message passes. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "err.h"
+#include "ingest.h"
+
+#define ALIGN8(n)	(((n) + 7) & ~(size_t)7)
+#define TS_MIN_MS	946684800000LL	/* 2000-01-01: earlier is a ts in seconds */
+
+static const char *const reason_names[DROP__COUNT] = {
+	[INGEST_OK] = "ok",
+	[DROP_MALFORMED] = "malformed",
+	[DROP_TOO_LARGE] = "too_large",
+	[DROP_TOO_DEEP] = "too_deep",
+	[DROP_TOO_MANY_PROPERTIES] = "too_many_properties",
+	[DROP_BAD_TWIN_ID] = "bad_twin_id",
+	[DROP_BAD_PROPERTY] = "bad_property",
+	[DROP_BAD_VALUE] = "bad_value",
+	[DROP_BAD_TS] = "bad_ts",
+	[DROP_NO_VALUES] = "no_values",
+	[DROP_UNMAPPED_TOPIC] = "unmapped_topic",
+	[DROP_UNKNOWN_TWIN] = "unknown_twin",
+	[DROP_TWIN_LIMIT] = "twin_limit",
+	[DROP_PROPERTY_LIMIT] = "property_limit",
+};
+
+const char *
+ingest_reason_name(int reason)
+{
+	if (reason < 0 || reason >= DROP__COUNT)
+		return "unknown";
+	return reason_names[reason];
+}
+
+const struct rec_val *
+rec_val_first(const struct rec *r)
+{
+	return (const struct rec_val *)rec_body(r);
+}
+
+const struct rec_val *
+rec_val_next(const struct rec_val *v)
+{
+	size_t n = sizeof(*v) + v->name_len + 1;
+
+	if (v->type == VAL_STR)
+		n += (size_t)v->str_len + 1;
+	return (const struct rec_val *)((const char *)v + ALIGN8(n));
+}
+
+static int
+id_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':' || c == '-';
+}
+
+int
+ingest_id_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > TWIN_ID_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!id_char((unsigned char)s[i]))
+			return 0;
+	return 1;
+}
+
+int
+ingest_init(struct ingest *in, const char *tmpl, int max_payload, int max_depth,
+    int max_props, int64_t max_future_ms)
+{
+	const char *p = strstr(tmpl, "{twin}");
+
+	memset(in, 0, sizeof(*in));
+	if (p == NULL)
+		return TW_ERR_INVAL;
+	in->prefix = strndup(tmpl, (size_t)(p - tmpl));
+	in->suffix = strdup(p + 6);
+	in->buf = malloc(INGEST_SCRATCH);
+	if (in->prefix == NULL || in->suffix == NULL || in->buf == NULL) {
+		ingest_cleanup(in);
+		return TW_ERR_NOMEM;
+	}
+	in->prefix_len = strlen(in->prefix);
+	in->suffix_len = strlen(in->suffix);
+	in->max_payload = max_payload;
+	in->max_depth = max_depth;
+	in->max_props = max_props;
+	in->max_future_ms = max_future_ms;
+	return TW_OK;
+}
+
+void
+ingest_cleanup(struct ingest *in)
+{
+	free(in->prefix);
+	free(in->suffix);
+	free(in->buf);
+	memset(in, 0, sizeof(*in));
+}
+
+void
+ingest_subscriptions(const struct ingest *in, char *obj, char *single, size_t len)
+{
+	snprintf(obj, len, "%s+%s", in->prefix, in->suffix);
+	snprintf(single, len, "%s+%s/#", in->prefix, in->suffix);
+}
+
+/* The record being built in the scratch buffer. */
+struct builder {
+	unsigned char *buf;
+	size_t len;
+	struct rec *rec;
+	int max_props;
+	char name[PROP_NAME_MAX + 2];	/* flattened name of the current value */
+};
+
+static void *
+builder_take(struct builder *b, size_t n)
+{
+	void *p;
+
+	n = ALIGN8(n);
+	if (b->len + n > INGEST_SCRATCH)
+		return NULL;
+	p = b->buf + b->len;
+	b->len += n;
+	return p;
+}
+
+static int
+name_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > PROP_NAME_MAX || s[0] == '.' || s[len - 1] == '.')
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!id_char((unsigned char)s[i]))
+			return 0;
+	return 1;
+}
+
+static int
+builder_add(struct builder *b, const char *name, size_t name_len, const cJSON *item)
+{
+	struct rec_val *v;
+	size_t slen = 0;
+	int type;
+
+	if (!name_valid(name, name_len))
+		return DROP_BAD_PROPERTY;
+	if (cJSON_IsNumber(item)) {
+		if (!isfinite(item->valuedouble))
+			return DROP_BAD_VALUE;
+		type = VAL_NUM;
+	} else if (cJSON_IsBool(item)) {
+		type = VAL_BOOL;
+	} else if (cJSON_IsString(item)) {
+		slen = strlen(item->valuestring);
+		if (slen > STR_VALUE_MAX)
+			return DROP_BAD_VALUE;
+		type = VAL_STR;
+	} else {
+		return DROP_BAD_VALUE;	/* null and arrays have no meaning as a reading */
+	}
+	if (b->rec->nvals >= b->max_props)
+		return DROP_TOO_MANY_PROPERTIES;
+	v = builder_take(b, sizeof(*v) + name_len + 1 + (type == VAL_STR ? slen + 1 : 0));
+	if (v == NULL)
+		return DROP_TOO_LARGE;
+	v->type = (uint8_t)type;
+	v->name_len = (uint8_t)name_len;
+	v->str_len = (uint16_t)slen;
+	v->reserved = 0;
+	v->num = type == VAL_NUM ? item->valuedouble : type == VAL_BOOL ? cJSON_IsTrue(item) : 0;
+	memcpy(v->name, name, name_len);
+	v->name[name_len] = '\0';
+	if (type == VAL_STR)
+		memcpy(v->name + name_len + 1, item->valuestring, slen + 1);
+	b->rec->nvals++;
+	return INGEST_OK;
+}
+
+/* Adds the values of `obj`, their names prefixed with b->name[0..plen). */
+static int
+builder_flatten(struct builder *b, const cJSON *obj, size_t plen, int top)
+{
+	const cJSON *it;
+	int rc;
+
+	cJSON_ArrayForEach(it, obj) {
+		size_t klen = strlen(it->string), nlen = plen + klen;
+
+		if (top && strcmp(it->string, "ts") == 0)
+			continue;
+		if (klen == 0 || nlen > PROP_NAME_MAX)
+			return DROP_BAD_PROPERTY;
+		memcpy(b->name + plen, it->string, klen);
+		b->name[nlen] = '\0';
+		if (cJSON_IsObject(it)) {
+			b->name[nlen] = '.';
+			rc = builder_flatten(b, it, nlen + 1, 0);
+		} else {
+			rc = builder_add(b, b->name, nlen, it);
+		}
+		if (rc != INGEST_OK)
+			return rc;
+	}
+	return INGEST_OK;
+}
+
+/*
+ * The nesting depth of a JSON text, found before parsing so that a hostile
+ * document never reaches the recursive parser. Brackets inside strings
+ * do not count.
+ */
+static int
+json_depth_exceeds(const char *p, size_t len, int max)
+{
+	int depth = 0, in_str = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = p[i];
+
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+		} else if (c == '"') {
+			in_str = 1;
+		} else if (c == '{' || c == '[') {
+			if (++depth > max)
+				return 1;
+		} else if (c == '}' || c == ']') {
+			depth--;
+		}
+	}
+	return 0;
+}
+
+static int
+parse_ts(const cJSON *ts, int64_t now_ms, int64_t max_future_ms, int64_t *out)
+{
+	double d;
+
+	if (cJSON_IsNumber(ts)) {
+		d = ts->valuedouble;
+		if (!isfinite(d) || d != floor(d) || d > 9.2e15)
+			return DROP_BAD_TS;
+		*out = (int64_t)d;
+	} else if (cJSON_IsString(ts)) {
+		if (clock_parse_rfc3339(ts->valuestring, strlen(ts->valuestring), out) != TW_OK)
+			return DROP_BAD_TS;
+	} else {
+		return DROP_BAD_TS;
+	}
+	/* A clock far ahead would freeze the twin: newer values never win. */
+	if (*out < TS_MIN_MS || *out > now_ms + max_future_ms)
+		return DROP_BAD_TS;
+	return INGEST_OK;
+}
+
+/*
+ * Splits the topic into twin id and, for the single-value form, the
+ * property (with '/' turned into '.', written into `prop`).
+ */
+static int
+topic_map(const struct ingest *in, const char *topic, const char **id, size_t *id_len,
+    char *prop, size_t *prop_len)
+{
+	const char *t, *slash, *rest;
+	size_t n;
+
+	if (strncmp(topic, in->prefix, in->prefix_len) != 0)
+		return DROP_UNMAPPED_TOPIC;
+	t = topic + in->prefix_len;
+	slash = strchr(t, '/');
+	*id = t;
+	*id_len = slash != NULL ? (size_t)(slash - t) : strlen(t);
+	rest = t + *id_len;
+	if (strncmp(rest, in->suffix, in->suffix_len) != 0)
+		return DROP_UNMAPPED_TOPIC;
+	rest += in->suffix_len;
+	*prop_len = 0;
+	if (*rest == '\0')
+		return ingest_id_valid(*id, *id_len) ? INGEST_OK : DROP_BAD_TWIN_ID;
+	if (*rest != '/')
+		return DROP_UNMAPPED_TOPIC;
+	rest++;
+	n = strlen(rest);
+	if (n == 0 || n > PROP_NAME_MAX)
+		return DROP_BAD_PROPERTY;
+	for (size_t i = 0; i < n; i++)
+		prop[i] = rest[i] == '/' ? '.' : rest[i];
+	prop[n] = '\0';
+	*prop_len = n;
+	if (!ingest_id_valid(*id, *id_len))
+		return DROP_BAD_TWIN_ID;
+	return name_valid(prop, n) ? INGEST_OK : DROP_BAD_PROPERTY;
+}
+
+static struct rec *
+rec_start(struct builder *b, unsigned char *buf, const char *id, size_t id_len,
+    uint16_t kind, int64_t now_ms)
+{
+	struct rec *r;
+
+	b->buf = buf;
+	b->len = 0;
+	if ((r = builder_take(b, sizeof(*r) + id_len + 1)) == NULL)
+		return NULL;
+	memset(r, 0, sizeof(*r));
+	r->kind = kind;
+	r->id_len = (uint16_t)id_len;
+	r->ts = now_ms;
+	r->arrival_ms = now_ms;
+	memcpy(r->id, id, id_len);
+	r->id[id_len] = '\0';
+	b->rec = r;
+	return r;
+}
+
+int
+ingest_message(struct ingest *in, const char *topic, const void *payload, size_t len,
+    int64_t now_ms, struct rec **out, size_t *outlen)
+{
+	struct builder b = { .max_props = in->max_props };
+	char prop[PROP_NAME_MAX + 1];
+	size_t id_len, prop_len;
+	const char *id;
+	cJSON *root;
+	int rc;
+
+	if ((rc = topic_map(in, topic, &id, &id_len, prop, &prop_len)) != INGEST_OK)
+		return rc;
+	if (len > (size_t)in->max_payload)
+		return DROP_TOO_LARGE;
+	if (json_depth_exceeds(payload, len, in->max_depth))
+		return DROP_TOO_DEEP;
+	/* The payload is not NUL-terminated: always parse with its length. */
+	if ((root = cJSON_ParseWithLength(payload, len)) == NULL)
+		return DROP_MALFORMED;
+	if (rec_start(&b, in->buf, id, id_len, REC_UPDATE, now_ms) == NULL)
+		rc = DROP_TOO_LARGE;
+	else if (prop_len > 0) {
+		rc = builder_add(&b, prop, prop_len, root);
+	} else if (!cJSON_IsObject(root)) {
+		rc = DROP_MALFORMED;
+	} else {
+		const cJSON *ts = cJSON_GetObjectItemCaseSensitive(root, "ts");
+
+		rc = ts != NULL ? parse_ts(ts, now_ms, in->max_future_ms, &b.rec->ts) : INGEST_OK;
+		if (rc == INGEST_OK)
+			rc = builder_flatten(&b, root, 0, 1);
+		if (rc == INGEST_OK && b.rec->nvals == 0)
+			rc = DROP_NO_VALUES;
+	}
+	cJSON_Delete(root);
+	if (rc != INGEST_OK)
+		return rc;
+	*out = b.rec;
+	*outlen = b.len;
+	return INGEST_OK;
+}
+
+void
+ingest_quarantine(struct ingest *in, const char *topic, const void *payload, size_t len,
+    int reason, int64_t now_ms, struct rec **out, size_t *outlen)
+{
+	struct builder b = { 0 };
+	size_t tlen = strnlen(topic, 1024), keep = len < QUARANTINE_KEEP ? len : QUARANTINE_KEEP;
+	/* A topic of at most 1 KiB and 1 KiB of payload always fit the scratch buffer. */
+	struct rec *r = rec_start(&b, in->buf, topic, tlen, REC_QUARANTINE, now_ms);
+	char *body = builder_take(&b, keep + 1);
+
+	if (r == NULL || body == NULL)
+		abort();
+	r->reason = (uint16_t)reason;
+	r->body_len = (uint32_t)keep;
+	memcpy(body, payload, keep);
+	body[keep] = '\0';
+	*out = r;
+	*outlen = b.len;
+}

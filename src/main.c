@@ -1,0 +1,226 @@
+/* twind: start-up, signals, and the orderly stop that loses nothing. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef WITH_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "clock.h"
+#include "conf.h"
+#include "err.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "mqtt.h"
+#include "ring.h"
+#include "store.h"
+#include "sync.h"
+
+#define TWIND_VERSION	"0.1.0"
+#define EXIT_RUNTIME	1
+#define EXIT_USAGE	2
+#define OVERRIDES_MAX	32
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "usage: twind -c FILE [--check] [-o section.key=value ...]\n"
+	    "  -c FILE   the configuration (INI); see config/twind.conf\n"
+	    "  --check   validate the configuration and exit 0 (good) or 2 (bad)\n"
+	    "  -o S.K=V  override one setting, e.g. -o storage.database=/tmp/t.db\n"
+	    "  -V        print the version\n");
+}
+
+static void
+notify(const char *state)
+{
+#ifdef WITH_SYSTEMD
+	sd_notify(0, state);
+#else
+	(void)state;
+#endif
+}
+
+/* Loads the file and the overrides; prints errors; returns 0 or TW_ERR_INVAL. */
+static int
+config_read(struct conf *c, const char *path, char **overrides, int noverrides)
+{
+	if (conf_load(c, path, stderr) != TW_OK)
+		return TW_ERR_INVAL;
+	for (int i = 0; i < noverrides; i++)
+		if (conf_set(c, overrides[i], stderr) != TW_OK)
+			return TW_ERR_INVAL;
+	return conf_validate(c, path, stderr);
+}
+
+static void
+reload(const char *path, char **overrides, int noverrides)
+{
+	struct conf fresh;
+
+	/* Parse into a new struct; only a valid one is applied. */
+	if (config_read(&fresh, path, overrides, noverrides) != TW_OK) {
+		log_warnx("SIGHUP: %s has errors (above); keeping the running settings", path);
+	} else {
+		log_set_level(fresh.log_level);
+		log_info("SIGHUP: %s reloaded; log level applied, other settings take a restart",
+		    path);
+	}
+	conf_cleanup(&fresh);
+}
+
+/*
+ * Signals are blocked in every thread and taken here with sigtimedwait,
+ * so no handler runs in an arbitrary thread's context.
+ */
+static int
+wait_for_stop(const sigset_t *set, const char *path, char **overrides, int noverrides)
+{
+	struct timespec tick = { 1, 0 };
+	siginfo_t info;
+	int sig;
+
+#ifdef WITH_SYSTEMD
+	uint64_t wd_us = 0;
+
+	if (sd_watchdog_enabled(0, &wd_us) > 0 && wd_us / 2 < 1000000) {
+		tick.tv_sec = 0;
+		tick.tv_nsec = (long)(wd_us / 2) * 1000;
+	}
+#endif
+	for (;;) {
+		sig = sigtimedwait(set, &info, &tick);
+		notify("WATCHDOG=1");
+		if (sig == SIGTERM || sig == SIGINT)
+			return sig;
+		if (sig == SIGHUP) {
+			notify("RELOADING=1");
+			reload(path, overrides, noverrides);
+			notify("READY=1");
+		}
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "check", no_argument, NULL, 'k' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char *overrides[OVERRIDES_MAX];
+	int noverrides = 0, check = 0, ch, sig, status = EXIT_RUNTIME;
+	const char *path = NULL;
+	struct conf conf = { 0 };
+	struct api_ctx api = { 0 };
+	struct ring *ring = NULL;
+	struct store *store;
+	struct sync *sync = NULL;
+	struct mqtt *mqtt = NULL;
+	struct http *http = NULL;
+	sigset_t set;
+	int64_t t0 = clock_mono_us();
+
+	while ((ch = getopt_long(argc, argv, "c:o:Vh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'o':
+			if (noverrides == OVERRIDES_MAX) {
+				fprintf(stderr, "twind: at most %d -o options\n", OVERRIDES_MAX);
+				return EXIT_USAGE;
+			}
+			overrides[noverrides++] = optarg;
+			break;
+		case 'k':
+			check = 1;
+			break;
+		case 'V':
+			printf("twind %s\n", TWIND_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (path == NULL || optind != argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (config_read(&conf, path, overrides, noverrides) != TW_OK) {
+		conf_cleanup(&conf);
+		return EXIT_USAGE;
+	}
+	if (check) {
+		printf("%s: ok\n", path);
+		conf_cleanup(&conf);
+		return 0;
+	}
+	log_set_level(conf.log_level);
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	/* Blocked before any thread starts, so every thread inherits the mask. */
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((store = store_open(conf.db_path, 1, conf.db_sync == CONF_SYNC_FULL)) == NULL) {
+		log_warnx("cannot open the database %s", conf.db_path);
+		goto out;
+	}
+	if ((ring = ring_new((size_t)conf.ring_bytes)) == NULL) {
+		log_warnx("cannot allocate the ring of %d bytes", conf.ring_bytes);
+		goto out;
+	}
+	sync = sync_new(&conf, ring, store);
+	store = NULL;		/* the sync engine owns it now, also when it failed */
+	if (sync == NULL || (mqtt = mqtt_new(&conf, ring, sync)) == NULL) {
+		log_warnx("start-up failed");
+		goto out;
+	}
+	api = (struct api_ctx){ .conf = &conf, .ring = ring, .sync = sync, .mqtt = mqtt };
+	if ((http = http_start(&api)) == NULL)
+		goto out;
+	if (sync_start(sync) != TW_OK || mqtt_start(mqtt) != TW_OK) {
+		log_warnx("cannot start threads");
+		goto out;
+	}
+	log_info("twind %s ready in %.1f ms (database %s, broker %s:%d, ring %d bytes)",
+	    TWIND_VERSION, (double)(clock_mono_us() - t0) / 1000.0, conf.db_path,
+	    conf.mqtt_host, conf.mqtt_port, conf.ring_bytes);
+	notify("READY=1\nSTATUS=ingesting");
+
+	sig = wait_for_stop(&set, path, overrides, noverrides);
+	log_info("%s: stopping: no new messages, draining and committing",
+	    sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	notify("STOPPING=1");
+	status = 0;
+out:
+	/* The order is the promise: stop reading, commit, ack, then close. */
+	if (mqtt != NULL)
+		mqtt_stop(mqtt);
+	if (sync != NULL)
+		sync_stop(sync);
+	http_stop(http);
+	mqtt_free(mqtt);
+	sync_free(sync);
+	store_close(store);
+	ring_free(ring);
+	if (status == 0)
+		log_info("stopped cleanly: %llu messages committed this run",
+		    (unsigned long long)atomic_load(&metrics.applied));
+	conf_cleanup(&conf);
+	return status;
+}

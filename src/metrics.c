@@ -1,0 +1,170 @@
+/* The counters behind /metrics and their Prometheus text form. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+
+struct metrics metrics;
+
+static const uint64_t batch_bounds[METRICS_BATCH_BUCKETS] = {
+	1, 10, 50, 100, 500, 1000, 5000, 10000
+};
+static const int64_t commit_bounds_us[METRICS_COMMIT_BUCKETS] = {
+	100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 1000000
+};
+
+static uint64_t
+load(atomic_uint_fast64_t *c)
+{
+	return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+void
+metrics_commit(uint64_t batch, int64_t us)
+{
+	metrics_add(&metrics.commits, 1);
+	metrics_add(&metrics.batch_sum, batch);
+	metrics_add(&metrics.commit_us_sum, (uint64_t)us);
+	/* Buckets are stored non-cumulative; the renderer adds them up. */
+	for (int i = 0; i < METRICS_BATCH_BUCKETS; i++)
+		if (batch <= batch_bounds[i]) {
+			metrics_add(&metrics.batch_le[i], 1);
+			break;
+		}
+	for (int i = 0; i < METRICS_COMMIT_BUCKETS; i++)
+		if (us <= commit_bounds_us[i]) {
+			metrics_add(&metrics.commit_le[i], 1);
+			break;
+		}
+}
+
+struct out {
+	char *buf;
+	size_t len, cap;
+	int failed;
+};
+
+static void
+out_printf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+out_printf(struct out *o, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (o->failed)
+		return;
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			o->failed = 1;
+			return;
+		}
+		if ((size_t)n < o->cap - o->len) {
+			o->len += (size_t)n;
+			return;
+		}
+		char *nb = realloc(o->buf, o->cap * 2);
+
+		if (nb == NULL) {
+			o->failed = 1;
+			return;
+		}
+		o->buf = nb;
+		o->cap *= 2;
+	}
+}
+
+static void
+counter(struct out *o, const char *name, const char *help, uint64_t v)
+{
+	out_printf(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
+	    (unsigned long long)v);
+}
+
+static void
+gauge(struct out *o, const char *name, const char *help, uint64_t v)
+{
+	out_printf(o, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", name, help, name, name,
+	    (unsigned long long)v);
+}
+
+static void
+render_histograms(struct out *o)
+{
+	uint64_t cum = 0;
+
+	out_printf(o, "# HELP twind_commit_batch_size Messages per database commit.\n"
+	    "# TYPE twind_commit_batch_size histogram\n");
+	for (int i = 0; i < METRICS_BATCH_BUCKETS; i++) {
+		cum += load(&metrics.batch_le[i]);
+		out_printf(o, "twind_commit_batch_size_bucket{le=\"%llu\"} %llu\n",
+		    (unsigned long long)batch_bounds[i], (unsigned long long)cum);
+	}
+	out_printf(o, "twind_commit_batch_size_bucket{le=\"+Inf\"} %llu\n"
+	    "twind_commit_batch_size_sum %llu\ntwind_commit_batch_size_count %llu\n",
+	    (unsigned long long)load(&metrics.commits),
+	    (unsigned long long)load(&metrics.batch_sum),
+	    (unsigned long long)load(&metrics.commits));
+
+	cum = 0;
+	out_printf(o, "# HELP twind_commit_seconds Time of one database commit.\n"
+	    "# TYPE twind_commit_seconds histogram\n");
+	for (int i = 0; i < METRICS_COMMIT_BUCKETS; i++) {
+		cum += load(&metrics.commit_le[i]);
+		out_printf(o, "twind_commit_seconds_bucket{le=\"%g\"} %llu\n",
+		    (double)commit_bounds_us[i] / 1e6, (unsigned long long)cum);
+	}
+	out_printf(o, "twind_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
+	    "twind_commit_seconds_sum %.6f\ntwind_commit_seconds_count %llu\n",
+	    (unsigned long long)load(&metrics.commits),
+	    (double)load(&metrics.commit_us_sum) / 1e6,
+	    (unsigned long long)load(&metrics.commits));
+}
+
+char *
+metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
+{
+	struct out o = { .cap = 8192 };
+
+	if ((o.buf = malloc(o.cap)) == NULL)
+		return NULL;
+	counter(&o, "twind_messages_received_total", "MQTT telemetry messages received.",
+	    load(&metrics.received));
+	out_printf(&o, "# HELP twind_messages_dropped_total Messages dropped, by reason.\n"
+	    "# TYPE twind_messages_dropped_total counter\n");
+	for (int r = 1; r < DROP__COUNT; r++)
+		out_printf(&o, "twind_messages_dropped_total{reason=\"%s\"} %llu\n",
+		    ingest_reason_name(r), (unsigned long long)load(&metrics.dropped[r]));
+	counter(&o, "twind_quarantined_total", "Dropped messages kept in the quarantine table.",
+	    load(&metrics.quarantined));
+	counter(&o, "twind_updates_applied_total", "Messages applied to twins and committed.",
+	    load(&metrics.applied));
+	counter(&o, "twind_values_stored_total", "Property values committed to history.",
+	    load(&metrics.values));
+	counter(&o, "twind_commit_failures_total", "Database commits that failed.",
+	    load(&metrics.commit_failures));
+	render_histograms(&o);
+	gauge(&o, "twind_ring_depth_bytes", "Bytes waiting in the ingest ring.", ring_used);
+	gauge(&o, "twind_ring_capacity_bytes", "Size of the ingest ring.", ring_cap);
+	gauge(&o, "twind_twins", "Twins in memory.", load(&metrics.twins));
+	gauge(&o, "twind_broker_connected", "1 while connected to the MQTT broker.",
+	    (uint64_t)atomic_load(&metrics.broker_connected));
+	counter(&o, "twind_broker_reconnects_total", "Connections made to the broker after the first.",
+	    load(&metrics.reconnects));
+	gauge(&o, "twind_database_failing", "1 while the last commit failed.",
+	    (uint64_t)atomic_load(&metrics.db_failing));
+	counter(&o, "twind_http_requests_total", "REST requests served.",
+	    load(&metrics.http_requests));
+	if (o.failed) {
+		free(o.buf);
+		return NULL;
+	}
+	*len = o.len;
+	return o.buf;
+}

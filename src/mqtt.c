@@ -1,0 +1,350 @@
+/* libmosquitto glue: subscribe, read, hand records to the ring, ack after commit. */
+#include <errno.h>
+#include <mosquitto.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "err.h"
+#include "ingest.h"
+#include "log.h"
+#include "metrics.h"
+#include "mqtt.h"
+
+#define BURST_MAX	4096	/* packets read before the commit is awaited */
+#define TOPIC_MAX	512
+
+struct mqtt {
+	const struct conf *conf;
+	struct ring *ring;
+	struct sync *sync;
+	struct mosquitto *mosq;
+	struct ingest ingest;		/* MQTT thread only */
+	pthread_t thread;
+	int started;
+	int wake[2];			/* a pipe that interrupts poll() for stop */
+	atomic_int stop;
+	atomic_int connected;
+
+	/* MQTT thread only. */
+	uint32_t gen;			/* connection generation, grows per connect */
+	uint64_t seq;			/* last record pushed */
+	uint64_t acked;			/* last record whose ack may be written */
+	int ever_connected;
+	int64_t backoff_ms;
+	struct log_limit drop_log;
+	struct log_limit conn_log;
+};
+
+static void
+on_connect(struct mosquitto *mosq, void *arg, int rc)
+{
+	struct mqtt *m = arg;
+	char obj[TOPIC_MAX], single[TOPIC_MAX];
+
+	if (rc != 0) {
+		log_limited(&m->conn_log, "mqtt: broker refused the connection: %s",
+		    mosquitto_connack_string(rc));
+		return;
+	}
+	/* Subscribing here means every reconnect subscribes again. */
+	ingest_subscriptions(&m->ingest, obj, single, sizeof(obj));
+	if (mosquitto_subscribe(mosq, NULL, obj, 1) != MOSQ_ERR_SUCCESS ||
+	    mosquitto_subscribe(mosq, NULL, single, 1) != MOSQ_ERR_SUCCESS)
+		log_warnx("mqtt: cannot subscribe to %s and %s", obj, single);
+	if (m->ever_connected)
+		metrics_add(&metrics.reconnects, 1);
+	m->ever_connected = 1;
+	m->backoff_ms = m->conf->mqtt_reconnect_min_ms;
+	atomic_store(&m->connected, 1);
+	atomic_store(&metrics.broker_connected, 1);
+	log_info("mqtt: connected to %s:%d, subscribed to %s and %s", m->conf->mqtt_host,
+	    m->conf->mqtt_port, obj, single);
+}
+
+static void
+on_disconnect(struct mosquitto *mosq, void *arg, int rc)
+{
+	struct mqtt *m = arg;
+
+	(void)mosq;
+	if (atomic_exchange(&m->connected, 0))
+		log_warnx("mqtt: disconnected from the broker (%s)",
+		    rc == 0 ? "on request" : mosquitto_strerror(rc));
+	atomic_store(&metrics.broker_connected, 0);
+}
+
+static void
+push(struct mqtt *m, struct rec *r, size_t len)
+{
+	r->gen = m->gen;
+	r->seq = m->seq + 1;
+	/*
+	 * Blocks while the ring is full; the sync engine drains it on its own,
+	 * so this waits, it cannot deadlock. TW_ERR_INVAL cannot happen: the
+	 * scratch record is at most a quarter of the smallest ring.
+	 */
+	if (ring_push(m->ring, r, len) == TW_OK)
+		m->seq = r->seq;
+}
+
+/*
+ * Runs on the MQTT thread inside mosquitto_loop_read. The payload is not
+ * NUL-terminated and is freed when this returns: everything is parsed
+ * and copied here.
+ */
+static void
+on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *msg)
+{
+	struct mqtt *m = arg;
+	int64_t now = clock_now_ms();
+	struct rec *r;
+	size_t len;
+	int reason;
+
+	(void)mosq;
+	metrics_add(&metrics.received, 1);
+	reason = ingest_message(&m->ingest, msg->topic, msg->payload, (size_t)msg->payloadlen,
+	    now, &r, &len);
+	if (reason == INGEST_OK) {
+		push(m, r, len);
+		return;
+	}
+	metrics_add(&metrics.dropped[reason], 1);
+	log_limited(&m->drop_log, "mqtt: message on %.200s dropped: %s (%d bytes)",
+	    msg->topic, ingest_reason_name(reason), msg->payloadlen);
+	/* The PUBACK is queued already: keep the poison message, do not lose it quietly. */
+	if (m->conf->quarantine_max > 0) {
+		ingest_quarantine(&m->ingest, msg->topic, msg->payload, (size_t)msg->payloadlen,
+		    reason, now, &r, &len);
+		push(m, r, len);
+	}
+}
+
+struct mqtt *
+mqtt_new(const struct conf *c, struct ring *r, struct sync *s)
+{
+	struct mqtt *m = calloc(1, sizeof(*m));
+
+	if (m == NULL)
+		return NULL;
+	m->conf = c;
+	m->ring = r;
+	m->sync = s;
+	m->wake[0] = m->wake[1] = -1;
+	m->backoff_ms = c->mqtt_reconnect_min_ms;
+	if (ingest_init(&m->ingest, c->telemetry_topic, c->max_payload, c->max_depth,
+	    c->max_properties, c->max_future_ms) != TW_OK)
+		goto fail;
+	if (pipe(m->wake) != 0) {
+		log_warn("mqtt: pipe");
+		goto fail;
+	}
+	mosquitto_lib_init();
+	/* clean_session off: the broker keeps our subscription and queues while we are away. */
+	if ((m->mosq = mosquitto_new(c->mqtt_client_id, false, m)) == NULL) {
+		log_warn("mqtt: mosquitto_new");
+		goto fail;
+	}
+	/*
+	 * Threaded mode makes libmosquitto queue outgoing packets (our
+	 * PUBACKs) instead of writing them from inside the read; we write
+	 * them ourselves once the commit is done.
+	 */
+	mosquitto_threaded_set(m->mosq, true);
+	mosquitto_connect_callback_set(m->mosq, on_connect);
+	mosquitto_disconnect_callback_set(m->mosq, on_disconnect);
+	mosquitto_message_callback_set(m->mosq, on_message);
+	if (c->mqtt_username[0] != '\0' &&
+	    mosquitto_username_pw_set(m->mosq, c->mqtt_username,
+	    c->mqtt_password[0] != '\0' ? c->mqtt_password : NULL) != MOSQ_ERR_SUCCESS)
+		goto fail;
+	return m;
+fail:
+	mqtt_free(m);
+	return NULL;
+}
+
+void
+mqtt_free(struct mqtt *m)
+{
+	if (m == NULL)
+		return;
+	if (m->mosq != NULL)
+		mosquitto_destroy(m->mosq);
+	mosquitto_lib_cleanup();
+	ingest_cleanup(&m->ingest);
+	if (m->wake[0] >= 0)
+		close(m->wake[0]);
+	if (m->wake[1] >= 0)
+		close(m->wake[1]);
+	free(m);
+}
+
+int
+mqtt_connected(struct mqtt *m)
+{
+	return atomic_load(&m->connected);
+}
+
+/* Sleeps up to ms, returning early when asked to stop. */
+static void
+mqtt_pause(struct mqtt *m, int64_t ms)
+{
+	struct pollfd p = { .fd = m->wake[0], .events = POLLIN };
+
+	poll(&p, 1, (int)ms);
+}
+
+static void
+mqtt_try_connect(struct mqtt *m)
+{
+	int rc;
+
+	if (m->gen == 0)
+		rc = mosquitto_connect(m->mosq, m->conf->mqtt_host, m->conf->mqtt_port,
+		    (int)(m->conf->mqtt_keepalive_ms / 1000));
+	else
+		rc = mosquitto_reconnect(m->mosq);
+	m->gen++;
+	if (rc == MOSQ_ERR_SUCCESS)
+		return;
+	log_limited(&m->conn_log, "mqtt: cannot connect to %s:%d: %s; retrying in %lld ms",
+	    m->conf->mqtt_host, m->conf->mqtt_port,
+	    rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+	    (long long)m->backoff_ms);
+	mqtt_pause(m, m->backoff_ms);
+	m->backoff_ms *= 2;
+	if (m->backoff_ms > m->conf->mqtt_reconnect_max_ms)
+		m->backoff_ms = m->conf->mqtt_reconnect_max_ms;
+}
+
+static int
+readable(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));
+}
+
+/* Reads what the socket has, up to BURST_MAX packets. */
+static int
+mqtt_read_burst(struct mqtt *m)
+{
+	int rc = MOSQ_ERR_SUCCESS;
+
+	for (int i = 0; i < BURST_MAX && !atomic_load(&m->stop); i++) {
+		rc = mosquitto_loop_read(m->mosq, 1);
+		if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(m->mosq) < 0 ||
+		    !readable(mosquitto_socket(m->mosq)))
+			break;
+	}
+	return rc;
+}
+
+/*
+ * The heart of the guarantee: acknowledgements queued while reading are
+ * written only once the sync engine has committed every record pushed
+ * so far. If a commit failed, the connection is dropped with the acks
+ * unwritten, and the broker sends those messages again.
+ */
+static int
+mqtt_settle(struct mqtt *m)
+{
+	struct rec flush = { 0 };
+	int rc;
+
+	if (m->seq == m->acked)
+		return TW_OK;
+	flush.kind = REC_FLUSH;
+	push(m, &flush, sizeof(flush));
+	while ((rc = sync_wait(m->sync, m->acked, m->seq, 1000)) == TW_ERR_TIMEOUT)
+		;
+	if (rc == TW_OK) {
+		m->acked = m->seq;
+		return TW_OK;
+	}
+	log_warnx("mqtt: dropping the connection without acknowledging: the commit failed");
+	m->acked = m->seq;
+	/* mosquitto_reconnect discards the queued PUBACKs before it reconnects. */
+	if (mosquitto_reconnect(m->mosq) == MOSQ_ERR_SUCCESS)
+		m->gen++;
+	return rc;
+}
+
+static void
+mqtt_loop_once(struct mqtt *m)
+{
+	int sock = mosquitto_socket(m->mosq);
+	struct pollfd p[2] = {
+		{ .fd = sock, .events = POLLIN },
+		{ .fd = m->wake[0], .events = POLLIN },
+	};
+	int rc = MOSQ_ERR_SUCCESS;
+
+	if (mosquitto_want_write(m->mosq) && m->seq == m->acked)
+		p[0].events |= POLLOUT;
+	if (poll(p, 2, 1000) < 0 && errno != EINTR)
+		log_warn("mqtt: poll");
+	if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
+		rc = mqtt_read_burst(m);
+	if (mqtt_settle(m) != TW_OK)
+		return;
+	if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0 &&
+	    mosquitto_want_write(m->mosq))
+		rc = mosquitto_loop_write(m->mosq, 1);
+	if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0)
+		mosquitto_loop_misc(m->mosq);
+}
+
+static void *
+mqtt_main(void *arg)
+{
+	struct mqtt *m = arg;
+
+	while (!atomic_load(&m->stop)) {
+		if (mosquitto_socket(m->mosq) < 0) {
+			atomic_store(&m->connected, 0);
+			atomic_store(&metrics.broker_connected, 0);
+			mqtt_try_connect(m);
+			continue;
+		}
+		mqtt_loop_once(m);
+	}
+	/* Stop: nothing more is read; ack what is committed, then leave cleanly. */
+	if (mqtt_settle(m) == TW_OK && mosquitto_socket(m->mosq) >= 0) {
+		mosquitto_disconnect(m->mosq);
+		for (int i = 0; i < 100 && mosquitto_want_write(m->mosq) &&
+		    mosquitto_socket(m->mosq) >= 0; i++)
+			if (mosquitto_loop_write(m->mosq, 1) != MOSQ_ERR_SUCCESS)
+				break;
+	}
+	return NULL;
+}
+
+int
+mqtt_start(struct mqtt *m)
+{
+	if (pthread_create(&m->thread, NULL, mqtt_main, m) != 0)
+		return TW_ERR_IO;
+	m->started = 1;
+	return TW_OK;
+}
+
+void
+mqtt_stop(struct mqtt *m)
+{
+	char c = 0;
+
+	if (!m->started)
+		return;
+	atomic_store(&m->stop, 1);
+	if (write(m->wake[1], &c, 1) < 0)
+		log_warn("mqtt: wake");
+	pthread_join(m->thread, NULL);
+	m->started = 0;
+}

@@ -1,0 +1,567 @@
+/* SQLite: schema, migrations and every statement twind runs, prepared once. */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "log.h"
+#include "store.h"
+
+/*
+ * Schema steps, applied in order and recorded in PRAGMA user_version.
+ * Never edit a step that has shipped; add the next one.
+ */
+static const char *const migrations[] = {
+	/* 1: twins, series with their reported value, history, quarantine */
+	"CREATE TABLE twins("
+	"  id TEXT PRIMARY KEY, model TEXT, parent TEXT,"
+	"  version INTEGER NOT NULL, last_seen_ts INTEGER, created_ts INTEGER NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE INDEX twins_parent ON twins(parent);"
+	"CREATE TABLE series("
+	"  id INTEGER PRIMARY KEY, twin TEXT NOT NULL, property TEXT NOT NULL,"
+	"  value, ts INTEGER, UNIQUE(twin, property));"
+	/* One row per (series, ts): a redelivered message lands on its own row. */
+	"CREATE TABLE history("
+	"  series INTEGER NOT NULL, ts INTEGER NOT NULL, value,"
+	"  PRIMARY KEY(series, ts)) WITHOUT ROWID;"
+	"CREATE TABLE quarantine("
+	"  id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, topic TEXT NOT NULL,"
+	"  reason TEXT NOT NULL, payload BLOB);",
+};
+
+enum stmt_id {
+	ST_BEGIN, ST_COMMIT, ST_ROLLBACK,
+	ST_SERIES_ADD, ST_HISTORY_PUT, ST_SERIES_PUT, ST_TWIN_PUT,
+	ST_QUARANTINE_PUT, ST_QUARANTINE_TRIM,
+	ST_LOAD_TWINS, ST_LOAD_SERIES,
+	ST_READ_TWINS, ST_READ_TWINS_PARENT, ST_READ_TWIN, ST_READ_CHILDREN,
+	ST_READ_REPORTED, ST_SERIES_FIND, ST_HISTORY_ASC, ST_HISTORY_NEWEST, ST_BUCKETS,
+	ST__COUNT
+};
+
+static const char *const stmt_sql[ST__COUNT] = {
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_SERIES_ADD] = "INSERT INTO series(twin, property) VALUES(?, ?)",
+	[ST_HISTORY_PUT] = "INSERT INTO history(series, ts, value) VALUES(?, ?, ?) "
+	    "ON CONFLICT(series, ts) DO UPDATE SET value = excluded.value",
+	[ST_SERIES_PUT] = "UPDATE series SET value = ?, ts = ? WHERE id = ?",
+	[ST_TWIN_PUT] = "INSERT INTO twins(id, version, last_seen_ts, created_ts) "
+	    "VALUES(?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+	    "version = excluded.version, last_seen_ts = excluded.last_seen_ts",
+	[ST_QUARANTINE_PUT] = "INSERT INTO quarantine(ts, topic, reason, payload) "
+	    "VALUES(?, ?, ?, ?)",
+	[ST_QUARANTINE_TRIM] = "DELETE FROM quarantine WHERE id <= ?",
+	[ST_LOAD_TWINS] = "SELECT id, model, parent, version, last_seen_ts, created_ts FROM twins",
+	[ST_LOAD_SERIES] = "SELECT id, twin, property, ts, value FROM series",
+	[ST_READ_TWINS] = "SELECT id, model, parent, version, last_seen_ts, created_ts "
+	    "FROM twins ORDER BY id",
+	[ST_READ_TWINS_PARENT] = "SELECT id, model, parent, version, last_seen_ts, created_ts "
+	    "FROM twins WHERE parent = ? ORDER BY id",
+	[ST_READ_TWIN] = "SELECT id, model, parent, version, last_seen_ts, created_ts "
+	    "FROM twins WHERE id = ?",
+	[ST_READ_CHILDREN] = "SELECT id FROM twins WHERE parent = ? ORDER BY id",
+	[ST_READ_REPORTED] = "SELECT id, twin, property, ts, value FROM series "
+	    "WHERE twin = ? AND ts IS NOT NULL ORDER BY property",
+	[ST_SERIES_FIND] = "SELECT id FROM series WHERE twin = ? AND property = ?",
+	[ST_HISTORY_ASC] = "SELECT ts, value FROM history WHERE series = ? "
+	    "AND ts >= ? AND ts <= ? ORDER BY ts ASC LIMIT ?",
+	[ST_HISTORY_NEWEST] = "SELECT ts, value FROM (SELECT ts, value FROM history "
+	    "WHERE series = ? AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?) ORDER BY ts",
+	[ST_BUCKETS] = "SELECT (ts / ?1) * ?1 AS b, min(value), max(value), avg(value), count(*) "
+	    "FROM history WHERE series = ?2 AND ts >= ?3 AND ts <= ?4 "
+	    "AND typeof(value) = 'real' GROUP BY b ORDER BY b LIMIT ?5",
+};
+
+/* Statements only the writer runs; readers leave them unprepared. */
+#define WRITER_ONLY(id)	((id) <= ST_LOAD_SERIES)
+
+struct store {
+	sqlite3 *db;
+	int writer;
+	sqlite3_stmt *st[ST__COUNT];
+};
+
+const char *
+store_errmsg(struct store *s)
+{
+	return sqlite3_errmsg(s->db);
+}
+
+static int
+store_exec(struct store *s, const char *sql)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		log_warnx("database: %s: %s", sql, msg != NULL ? msg : "?");
+		sqlite3_free(msg);
+		return TW_ERR_DB;
+	}
+	return TW_OK;
+}
+
+static int
+store_migrate(struct store *s)
+{
+	int nmig = (int)(sizeof(migrations) / sizeof(migrations[0]));
+	sqlite3_stmt *st;
+	int version = 0;
+	char pragma[64];
+
+	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+		return TW_ERR_DB;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (version > nmig) {
+		log_warnx("database schema version %d is newer than this twind knows (%d)",
+		    version, nmig);
+		return TW_ERR_DB;
+	}
+	for (; version < nmig; version++) {
+		snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", version + 1);
+		if (store_exec(s, "BEGIN IMMEDIATE") != TW_OK)
+			return TW_ERR_DB;
+		if (store_exec(s, migrations[version]) != TW_OK ||
+		    store_exec(s, pragma) != TW_OK) {
+			store_exec(s, "ROLLBACK");
+			return TW_ERR_DB;
+		}
+		if (store_exec(s, "COMMIT") != TW_OK)
+			return TW_ERR_DB;
+		log_info("database: schema step %d applied", version + 1);
+	}
+	return TW_OK;
+}
+
+struct store *
+store_open(const char *path, int writer, int full_sync)
+{
+	int flags = SQLITE_OPEN_NOMUTEX |
+	    (writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY);
+	struct store *s;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return NULL;
+	s->writer = writer;
+	if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
+		log_warnx("database %s: %s", path, s->db != NULL ? sqlite3_errmsg(s->db) : "?");
+		goto fail;
+	}
+	/* A reader waits briefly for a checkpoint rather than failing a request. */
+	sqlite3_busy_timeout(s->db, writer ? 5000 : 2000);
+	if (writer) {
+		if (store_exec(s, "PRAGMA journal_mode = WAL") != TW_OK ||
+		    store_exec(s, full_sync ? "PRAGMA synchronous = FULL" :
+		    "PRAGMA synchronous = NORMAL") != TW_OK ||
+		    store_migrate(s) != TW_OK)
+			goto fail;
+	}
+	for (int i = 0; i < ST__COUNT; i++) {
+		if (!writer && WRITER_ONLY(i))
+			continue;
+		if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		    &s->st[i], NULL) != SQLITE_OK) {
+			log_warnx("database %s: preparing '%s': %s", path, stmt_sql[i],
+			    sqlite3_errmsg(s->db));
+			goto fail;
+		}
+	}
+	return s;
+fail:
+	store_close(s);
+	return NULL;
+}
+
+void
+store_close(struct store *s)
+{
+	if (s == NULL)
+		return;
+	for (int i = 0; i < ST__COUNT; i++)
+		sqlite3_finalize(s->st[i]);
+	sqlite3_close(s->db);
+	free(s);
+}
+
+/* Runs a statement that returns no rows, then resets it for the next use. */
+static int
+step_done(struct store *s, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE) {
+		log_warnx("database: %s", sqlite3_errmsg(s->db));
+		return TW_ERR_DB;
+	}
+	return TW_OK;
+}
+
+int
+store_begin(struct store *s)
+{
+	return step_done(s, s->st[ST_BEGIN]);
+}
+
+int
+store_commit(struct store *s)
+{
+	return step_done(s, s->st[ST_COMMIT]);
+}
+
+void
+store_rollback(struct store *s)
+{
+	if (!sqlite3_get_autocommit(s->db))
+		step_done(s, s->st[ST_ROLLBACK]);
+}
+
+static void
+bind_value(sqlite3_stmt *st, int col, const struct tw_val *v)
+{
+	/*
+	 * The storage class keeps the type: REAL is a number, INTEGER a
+	 * boolean, TEXT a string. The columns have no affinity, so SQLite
+	 * stores each as it is bound.
+	 */
+	switch (v->type) {
+	case VAL_NUM:
+		sqlite3_bind_double(st, col, v->num);
+		break;
+	case VAL_BOOL:
+		sqlite3_bind_int(st, col, v->num != 0);
+		break;
+	case VAL_STR:
+		sqlite3_bind_text(st, col, v->str, -1, SQLITE_STATIC);
+		break;
+	default:
+		sqlite3_bind_null(st, col);
+	}
+}
+
+static void
+column_value(sqlite3_stmt *st, int col, struct tw_val *v)
+{
+	switch (sqlite3_column_type(st, col)) {
+	case SQLITE_FLOAT:
+		v->type = VAL_NUM;
+		v->num = sqlite3_column_double(st, col);
+		break;
+	case SQLITE_INTEGER:
+		v->type = VAL_BOOL;
+		v->num = sqlite3_column_int64(st, col) != 0;
+		break;
+	case SQLITE_TEXT:
+		v->type = VAL_STR;
+		v->str = (const char *)sqlite3_column_text(st, col);
+		break;
+	default:
+		v->type = 0;
+	}
+}
+
+int
+store_series_add(struct store *s, const char *twin, const char *prop, int64_t *id)
+{
+	sqlite3_stmt *st = s->st[ST_SERIES_ADD];
+
+	sqlite3_bind_text(st, 1, twin, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, prop, -1, SQLITE_STATIC);
+	if (step_done(s, st) != TW_OK)
+		return TW_ERR_DB;
+	*id = sqlite3_last_insert_rowid(s->db);
+	return TW_OK;
+}
+
+int
+store_history_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v)
+{
+	sqlite3_stmt *st = s->st[ST_HISTORY_PUT];
+
+	sqlite3_bind_int64(st, 1, series);
+	sqlite3_bind_int64(st, 2, ts);
+	bind_value(st, 3, v);
+	return step_done(s, st);
+}
+
+int
+store_series_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v)
+{
+	sqlite3_stmt *st = s->st[ST_SERIES_PUT];
+
+	bind_value(st, 1, v);
+	sqlite3_bind_int64(st, 2, ts);
+	sqlite3_bind_int64(st, 3, series);
+	return step_done(s, st);
+}
+
+int
+store_twin_put(struct store *s, const char *id, uint64_t version, int64_t last_seen_ts,
+    int64_t created_ts)
+{
+	sqlite3_stmt *st = s->st[ST_TWIN_PUT];
+
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (int64_t)version);
+	if (last_seen_ts > 0)
+		sqlite3_bind_int64(st, 3, last_seen_ts);
+	else
+		sqlite3_bind_null(st, 3);
+	sqlite3_bind_int64(st, 4, created_ts);
+	return step_done(s, st);
+}
+
+int
+store_quarantine_put(struct store *s, int64_t ts, const char *topic, const char *reason,
+    const void *payload, int len, int keep)
+{
+	sqlite3_stmt *st = s->st[ST_QUARANTINE_PUT];
+	int64_t last;
+
+	sqlite3_bind_int64(st, 1, ts);
+	sqlite3_bind_text(st, 2, topic, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 4, payload, len, SQLITE_STATIC);
+	if (step_done(s, st) != TW_OK)
+		return TW_ERR_DB;
+	last = sqlite3_last_insert_rowid(s->db);
+	st = s->st[ST_QUARANTINE_TRIM];
+	sqlite3_bind_int64(st, 1, last - keep);
+	return step_done(s, st);
+}
+
+static void
+twin_row(sqlite3_stmt *st, struct store_twin_row *r)
+{
+	r->id = (const char *)sqlite3_column_text(st, 0);
+	r->model = (const char *)sqlite3_column_text(st, 1);
+	r->parent = (const char *)sqlite3_column_text(st, 2);
+	r->version = (uint64_t)sqlite3_column_int64(st, 3);
+	r->last_seen_ts = sqlite3_column_int64(st, 4);
+	r->created_ts = sqlite3_column_int64(st, 5);
+}
+
+static void
+series_row(sqlite3_stmt *st, struct store_series_row *r)
+{
+	r->id = sqlite3_column_int64(st, 0);
+	r->twin = (const char *)sqlite3_column_text(st, 1);
+	r->prop = (const char *)sqlite3_column_text(st, 2);
+	r->ts = sqlite3_column_int64(st, 3);
+	column_value(st, 4, &r->val);
+}
+
+/* Steps through rows, handing each to `row`; stops early when it returns non-zero. */
+static int
+step_rows(struct store *s, sqlite3_stmt *st, int (*row)(void *, sqlite3_stmt *), void *arg)
+{
+	int rc, n = 0;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		n++;
+		if (row(arg, st) != 0) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE) {
+		log_warnx("database: %s", sqlite3_errmsg(s->db));
+		return TW_ERR_DB;
+	}
+	return n > 0 ? TW_OK : TW_ERR_NOTFOUND;
+}
+
+struct twin_cb { int (*cb)(void *, const struct store_twin_row *); void *arg; };
+struct series_cb { int (*cb)(void *, const struct store_series_row *); void *arg; };
+
+static int
+twin_row_cb(void *p, sqlite3_stmt *st)
+{
+	struct twin_cb *c = p;
+	struct store_twin_row r;
+
+	twin_row(st, &r);
+	return c->cb(c->arg, &r);
+}
+
+static int
+series_row_cb(void *p, sqlite3_stmt *st)
+{
+	struct series_cb *c = p;
+	struct store_series_row r;
+
+	series_row(st, &r);
+	return c->cb(c->arg, &r);
+}
+
+static int
+found_or_empty(int rc)
+{
+	return rc == TW_ERR_NOTFOUND ? TW_OK : rc;
+}
+
+int
+store_load(struct store *s, int (*twin_cb)(void *, const struct store_twin_row *),
+    int (*series_cb)(void *, const struct store_series_row *), void *arg)
+{
+	struct twin_cb tc = { twin_cb, arg };
+	struct series_cb sc = { series_cb, arg };
+	int rc;
+
+	rc = found_or_empty(step_rows(s, s->st[ST_LOAD_TWINS], twin_row_cb, &tc));
+	if (rc != TW_OK)
+		return rc;
+	return found_or_empty(step_rows(s, s->st[ST_LOAD_SERIES], series_row_cb, &sc));
+}
+
+int
+store_read_twins(struct store *s, const char *parent,
+    int (*cb)(void *, const struct store_twin_row *), void *arg)
+{
+	struct twin_cb tc = { cb, arg };
+	sqlite3_stmt *st = s->st[parent != NULL ? ST_READ_TWINS_PARENT : ST_READ_TWINS];
+
+	if (parent != NULL)
+		sqlite3_bind_text(st, 1, parent, -1, SQLITE_STATIC);
+	return found_or_empty(step_rows(s, st, twin_row_cb, &tc));
+}
+
+int
+store_read_twin(struct store *s, const char *id,
+    int (*cb)(void *, const struct store_twin_row *), void *arg)
+{
+	struct twin_cb tc = { cb, arg };
+	sqlite3_stmt *st = s->st[ST_READ_TWIN];
+
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	return step_rows(s, st, twin_row_cb, &tc);
+}
+
+struct child_cb { int (*cb)(void *, const char *); void *arg; };
+
+static int
+child_row_cb(void *p, sqlite3_stmt *st)
+{
+	struct child_cb *c = p;
+
+	return c->cb(c->arg, (const char *)sqlite3_column_text(st, 0));
+}
+
+int
+store_read_children(struct store *s, const char *id, int (*cb)(void *, const char *),
+    void *arg)
+{
+	struct child_cb cc = { cb, arg };
+	sqlite3_stmt *st = s->st[ST_READ_CHILDREN];
+
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	return found_or_empty(step_rows(s, st, child_row_cb, &cc));
+}
+
+int
+store_read_reported(struct store *s, const char *twin,
+    int (*cb)(void *, const struct store_series_row *), void *arg)
+{
+	struct series_cb sc = { cb, arg };
+	sqlite3_stmt *st = s->st[ST_READ_REPORTED];
+
+	sqlite3_bind_text(st, 1, twin, -1, SQLITE_STATIC);
+	return found_or_empty(step_rows(s, st, series_row_cb, &sc));
+}
+
+static int
+series_find(struct store *s, const char *twin, const char *prop, int64_t *id)
+{
+	sqlite3_stmt *st = s->st[ST_SERIES_FIND];
+	int rc;
+
+	sqlite3_bind_text(st, 1, twin, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, prop, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*id = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc == SQLITE_ROW)
+		return TW_OK;
+	if (rc == SQLITE_DONE)
+		return TW_ERR_NOTFOUND;
+	log_warnx("database: %s", sqlite3_errmsg(s->db));
+	return TW_ERR_DB;
+}
+
+struct point_cb { int (*cb)(void *, const struct store_point *); void *arg; };
+
+static int
+point_row_cb(void *p, sqlite3_stmt *st)
+{
+	struct point_cb *c = p;
+	struct store_point pt;
+
+	pt.ts = sqlite3_column_int64(st, 0);
+	column_value(st, 1, &pt.val);
+	return c->cb(c->arg, &pt);
+}
+
+int
+store_read_history(struct store *s, const char *twin, const char *prop, int64_t from,
+    int64_t to, int limit, int newest, int (*cb)(void *, const struct store_point *),
+    void *arg)
+{
+	struct point_cb pc = { cb, arg };
+	sqlite3_stmt *st = s->st[newest ? ST_HISTORY_NEWEST : ST_HISTORY_ASC];
+	int64_t series;
+	int rc;
+
+	if ((rc = series_find(s, twin, prop, &series)) != TW_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, series);
+	sqlite3_bind_int64(st, 2, from);
+	sqlite3_bind_int64(st, 3, to);
+	sqlite3_bind_int(st, 4, limit);
+	return found_or_empty(step_rows(s, st, point_row_cb, &pc));
+}
+
+struct bucket_cb { int (*cb)(void *, const struct store_bucket *); void *arg; };
+
+static int
+bucket_row_cb(void *p, sqlite3_stmt *st)
+{
+	struct bucket_cb *c = p;
+	struct store_bucket b;
+
+	b.ts = sqlite3_column_int64(st, 0);
+	b.min = sqlite3_column_double(st, 1);
+	b.max = sqlite3_column_double(st, 2);
+	b.avg = sqlite3_column_double(st, 3);
+	b.count = sqlite3_column_int64(st, 4);
+	return c->cb(c->arg, &b);
+}
+
+int
+store_read_buckets(struct store *s, const char *twin, const char *prop, int64_t from,
+    int64_t to, int64_t step_ms, int limit,
+    int (*cb)(void *, const struct store_bucket *), void *arg)
+{
+	struct bucket_cb bc = { cb, arg };
+	sqlite3_stmt *st = s->st[ST_BUCKETS];
+	int64_t series;
+	int rc;
+
+	if ((rc = series_find(s, twin, prop, &series)) != TW_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, step_ms);
+	sqlite3_bind_int64(st, 2, series);
+	sqlite3_bind_int64(st, 3, from);
+	sqlite3_bind_int64(st, 4, to);
+	sqlite3_bind_int(st, 5, limit);
+	return found_or_empty(step_rows(s, st, bucket_row_cb, &bc));
+}

@@ -1,0 +1,664 @@
+"""Harness for twind's integration tests: a real mosquitto, the real ./twind.
+
+Nothing here is mocked. Every wait is bounded by a deadline and polls; no test
+sleeps longer than it has to. Only 127.0.0.1 is used.
+
+Run with the system Python (it has paho-mqtt 1.6.1, requests and pytest):
+    /usr/bin/python3 -m pytest tests/integration -q
+"""
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+TWIND_BIN = Path(os.environ.get("TWIND_BIN", REPO / "twind"))
+MOSQUITTO_BIN = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
+
+
+# --------------------------------------------------------------------------
+# small helpers
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(fn, timeout, interval=0.03, what=None):
+    """Poll fn() until it returns something truthy; return that value.
+
+    Raises AssertionError after `timeout` seconds, naming `what` and the
+    last value or exception seen."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - kept for the message
+            last = e
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or fn}; last: {last!r}"
+            )
+        time.sleep(interval)
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path, n=60):
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return f"<no {path}>"
+    return "\n".join(lines[-n:])
+
+
+_LABEL_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+
+def parse_metric_key(key):
+    """'name{a="1",b="2"}' -> ('name', {'a': '1', 'b': '2'})."""
+    if "{" not in key:
+        return key, {}
+    name, rest = key.split("{", 1)
+    return name, dict(_LABEL_RE.findall(rest.rsplit("}", 1)[0]))
+
+
+def parse_prometheus(text):
+    """Prometheus text format -> {'name{labels}': float}. Comments skipped."""
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "{" in line:
+            close = line.rindex("}")
+            key, rest = line[: close + 1], line[close + 1 :].split()
+        else:
+            parts = line.split()
+            key, rest = parts[0], parts[1:]
+        if not rest:
+            raise ValueError(f"metric line without a value: {line!r}")
+        v = rest[0]
+        out[key] = float({"+Inf": "inf", "-Inf": "-inf"}.get(v, v))
+    return out
+
+
+def metric_value(metrics, name, default=0.0, **labels):
+    """The value of `name` whose labels equal `labels` (order and spacing of
+    the labels in the text do not matter). A counter that was never
+    incremented may be absent: `default` then."""
+    for key, value in metrics.items():
+        n, lab = parse_metric_key(key)
+        if n == name and lab == {k: str(v) for k, v in labels.items()}:
+            return value
+    return default
+
+
+# --------------------------------------------------------------------------
+# the broker
+
+
+class Broker:
+    """A private mosquitto on 127.0.0.1 with persistence in its own folder."""
+
+    def __init__(self, workdir, port=None):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.conf = self.dir / "mosquitto.conf"
+        self.logfile = self.dir / "mosquitto.log"
+        self.proc = None
+        # The shipped broker settings (config/mosquitto.conf) are what the
+        # guarantees rest on, so the tests run with them; only the port, the
+        # persistence folder and the logging are the test's own.
+        shipped = (REPO / "config" / "mosquitto.conf").read_text().splitlines()
+        lines = [
+            f"listener {self.port} 127.0.0.1" if ln.startswith("listener ") else ln
+            for ln in shipped
+        ]
+        lines += [
+            f"persistence_location {self.dir}/",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+        ]
+        if os.geteuid() == 0:
+            # mosquitto 2 drops root to user "mosquitto", which could not
+            # write the persistence file into a root-owned tmp folder.
+            lines.append("user root")
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout=10):
+        assert self.proc is None or self.proc.poll() is not None, "broker already running"
+        log = open(self.logfile, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [MOSQUITTO_BIN, "-c", str(self.conf)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.dir,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while not port_open(self.port):
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"mosquitto exited with {self.proc.returncode}:\n{tail(self.logfile)}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(
+                    f"mosquitto did not listen on {self.port} within {timeout}s:\n"
+                    f"{tail(self.logfile)}")
+            time.sleep(0.02)
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=10):
+        """SIGTERM (mosquitto then saves its persistence file) and wait."""
+        if not self.running():
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(f"mosquitto ignored SIGTERM for {timeout}s")
+
+    def kill(self):
+        if self.running():
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def restart(self):
+        self.stop()
+        # the port is the same: clients reconnect to where they were
+        return self.start()
+
+    def log(self):
+        return Path(self.logfile).read_text(errors="replace")
+
+
+# --------------------------------------------------------------------------
+# the daemon
+
+
+class Twind:
+    """The real ./twind against a Broker, with its config, log and database in
+    a private folder. start() may be called again after stop() or kill9():
+    same config, same client id, same database."""
+
+    def __init__(self, workdir, broker, extra=None, extra_text=""):
+        if not TWIND_BIN.exists():
+            pytest.fail(f"{TWIND_BIN} is missing: run make first", pytrace=False)
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.broker = broker
+        self.http_port = free_port()
+        self.client_id = "twind-test-" + secrets.token_hex(4)
+        self.conf = self.dir / "twind.conf"
+        self.db = self.dir / "twind.db"
+        self.logfile = self.dir / "twind.log"
+        self.proc = None
+        self.http = requests.Session()
+        sections = {
+            "mqtt": {"host": "127.0.0.1", "port": str(broker.port),
+                     "client_id": self.client_id},
+            "http": {"listen": f"127.0.0.1:{self.http_port}"},
+            "storage": {"database": str(self.db)},
+        }
+        for sec, kv in (extra or {}).items():
+            sections.setdefault(sec, {}).update(kv)
+        text = ""
+        for sec, kv in sections.items():
+            text += f"[{sec}]\n" + "".join(f"{k} = {v}\n" for k, v in kv.items())
+        self.conf.write_text(text + extra_text)
+
+    # -- process
+
+    def start(self, timeout=10, wait=True):
+        """Start twind; with wait, until /healthz is 200 (fails the test if
+        it is not within `timeout`)."""
+        assert not self.running(), "twind already running"
+        log = open(self.logfile, "ab")
+        try:
+            log.write(f"==== harness: start {time.strftime('%H:%M:%S')}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [str(TWIND_BIN), "-c", str(self.conf)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.dir,
+            )
+        finally:
+            log.close()
+        if not wait:
+            return self
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"twind exited with {self.proc.returncode} during start-up:\n"
+                    f"{tail(self.logfile)}")
+            try:
+                r = self.http.get(self.url("/healthz"), timeout=1)
+                last = (r.status_code, r.text[:200])
+                if r.status_code == 200:
+                    return self
+            except requests.RequestException as e:
+                last = e
+            if time.monotonic() > deadline:
+                self.kill9()
+                raise AssertionError(
+                    f"twind /healthz not 200 within {timeout}s (last: {last!r}):\n"
+                    f"{tail(self.logfile)}")
+            time.sleep(0.03)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Send `sig` and wait; returns the exit code (negative = killed by a
+        signal). Fails the test if twind is still running after `timeout`."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is not None:
+            return self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(
+                f"twind still running {timeout}s after signal {sig}:\n{tail(self.logfile)}")
+
+    def kill9(self):
+        if self.running():
+            self.proc.kill()
+            self.proc.wait(5)
+        return self.proc.returncode if self.proc else None
+
+    # -- http
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def get(self, path, **kw):
+        kw.setdefault("timeout", 5)
+        return self.http.get(self.url(path), **kw)
+
+    def request(self, method, path, **kw):
+        kw.setdefault("timeout", 5)
+        return self.http.request(method, self.url(path), **kw)
+
+    def twin(self, twin_id):
+        """The twin document, or None on 404."""
+        r = self.get(f"/api/v1/twins/{twin_id}")
+        if r.status_code == 404:
+            return None
+        assert r.status_code == 200, (r.status_code, r.text)
+        return r.json()
+
+    def version(self, twin_id):
+        doc = self.twin(twin_id)
+        return None if doc is None else doc["version"]
+
+    def wait_version(self, twin_id, version, timeout=10):
+        """Wait until the twin's version is at least `version`; return the doc."""
+        def ok():
+            doc = self.twin(twin_id)
+            return doc if doc is not None and doc["version"] >= version else None
+        return wait_until(ok, timeout, what=f"{twin_id} version >= {version}")
+
+    def history(self, twin_id, prop, **params):
+        params = {"property": prop, **params}
+        r = self.get(f"/api/v1/twins/{twin_id}/history", params=params)
+        assert r.status_code == 200, (r.status_code, r.text)
+        return r.json()
+
+    def metrics(self):
+        r = self.get("/metrics")
+        assert r.status_code == 200, (r.status_code, r.text[:300])
+        return parse_prometheus(r.text)
+
+    def metric(self, name, **labels):
+        return metric_value(self.metrics(), name, **labels)
+
+    def log(self):
+        return Path(self.logfile).read_text(errors="replace")
+
+    # -- database (read-only; fine while twind runs: WAL)
+
+    def db_connect(self):
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5)
+        con.execute("PRAGMA busy_timeout = 5000")
+        return con
+
+    def db_history(self, twin_id, prop):
+        """[(ts, value)] of one series, ascending, read from SQLite."""
+        con = self.db_connect()
+        try:
+            return con.execute(
+                "SELECT h.ts, h.value FROM history h JOIN series s ON s.id = h.series "
+                "WHERE s.twin = ? AND s.property = ? ORDER BY h.ts",
+                (twin_id, prop)).fetchall()
+        finally:
+            con.close()
+
+
+# --------------------------------------------------------------------------
+# MQTT publishers (paho-mqtt 1.6.1)
+
+
+def wait_info(info, timeout):
+    """MessageInfo.wait_for_publish that tolerates a message handed to paho
+    while disconnected (rc NO_CONN: paho keeps it and sends it on reconnect)."""
+    if timeout <= 0:
+        return info.is_published()
+    try:
+        info.wait_for_publish(timeout)
+    except (RuntimeError, ValueError):
+        deadline = time.monotonic() + timeout
+        while not info.is_published() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return info.is_published()
+
+
+class Publisher:
+    """A QoS 1 publisher. A message counts as acknowledged by the broker only
+    once its PUBACK came back (MessageInfo.is_published())."""
+
+    def __init__(self, port, client_id=None, inflight=100, reconnect=True):
+        self.client = mqtt.Client(client_id=client_id or "pub-" + secrets.token_hex(4),
+                                  clean_session=True)
+        self.client.max_inflight_messages_set(inflight)
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(min_delay=0.2, max_delay=1)
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.port = port
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        if not self.connected.wait(10):
+            self.close()
+            raise AssertionError(f"publisher could not connect to 127.0.0.1:{port}")
+
+    def _on_connect(self, client, userdata, flags, rc):
+        if rc == 0:
+            self.disconnected.clear()
+            self.connected.set()
+
+    def _on_disconnect(self, client, userdata, rc):
+        self.connected.clear()
+        self.disconnected.set()
+
+    @staticmethod
+    def _payload(payload):
+        if isinstance(payload, (dict, list)) or payload is None:
+            return json.dumps(payload).encode()
+        if isinstance(payload, str):
+            return payload.encode()
+        return payload
+
+    def publish_async(self, topic, payload, qos=1):
+        return self.client.publish(topic, self._payload(payload), qos=qos)
+
+    def publish(self, topic, payload, qos=1, timeout=10):
+        info = self.publish_async(topic, payload, qos)
+        if qos > 0:
+            assert wait_info(info, timeout), f"no PUBACK within {timeout}s for {topic}"
+        return info
+
+    def publish_many(self, messages, qos=1, timeout=30):
+        """messages: iterable of (topic, payload). Waits for every PUBACK and
+        fails if one did not come within `timeout`."""
+        infos = [self.publish_async(t, p, qos) for t, p in messages]
+        deadline = time.monotonic() + timeout
+        for info in infos:
+            wait_info(info, deadline - time.monotonic())
+        missing = sum(1 for i in infos if not i.is_published())
+        assert missing == 0, f"{missing} of {len(infos)} messages had no PUBACK within {timeout}s"
+        return infos
+
+    def close(self):
+        try:
+            self.client.disconnect()
+        except Exception:  # noqa: BLE001
+            pass
+        self.client.loop_stop()
+
+
+class StreamPublisher(threading.Thread):
+    """Publishes `messages` [(topic, payload)] in order at about `rate` msg/s in
+    a thread. `acked()` are the indexes whose PUBACK arrived. `stop_event`
+    makes it stop publishing further messages."""
+
+    def __init__(self, pub, messages, rate=2000, qos=1):
+        super().__init__(daemon=True)
+        self.pub = pub
+        self.messages = messages
+        self.rate = rate
+        self.qos = qos
+        self.infos = []
+        self.stop_event = threading.Event()
+        self.error = None
+
+    def run(self):
+        try:
+            t0 = time.monotonic()
+            for i, (topic, payload) in enumerate(self.messages):
+                if self.stop_event.is_set():
+                    break
+                self.infos.append(self.pub.publish_async(topic, payload, self.qos))
+                if i % 20 == 19:
+                    ahead = (i + 1) / self.rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        except Exception as e:  # noqa: BLE001
+            self.error = e
+
+    def published(self):
+        return len(self.infos)
+
+    def acked(self):
+        return [i for i, info in enumerate(list(self.infos)) if info.is_published()]
+
+    def wait_acked(self, timeout):
+        """Wait until every message that was handed to paho is acknowledged
+        (or timeout); return the acked indexes."""
+        deadline = time.monotonic() + timeout
+        self.join(max(0.0, deadline - time.monotonic()))
+        for info in list(self.infos):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            wait_info(info, left)
+        return self.acked()
+
+
+# --------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _failed(request):
+    rep = getattr(request.node, "rep_call", None)
+    return rep is None or rep.failed
+
+
+class Stack:
+    """Things to clean up at the end of a test or module, in reverse order."""
+
+    def __init__(self):
+        self.brokers, self.twinds, self.pubs = [], [], []
+
+    def cleanup(self, show_logs):
+        for p in self.pubs:
+            p.close()
+        for t in self.twinds:
+            if t.running():
+                try:
+                    t.stop(timeout=15)
+                except AssertionError as e:
+                    print(e)
+            if show_logs:
+                print(f"---- twind log {t.logfile} (tail)\n{tail(t.logfile, 80)}")
+        for b in self.brokers:
+            b.stop()
+            if show_logs:
+                print(f"---- mosquitto log {b.logfile} (tail)\n{tail(b.logfile, 30)}")
+
+
+@pytest.fixture
+def stack(request, tmp_path):
+    s = Stack()
+    yield s
+    s.cleanup(_failed(request))
+
+
+@pytest.fixture
+def broker(stack, tmp_path):
+    b = Broker(tmp_path / "broker")
+    stack.brokers.append(b)
+    return b.start()
+
+
+@pytest.fixture
+def make_twind(stack, broker, tmp_path):
+    """make_twind(extra=None, extra_text="", start=True) -> Twind"""
+    count = [0]
+
+    def make(extra=None, extra_text="", start=True):
+        count[0] += 1
+        t = Twind(tmp_path / f"twind{count[0]}", broker, extra, extra_text)
+        stack.twinds.append(t)
+        return t.start() if start else t
+    return make
+
+
+@pytest.fixture
+def twind(make_twind):
+    return make_twind()
+
+
+@pytest.fixture
+def make_publisher(stack, broker):
+    def make(**kw):
+        p = Publisher(broker.port, **kw)
+        stack.pubs.append(p)
+        return p
+    return make
+
+
+@pytest.fixture
+def publisher(make_publisher):
+    return make_publisher()
+
+
+# One broker + twind + publisher per test module, for the functional tests
+# that use distinct twin ids and do not need a fresh daemon.
+
+class Shared:
+    def __init__(self, broker, twind, pub):
+        self.broker, self.twind, self.pub = broker, twind, pub
+
+
+@pytest.fixture(scope="module")
+def shared(request, tmp_path_factory):
+    base = tmp_path_factory.mktemp("shared")
+    s = Stack()
+    b = Broker(base / "broker")
+    s.brokers.append(b)
+    b.start()
+    t = Twind(base / "twind", b)
+    s.twinds.append(t)
+    t.start()
+    p = Publisher(b.port)
+    s.pubs.append(p)
+    yield Shared(b, t, p)
+    # print logs if any test of the module failed
+    s.cleanup(show_logs=request.session.testsfailed > 0)
+
+
+# --------------------------------------------------------------------------
+# shared assertions for the reliability tests
+
+
+def check_exactly_once(tw, twin_msgs, acked_ts, prop="seq"):
+    """twin_msgs: {twin: {ts: value}} of everything published;
+    acked_ts: {twin: set(ts)} acknowledged to the publisher.
+    Every acked message is in history exactly once with its value, and
+    nothing that was never published is there."""
+    problems = []
+    for twin, published in twin_msgs.items():
+        rows = tw.db_history(twin, prop)
+        seen = {}
+        dups = 0
+        for ts, value in rows:
+            if ts in seen:
+                dups += 1
+            seen[ts] = value
+        missing = sorted(acked_ts.get(twin, set()) - seen.keys())
+        extra = sorted(set(seen) - published.keys())
+        wrong = [(ts, v, published[ts]) for ts, v in seen.items()
+                 if ts in published and v != published[ts]]
+        if dups or missing or extra or wrong:
+            problems.append(
+                f"{twin}: {len(rows)} rows, {dups} duplicates, {len(missing)} acked missing "
+                f"(first {missing[:5]}), {len(extra)} never published (first {extra[:5]}), "
+                f"{len(wrong)} wrong values (first {wrong[:3]})")
+    assert not problems, "\n".join(problems)
+
+
+def wait_stored(tw, acked_ts, timeout, prop="seq"):
+    """Wait until every acked ts is in SQLite."""
+    def done():
+        for twin, want in acked_ts.items():
+            have = {ts for ts, _ in tw.db_history(twin, prop)}
+            if not want <= have:
+                return False
+        return True
+    total = sum(len(v) for v in acked_ts.values())
+    wait_until(done, timeout, interval=0.2, what=f"{total} acknowledged messages in SQLite")

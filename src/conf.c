@@ -55,7 +55,7 @@ static const struct opt opts[] = {
 	{ "ingest", "max_depth", OPT_INT, F(max_depth), "32", 1, 1000, NULL },
 	{ "ingest", "max_properties", OPT_INT, F(max_properties), "256", 1, 65535, NULL },
 	{ "ingest", "max_future", OPT_DURATION, F(max_future_ms), "1h", 0, 365 * DAY_MS, NULL },
-	{ "ingest", "ring_bytes", OPT_INT, F(ring_bytes), "4194304", 1048576, 1073741824, NULL },
+	{ "ingest", "ring_bytes", OPT_INT, F(ring_bytes), "1048576", 1048576, 1073741824, NULL },
 	{ "twins", "auto_create", OPT_BOOL, F(auto_create), "true", 0, 0, NULL },
 	{ "twins", "max_twins", OPT_INT, F(max_twins), "100000", 1, 10000000, NULL },
 	{ "twins", "max_properties_per_twin", OPT_INT, F(max_props_per_twin), "1024", 1, 65535, NULL },

@@ -34,6 +34,7 @@ struct mqtt {
 	uint32_t gen;			/* connection generation, grows per connect */
 	uint64_t seq;			/* last record pushed */
 	uint64_t acked;			/* last record whose ack may be written */
+	uint64_t messages;		/* PUBLISH packets handled */
 	int ever_connected;
 	int64_t backoff_ms;
 	struct log_limit drop_log;
@@ -107,6 +108,7 @@ on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *ms
 	int reason;
 
 	(void)mosq;
+	m->messages++;
 	metrics_add(&metrics.received, 1);
 	reason = ingest_message(&m->ingest, msg->topic, msg->payload, (size_t)msg->payloadlen,
 	    now, &r, &len);
@@ -223,25 +225,25 @@ mqtt_try_connect(struct mqtt *m)
 		m->backoff_ms = m->conf->mqtt_reconnect_max_ms;
 }
 
-static int
-readable(int fd)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-
-	return poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));
-}
-
-/* Reads what the socket has, up to BURST_MAX packets. */
+/*
+ * Reads what the socket has, up to BURST_MAX packets. A read that yields
+ * no message twice in a row means the socket is drained (or only other
+ * packets came): errno cannot say it, since callbacks and libmosquitto's
+ * own wake-up pipe leave EAGAIN in it, and a poll() per packet costs a
+ * system call per message.
+ */
 static int
 mqtt_read_burst(struct mqtt *m)
 {
-	int rc = MOSQ_ERR_SUCCESS;
+	int rc = MOSQ_ERR_SUCCESS, idle = 0;
 
-	for (int i = 0; i < BURST_MAX && !atomic_load(&m->stop); i++) {
+	for (int i = 0; i < BURST_MAX && idle < 2 && !atomic_load(&m->stop); i++) {
+		uint64_t before = m->messages;
+
 		rc = mosquitto_loop_read(m->mosq, 1);
-		if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(m->mosq) < 0 ||
-		    !readable(mosquitto_socket(m->mosq)))
+		if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(m->mosq) < 0)
 			break;
+		idle = m->messages == before ? idle + 1 : 0;
 	}
 	return rc;
 }

@@ -23,6 +23,9 @@ struct ring {
 	uint64_t records;
 	size_t peeked;		/* bytes of the record under ring_peek, 0 if none */
 	int closed;
+	/* Who sleeps: signalling only then saves a futex call per record. */
+	int consumer_waiting;
+	int producer_waiting;
 };
 
 struct ring *
@@ -83,7 +86,9 @@ ring_push(struct ring *r, const void *rec, size_t len)
 		need = ring_need(r, off, len);
 		if (r->cap - (size_t)(r->wpos - r->rpos) >= need)
 			break;
+		r->producer_waiting = 1;
 		pthread_cond_wait(&r->not_full, &r->lock);
+		r->producer_waiting = 0;
 	}
 	pthread_mutex_unlock(&r->lock);
 
@@ -103,7 +108,8 @@ ring_push(struct ring *r, const void *rec, size_t len)
 	pthread_mutex_lock(&r->lock);
 	r->wpos += need;
 	r->records++;
-	pthread_cond_signal(&r->not_empty);
+	if (r->consumer_waiting)
+		pthread_cond_signal(&r->not_empty);
 	pthread_mutex_unlock(&r->lock);
 	return TW_OK;
 }
@@ -130,9 +136,11 @@ ring_peek(struct ring *r, size_t *len, int timeout_ms)
 	pthread_mutex_lock(&r->lock);
 	if (r->wpos == r->rpos && timeout_ms > 0) {
 		deadline_after(&deadline, timeout_ms);
-		while (r->wpos == r->rpos &&
+		r->consumer_waiting = 1;
+		while (r->wpos == r->rpos && !r->closed &&
 		    pthread_cond_timedwait(&r->not_empty, &r->lock, &deadline) != ETIMEDOUT)
 			;
+		r->consumer_waiting = 0;
 	}
 	if (r->wpos == r->rpos) {
 		pthread_mutex_unlock(&r->lock);
@@ -160,7 +168,8 @@ ring_pop(struct ring *r)
 	r->rpos += r->peeked;
 	r->records--;
 	r->peeked = 0;
-	pthread_cond_signal(&r->not_full);
+	if (r->producer_waiting)
+		pthread_cond_signal(&r->not_full);
 	pthread_mutex_unlock(&r->lock);
 }
 

@@ -38,10 +38,10 @@ DEPS_TEST := libcmocka-dev python3-pytest python3-paho-mqtt python3-requests sql
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-CORE := err log clock conf ring ingest value metrics twin store sync mqtt http \
-	api_twins api_system
+CORE := err log clock conf ring ingest value metrics model plant twin store events sync mqtt http \
+	api_twins api_models api_events api_system
 CORE_OBJ := $(CORE:%=$(BUILD)/%.o)
-UNIT := ring ingest conf clock twin store
+UNIT := ring ingest conf clock twin store model
 UNIT_BIN := $(UNIT:%=$(BUILD)/tests/test_%)
 
 ifeq ($(SANITIZE),)
@@ -115,8 +115,10 @@ test: deps-test
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit integration
 
+# UBSan only reports by default; halting makes a finding fail the test.
 test-sanitize: deps-test
-	@$(MAKE) --no-print-directory SANITIZE=address,undefined unit integration
+	@UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+		$(MAKE) --no-print-directory SANITIZE=address,undefined unit integration
 
 bench: deps
 	@$(MAKE) --no-print-directory all

@@ -8,6 +8,13 @@
 void api_twins_list(struct http_req *req, struct http_reply *rep);
 void api_twins_get(struct http_req *req, struct http_reply *rep);
 void api_twins_history(struct http_req *req, struct http_reply *rep);
+void api_twins_desired(struct http_req *req, struct http_reply *rep);
+
+/* api_events.c */
+void api_events_stream(struct http_req *req, struct http_reply *rep);
+
+/* api_models.c */
+void api_models_list(struct http_req *req, struct http_reply *rep);
 
 /* api_system.c */
 void api_system_health(struct http_req *req, struct http_reply *rep);

@@ -11,6 +11,10 @@ int64_t clock_now_ms(void);
 int64_t clock_mono_ms(void);
 int64_t clock_mono_us(void);
 
+struct timespec;
+/* An absolute CLOCK_REALTIME deadline `ms` from now, for pthread_cond_timedwait. */
+void clock_deadline(struct timespec *ts, int ms);
+
 /*
  * Parses a duration: "500ms", "30s", "5m", "2h", "7d"; a bare number is
  * seconds. Returns 0 and stores milliseconds, or TW_ERR_INVAL.

@@ -18,9 +18,12 @@ struct conf {
 	int64_t mqtt_reconnect_min_ms;
 	int64_t mqtt_reconnect_max_ms;
 	char *telemetry_topic;
+	char *desired_topic;
+	char *alert_topic;
 	/* [http] */
 	char *http_listen;
-	int http_threads;
+	int http_event_clients;
+	int http_event_buffer;
 	int http_max_connections;
 	int http_max_per_ip;
 	int64_t http_timeout_ms;
@@ -38,11 +41,16 @@ struct conf {
 	int64_t max_future_ms;
 	int ring_bytes;
 	/* [twins] */
+	char *models_dir;
+	char *twins_file;
 	int auto_create;
 	int max_twins;
 	int max_props_per_twin;
 	int64_t stale_after_ms;
 	int64_t offline_after_ms;
+	int stale_factor;
+	int offline_factor;
+	int64_t converge_timeout_ms;
 	/* [log] */
 	int log_level;			/* enum log_level */
 };
@@ -55,6 +63,8 @@ struct conf {
  * it with conf_cleanup, also after a failure.
  */
 int conf_load(struct conf *c, const char *path, FILE *err);
+/* conf_load without conf_validate: for callers that apply overrides first. */
+int conf_parse(struct conf *c, const char *path, FILE *err);
 
 /*
  * Applies one "section.key=value" override after conf_load, as from the

@@ -15,6 +15,7 @@
 struct ring;
 struct sync;
 struct mqtt;
+struct events;
 
 /* What the handlers may look at; all borrowed, all outlive the server. */
 struct api_ctx {
@@ -22,6 +23,7 @@ struct api_ctx {
 	struct ring *ring;
 	struct sync *sync;
 	struct mqtt *mqtt;
+	struct events *events;
 };
 
 #define HTTP_PARAMS_MAX	4
@@ -45,10 +47,20 @@ struct http_reply {
 	char etag[48];			/* sent when not empty */
 	char header_name[32];		/* one extra header when not empty */
 	char header_value[64];
+	/*
+	 * A stream instead of a body (Server-Sent Events): `stream` is called
+	 * for more bytes as MHD's content reader, and may block; stream_free
+	 * releases stream_cls when the connection ends.
+	 */
+	long (*stream)(void *cls, uint64_t pos, char *buf, size_t max);
+	void (*stream_free)(void *cls);
+	void *stream_cls;
 };
 
 /* A query argument, or NULL. Borrowed from the request. */
 const char *http_arg(struct http_req *req, const char *name);
+/* A request header, or NULL. Borrowed from the request. */
+const char *http_header(struct http_req *req, const char *name);
 
 /* Fills `rep` with `doc` printed (doc is freed) and `status`. */
 void http_json(struct http_reply *rep, int status, cJSON *doc);

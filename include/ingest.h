@@ -25,6 +25,9 @@ enum ingest_reason {
 	DROP_UNKNOWN_TWIN,	/* auto_create is off (decided by the sync engine) */
 	DROP_TWIN_LIMIT,	/* max_twins reached (sync engine) */
 	DROP_PROPERTY_LIMIT,	/* max_properties_per_twin reached (sync engine) */
+	DROP_UNKNOWN_PROPERTY,	/* not in the twin's strict model (sync engine) */
+	DROP_WRONG_TYPE,	/* not the model's schema (sync engine) */
+	DROP_RETAINED_WITHOUT_TS,	/* a replayed retained message of unknown age */
 	DROP__COUNT
 };
 
@@ -32,8 +35,11 @@ const char *ingest_reason_name(int reason);
 
 enum val_type { VAL_NUM = 1, VAL_BOOL = 2, VAL_STR = 3 };
 
-/* REC_FLUSH asks the sync engine to commit everything before it. */
-enum rec_kind { REC_UPDATE = 1, REC_QUARANTINE = 2, REC_FLUSH = 3 };
+/*
+ * REC_FLUSH asks the sync engine to commit everything before it;
+ * REC_PUBACK says the broker acknowledged our publication `mid`.
+ */
+enum rec_kind { REC_UPDATE = 1, REC_QUARANTINE = 2, REC_FLUSH = 3, REC_PUBACK = 4 };
 
 #define TWIN_ID_MAX	128
 #define PROP_NAME_MAX	128
@@ -53,11 +59,16 @@ struct rec {
 	uint16_t id_len;
 	uint32_t gen;		/* MQTT connection generation that read it */
 	uint32_t body_len;
+	uint32_t mid;		/* REC_PUBACK: the MQTT message id */
+	uint32_t flags;		/* REC_F_* */
 	uint64_t seq;		/* set by the MQTT thread, grows by one per record */
 	int64_t ts;		/* measurement time in ms (arrival time if none given) */
 	int64_t arrival_ms;
 	char id[];
 };
+
+#define REC_F_HAS_TS	1u	/* the message carried its own ts */
+#define REC_F_RETAINED	2u	/* a retained message the broker replayed on subscribe */
 
 struct rec_val {
 	uint8_t type;		/* enum val_type */

@@ -21,6 +21,7 @@ struct metrics {
 	atomic_uint_fast64_t quarantined;		/* sync engine */
 	atomic_uint_fast64_t applied;			/* sync engine: messages committed */
 	atomic_uint_fast64_t values;			/* sync engine: values committed */
+	atomic_uint_fast64_t out_of_range;		/* sync engine: values outside the model's range */
 	atomic_uint_fast64_t commits;			/* sync engine */
 	atomic_uint_fast64_t commit_failures;		/* sync engine */
 	atomic_uint_fast64_t batch_le[METRICS_BATCH_BUCKETS];	/* sync engine */
@@ -32,6 +33,7 @@ struct metrics {
 	atomic_uint_fast64_t reconnects;		/* MQTT thread */
 	atomic_int db_failing;				/* sync engine */
 	atomic_uint_fast64_t http_requests;		/* REST threads */
+	atomic_uint_fast64_t events_cut;		/* sync engine: slow SSE clients cut off */
 };
 
 extern struct metrics metrics;

@@ -25,5 +25,19 @@ void mqtt_free(struct mqtt *m);
 
 /* 1 while connected to the broker (CONNACK accepted). */
 int mqtt_connected(struct mqtt *m);
+/* 0 when the broker refused our subscription or granted less than QoS 1. */
+int mqtt_subscribed(struct mqtt *m);
+
+/*
+ * Publishes at QoS 1 from any thread. libmosquitto keeps the message
+ * (also across reconnects) until the broker acknowledges it; the
+ * acknowledgement reaches the sync engine as a REC_PUBACK record with
+ * this *mid. Returns 0, or TW_ERR_IO / TW_ERR_NOMEM.
+ */
+int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, int len,
+    int retain, int *mid);
+
+/* Writes `tmpl` with {twin} replaced into buf; returns 0 or TW_ERR_FULL. */
+int mqtt_topic(const char *tmpl, const char *twin, char *buf, size_t len);
 
 #endif

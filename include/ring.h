@@ -31,6 +31,9 @@ int ring_push(struct ring *r, const void *rec, size_t len);
 const void *ring_peek(struct ring *r, size_t *len, int timeout_ms);
 void ring_pop(struct ring *r);
 
+/* Makes a waiting ring_peek return (NULL) now, so the consumer can look at other work. */
+void ring_wake(struct ring *r);
+
 /* Wakes and refuses a blocked producer from then on (shutdown). */
 void ring_close(struct ring *r);
 

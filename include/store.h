@@ -26,20 +26,36 @@ int store_begin(struct store *s);
 int store_commit(struct store *s);
 void store_rollback(struct store *s);
 
+/*
+ * Reader: the reads between these see one committed state (a read
+ * transaction), so a document's version matches its values.
+ */
+int store_snapshot_begin(struct store *s);
+void store_snapshot_end(struct store *s);
+
 /* Writer: a new series (twin, property); stores its id in *id. */
 int store_series_add(struct store *s, const char *twin, const char *prop, int64_t *id);
 /* Writer: one history point; a second point at the same (series, ts) replaces the first. */
 int store_history_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v);
-/* Writer: the reported value of a series. */
-int store_series_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v);
-/* Writer: the twin row. */
-int store_twin_put(struct store *s, const char *id, uint64_t version, int64_t last_seen_ts,
-    int64_t created_ts);
+/* Writer: the reported value of a series and whether it is outside the model's range. */
+int store_series_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v,
+    int out_of_range);
+struct store_twin_row;
+struct store_desired_row;
+struct store_alert_row;
+/* Writer: the twin row (every column). */
+int store_twin_put(struct store *s, const struct store_twin_row *t);
+/* Writer: one desired entry, or its removal. */
+int store_desired_put(struct store *s, const char *twin, const struct store_desired_row *d);
+int store_desired_del(struct store *s, const char *twin, const char *prop);
+/* Writer: a new alert (its id stored in *id), or a change of an open one. */
+int store_alert_add(struct store *s, const struct store_alert_row *a, int64_t *id);
+int store_alert_put(struct store *s, const struct store_alert_row *a);
 /* Writer: a poison message, keeping only the newest `keep` of them. */
 int store_quarantine_put(struct store *s, int64_t ts, const char *topic, const char *reason,
     const void *payload, int len, int keep);
 
-/* Start-up load, in the writer's thread. Callbacks return 0 to go on. */
+/* Rows as they are read and written; strings borrowed until the callback returns. */
 struct store_twin_row {
 	const char *id;
 	const char *model;	/* NULL when unset */
@@ -47,17 +63,47 @@ struct store_twin_row {
 	uint64_t version;
 	int64_t last_seen_ts;	/* 0 when never seen */
 	int64_t created_ts;
+	int delta_pending;	/* the delta's publication is not acknowledged yet */
+	int active_alerts;	/* read only */
 };
 struct store_series_row {
 	int64_t id;
 	const char *twin;
 	const char *prop;
 	int64_t ts;
-	struct tw_val val;	/* strings borrowed until the callback returns */
+	struct tw_val val;
+	int out_of_range;
 };
-int store_load(struct store *s,
-    int (*twin_cb)(void *arg, const struct store_twin_row *row),
-    int (*series_cb)(void *arg, const struct store_series_row *row), void *arg);
+struct store_desired_row {
+	const char *twin;	/* read only */
+	const char *prop;
+	struct tw_val val;
+	int64_t ts;		/* when it was set */
+	int64_t pending_since_ts;	/* 0: null */
+	int64_t published;	/* times the delta holding it was published */
+	int64_t converged_ts;	/* 0: null */
+	int in_delta;
+};
+struct store_alert_row {
+	int64_t id;
+	const char *twin;
+	const char *rule;
+	const char *severity;
+	const char *message;
+	struct tw_val val;
+	int active;
+	int acknowledged;
+	int64_t shelved_until_ts, raised_ts, acked_ts, cleared_ts;	/* 0: null */
+};
+
+/* Start-up load, in the writer's thread. Callbacks return 0 to go on. */
+struct store_loader {
+	int (*twin)(void *arg, const struct store_twin_row *row);
+	int (*series)(void *arg, const struct store_series_row *row);
+	int (*desired)(void *arg, const struct store_desired_row *row);
+	int (*alert)(void *arg, const struct store_alert_row *row);	/* open alerts */
+};
+int store_load(struct store *s, const struct store_loader *l, void *arg);
 
 /* Readers. Rows are borrowed until the callback returns. 0 or TW_ERR_DB / TW_ERR_NOTFOUND. */
 int store_read_twins(struct store *s, const char *parent,
@@ -68,6 +114,11 @@ int store_read_children(struct store *s, const char *id,
     int (*cb)(void *arg, const char *child), void *arg);
 int store_read_reported(struct store *s, const char *twin,
     int (*cb)(void *arg, const struct store_series_row *row), void *arg);
+int store_read_desired(struct store *s, const char *twin,
+    int (*cb)(void *arg, const struct store_desired_row *row), void *arg);
+/* The active alerts of a twin, oldest first. */
+int store_read_alerts(struct store *s, const char *twin,
+    int (*cb)(void *arg, const struct store_alert_row *row), void *arg);
 
 struct store_point {
 	int64_t ts;

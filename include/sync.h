@@ -2,24 +2,36 @@
  * The sync engine: one thread that drains the ring, applies updates to
  * the twins it owns, and commits them to the store in batches. It also
  * tells the MQTT thread how far the commits have come, so that the
- * broker is acknowledged only for what is on disk.
+ * broker is acknowledged only for what is on disk, and it serves the
+ * changes other threads ask for (desired state, reloads) through a
+ * request queue, so the twins keep one owner.
  */
 #ifndef TW_SYNC_H
 #define TW_SYNC_H
 
+#include <cjson/cJSON.h>
 #include <stdint.h>
 
 #include "conf.h"
+#include "model.h"
+#include "plant.h"
 #include "ring.h"
 #include "store.h"
 
 struct sync;
+struct mqtt;
 
 /*
- * Takes ownership of the writer `store` and loads the twins from it.
- * Borrows `c` and `r` for its lifetime. Returns NULL (and logs why) on failure.
+ * Takes ownership of the writer `store`, of one reference to `models` and
+ * of `plant` (moved out: the caller's struct is left empty), loads the
+ * twins from the store and applies the plant. Borrows `c` and `r`.
+ * Returns NULL (and logs why) on failure.
  */
-struct sync *sync_new(const struct conf *c, struct ring *r, struct store *store);
+struct sync *sync_new(const struct conf *c, struct ring *r, struct store *store,
+    struct model_set *models, struct plant *plant);
+struct events;
+/* Where it publishes (desired deltas, alerts) and emits live events; set before sync_start. */
+void sync_set_mqtt(struct sync *s, struct mqtt *m, struct events *e);
 /* Starts the thread. Returns 0 or TW_ERR_IO. */
 int sync_start(struct sync *s);
 /*
@@ -39,5 +51,37 @@ int sync_wait(struct sync *s, uint64_t after, uint64_t seq, int timeout_ms);
 
 /* 1 while the last commit failed (for /healthz). */
 int sync_failing(struct sync *s);
+
+/* The model set in force, with a reference the caller drops with model_set_unref. */
+struct model_set *sync_models(struct sync *s);
+
+enum sync_req_type { SYNC_REQ_DESIRED = 1, SYNC_REQ_RELOAD = 2 };
+
+/*
+ * A request to the sync engine, owned by the caller, who blocks in
+ * sync_request until it is answered.
+ */
+struct sync_req {
+	int type;
+	/* SYNC_REQ_DESIRED */
+	const char *twin;
+	const cJSON *patch;		/* an object: property -> value, or null to remove */
+	int has_if_match;
+	uint64_t if_match;
+	/* SYNC_REQ_RELOAD: ownership passes to the engine, even on failure */
+	struct model_set *models;
+	struct plant plant;
+	/* The answer. */
+	int status;			/* 200, 404, 412, 422, 500 */
+	char code[32];			/* error code for the REST error object */
+	char message[256];
+	uint64_t version;		/* the twin's version afterwards */
+	/* Engine's bookkeeping. */
+	int done;
+	struct sync_req *next;
+};
+
+/* Queues `r` and waits for the answer. Thread-safe. */
+void sync_request(struct sync *s, struct sync_req *r);
 
 #endif

@@ -9,26 +9,71 @@
 #include <stdint.h>
 #include <uthash.h>
 
+#include "model.h"
 #include "value.h"
 
 struct prop {
 	const char *name;	/* interned: owned by the map, shared by all twins */
+	const struct model_prop *mp;	/* in the twin's model, or NULL */
 	int64_t series;		/* history series id in the store */
 	int64_t ts;		/* measurement time of `val`; 0 before the first value */
+	int64_t arrival_ms;	/* wall time `val` arrived */
 	struct tw_val val;	/* a string value is owned by the prop */
+	int out_of_range;	/* outside the model's minimum/maximum */
+	int stale;		/* not reported within its period (timer) */
 	int dirty;		/* changed since the last flush to the store */
+};
+
+/* A desired value and how far the asset has come towards it. */
+struct desired {
+	const char *name;	/* interned */
+	const struct model_prop *mp;
+	struct tw_val val;	/* a string value is owned here */
+	int64_t ts;		/* when it was set */
+	int64_t pending_since_ts;	/* when it entered the delta; 0 when not in it */
+	int64_t published;	/* times the delta holding it was published */
+	int64_t converged_ts;	/* when reported reached it; 0 while it has not */
+	int in_delta;
+	int dirty;
+	int removed;		/* to be deleted from the store at the next flush */
 };
 
 struct twin {
 	char *id;
+	char *model_id;		/* NULL: no model, any property accepted */
+	const struct model *model;	/* model_id in the current set, or NULL */
+	char *parent;		/* NULL: a root */
 	uint64_t version;
 	int64_t last_seen_ts;	/* wall time the newest message arrived */
 	int64_t created_ts;
+	int status;		/* enum twin_status, as last computed by the timer */
 	struct prop *props;	/* nprops used of cap; a twin has few, so a scan beats a hash */
 	uint32_t nprops, cap;
+	struct desired *desired;	/* ndesired used of cap_desired */
+	uint32_t ndesired, cap_desired;
+	int delta_pending;	/* the delta is published but not acknowledged by the broker */
+	int64_t alert_id;	/* open desired_not_converged alert, 0 if none */
+	int64_t alert_raised_ts;
 	int dirty;		/* on the map's dirty list */
 	UT_hash_handle hh;
 };
+
+enum twin_status { TWIN_OFFLINE = 0, TWIN_STALE = 1, TWIN_ONLINE = 2 };
+
+/* How status is judged: from the model's period when it has one, else fixed times. */
+struct status_rule {
+	int stale_factor;	/* stale after period x this */
+	int offline_factor;	/* offline after period x this */
+	int64_t stale_after_ms;	/* without a period */
+	int64_t offline_after_ms;
+};
+
+/* The shortest "period" among the model's properties; 0 when it gives none. */
+int64_t twin_model_period(const struct model *m);
+/* enum twin_status of a twin last seen at `last_seen` (0: never). */
+int twin_status_of(const struct status_rule *r, const struct model *m, int64_t last_seen,
+    int64_t now);
+const char *twin_status_name(int status);
 
 struct twin_map;
 
@@ -45,6 +90,12 @@ unsigned twin_count(const struct twin_map *m);
 
 /* The interned form of a property name, or NULL on allocation failure. */
 const char *twin_intern(struct twin_map *m, const char *name);
+/*
+ * The interned form if the name is known, else NULL. Checks use this, so
+ * that names from refused messages never enter the table: it holds only
+ * names of properties that exist, bounded by max_twins x max_properties.
+ */
+const char *twin_intern_find(struct twin_map *m, const char *name);
 /* The property `name` (interned) of `t`, or NULL. */
 struct prop *twin_prop(struct twin *t, const char *name);
 /* Adds a property; NULL when max_props is reached or on allocation failure. */
@@ -57,6 +108,27 @@ int twin_props_room(const struct twin_map *m, const struct twin *t, int more);
  * TW_ERR_NOMEM as a negative number.
  */
 int twin_prop_set(struct prop *p, int64_t ts, const struct tw_val *v);
+
+/* Sets the model and parent (either may be NULL). Returns 0 or TW_ERR_NOMEM. */
+int twin_set_meta(struct twin *t, const char *model_id, const struct model *model,
+    const char *parent);
+
+/* The desired entry `name` (interned), or NULL. */
+struct desired *twin_desired(struct twin *t, const char *name);
+/* Sets (adding if new) a desired value. Returns the entry, or NULL on allocation failure. */
+struct desired *twin_desired_set(struct twin *t, const char *name, const struct tw_val *v,
+    int64_t ts);
+/* Drops entries marked removed, once they are deleted from the store. */
+void twin_desired_compact(struct twin *t);
+
+/*
+ * Whether reported `r` satisfies desired `d`: same type and value, numbers
+ * within `tolerance`.
+ */
+int twin_value_meets(const struct tw_val *r, const struct tw_val *d, double tolerance);
+
+/* Visits every twin; stops at the first non-zero return. */
+int twin_each(struct twin_map *m, int (*cb)(void *arg, struct twin *t), void *arg);
 
 /* Marks `t` changed; the dirty list is bounded by the number of twins. */
 void twin_mark_dirty(struct twin_map *m, struct twin *t);

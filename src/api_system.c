@@ -15,6 +15,8 @@ api_system_health(struct http_req *req, struct http_reply *rep)
 
 	if (!mqtt_connected(req->ctx->mqtt))
 		reason = "not connected to the MQTT broker";
+	else if (!mqtt_subscribed(req->ctx->mqtt))
+		reason = "the broker refused the telemetry subscription at QoS 1";
 	else if (sync_failing(req->ctx->sync))
 		reason = "database commits are failing";
 	if ((doc = cJSON_CreateObject()) == NULL ||

@@ -7,19 +7,16 @@
 #include "clock.h"
 #include "err.h"
 #include "ingest.h"
+#include "model.h"
+#include "sync.h"
+#include "twin.h"
 
 #define HISTORY_LIMIT_DEFAULT	1000
 #define HISTORY_LIMIT_MAX	100000
 
-static const char *
-twin_status(const struct conf *c, int64_t last_seen_ts, int64_t now)
-{
-	if (last_seen_ts <= 0 || now - last_seen_ts > c->offline_after_ms)
-		return "offline";
-	if (now - last_seen_ts > c->stale_after_ms)
-		return "stale";
-	return "online";
-}
+#define ROLLUP_MAX	10000	/* twins visited for one roll-up */
+#define DEPTH_MAX	8
+
 
 static cJSON *
 add_str_or_null(cJSON *obj, const char *name, const char *s)
@@ -34,104 +31,360 @@ add_ts_or_null(cJSON *obj, const char *name, int64_t ts)
 	    cJSON_AddNullToObject(obj, name);
 }
 
-struct twin_ctx {
+/* What building documents needs; one per request. */
+struct doc_ctx {
 	const struct conf *conf;
+	struct model_set *models;	/* referenced for the request */
+	struct store *db;
 	int64_t now;
-	cJSON *out;		/* the array (list) or the object (document) to fill */
-	int failed;
 };
+
+static int
+status_of(const struct doc_ctx *dc, const struct store_twin_row *row)
+{
+	const struct status_rule rule = {
+		dc->conf->stale_factor, dc->conf->offline_factor,
+		dc->conf->stale_after_ms, dc->conf->offline_after_ms,
+	};
+
+	return twin_status_of(&rule, row->model != NULL ? model_find(dc->models, row->model) :
+	    NULL, row->last_seen_ts, dc->now);
+}
 
 /* The fields a list entry and a document share. */
 static int
-twin_summary(struct twin_ctx *tc, cJSON *o, const struct store_twin_row *row)
+twin_summary(const struct doc_ctx *dc, cJSON *o, const struct store_twin_row *row)
 {
 	if (cJSON_AddStringToObject(o, "id", row->id) == NULL ||
-	    add_str_or_null(o, "model", row->model) == NULL ||
+	    cJSON_AddStringToObject(o, "model",
+	    row->model != NULL ? row->model : MODEL_ANY_ID) == NULL ||
 	    add_str_or_null(o, "parent", row->parent) == NULL ||
-	    cJSON_AddStringToObject(o, "status",
-	    twin_status(tc->conf, row->last_seen_ts, tc->now)) == NULL ||
+	    cJSON_AddStringToObject(o, "status", twin_status_name(status_of(dc, row))) == NULL ||
 	    add_ts_or_null(o, "last_seen_ts", row->last_seen_ts) == NULL ||
-	    cJSON_AddNumberToObject(o, "version", (double)row->version) == NULL)
+	    cJSON_AddNumberToObject(o, "version", (double)row->version) == NULL ||
+	    cJSON_AddNumberToObject(o, "active_alerts", row->active_alerts) == NULL)
 		return 1;
 	return 0;
 }
 
+static void
+doc_ctx_init(struct doc_ctx *dc, struct http_req *req)
+{
+	dc->conf = req->ctx->conf;
+	dc->models = sync_models(req->ctx->sync);
+	dc->db = req->db;
+	dc->now = clock_now_ms();
+}
+
+struct list_ctx {
+	struct doc_ctx *dc;
+	cJSON *out;
+	const char *model;
+	int status;		/* -1: any */
+	int failed;
+};
+
 static int
 list_row(void *arg, const struct store_twin_row *row)
 {
-	struct twin_ctx *tc = arg;
-	cJSON *o = cJSON_CreateObject();
+	struct list_ctx *lc = arg;
+	const char *model = row->model != NULL ? row->model : MODEL_ANY_ID;
+	cJSON *o;
 
-	if (o == NULL || !cJSON_AddItemToArray(tc->out, o) || twin_summary(tc, o, row)) {
-		tc->failed = 1;
+	/* Status is derived at read time, so it and the model are filtered here. */
+	if ((lc->model != NULL && strcmp(lc->model, model) != 0) ||
+	    (lc->status >= 0 && status_of(lc->dc, row) != lc->status))
+		return 0;
+	if ((o = cJSON_CreateObject()) == NULL || !cJSON_AddItemToArray(lc->out, o) ||
+	    twin_summary(lc->dc, o, row)) {
+		lc->failed = 1;
 		return 1;
 	}
 	return 0;
+}
+
+static int
+status_parse(const char *s)
+{
+	for (int i = TWIN_OFFLINE; i <= TWIN_ONLINE; i++)
+		if (strcmp(s, twin_status_name(i)) == 0)
+			return i;
+	return -1;
 }
 
 void
 api_twins_list(struct http_req *req, struct http_reply *rep)
 {
-	struct twin_ctx tc = { .conf = req->ctx->conf, .now = clock_now_ms() };
-	const char *parent = http_arg(req, "parent");
-	const char *status = http_arg(req, "status");
-	cJSON *doc = cJSON_CreateObject();
+	struct doc_ctx dc;
+	struct list_ctx lc = { .dc = &dc, .model = http_arg(req, "model"), .status = -1 };
+	const char *parent = http_arg(req, "parent"), *status = http_arg(req, "status");
+	cJSON *doc;
 
-	if (doc == NULL || (tc.out = cJSON_AddArrayToObject(doc, "twins")) == NULL) {
-		cJSON_Delete(doc);
-		http_error(rep, 500, "internal", "out of memory");
-		return;
-	}
-	if (status != NULL && strcmp(status, "online") != 0 && strcmp(status, "stale") != 0 &&
-	    strcmp(status, "offline") != 0) {
-		cJSON_Delete(doc);
+	if (status != NULL && (lc.status = status_parse(status)) < 0) {
 		http_error(rep, 400, "bad_request", "status must be online, stale or offline");
 		return;
 	}
-	if (store_read_twins(req->db, parent, list_row, &tc) != TW_OK || tc.failed) {
+	doc_ctx_init(&dc, req);
+	if ((doc = cJSON_CreateObject()) == NULL ||
+	    (lc.out = cJSON_AddArrayToObject(doc, "twins")) == NULL ||
+	    store_read_twins(req->db, parent, list_row, &lc) != TW_OK || lc.failed) {
 		cJSON_Delete(doc);
 		http_error(rep, 500, "internal", "cannot read the twins");
-		return;
+	} else {
+		http_json(rep, 200, doc);
 	}
-	if (status != NULL) {
-		/* Status is derived from last_seen_ts at read time, so it is filtered here. */
-		cJSON *t = tc.out->child, *next;
-
-		for (; t != NULL; t = next) {
-			next = t->next;
-			if (strcmp(cJSON_GetObjectItemCaseSensitive(t, "status")->valuestring,
-			    status) != 0)
-				cJSON_Delete(cJSON_DetachItemViaPointer(tc.out, t));
-		}
-	}
-	http_json(rep, 200, doc);
+	model_set_unref(dc.models);
 }
 
-static int
-doc_row(void *arg, const struct store_twin_row *row)
-{
-	struct twin_ctx *tc = arg;
+/* ---- the twin document ---- */
 
-	tc->failed = twin_summary(tc, tc->out, row);
+struct row_copy {
+	struct store_twin_row row;
+	char id[TWIN_ID_MAX + 1];
+	char model[256];
+	char parent[TWIN_ID_MAX + 1];
+	int found;
+};
+
+/* Copies a twin row out of the statement, so that other queries may run. */
+static int
+copy_row(void *arg, const struct store_twin_row *row)
+{
+	struct row_copy *c = arg;
+
+	c->row = *row;
+	snprintf(c->id, sizeof(c->id), "%s", row->id);
+	c->row.id = c->id;
+	if (row->model != NULL) {
+		snprintf(c->model, sizeof(c->model), "%s", row->model);
+		c->row.model = c->model;
+	}
+	if (row->parent != NULL) {
+		snprintf(c->parent, sizeof(c->parent), "%s", row->parent);
+		c->row.parent = c->parent;
+	}
+	c->found = 1;
 	return 0;
 }
 
-static int
-child_row(void *arg, const char *child)
-{
-	return cJSON_AddItemToArray(arg, cJSON_CreateString(child)) ? 0 : 1;
-}
+struct reported_ctx {
+	const struct doc_ctx *dc;
+	const struct model *model;
+	cJSON *out;
+};
 
 static int
 reported_row(void *arg, const struct store_series_row *row)
 {
+	struct reported_ctx *rc = arg;
+	const struct model_prop *mp = rc->model != NULL ? model_prop(rc->model, row->prop) : NULL;
+	int stale = mp != NULL && mp->period_ms > 0 &&
+	    rc->dc->now - row->ts > mp->period_ms * rc->dc->conf->stale_factor;
 	cJSON *p = cJSON_CreateObject();
 
-	if (p == NULL || !cJSON_AddItemToObject(arg, row->prop, p) ||
+	if (p == NULL || !cJSON_AddItemToObject(rc->out, row->prop, p) ||
 	    !cJSON_AddItemToObject(p, "value", value_to_json(&row->val)) ||
-	    cJSON_AddNumberToObject(p, "ts", (double)row->ts) == NULL)
+	    cJSON_AddNumberToObject(p, "ts", (double)row->ts) == NULL ||
+	    cJSON_AddBoolToObject(p, "stale", stale) == NULL ||
+	    cJSON_AddBoolToObject(p, "out_of_range", row->out_of_range) == NULL ||
+	    (mp != NULL && mp->unit != NULL && cJSON_AddStringToObject(p, "unit", mp->unit) == NULL))
 		return 1;
 	return 0;
+}
+
+struct desired_ctx {
+	cJSON *desired;
+	cJSON *delta;
+};
+
+static int
+desired_row(void *arg, const struct store_desired_row *row)
+{
+	struct desired_ctx *dc = arg;
+	cJSON *d = cJSON_CreateObject();
+
+	if (d == NULL || !cJSON_AddItemToObject(dc->desired, row->prop, d) ||
+	    !cJSON_AddItemToObject(d, "value", value_to_json(&row->val)) ||
+	    cJSON_AddNumberToObject(d, "ts", (double)row->ts) == NULL ||
+	    add_ts_or_null(d, "pending_since_ts", row->pending_since_ts) == NULL ||
+	    cJSON_AddNumberToObject(d, "published", (double)row->published) == NULL ||
+	    add_ts_or_null(d, "converged_ts", row->converged_ts) == NULL)
+		return 1;
+	if (row->in_delta && !cJSON_AddItemToObject(dc->delta, row->prop, value_to_json(&row->val)))
+		return 1;
+	return 0;
+}
+
+/* An alert in its REST shape; shared with the alert endpoints of later work. */
+static int
+alert_row(void *arg, const struct store_alert_row *a)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o == NULL || !cJSON_AddItemToArray(arg, o) ||
+	    cJSON_AddNumberToObject(o, "id", (double)a->id) == NULL ||
+	    cJSON_AddStringToObject(o, "twin", a->twin) == NULL ||
+	    cJSON_AddStringToObject(o, "rule", a->rule) == NULL ||
+	    cJSON_AddStringToObject(o, "severity", a->severity) == NULL ||
+	    cJSON_AddStringToObject(o, "message", a->message) == NULL ||
+	    !cJSON_AddItemToObject(o, "value", value_to_json(&a->val)) ||
+	    cJSON_AddBoolToObject(o, "active", a->active) == NULL ||
+	    cJSON_AddBoolToObject(o, "acknowledged", a->acknowledged) == NULL ||
+	    add_ts_or_null(o, "shelved_until_ts", a->shelved_until_ts) == NULL ||
+	    add_ts_or_null(o, "raised_ts", a->raised_ts) == NULL ||
+	    add_ts_or_null(o, "acked_ts", a->acked_ts) == NULL ||
+	    add_ts_or_null(o, "cleared_ts", a->cleared_ts) == NULL)
+		return 1;
+	return 0;
+}
+
+struct rollup {
+	const struct doc_ctx *dc;
+	int worst;		/* enum twin_status; TWIN_ONLINE when nothing is below */
+	int alerts;
+	int twins;
+	char (*queue)[TWIN_ID_MAX + 1];	/* ids still to visit */
+	int head, tail;
+};
+
+static int
+rollup_row(void *arg, const struct store_twin_row *row)
+{
+	struct rollup *r = arg;
+	int st = status_of(r->dc, row);
+
+	if (st < r->worst)
+		r->worst = st;
+	r->alerts += row->active_alerts;
+	r->twins++;
+	if (r->tail < ROLLUP_MAX)
+		snprintf(r->queue[r->tail++], TWIN_ID_MAX + 1, "%s", row->id);
+	return 0;
+}
+
+/* The worst status and the active alerts of every twin below `id`, breadth first. */
+static int
+twin_rollup(const struct doc_ctx *dc, const char *id, cJSON *doc)
+{
+	struct rollup r = { .dc = dc, .worst = TWIN_ONLINE };
+	cJSON *o;
+	int rc = TW_OK;
+
+	if ((r.queue = malloc(sizeof(*r.queue) * ROLLUP_MAX)) == NULL)
+		return TW_ERR_NOMEM;
+	rc = store_read_twins(dc->db, id, rollup_row, &r);
+	while (rc == TW_OK && r.head < r.tail)
+		rc = store_read_twins(dc->db, r.queue[r.head++], rollup_row, &r);
+	free(r.queue);
+	if (rc != TW_OK)
+		return rc;
+	if (r.twins == 0)
+		return TW_OK;
+	if ((o = cJSON_AddObjectToObject(doc, "rollup")) == NULL ||
+	    cJSON_AddStringToObject(o, "status", twin_status_name(r.worst)) == NULL ||
+	    cJSON_AddNumberToObject(o, "active_alerts", r.alerts) == NULL ||
+	    cJSON_AddNumberToObject(o, "twins", r.twins) == NULL)
+		return TW_ERR_NOMEM;
+	return TW_OK;
+}
+
+static int twin_document(const struct doc_ctx *dc, const char *id, int depth, cJSON **out,
+    uint64_t *version);
+
+struct children_ctx {
+	const struct doc_ctx *dc;
+	cJSON *arr;
+	int depth;
+	int failed;
+};
+
+static int
+child_row(void *arg, const char *child)
+{
+	struct children_ctx *cc = arg;
+	cJSON *c = NULL;
+
+	/* With depth left, the child's document; otherwise its id. */
+	if (cc->depth > 0) {
+		char id[TWIN_ID_MAX + 1];
+
+		snprintf(id, sizeof(id), "%s", child);
+		cc->failed = twin_document(cc->dc, id, cc->depth - 1, &c, NULL) != TW_OK;
+	} else {
+		c = cJSON_CreateString(child);
+	}
+	if (cc->failed || c == NULL || !cJSON_AddItemToArray(cc->arr, c)) {
+		cJSON_Delete(c);
+		cc->failed = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* Children are gathered first: a document read inside the children query would reuse its statement. */
+static int
+twin_children(const struct doc_ctx *dc, const char *id, int depth, cJSON *doc)
+{
+	struct children_ctx cc = { .dc = dc, .depth = 0 };
+	cJSON *ids, *arr, *it;
+	int rc;
+
+	if ((ids = cJSON_CreateArray()) == NULL)
+		return TW_ERR_NOMEM;
+	cc.arr = ids;
+	rc = store_read_children(dc->db, id, child_row, &cc);
+	if (rc != TW_OK || cc.failed) {
+		cJSON_Delete(ids);
+		return rc != TW_OK ? rc : TW_ERR_NOMEM;
+	}
+	if (depth == 0) {
+		cJSON_AddItemToObject(doc, "children", ids);
+		return TW_OK;
+	}
+	if ((arr = cJSON_AddArrayToObject(doc, "children")) == NULL) {
+		cJSON_Delete(ids);
+		return TW_ERR_NOMEM;
+	}
+	cc.arr = arr;
+	cc.depth = depth;
+	cJSON_ArrayForEach(it, ids)
+		if (child_row(&cc, it->valuestring) != 0)
+			break;
+	cJSON_Delete(ids);
+	return cc.failed ? TW_ERR_NOMEM : TW_OK;
+}
+
+static int
+twin_document(const struct doc_ctx *dc, const char *id, int depth, cJSON **out,
+    uint64_t *version)
+{
+	struct row_copy rc = { 0 };
+	struct reported_ctx rep = { .dc = dc };
+	struct desired_ctx des;
+	cJSON *doc, *alerts;
+	int err;
+
+	*out = NULL;
+	if ((err = store_read_twin(dc->db, id, copy_row, &rc)) != TW_OK)
+		return err;
+	rep.model = rc.row.model != NULL ? model_find(dc->models, rc.row.model) : NULL;
+	if ((doc = cJSON_CreateObject()) == NULL || twin_summary(dc, doc, &rc.row) ||
+	    (err = twin_children(dc, id, depth, doc)) != TW_OK ||
+	    (err = twin_rollup(dc, id, doc)) != TW_OK ||
+	    (rep.out = cJSON_AddObjectToObject(doc, "reported")) == NULL ||
+	    (err = store_read_reported(dc->db, id, reported_row, &rep)) != TW_OK ||
+	    (des.desired = cJSON_AddObjectToObject(doc, "desired")) == NULL ||
+	    (des.delta = cJSON_AddObjectToObject(doc, "delta")) == NULL ||
+	    (err = store_read_desired(dc->db, id, desired_row, &des)) != TW_OK ||
+	    (alerts = cJSON_AddArrayToObject(doc, "alerts")) == NULL ||
+	    (err = store_read_alerts(dc->db, id, alert_row, alerts)) != TW_OK) {
+		cJSON_Delete(doc);
+		return err != TW_OK ? err : TW_ERR_NOMEM;
+	}
+	if (version != NULL)
+		*version = rc.row.version;
+	*out = doc;
+	return TW_OK;
 }
 
 /* Checks the {id} segment; fills `rep` and returns NULL when it is bad. */
@@ -148,38 +401,104 @@ twin_id_param(struct http_req *req, struct http_reply *rep)
 	return id;
 }
 
-void
-api_twins_get(struct http_req *req, struct http_reply *rep)
+/* Replies with the document of `id`, its version as ETag. */
+static void
+reply_document(struct http_req *req, struct http_reply *rep, const char *id, int depth)
 {
-	struct twin_ctx tc = { .conf = req->ctx->conf, .now = clock_now_ms() };
-	cJSON *children, *reported;
-	const char *id;
+	struct doc_ctx dc;
+	uint64_t version = 0;
+	cJSON *doc;
 	int rc;
 
-	if ((id = twin_id_param(req, rep)) == NULL)
-		return;
-	if ((tc.out = cJSON_CreateObject()) == NULL) {
-		http_error(rep, 500, "internal", "out of memory");
-		return;
-	}
-	rc = store_read_twin(req->db, id, doc_row, &tc);
+	doc_ctx_init(&dc, req);
+	if ((rc = store_snapshot_begin(req->db)) == TW_OK)
+		rc = twin_document(&dc, id, depth, &doc, &version);
+	store_snapshot_end(req->db);
+	model_set_unref(dc.models);
 	if (rc == TW_ERR_NOTFOUND) {
-		cJSON_Delete(tc.out);
 		http_error(rep, 404, "not_found", "no twin '%s'", id);
 		return;
 	}
-	if (rc != TW_OK || tc.failed ||
-	    (children = cJSON_AddArrayToObject(tc.out, "children")) == NULL ||
-	    store_read_children(req->db, id, child_row, children) != TW_OK ||
-	    (reported = cJSON_AddObjectToObject(tc.out, "reported")) == NULL ||
-	    store_read_reported(req->db, id, reported_row, reported) != TW_OK) {
-		cJSON_Delete(tc.out);
+	if (rc != TW_OK) {
 		http_error(rep, 500, "internal", "cannot read twin '%s'", id);
 		return;
 	}
-	snprintf(rep->etag, sizeof(rep->etag), "\"%.0f\"",
-	    cJSON_GetObjectItemCaseSensitive(tc.out, "version")->valuedouble);
-	http_json(rep, 200, tc.out);
+	snprintf(rep->etag, sizeof(rep->etag), "\"%llu\"", (unsigned long long)version);
+	http_json(rep, 200, doc);
+}
+
+void
+api_twins_get(struct http_req *req, struct http_reply *rep)
+{
+	const char *id, *d = http_arg(req, "depth");
+	long depth = 0;
+	char *end;
+
+	if ((id = twin_id_param(req, rep)) == NULL)
+		return;
+	if (d != NULL) {
+		depth = strtol(d, &end, 10);
+		if (*end != '\0' || end == d || depth < 0 || depth > DEPTH_MAX) {
+			http_error(rep, 400, "bad_request", "depth must be 0 to %d", DEPTH_MAX);
+			return;
+		}
+	}
+	reply_document(req, rep, id, (int)depth);
+}
+
+/* If-Match: "42", W/"42" or 42. Returns 0 and the version, or -1. */
+static int
+if_match_parse(const char *h, uint64_t *v)
+{
+	char *end;
+
+	if (strncmp(h, "W/", 2) == 0)
+		h += 2;
+	if (*h == '"')
+		h++;
+	if (*h < '0' || *h > '9')
+		return -1;
+	*v = strtoull(h, &end, 10);
+	if (*end == '"')
+		end++;
+	return *end == '\0' ? 0 : -1;
+}
+
+void
+api_twins_desired(struct http_req *req, struct http_reply *rep)
+{
+	struct sync_req sr = { .type = SYNC_REQ_DESIRED };
+	const char *id, *im;
+	cJSON *patch;
+
+	if ((id = twin_id_param(req, rep)) == NULL)
+		return;
+	sr.twin = id;
+	if ((im = http_header(req, "If-Match")) != NULL) {
+		if (if_match_parse(im, &sr.if_match) != 0) {
+			http_error(rep, 400, "bad_request", "If-Match must be a version, such as \"42\"");
+			return;
+		}
+		sr.has_if_match = 1;
+	}
+	patch = req->body != NULL ? cJSON_ParseWithLength(req->body, req->body_len) : NULL;
+	if (!cJSON_IsObject(patch) || patch->child == NULL) {
+		cJSON_Delete(patch);
+		http_error(rep, 400, "bad_request",
+		    "the body must be a JSON object of properties, such as {\"speed\":1200}");
+		return;
+	}
+	sr.patch = patch;
+	sync_request(req->ctx->sync, &sr);
+	cJSON_Delete(patch);
+	if (sr.status != 200) {
+		http_error(rep, sr.status, sr.code, "%s", sr.message);
+		if (sr.status == 412)
+			snprintf(rep->etag, sizeof(rep->etag), "\"%llu\"",
+			    (unsigned long long)sr.version);
+		return;
+	}
+	reply_document(req, rep, id, 0);
 }
 
 /* Parses an optional time argument; returns 0, or fills `rep` and returns -1. */

@@ -40,8 +40,11 @@ static const struct opt opts[] = {
 	{ "mqtt", "reconnect_min", OPT_DURATION, F(mqtt_reconnect_min_ms), "500ms", 100, 60000, NULL },
 	{ "mqtt", "reconnect_max", OPT_DURATION, F(mqtt_reconnect_max_ms), "30s", 100, 3600000, NULL },
 	{ "mqtt", "telemetry_topic", OPT_STR, F(telemetry_topic), "plant/{twin}/telemetry", 0, 0, NULL },
+	{ "mqtt", "desired_topic", OPT_STR, F(desired_topic), "plant/{twin}/desired", 0, 0, NULL },
+	{ "mqtt", "alert_topic", OPT_STR, F(alert_topic), "plant/{twin}/alert", 0, 0, NULL },
 	{ "http", "listen", OPT_STR, F(http_listen), "127.0.0.1:8080", 0, 0, NULL },
-	{ "http", "threads", OPT_INT, F(http_threads), "2", 1, 64, NULL },
+	{ "http", "max_event_clients", OPT_INT, F(http_event_clients), "16", 0, 1000, NULL },
+	{ "http", "event_buffer", OPT_INT, F(http_event_buffer), "65536", 4096, 16777216, NULL },
 	{ "http", "max_connections", OPT_INT, F(http_max_connections), "64", 1, 10000, NULL },
 	{ "http", "max_connections_per_ip", OPT_INT, F(http_max_per_ip), "16", 1, 10000, NULL },
 	{ "http", "timeout", OPT_DURATION, F(http_timeout_ms), "30s", 1000, 3600000, NULL },
@@ -56,11 +59,16 @@ static const struct opt opts[] = {
 	{ "ingest", "max_properties", OPT_INT, F(max_properties), "256", 1, 65535, NULL },
 	{ "ingest", "max_future", OPT_DURATION, F(max_future_ms), "1h", 0, 365 * DAY_MS, NULL },
 	{ "ingest", "ring_bytes", OPT_INT, F(ring_bytes), "1048576", 1048576, 1073741824, NULL },
+	{ "twins", "models", OPT_PATH, F(models_dir), "", 0, 0, NULL },
+	{ "twins", "file", OPT_PATH, F(twins_file), "", 0, 0, NULL },
 	{ "twins", "auto_create", OPT_BOOL, F(auto_create), "true", 0, 0, NULL },
 	{ "twins", "max_twins", OPT_INT, F(max_twins), "100000", 1, 10000000, NULL },
 	{ "twins", "max_properties_per_twin", OPT_INT, F(max_props_per_twin), "1024", 1, 65535, NULL },
 	{ "twins", "stale_after", OPT_DURATION, F(stale_after_ms), "5m", 1000, 365 * DAY_MS, NULL },
 	{ "twins", "offline_after", OPT_DURATION, F(offline_after_ms), "1h", 1000, 365 * DAY_MS, NULL },
+	{ "twins", "stale_factor", OPT_INT, F(stale_factor), "3", 1, 1000, NULL },
+	{ "twins", "offline_factor", OPT_INT, F(offline_factor), "20", 1, 100000, NULL },
+	{ "twins", "converge_timeout", OPT_DURATION, F(converge_timeout_ms), "5m", 1000, 365 * DAY_MS, NULL },
 	{ "log", "level", OPT_ENUM, F(log_level), "info", 0, 0, "error|warn|info|debug" },
 };
 
@@ -287,6 +295,14 @@ conf_defaults(struct conf *c)
 int
 conf_load(struct conf *c, const char *path, FILE *err)
 {
+	int rc = conf_parse(c, path, err);
+
+	return rc != TW_OK ? rc : conf_validate(c, path, err);
+}
+
+int
+conf_parse(struct conf *c, const char *path, FILE *err)
+{
 	struct parse_ctx ctx = { .c = c, .path = path };
 	int line;
 
@@ -315,7 +331,7 @@ conf_load(struct conf *c, const char *path, FILE *err)
 		fprintf(err, "%s:%d: syntax error (expected [section] or key = value)\n", path, line);
 		return TW_ERR_INVAL;
 	}
-	return conf_validate(c, path, err);
+	return TW_OK;
 }
 
 int
@@ -391,13 +407,25 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 	char host[256];
 	int port;
 
-	if (!topic_template_ok(c->telemetry_topic)) {
-		fprintf(err, "%s: [mqtt] telemetry_topic '%s' must hold {twin} once, "
-		    "as a whole level, and no wildcards\n", path, c->telemetry_topic);
-		return TW_ERR_INVAL;
+	const struct { const char *name, *value; } topics[] = {
+		{ "telemetry_topic", c->telemetry_topic },
+		{ "desired_topic", c->desired_topic },
+		{ "alert_topic", c->alert_topic },
+	};
+
+	for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++) {
+		if (!topic_template_ok(topics[i].value)) {
+			fprintf(err, "%s: [mqtt] %s '%s' must hold {twin} once, as a whole level, "
+			    "and no wildcards\n", path, topics[i].name, topics[i].value);
+			return TW_ERR_INVAL;
+		}
 	}
 	if (c->mqtt_reconnect_min_ms > c->mqtt_reconnect_max_ms) {
 		fprintf(err, "%s: [mqtt] reconnect_min is above reconnect_max\n", path);
+		return TW_ERR_INVAL;
+	}
+	if (c->stale_factor > c->offline_factor) {
+		fprintf(err, "%s: [twins] stale_factor is above offline_factor\n", path);
 		return TW_ERR_INVAL;
 	}
 	if (c->stale_after_ms > c->offline_after_ms) {

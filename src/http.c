@@ -14,7 +14,8 @@
 #include "log.h"
 #include "metrics.h"
 
-#define READERS_MAX	64		/* one per pool thread; threads are capped at 64 */
+#define READERS_MAX	16		/* idle readers kept; more are opened and closed as needed */
+#define STACK_BYTES	(512 * 1024)	/* per connection thread; SQLite and cJSON fit well within */
 #define PATH_SEG_MAX	8
 
 typedef void (*http_handler)(struct http_req *, struct http_reply *);
@@ -29,6 +30,9 @@ static const struct route routes[] = {
 	{ "GET", "/api/v1/twins", api_twins_list },
 	{ "GET", "/api/v1/twins/*", api_twins_get },
 	{ "GET", "/api/v1/twins/*/history", api_twins_history },
+	{ "PATCH", "/api/v1/twins/*/desired", api_twins_desired },
+	{ "GET", "/api/v1/models", api_models_list },
+	{ "GET", "/api/v1/events", api_events_stream },
 	{ "GET", "/healthz", api_system_health },
 	{ "GET", "/metrics", api_system_metrics },
 };
@@ -45,32 +49,51 @@ struct body {
 	int too_large;
 };
 
-/* Each pool thread opens its own reader on first use; all are closed at stop. */
-static __thread struct store *thread_db;
+/*
+ * Read-only store connections, kept for reuse: each request takes one and
+ * gives it back, so a connection thread never opens SQLite for itself.
+ * At most max_connections exist, since each request holds one.
+ */
 static pthread_mutex_t readers_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct store *readers[READERS_MAX];
 static int nreaders;
 
 static struct store *
-http_reader(const struct conf *c)
+reader_take(const struct conf *c)
 {
-	struct store *db;
+	struct store *db = NULL;
 
-	if (thread_db != NULL)
-		return thread_db;
 	pthread_mutex_lock(&readers_lock);
-	if (nreaders < READERS_MAX && (db = store_open(c->db_path, 0, 0)) != NULL) {
+	if (nreaders > 0)
+		db = readers[--nreaders];
+	pthread_mutex_unlock(&readers_lock);
+	return db != NULL ? db : store_open(c->db_path, 0, 0);
+}
+
+static void
+reader_give(struct store *db)
+{
+	if (db == NULL)
+		return;
+	pthread_mutex_lock(&readers_lock);
+	if (nreaders < READERS_MAX) {
 		readers[nreaders++] = db;
-		thread_db = db;
+		db = NULL;
 	}
 	pthread_mutex_unlock(&readers_lock);
-	return thread_db;
+	store_close(db);
 }
 
 const char *
 http_arg(struct http_req *req, const char *name)
 {
 	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *
+http_header(struct http_req *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
 void
@@ -178,10 +201,17 @@ http_send(struct MHD_Connection *conn, struct http_reply *rep)
 	struct MHD_Response *r;
 	enum MHD_Result ret;
 
-	r = MHD_create_response_from_buffer(rep->len, rep->body != NULL ? rep->body : "",
-	    rep->body != NULL ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	if (rep->stream != NULL)
+		r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
+		    (MHD_ContentReaderCallback)rep->stream, rep->stream_cls,
+		    (MHD_ContentReaderFreeCallback)rep->stream_free);
+	else
+		r = MHD_create_response_from_buffer(rep->len, rep->body != NULL ? rep->body : "",
+		    rep->body != NULL ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
 	if (r == NULL) {
 		free(rep->body);
+		if (rep->stream_free != NULL)
+			rep->stream_free(rep->stream_cls);
 		return MHD_NO;
 	}
 	rep->body = NULL;
@@ -242,7 +272,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 	req.body = b->buf;
 	req.body_len = b->len;
 	req.ctx = h->ctx;
-	req.db = http_reader(h->ctx->conf);
+	req.db = reader_take(h->ctx->conf);
 	if (b->too_large)
 		http_error(&rep, 413, "too_large", "the body is larger than %d bytes",
 		    h->ctx->conf->http_max_body);
@@ -250,6 +280,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		http_error(&rep, 503, "unavailable", "cannot open the database");
 	else
 		http_dispatch(&req, &rep, params);
+	reader_give(req.db);
 	ret = http_send(conn, &rep);
 	free(params);
 	return ret;
@@ -288,7 +319,12 @@ http_start(const struct api_ctx *ctx)
 	const struct conf *c = ctx->conf;
 	struct addrinfo hints = { .ai_flags = AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *ai = NULL;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+	/*
+	 * A thread per connection: an event stream may wait for events without
+	 * holding up other clients; max_connections bounds the threads.
+	 */
+	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+	    MHD_USE_ERROR_LOG;
 	char host[256], port[16];
 	struct http *h;
 	int p;
@@ -308,7 +344,7 @@ http_start(const struct api_ctx *ctx)
 	h->daemon = MHD_start_daemon(flags, (uint16_t)p, NULL, NULL, http_access, h,
 	    MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)c->http_threads,
+	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)STACK_BYTES,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->http_max_connections,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)c->http_max_per_ip,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(c->http_timeout_ms / 1000),

@@ -27,6 +27,9 @@ static const char *const reason_names[DROP__COUNT] = {
 	[DROP_UNKNOWN_TWIN] = "unknown_twin",
 	[DROP_TWIN_LIMIT] = "twin_limit",
 	[DROP_PROPERTY_LIMIT] = "property_limit",
+	[DROP_UNKNOWN_PROPERTY] = "unknown_property",
+	[DROP_WRONG_TYPE] = "wrong_type",
+	[DROP_RETAINED_WITHOUT_TS] = "retained_without_ts",
 };
 
 const char *
@@ -145,6 +148,42 @@ name_valid(const char *s, size_t len)
 	return 1;
 }
 
+/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
+static int
+utf8_valid(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *e = p + len;
+
+	while (p < e) {
+		unsigned c = *p, need, min, cp;
+
+		if (c < 0x80) {
+			p++;
+			continue;
+		}
+		if ((c & 0xe0) == 0xc0) {
+			need = 1, min = 0x80, cp = c & 0x1f;
+		} else if ((c & 0xf0) == 0xe0) {
+			need = 2, min = 0x800, cp = c & 0x0f;
+		} else if ((c & 0xf8) == 0xf0) {
+			need = 3, min = 0x10000, cp = c & 0x07;
+		} else {
+			return 0;
+		}
+		if ((size_t)(e - p) <= need)
+			return 0;
+		for (unsigned i = 1; i <= need; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return 0;
+			cp = (cp << 6) | (p[i] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return 0;
+		p += need + 1;
+	}
+	return 1;
+}
+
 static int
 builder_add(struct builder *b, const char *name, size_t name_len, const cJSON *item)
 {
@@ -162,7 +201,8 @@ builder_add(struct builder *b, const char *name, size_t name_len, const cJSON *i
 		type = VAL_BOOL;
 	} else if (cJSON_IsString(item)) {
 		slen = strlen(item->valuestring);
-		if (slen > STR_VALUE_MAX)
+		/* Invalid UTF-8 would make every later document of the twin invalid JSON. */
+		if (slen > STR_VALUE_MAX || !utf8_valid(item->valuestring, slen))
 			return DROP_BAD_VALUE;
 		type = VAL_STR;
 	} else {
@@ -333,7 +373,7 @@ ingest_message(struct ingest *in, const char *topic, const void *payload, size_t
 	struct builder b = { .max_props = in->max_props };
 	char prop[PROP_NAME_MAX + 1];
 	size_t id_len, prop_len;
-	const char *id;
+	const char *id, *end = NULL;
 	cJSON *root;
 	int rc;
 
@@ -344,8 +384,14 @@ ingest_message(struct ingest *in, const char *topic, const void *payload, size_t
 	if (json_depth_exceeds(payload, len, in->max_depth))
 		return DROP_TOO_DEEP;
 	/* The payload is not NUL-terminated: always parse with its length. */
-	if ((root = cJSON_ParseWithLength(payload, len)) == NULL)
+	if ((root = cJSON_ParseWithLengthOpts(payload, len, &end, 0)) == NULL)
 		return DROP_MALFORMED;
+	/* cJSON stops after the first value: anything but blanks after it is garbage. */
+	for (; end < (const char *)payload + len; end++)
+		if (*end != ' ' && *end != '\t' && *end != '\r' && *end != '\n') {
+			cJSON_Delete(root);
+			return DROP_MALFORMED;
+		}
 	if (rec_start(&b, in->buf, id, id_len, REC_UPDATE, now_ms) == NULL)
 		rc = DROP_TOO_LARGE;
 	else if (prop_len > 0) {
@@ -356,6 +402,8 @@ ingest_message(struct ingest *in, const char *topic, const void *payload, size_t
 		const cJSON *ts = cJSON_GetObjectItemCaseSensitive(root, "ts");
 
 		rc = ts != NULL ? parse_ts(ts, now_ms, in->max_future_ms, &b.rec->ts) : INGEST_OK;
+		if (ts != NULL)
+			b.rec->flags |= REC_F_HAS_TS;
 		if (rc == INGEST_OK)
 			rc = builder_flatten(&b, root, 0, 1);
 		if (rc == INGEST_OK && b.rec->nvals == 0)
@@ -383,7 +431,8 @@ ingest_quarantine(struct ingest *in, const char *topic, const void *payload, siz
 		abort();
 	r->reason = (uint16_t)reason;
 	r->body_len = (uint32_t)keep;
-	memcpy(body, payload, keep);
+	if (keep > 0)
+		memcpy(body, payload, keep);
 	body[keep] = '\0';
 	*out = r;
 	*outlen = b.len;

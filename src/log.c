@@ -1,6 +1,7 @@
 /* Logging to stderr: level checked before formatting, one write per line. */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,7 @@
 #define LOG_LINE_MAX	1024
 #define LOG_LIMIT_MS	10000
 
-static volatile int log_level = LOG_LVL_INFO;
+static atomic_int log_level = LOG_LVL_INFO;	/* set on SIGHUP, read by every thread */
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -34,7 +35,7 @@ log_level_parse(const char *name)
 int
 log_enabled(enum log_level level)
 {
-	return (int)level <= log_level;
+	return (int)level <= atomic_load_explicit(&log_level, memory_order_relaxed);
 }
 
 /*

@@ -13,10 +13,13 @@
 #include "clock.h"
 #include "conf.h"
 #include "err.h"
+#include "events.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "model.h"
 #include "mqtt.h"
+#include "plant.h"
 #include "ring.h"
 #include "store.h"
 #include "sync.h"
@@ -50,7 +53,7 @@ notify(const char *state)
 static int
 config_read(struct conf *c, const char *path, char **overrides, int noverrides)
 {
-	if (conf_load(c, path, stderr) != TW_OK)
+	if (conf_parse(c, path, stderr) != TW_OK)
 		return TW_ERR_INVAL;
 	for (int i = 0; i < noverrides; i++)
 		if (conf_set(c, overrides[i], stderr) != TW_OK)
@@ -58,19 +61,43 @@ config_read(struct conf *c, const char *path, char **overrides, int noverrides)
 	return conf_validate(c, path, stderr);
 }
 
-static void
-reload(const char *path, char **overrides, int noverrides)
+/* Loads the models folder and the twins file named by `c`; errors go to stderr. */
+static int
+plant_read(const struct conf *c, struct model_set **models, struct plant *plant)
 {
+	memset(plant, 0, sizeof(*plant));
+	if ((*models = model_set_load(c->models_dir, stderr)) == NULL)
+		return TW_ERR_INVAL;
+	if (plant_load(plant, c->twins_file, *models, stderr) != TW_OK) {
+		model_set_unref(*models);
+		*models = NULL;
+		plant_cleanup(plant);
+		return TW_ERR_INVAL;
+	}
+	return TW_OK;
+}
+
+/*
+ * SIGHUP: the config file, the models and the twins file are read anew,
+ * into new structures; only a set without errors replaces the running one.
+ */
+static void
+reload(struct sync *sync, const char *path, char **overrides, int noverrides)
+{
+	struct sync_req req = { .type = SYNC_REQ_RELOAD };
 	struct conf fresh;
 
-	/* Parse into a new struct; only a valid one is applied. */
-	if (config_read(&fresh, path, overrides, noverrides) != TW_OK) {
-		log_warnx("SIGHUP: %s has errors (above); keeping the running settings", path);
-	} else {
-		log_set_level(fresh.log_level);
-		log_info("SIGHUP: %s reloaded; log level applied, other settings take a restart",
-		    path);
+	if (config_read(&fresh, path, overrides, noverrides) != TW_OK ||
+	    plant_read(&fresh, &req.models, &req.plant) != TW_OK) {
+		log_warnx("SIGHUP: errors (above); keeping the running models, twins and settings");
+		conf_cleanup(&fresh);
+		return;
 	}
+	log_set_level(fresh.log_level);
+	sync_request(sync, &req);
+	if (req.status == 200)
+		log_info("SIGHUP: models and twins reloaded; log level applied; other settings "
+		    "take a restart");
 	conf_cleanup(&fresh);
 }
 
@@ -79,7 +106,8 @@ reload(const char *path, char **overrides, int noverrides)
  * so no handler runs in an arbitrary thread's context.
  */
 static int
-wait_for_stop(const sigset_t *set, const char *path, char **overrides, int noverrides)
+wait_for_stop(const sigset_t *set, struct sync *sync, const char *path, char **overrides,
+    int noverrides)
 {
 	struct timespec tick = { 1, 0 };
 	siginfo_t info;
@@ -100,7 +128,7 @@ wait_for_stop(const sigset_t *set, const char *path, char **overrides, int nover
 			return sig;
 		if (sig == SIGHUP) {
 			notify("RELOADING=1");
-			reload(path, overrides, noverrides);
+			reload(sync, path, overrides, noverrides);
 			notify("READY=1");
 		}
 	}
@@ -119,11 +147,14 @@ main(int argc, char **argv)
 	const char *path = NULL;
 	struct conf conf = { 0 };
 	struct api_ctx api = { 0 };
+	struct model_set *models = NULL;
+	struct plant plant = { 0 };
 	struct ring *ring = NULL;
 	struct store *store;
 	struct sync *sync = NULL;
 	struct mqtt *mqtt = NULL;
 	struct http *http = NULL;
+	struct events *events = NULL;
 	sigset_t set;
 	int64_t t0 = clock_mono_us();
 
@@ -157,12 +188,16 @@ main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	if (config_read(&conf, path, overrides, noverrides) != TW_OK) {
+	if (config_read(&conf, path, overrides, noverrides) != TW_OK ||
+	    plant_read(&conf, &models, &plant) != TW_OK) {
 		conf_cleanup(&conf);
 		return EXIT_USAGE;
 	}
 	if (check) {
-		printf("%s: ok\n", path);
+		printf("%s: ok (%d models, %d twins in the twins file)\n", path,
+		    model_count(models), plant.n);
+		model_set_unref(models);
+		plant_cleanup(&plant);
 		conf_cleanup(&conf);
 		return 0;
 	}
@@ -184,13 +219,21 @@ main(int argc, char **argv)
 		log_warnx("cannot allocate the ring of %d bytes", conf.ring_bytes);
 		goto out;
 	}
-	sync = sync_new(&conf, ring, store);
-	store = NULL;		/* the sync engine owns it now, also when it failed */
+	sync = sync_new(&conf, ring, store, models, &plant);
+	/* The sync engine owns these now, also when it failed. */
+	store = NULL;
+	models = NULL;
 	if (sync == NULL || (mqtt = mqtt_new(&conf, ring, sync)) == NULL) {
 		log_warnx("start-up failed");
 		goto out;
 	}
-	api = (struct api_ctx){ .conf = &conf, .ring = ring, .sync = sync, .mqtt = mqtt };
+	if ((events = events_new(conf.http_event_clients, (size_t)conf.http_event_buffer)) == NULL) {
+		log_warnx("start-up failed: out of memory");
+		goto out;
+	}
+	sync_set_mqtt(sync, mqtt, events);
+	api = (struct api_ctx){ .conf = &conf, .ring = ring, .sync = sync, .mqtt = mqtt,
+	    .events = events };
 	if ((http = http_start(&api)) == NULL)
 		goto out;
 	if (sync_start(sync) != TW_OK || mqtt_start(mqtt) != TW_OK) {
@@ -202,7 +245,7 @@ main(int argc, char **argv)
 	    conf.mqtt_host, conf.mqtt_port, conf.ring_bytes);
 	notify("READY=1\nSTATUS=ingesting");
 
-	sig = wait_for_stop(&set, path, overrides, noverrides);
+	sig = wait_for_stop(&set, sync, path, overrides, noverrides);
 	log_info("%s: stopping: no new messages, draining and committing",
 	    sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	notify("STOPPING=1");
@@ -213,10 +256,16 @@ out:
 		mqtt_stop(mqtt);
 	if (sync != NULL)
 		sync_stop(sync);
+	/* Event streams end first, so that stopping the server does not wait on them. */
+	if (events != NULL)
+		events_shutdown(events);
 	http_stop(http);
+	events_free(events);
 	mqtt_free(mqtt);
 	sync_free(sync);
 	store_close(store);
+	model_set_unref(models);
+	plant_cleanup(&plant);
 	ring_free(ring);
 	if (status == 0)
 		log_info("stopped cleanly: %llu messages committed this run",

@@ -147,6 +147,9 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	    load(&metrics.applied));
 	counter(&o, "twind_values_stored_total", "Property values committed to history.",
 	    load(&metrics.values));
+	counter(&o, "twind_values_out_of_range_total",
+	    "Values stored and flagged outside their model's minimum or maximum.",
+	    load(&metrics.out_of_range));
 	counter(&o, "twind_commit_failures_total", "Database commits that failed.",
 	    load(&metrics.commit_failures));
 	render_histograms(&o);
@@ -161,6 +164,8 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	    (uint64_t)atomic_load(&metrics.db_failing));
 	counter(&o, "twind_http_requests_total", "REST requests served.",
 	    load(&metrics.http_requests));
+	counter(&o, "twind_event_clients_cut_total",
+	    "Server-Sent Events clients cut off for not keeping up.", load(&metrics.events_cut));
 	if (o.failed) {
 		free(o.buf);
 		return NULL;

@@ -1,5 +1,6 @@
 /* libmosquitto glue: subscribe, read, hand records to the ring, ack after commit. */
 #include <errno.h>
+#include <fcntl.h>
 #include <mosquitto.h>
 #include <poll.h>
 #include <pthread.h>
@@ -16,6 +17,8 @@
 #include "mqtt.h"
 
 #define BURST_MAX	4096	/* packets read before the commit is awaited */
+#define STABLE_MS	10000	/* a connection that lasted this long resets the backoff */
+#define FINAL_WRITE_MS	2000	/* the last acknowledgements get this long at shutdown */
 #define TOPIC_MAX	512
 
 struct mqtt {
@@ -29,6 +32,7 @@ struct mqtt {
 	int wake[2];			/* a pipe that interrupts poll() for stop */
 	atomic_int stop;
 	atomic_int connected;
+	atomic_int sub_refused;		/* the broker refused or downgraded a subscription */
 
 	/* MQTT thread only. */
 	uint32_t gen;			/* connection generation, grows per connect */
@@ -37,6 +41,7 @@ struct mqtt {
 	uint64_t messages;		/* PUBLISH packets handled */
 	int ever_connected;
 	int64_t backoff_ms;
+	int64_t connected_at;		/* monotonic ms of the last CONNACK, 0 if none yet */
 	struct log_limit drop_log;
 	struct log_limit conn_log;
 };
@@ -60,11 +65,30 @@ on_connect(struct mosquitto *mosq, void *arg, int rc)
 	if (m->ever_connected)
 		metrics_add(&metrics.reconnects, 1);
 	m->ever_connected = 1;
-	m->backoff_ms = m->conf->mqtt_reconnect_min_ms;
+	m->connected_at = clock_mono_ms();
 	atomic_store(&m->connected, 1);
 	atomic_store(&metrics.broker_connected, 1);
 	log_info("mqtt: connected to %s:%d, subscribed to %s and %s", m->conf->mqtt_host,
 	    m->conf->mqtt_port, obj, single);
+}
+
+/* A refused or downgraded subscription would lose telemetry quietly: say so loudly. */
+static void
+on_subscribe(struct mosquitto *mosq, void *arg, int mid, int n, const int *granted)
+{
+	struct mqtt *m = arg;
+
+	(void)mosq;
+	(void)mid;
+	for (int i = 0; i < n; i++) {
+		if (granted[i] == 1)
+			continue;
+		log_warnx("mqtt: the broker %s our telemetry subscription (granted %d): check its "
+		    "ACL", granted[i] == 0x80 ? "refused" : "downgraded to QoS 0", granted[i]);
+		atomic_store(&m->sub_refused, 1);
+		return;
+	}
+	atomic_store(&m->sub_refused, 0);
 }
 
 static void
@@ -74,7 +98,7 @@ on_disconnect(struct mosquitto *mosq, void *arg, int rc)
 
 	(void)mosq;
 	if (atomic_exchange(&m->connected, 0))
-		log_warnx("mqtt: disconnected from the broker (%s)",
+		log_limited(&m->conn_log, "mqtt: disconnected from the broker (%s)",
 		    rc == 0 ? "on request" : mosquitto_strerror(rc));
 	atomic_store(&metrics.broker_connected, 0);
 }
@@ -112,6 +136,15 @@ on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *ms
 	metrics_add(&metrics.received, 1);
 	reason = ingest_message(&m->ingest, msg->topic, msg->payload, (size_t)msg->payloadlen,
 	    now, &r, &len);
+	/*
+	 * A retained message is replayed on every subscribe: without its own
+	 * ts it would look fresh each time, and a dead asset would look alive.
+	 */
+	if (reason == INGEST_OK && msg->retain) {
+		if (!(r->flags & REC_F_HAS_TS))
+			reason = DROP_RETAINED_WITHOUT_TS;
+		r->flags |= REC_F_RETAINED;
+	}
 	if (reason == INGEST_OK) {
 		push(m, r, len);
 		return;
@@ -125,6 +158,47 @@ on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *ms
 		    reason, now, &r, &len);
 		push(m, r, len);
 	}
+}
+
+/* The broker acknowledged one of our publications: the sync engine owns what that means. */
+static void
+on_publish(struct mosquitto *mosq, void *arg, int mid)
+{
+	struct mqtt *m = arg;
+	struct rec r = { .kind = REC_PUBACK, .mid = (uint32_t)mid };
+
+	(void)mosq;
+	push(m, &r, sizeof(r));
+}
+
+int
+mqtt_topic(const char *tmpl, const char *twin, char *buf, size_t len)
+{
+	const char *p = strstr(tmpl, "{twin}");
+	int n;
+
+	if (p == NULL)
+		return TW_ERR_INVAL;
+	n = snprintf(buf, len, "%.*s%s%s", (int)(p - tmpl), tmpl, twin, p + 6);
+	return n < 0 || (size_t)n >= len ? TW_ERR_FULL : TW_OK;
+}
+
+int
+mqtt_publish(struct mqtt *m, const char *topic, const void *payload, int len, int retain,
+    int *mid)
+{
+	char c = 0;
+	int rc;
+
+	rc = mosquitto_publish(m->mosq, mid, topic, len, payload, 1, retain != 0);
+	if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
+		log_warnx("mqtt: cannot publish on %s: %s", topic, mosquitto_strerror(rc));
+		return rc == MOSQ_ERR_NOMEM ? TW_ERR_NOMEM : TW_ERR_IO;
+	}
+	/* Wake the MQTT thread so that it writes the message now, not at its next timeout. */
+	if (write(m->wake[1], &c, 1) < 0 && errno != EAGAIN)
+		log_warn("mqtt: wake");
+	return TW_OK;
 }
 
 struct mqtt *
@@ -142,7 +216,7 @@ mqtt_new(const struct conf *c, struct ring *r, struct sync *s)
 	if (ingest_init(&m->ingest, c->telemetry_topic, c->max_payload, c->max_depth,
 	    c->max_properties, c->max_future_ms) != TW_OK)
 		goto fail;
-	if (pipe(m->wake) != 0) {
+	if (pipe2(m->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
 		log_warn("mqtt: pipe");
 		goto fail;
 	}
@@ -161,6 +235,8 @@ mqtt_new(const struct conf *c, struct ring *r, struct sync *s)
 	mosquitto_connect_callback_set(m->mosq, on_connect);
 	mosquitto_disconnect_callback_set(m->mosq, on_disconnect);
 	mosquitto_message_callback_set(m->mosq, on_message);
+	mosquitto_publish_callback_set(m->mosq, on_publish);
+	mosquitto_subscribe_callback_set(m->mosq, on_subscribe);
 	if (c->mqtt_username[0] != '\0' &&
 	    mosquitto_username_pw_set(m->mosq, c->mqtt_username,
 	    c->mqtt_password[0] != '\0' ? c->mqtt_password : NULL) != MOSQ_ERR_SUCCESS)
@@ -193,6 +269,12 @@ mqtt_connected(struct mqtt *m)
 	return atomic_load(&m->connected);
 }
 
+int
+mqtt_subscribed(struct mqtt *m)
+{
+	return !atomic_load(&m->sub_refused);
+}
+
 /* Sleeps up to ms, returning early when asked to stop. */
 static void
 mqtt_pause(struct mqtt *m, int64_t ms)
@@ -202,11 +284,33 @@ mqtt_pause(struct mqtt *m, int64_t ms)
 	poll(&p, 1, (int)ms);
 }
 
+/*
+ * Waits the backoff before a reconnect, unless the last connection was
+ * stable: a broker that accepts TCP but refuses the session, a second
+ * twind with our client id, or failing commits must not turn into a
+ * reconnect storm.
+ */
+static void
+mqtt_backoff(struct mqtt *m)
+{
+	if (m->connected_at > 0 && clock_mono_ms() - m->connected_at >= STABLE_MS)
+		m->backoff_ms = m->conf->mqtt_reconnect_min_ms;
+	m->connected_at = 0;
+	mqtt_pause(m, m->backoff_ms);
+	m->backoff_ms *= 2;
+	if (m->backoff_ms > m->conf->mqtt_reconnect_max_ms)
+		m->backoff_ms = m->conf->mqtt_reconnect_max_ms;
+}
+
 static void
 mqtt_try_connect(struct mqtt *m)
 {
 	int rc;
 
+	if (m->gen > 0)
+		mqtt_backoff(m);
+	if (atomic_load(&m->stop))
+		return;
 	if (m->gen == 0)
 		rc = mosquitto_connect(m->mosq, m->conf->mqtt_host, m->conf->mqtt_port,
 		    (int)(m->conf->mqtt_keepalive_ms / 1000));
@@ -219,10 +323,6 @@ mqtt_try_connect(struct mqtt *m)
 	    m->conf->mqtt_host, m->conf->mqtt_port,
 	    rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
 	    (long long)m->backoff_ms);
-	mqtt_pause(m, m->backoff_ms);
-	m->backoff_ms *= 2;
-	if (m->backoff_ms > m->conf->mqtt_reconnect_max_ms)
-		m->backoff_ms = m->conf->mqtt_reconnect_max_ms;
 }
 
 /*
@@ -270,9 +370,11 @@ mqtt_settle(struct mqtt *m)
 		m->acked = m->seq;
 		return TW_OK;
 	}
-	log_warnx("mqtt: dropping the connection without acknowledging: the commit failed");
+	log_limited(&m->conn_log,
+	    "mqtt: dropping the connection without acknowledging: the commit failed");
 	m->acked = m->seq;
 	/* mosquitto_reconnect discards the queued PUBACKs before it reconnects. */
+	mqtt_backoff(m);
 	if (mosquitto_reconnect(m->mosq) == MOSQ_ERR_SUCCESS)
 		m->gen++;
 	return rc;
@@ -292,6 +394,12 @@ mqtt_loop_once(struct mqtt *m)
 		p[0].events |= POLLOUT;
 	if (poll(p, 2, 1000) < 0 && errno != EINTR)
 		log_warn("mqtt: poll");
+	if (p[1].revents & POLLIN) {
+		char buf[64];
+
+		while (read(m->wake[0], buf, sizeof(buf)) > 0)
+			;
+	}
 	if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
 		rc = mqtt_read_burst(m);
 	if (mqtt_settle(m) != TW_OK)
@@ -301,6 +409,27 @@ mqtt_loop_once(struct mqtt *m)
 		rc = mosquitto_loop_write(m->mosq, 1);
 	if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0)
 		mosquitto_loop_misc(m->mosq);
+}
+
+/* Writes the last acknowledgements and DISCONNECT, waiting for the socket within a deadline. */
+static void
+mqtt_final_write(struct mqtt *m)
+{
+	int64_t deadline = clock_mono_ms() + FINAL_WRITE_MS;
+	struct pollfd p;
+
+	mosquitto_disconnect(m->mosq);
+	while (mosquitto_want_write(m->mosq) && mosquitto_socket(m->mosq) >= 0 &&
+	    clock_mono_ms() < deadline) {
+		p = (struct pollfd){ .fd = mosquitto_socket(m->mosq), .events = POLLOUT };
+		if (poll(&p, 1, 100) < 0 && errno != EINTR)
+			break;
+		if (mosquitto_loop_write(m->mosq, 1) != MOSQ_ERR_SUCCESS)
+			break;
+	}
+	if (mosquitto_want_write(m->mosq))
+		log_warnx("mqtt: the last acknowledgements could not be written; the broker "
+		    "will redeliver those messages (history absorbs them by ts)");
 }
 
 static void *
@@ -318,13 +447,8 @@ mqtt_main(void *arg)
 		mqtt_loop_once(m);
 	}
 	/* Stop: nothing more is read; ack what is committed, then leave cleanly. */
-	if (mqtt_settle(m) == TW_OK && mosquitto_socket(m->mosq) >= 0) {
-		mosquitto_disconnect(m->mosq);
-		for (int i = 0; i < 100 && mosquitto_want_write(m->mosq) &&
-		    mosquitto_socket(m->mosq) >= 0; i++)
-			if (mosquitto_loop_write(m->mosq, 1) != MOSQ_ERR_SUCCESS)
-				break;
-	}
+	if (mqtt_settle(m) == TW_OK && mosquitto_socket(m->mosq) >= 0)
+		mqtt_final_write(m);
 	return NULL;
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "err.h"
 #include "ring.h"
 
@@ -26,6 +27,7 @@ struct ring {
 	/* Who sleeps: signalling only then saves a futex call per record. */
 	int consumer_waiting;
 	int producer_waiting;
+	int woken;		/* ring_wake was called: the waiting consumer returns */
 };
 
 struct ring *
@@ -114,18 +116,6 @@ ring_push(struct ring *r, const void *rec, size_t len)
 	return TW_OK;
 }
 
-static void
-deadline_after(struct timespec *ts, int ms)
-{
-	clock_gettime(CLOCK_REALTIME, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 const void *
 ring_peek(struct ring *r, size_t *len, int timeout_ms)
 {
@@ -135,13 +125,14 @@ ring_peek(struct ring *r, size_t *len, int timeout_ms)
 
 	pthread_mutex_lock(&r->lock);
 	if (r->wpos == r->rpos && timeout_ms > 0) {
-		deadline_after(&deadline, timeout_ms);
+		clock_deadline(&deadline, timeout_ms);
 		r->consumer_waiting = 1;
-		while (r->wpos == r->rpos && !r->closed &&
+		while (r->wpos == r->rpos && !r->closed && !r->woken &&
 		    pthread_cond_timedwait(&r->not_empty, &r->lock, &deadline) != ETIMEDOUT)
 			;
 		r->consumer_waiting = 0;
 	}
+	r->woken = 0;
 	if (r->wpos == r->rpos) {
 		pthread_mutex_unlock(&r->lock);
 		return NULL;
@@ -170,6 +161,15 @@ ring_pop(struct ring *r)
 	r->peeked = 0;
 	if (r->producer_waiting)
 		pthread_cond_signal(&r->not_full);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void
+ring_wake(struct ring *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->woken = 1;
+	pthread_cond_signal(&r->not_empty);
 	pthread_mutex_unlock(&r->lock);
 }
 

@@ -29,17 +29,40 @@ static const char *const migrations[] = {
 	"CREATE TABLE quarantine("
 	"  id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, topic TEXT NOT NULL,"
 	"  reason TEXT NOT NULL, payload BLOB);",
+	/* 2: models and parents in use, out-of-range flags, desired state, alerts */
+	"ALTER TABLE series ADD COLUMN out_of_range INTEGER NOT NULL DEFAULT 0;"
+	/* 1 while the delta on {twin}/desired is not acknowledged by the broker yet */
+	"ALTER TABLE twins ADD COLUMN delta_pending INTEGER NOT NULL DEFAULT 0;"
+	"CREATE TABLE desired("
+	"  twin TEXT NOT NULL, property TEXT NOT NULL, value, ts INTEGER NOT NULL,"
+	"  pending_since_ts INTEGER, published INTEGER NOT NULL DEFAULT 0,"
+	"  converged_ts INTEGER, in_delta INTEGER NOT NULL,"
+	"  PRIMARY KEY(twin, property)) WITHOUT ROWID;"
+	"CREATE TABLE alerts("
+	"  id INTEGER PRIMARY KEY, twin TEXT NOT NULL, rule TEXT NOT NULL,"
+	"  severity TEXT NOT NULL, message TEXT NOT NULL, value,"
+	"  active INTEGER NOT NULL, acknowledged INTEGER NOT NULL DEFAULT 0,"
+	"  shelved_until_ts INTEGER, raised_ts INTEGER NOT NULL, acked_ts INTEGER,"
+	"  cleared_ts INTEGER);"
+	"CREATE INDEX alerts_twin ON alerts(twin, active);",
 };
 
 enum stmt_id {
 	ST_BEGIN, ST_COMMIT, ST_ROLLBACK,
 	ST_SERIES_ADD, ST_HISTORY_PUT, ST_SERIES_PUT, ST_TWIN_PUT,
 	ST_QUARANTINE_PUT, ST_QUARANTINE_TRIM,
-	ST_LOAD_TWINS, ST_LOAD_SERIES,
+	ST_DESIRED_PUT, ST_DESIRED_DEL, ST_ALERT_ADD, ST_ALERT_PUT,
+	ST_LOAD_TWINS, ST_LOAD_SERIES, ST_LOAD_DESIRED, ST_LOAD_ALERTS,
 	ST_READ_TWINS, ST_READ_TWINS_PARENT, ST_READ_TWIN, ST_READ_CHILDREN,
 	ST_READ_REPORTED, ST_SERIES_FIND, ST_HISTORY_ASC, ST_HISTORY_NEWEST, ST_BUCKETS,
+	ST_READ_DESIRED, ST_READ_ALERTS_TWIN, ST_SNAP_BEGIN, ST_SNAP_END,
 	ST__COUNT
 };
+
+#define TWIN_COLS	"id, model, parent, version, last_seen_ts, created_ts, delta_pending, " \
+	"(SELECT count(*) FROM alerts a WHERE a.twin = twins.id AND a.active = 1)"
+#define ALERT_COLS	"id, twin, rule, severity, message, value, active, acknowledged, " \
+	"shelved_until_ts, raised_ts, acked_ts, cleared_ts"
 
 static const char *const stmt_sql[ST__COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -48,23 +71,33 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_SERIES_ADD] = "INSERT INTO series(twin, property) VALUES(?, ?)",
 	[ST_HISTORY_PUT] = "INSERT INTO history(series, ts, value) VALUES(?, ?, ?) "
 	    "ON CONFLICT(series, ts) DO UPDATE SET value = excluded.value",
-	[ST_SERIES_PUT] = "UPDATE series SET value = ?, ts = ? WHERE id = ?",
-	[ST_TWIN_PUT] = "INSERT INTO twins(id, version, last_seen_ts, created_ts) "
-	    "VALUES(?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-	    "version = excluded.version, last_seen_ts = excluded.last_seen_ts",
+	[ST_SERIES_PUT] = "UPDATE series SET value = ?, ts = ?, out_of_range = ? WHERE id = ?",
+	[ST_TWIN_PUT] = "INSERT INTO twins(id, model, parent, version, last_seen_ts, created_ts, "
+	    "delta_pending) VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+	    "model = excluded.model, parent = excluded.parent, version = excluded.version, "
+	    "last_seen_ts = excluded.last_seen_ts, delta_pending = excluded.delta_pending",
 	[ST_QUARANTINE_PUT] = "INSERT INTO quarantine(ts, topic, reason, payload) "
 	    "VALUES(?, ?, ?, ?)",
 	[ST_QUARANTINE_TRIM] = "DELETE FROM quarantine WHERE id <= ?",
-	[ST_LOAD_TWINS] = "SELECT id, model, parent, version, last_seen_ts, created_ts FROM twins",
-	[ST_LOAD_SERIES] = "SELECT id, twin, property, ts, value FROM series",
-	[ST_READ_TWINS] = "SELECT id, model, parent, version, last_seen_ts, created_ts "
-	    "FROM twins ORDER BY id",
-	[ST_READ_TWINS_PARENT] = "SELECT id, model, parent, version, last_seen_ts, created_ts "
-	    "FROM twins WHERE parent = ? ORDER BY id",
-	[ST_READ_TWIN] = "SELECT id, model, parent, version, last_seen_ts, created_ts "
-	    "FROM twins WHERE id = ?",
+	[ST_DESIRED_PUT] = "INSERT INTO desired(twin, property, value, ts, pending_since_ts, "
+	    "published, converged_ts, in_delta) VALUES(?, ?, ?, ?, ?, ?, ?, ?) "
+	    "ON CONFLICT(twin, property) DO UPDATE SET value = excluded.value, ts = excluded.ts, "
+	    "pending_since_ts = excluded.pending_since_ts, published = excluded.published, "
+	    "converged_ts = excluded.converged_ts, in_delta = excluded.in_delta",
+	[ST_DESIRED_DEL] = "DELETE FROM desired WHERE twin = ? AND property = ?",
+	[ST_ALERT_ADD] = "INSERT INTO alerts(twin, rule, severity, message, value, active, "
+	    "raised_ts) VALUES(?, ?, ?, ?, ?, 1, ?)",
+	[ST_ALERT_PUT] = "UPDATE alerts SET message = ?, active = ?, cleared_ts = ? WHERE id = ?",
+	[ST_LOAD_TWINS] = "SELECT " TWIN_COLS " FROM twins",
+	[ST_LOAD_SERIES] = "SELECT id, twin, property, ts, value, out_of_range FROM series",
+	[ST_LOAD_DESIRED] = "SELECT twin, property, value, ts, pending_since_ts, published, "
+	    "converged_ts, in_delta FROM desired",
+	[ST_LOAD_ALERTS] = "SELECT " ALERT_COLS " FROM alerts WHERE active = 1",
+	[ST_READ_TWINS] = "SELECT " TWIN_COLS " FROM twins ORDER BY id",
+	[ST_READ_TWINS_PARENT] = "SELECT " TWIN_COLS " FROM twins WHERE parent = ? ORDER BY id",
+	[ST_READ_TWIN] = "SELECT " TWIN_COLS " FROM twins WHERE id = ?",
 	[ST_READ_CHILDREN] = "SELECT id FROM twins WHERE parent = ? ORDER BY id",
-	[ST_READ_REPORTED] = "SELECT id, twin, property, ts, value FROM series "
+	[ST_READ_REPORTED] = "SELECT id, twin, property, ts, value, out_of_range FROM series "
 	    "WHERE twin = ? AND ts IS NOT NULL ORDER BY property",
 	[ST_SERIES_FIND] = "SELECT id FROM series WHERE twin = ? AND property = ?",
 	[ST_HISTORY_ASC] = "SELECT ts, value FROM history WHERE series = ? "
@@ -74,10 +107,16 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_BUCKETS] = "SELECT (ts / ?1) * ?1 AS b, min(value), max(value), avg(value), count(*) "
 	    "FROM history WHERE series = ?2 AND ts >= ?3 AND ts <= ?4 "
 	    "AND typeof(value) = 'real' GROUP BY b ORDER BY b LIMIT ?5",
+	[ST_READ_DESIRED] = "SELECT twin, property, value, ts, pending_since_ts, published, "
+	    "converged_ts, in_delta FROM desired WHERE twin = ? ORDER BY property",
+	[ST_READ_ALERTS_TWIN] = "SELECT " ALERT_COLS " FROM alerts WHERE twin = ? AND active = 1 "
+	    "ORDER BY id",
+	[ST_SNAP_BEGIN] = "BEGIN",
+	[ST_SNAP_END] = "COMMIT",
 };
 
 /* Statements only the writer runs; readers leave them unprepared. */
-#define WRITER_ONLY(id)	((id) <= ST_LOAD_SERIES)
+#define WRITER_ONLY(id)	((id) <= ST_LOAD_ALERTS)
 
 struct store {
 	sqlite3 *db;
@@ -215,6 +254,19 @@ store_commit(struct store *s)
 	return step_done(s, s->st[ST_COMMIT]);
 }
 
+int
+store_snapshot_begin(struct store *s)
+{
+	return step_done(s, s->st[ST_SNAP_BEGIN]);
+}
+
+void
+store_snapshot_end(struct store *s)
+{
+	if (!sqlite3_get_autocommit(s->db))
+		step_done(s, s->st[ST_SNAP_END]);
+}
+
 void
 store_rollback(struct store *s)
 {
@@ -291,29 +343,103 @@ store_history_put(struct store *s, int64_t series, int64_t ts, const struct tw_v
 }
 
 int
-store_series_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v)
+store_series_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v,
+    int out_of_range)
 {
 	sqlite3_stmt *st = s->st[ST_SERIES_PUT];
 
 	bind_value(st, 1, v);
 	sqlite3_bind_int64(st, 2, ts);
-	sqlite3_bind_int64(st, 3, series);
+	sqlite3_bind_int(st, 3, out_of_range);
+	sqlite3_bind_int64(st, 4, series);
+	return step_done(s, st);
+}
+
+static void
+bind_text_or_null(sqlite3_stmt *st, int col, const char *s)
+{
+	if (s != NULL)
+		sqlite3_bind_text(st, col, s, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, col);
+}
+
+static void
+bind_ts_or_null(sqlite3_stmt *st, int col, int64_t ts)
+{
+	if (ts > 0)
+		sqlite3_bind_int64(st, col, ts);
+	else
+		sqlite3_bind_null(st, col);
+}
+
+int
+store_desired_put(struct store *s, const char *twin, const struct store_desired_row *d)
+{
+	sqlite3_stmt *st = s->st[ST_DESIRED_PUT];
+
+	sqlite3_bind_text(st, 1, twin, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, d->prop, -1, SQLITE_STATIC);
+	bind_value(st, 3, &d->val);
+	sqlite3_bind_int64(st, 4, d->ts);
+	bind_ts_or_null(st, 5, d->pending_since_ts);
+	sqlite3_bind_int64(st, 6, d->published);
+	bind_ts_or_null(st, 7, d->converged_ts);
+	sqlite3_bind_int(st, 8, d->in_delta);
 	return step_done(s, st);
 }
 
 int
-store_twin_put(struct store *s, const char *id, uint64_t version, int64_t last_seen_ts,
-    int64_t created_ts)
+store_desired_del(struct store *s, const char *twin, const char *prop)
+{
+	sqlite3_stmt *st = s->st[ST_DESIRED_DEL];
+
+	sqlite3_bind_text(st, 1, twin, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, prop, -1, SQLITE_STATIC);
+	return step_done(s, st);
+}
+
+int
+store_alert_add(struct store *s, const struct store_alert_row *a, int64_t *id)
+{
+	sqlite3_stmt *st = s->st[ST_ALERT_ADD];
+
+	sqlite3_bind_text(st, 1, a->twin, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, a->rule, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, a->severity, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, a->message, -1, SQLITE_STATIC);
+	bind_value(st, 5, &a->val);
+	sqlite3_bind_int64(st, 6, a->raised_ts);
+	if (step_done(s, st) != TW_OK)
+		return TW_ERR_DB;
+	*id = sqlite3_last_insert_rowid(s->db);
+	return TW_OK;
+}
+
+int
+store_alert_put(struct store *s, const struct store_alert_row *a)
+{
+	sqlite3_stmt *st = s->st[ST_ALERT_PUT];
+
+	sqlite3_bind_text(st, 1, a->message, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, a->active);
+	bind_ts_or_null(st, 3, a->cleared_ts);
+	sqlite3_bind_int64(st, 4, a->id);
+	return step_done(s, st);
+}
+
+int
+store_twin_put(struct store *s, const struct store_twin_row *t)
 {
 	sqlite3_stmt *st = s->st[ST_TWIN_PUT];
 
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (int64_t)version);
-	if (last_seen_ts > 0)
-		sqlite3_bind_int64(st, 3, last_seen_ts);
-	else
-		sqlite3_bind_null(st, 3);
-	sqlite3_bind_int64(st, 4, created_ts);
+	sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
+	bind_text_or_null(st, 2, t->model);
+	bind_text_or_null(st, 3, t->parent);
+	sqlite3_bind_int64(st, 4, (int64_t)t->version);
+	bind_ts_or_null(st, 5, t->last_seen_ts);
+	sqlite3_bind_int64(st, 6, t->created_ts);
+	sqlite3_bind_int(st, 7, t->delta_pending);
 	return step_done(s, st);
 }
 
@@ -345,6 +471,8 @@ twin_row(sqlite3_stmt *st, struct store_twin_row *r)
 	r->version = (uint64_t)sqlite3_column_int64(st, 3);
 	r->last_seen_ts = sqlite3_column_int64(st, 4);
 	r->created_ts = sqlite3_column_int64(st, 5);
+	r->delta_pending = sqlite3_column_int(st, 6);
+	r->active_alerts = sqlite3_column_int(st, 7);
 }
 
 static void
@@ -355,6 +483,37 @@ series_row(sqlite3_stmt *st, struct store_series_row *r)
 	r->prop = (const char *)sqlite3_column_text(st, 2);
 	r->ts = sqlite3_column_int64(st, 3);
 	column_value(st, 4, &r->val);
+	r->out_of_range = sqlite3_column_int(st, 5);
+}
+
+static void
+desired_row(sqlite3_stmt *st, struct store_desired_row *r)
+{
+	r->twin = (const char *)sqlite3_column_text(st, 0);
+	r->prop = (const char *)sqlite3_column_text(st, 1);
+	column_value(st, 2, &r->val);
+	r->ts = sqlite3_column_int64(st, 3);
+	r->pending_since_ts = sqlite3_column_int64(st, 4);
+	r->published = sqlite3_column_int64(st, 5);
+	r->converged_ts = sqlite3_column_int64(st, 6);
+	r->in_delta = sqlite3_column_int(st, 7);
+}
+
+static void
+alert_row(sqlite3_stmt *st, struct store_alert_row *r)
+{
+	r->id = sqlite3_column_int64(st, 0);
+	r->twin = (const char *)sqlite3_column_text(st, 1);
+	r->rule = (const char *)sqlite3_column_text(st, 2);
+	r->severity = (const char *)sqlite3_column_text(st, 3);
+	r->message = (const char *)sqlite3_column_text(st, 4);
+	column_value(st, 5, &r->val);
+	r->active = sqlite3_column_int(st, 6);
+	r->acknowledged = sqlite3_column_int(st, 7);
+	r->shelved_until_ts = sqlite3_column_int64(st, 8);
+	r->raised_ts = sqlite3_column_int64(st, 9);
+	r->acked_ts = sqlite3_column_int64(st, 10);
+	r->cleared_ts = sqlite3_column_int64(st, 11);
 }
 
 /* Steps through rows, handing each to `row`; stops early when it returns non-zero. */
@@ -381,6 +540,8 @@ step_rows(struct store *s, sqlite3_stmt *st, int (*row)(void *, sqlite3_stmt *),
 
 struct twin_cb { int (*cb)(void *, const struct store_twin_row *); void *arg; };
 struct series_cb { int (*cb)(void *, const struct store_series_row *); void *arg; };
+struct desired_cb { int (*cb)(void *, const struct store_desired_row *); void *arg; };
+struct alert_cb { int (*cb)(void *, const struct store_alert_row *); void *arg; };
 
 static int
 twin_row_cb(void *p, sqlite3_stmt *st)
@@ -403,23 +564,67 @@ series_row_cb(void *p, sqlite3_stmt *st)
 }
 
 static int
+desired_row_cb(void *p, sqlite3_stmt *st)
+{
+	struct desired_cb *c = p;
+	struct store_desired_row r;
+
+	desired_row(st, &r);
+	return c->cb(c->arg, &r);
+}
+
+static int
+alert_row_cb(void *p, sqlite3_stmt *st)
+{
+	struct alert_cb *c = p;
+	struct store_alert_row r;
+
+	alert_row(st, &r);
+	return c->cb(c->arg, &r);
+}
+
+static int
 found_or_empty(int rc)
 {
 	return rc == TW_ERR_NOTFOUND ? TW_OK : rc;
 }
 
 int
-store_load(struct store *s, int (*twin_cb)(void *, const struct store_twin_row *),
-    int (*series_cb)(void *, const struct store_series_row *), void *arg)
+store_load(struct store *s, const struct store_loader *l, void *arg)
 {
-	struct twin_cb tc = { twin_cb, arg };
-	struct series_cb sc = { series_cb, arg };
+	struct twin_cb tc = { l->twin, arg };
+	struct series_cb sc = { l->series, arg };
+	struct desired_cb dc = { l->desired, arg };
+	struct alert_cb ac = { l->alert, arg };
 	int rc;
 
-	rc = found_or_empty(step_rows(s, s->st[ST_LOAD_TWINS], twin_row_cb, &tc));
-	if (rc != TW_OK)
+	if ((rc = found_or_empty(step_rows(s, s->st[ST_LOAD_TWINS], twin_row_cb, &tc))) != TW_OK ||
+	    (rc = found_or_empty(step_rows(s, s->st[ST_LOAD_SERIES], series_row_cb, &sc))) != TW_OK ||
+	    (rc = found_or_empty(step_rows(s, s->st[ST_LOAD_DESIRED], desired_row_cb, &dc))) != TW_OK)
 		return rc;
-	return found_or_empty(step_rows(s, s->st[ST_LOAD_SERIES], series_row_cb, &sc));
+	return found_or_empty(step_rows(s, s->st[ST_LOAD_ALERTS], alert_row_cb, &ac));
+}
+
+int
+store_read_desired(struct store *s, const char *twin,
+    int (*cb)(void *, const struct store_desired_row *), void *arg)
+{
+	struct desired_cb dc = { cb, arg };
+	sqlite3_stmt *st = s->st[ST_READ_DESIRED];
+
+	sqlite3_bind_text(st, 1, twin, -1, SQLITE_STATIC);
+	return found_or_empty(step_rows(s, st, desired_row_cb, &dc));
+}
+
+int
+store_read_alerts(struct store *s, const char *twin,
+    int (*cb)(void *, const struct store_alert_row *), void *arg)
+{
+	struct alert_cb ac = { cb, arg };
+	sqlite3_stmt *st = s->st[ST_READ_ALERTS_TWIN];
+
+	sqlite3_bind_text(st, 1, twin, -1, SQLITE_STATIC);
+	return found_or_empty(step_rows(s, st, alert_row_cb, &ac));
 }
 
 int

@@ -1,23 +1,49 @@
 /* The sync engine: ring to twins to SQLite, one batch per commit. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "clock.h"
 #include "err.h"
+#include "events.h"
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
+#include "mqtt.h"
 #include "sync.h"
 #include "twin.h"
+
+#define TICK_MS		1000	/* status and convergence timers */
+#define TOPIC_MAX	512
+
+/* A publication of ours the broker has not acknowledged yet. */
+struct outstanding {
+	int mid;
+	struct twin *twin;
+	uint64_t delta_seq;	/* the delta it carried; a newer one keeps the twin pending */
+	UT_hash_handle hh;
+};
+
+/* A message and/or live event to send once the batch that made it is committed. */
+struct pending_msg {
+	char *topic;		/* MQTT topic, or NULL */
+	const char *event;	/* event type, or NULL */
+	char *twin;		/* the twin the event is about */
+	char *payload;		/* JSON */
+};
 
 struct sync {
 	const struct conf *conf;
 	struct ring *ring;
 	struct store *store;		/* owned; used by this thread only */
 	struct twin_map *twins;		/* owned; used by this thread only */
+	struct mqtt *mqtt;
+	struct events *events;
+	struct status_rule status_rule;
 	const char **names;		/* scratch: interned names of one record */
 	pthread_t thread;
 	int started;
@@ -28,16 +54,29 @@ struct sync {
 	uint32_t batch_gen;		/* highest connection generation in it */
 	uint64_t batch_msgs, batch_vals;
 	uint32_t failed_gen;		/* records of this generation or older are dropped */
+	int map_invalid;		/* a reload after a rollback failed: the twins are unknown */
+	struct twin **publish;		/* twins whose delta changed in this batch */
+	unsigned npublish, cap_publish;
+	struct pending_msg *msgs;	/* alerts raised or cleared in this batch */
+	unsigned nmsgs, cap_msgs;
+	struct outstanding *outstanding;	/* by mid; at most one per publication in flight */
+	uint64_t delta_seq;		/* grows per delta publication */
+	int64_t next_tick;
 	struct log_limit drop_log;
 
-	/* Shared with the MQTT thread, under lock. */
+	/* Shared with other threads, under lock. */
 	pthread_mutex_t lock;
 	pthread_cond_t progress;
 	uint64_t committed_seq;		/* every record up to here is on disk */
 	uint64_t failed_seq;		/* records up to here were not stored */
 	int stopping;
+	struct model_set *models;	/* in force; swapped under lock on reload */
+	struct sync_req *reqs;		/* waiting requests, oldest first */
+	atomic_int nreqs;
 	atomic_int failing;
 };
+
+/* ---- loading ---- */
 
 static int
 load_twin(void *arg, const struct store_twin_row *row)
@@ -51,6 +90,12 @@ load_twin(void *arg, const struct store_twin_row *row)
 	}
 	t->version = row->version;
 	t->last_seen_ts = row->last_seen_ts;
+	t->delta_pending = row->delta_pending;
+	if (twin_set_meta(t, row->model, row->model != NULL ?
+	    model_find(s->models, row->model) : NULL, row->parent) != TW_OK)
+		return 1;
+	/* Judged now, so that a start is not a storm of status events. */
+	t->status = twin_status_of(&s->status_rule, t->model, t->last_seen_ts, clock_now_ms());
 	return 0;
 }
 
@@ -70,19 +115,59 @@ load_series(void *arg, const struct store_series_row *row)
 		    row->twin, row->prop);
 		return 0;
 	}
+	p->mp = t->model != NULL ? model_prop(t->model, name) : NULL;
 	if (row->val.type != 0 && twin_prop_set(p, row->ts, &row->val) < 0)
 		return 1;
+	p->out_of_range = row->out_of_range;
+	p->arrival_ms = t->last_seen_ts;
 	p->dirty = 0;
+	return 0;
+}
+
+static int
+load_desired(void *arg, const struct store_desired_row *row)
+{
+	struct sync *s = arg;
+	struct twin *t = twin_find(s->twins, row->twin, strlen(row->twin));
+	const char *name;
+	struct desired *d;
+
+	if (t == NULL)
+		return 0;
+	if ((name = twin_intern(s->twins, row->prop)) == NULL ||
+	    (d = twin_desired_set(t, name, &row->val, row->ts)) == NULL)
+		return 1;
+	d->pending_since_ts = row->pending_since_ts;
+	d->published = row->published;
+	d->converged_ts = row->converged_ts;
+	d->in_delta = row->in_delta;
+	d->dirty = 0;
+	return 0;
+}
+
+static int
+load_alert(void *arg, const struct store_alert_row *row)
+{
+	struct sync *s = arg;
+	struct twin *t = twin_find(s->twins, row->twin, strlen(row->twin));
+
+	if (t != NULL && strcmp(row->rule, "desired_not_converged") == 0) {
+		t->alert_id = row->id;
+		t->alert_raised_ts = row->raised_ts;
+	}
 	return 0;
 }
 
 static int
 sync_load(struct sync *s)
 {
+	static const struct store_loader loader = {
+		load_twin, load_series, load_desired, load_alert,
+	};
 	int64_t t0 = clock_mono_us();
 
 	twin_map_clear(s->twins);
-	if (store_load(s->store, load_twin, load_series, s) != TW_OK)
+	if (store_load(s->store, &loader, s) != TW_OK)
 		return TW_ERR_DB;
 	atomic_store(&metrics.twins, twin_count(s->twins));
 	log_info("loaded %u twins in %.1f ms", twin_count(s->twins),
@@ -90,41 +175,532 @@ sync_load(struct sync *s)
 	return TW_OK;
 }
 
-struct sync *
-sync_new(const struct conf *c, struct ring *r, struct store *store)
-{
-	struct sync *s = calloc(1, sizeof(*s));
+static void sync_publish_deltas(struct sync *s);
+static void sync_publish_msgs(struct sync *s);
+static void sync_queue_twin_event(struct sync *s, const struct twin *t);
+static void msgs_clear(struct sync *s);
 
-	if (s == NULL) {
-		store_close(store);
-		return NULL;
-	}
-	s->conf = c;
-	s->ring = r;
-	s->store = store;
-	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->progress, NULL);
-	s->twins = twin_map_new(c->max_twins, c->max_props_per_twin);
-	s->names = calloc((size_t)c->max_properties, sizeof(*s->names));
-	if (s->twins == NULL || s->names == NULL || sync_load(s) != TW_OK) {
-		sync_free(s);
-		return NULL;
-	}
-	return s;
+/* ---- batches and the commit protocol ---- */
+
+static void
+sync_progress(struct sync *s, uint64_t committed, uint64_t failed)
+{
+	pthread_mutex_lock(&s->lock);
+	if (committed > s->committed_seq)
+		s->committed_seq = committed;
+	if (failed > s->failed_seq)
+		s->failed_seq = failed;
+	pthread_cond_broadcast(&s->progress);
+	pthread_mutex_unlock(&s->lock);
 }
 
-void
-sync_free(struct sync *s)
+static int
+sync_begin(struct sync *s)
 {
-	if (s == NULL)
+	if (s->in_txn)
+		return TW_OK;
+	if (store_begin(s->store) != TW_OK)
+		return TW_ERR_DB;
+	s->in_txn = 1;
+	s->batch_msgs = s->batch_vals = 0;
+	return TW_OK;
+}
+
+/*
+ * A failed batch: roll back, rebuild the twins from what is on disk, and
+ * refuse everything read on the same connection, because its
+ * acknowledgements are queued behind those of the failed records. The
+ * MQTT thread reconnects without writing them and the broker redelivers.
+ */
+static void
+sync_fail(struct sync *s, const char *what)
+{
+	struct outstanding *o, *tmp;
+
+	log_warnx("database: %s failed (%s); rolling back %llu messages, the broker will "
+	    "redeliver them", what, store_errmsg(s->store), (unsigned long long)s->batch_msgs);
+	store_rollback(s->store);
+	metrics_add(&metrics.commit_failures, 1);
+	atomic_store(&s->failing, 1);
+	atomic_store(&metrics.db_failing, 1);
+	s->failed_gen = s->batch_gen;
+	s->npublish = 0;
+	msgs_clear(s);
+	/* The twins they point to are about to be rebuilt. */
+	HASH_ITER(hh, s->outstanding, o, tmp) {
+		HASH_DEL(s->outstanding, o);
+		free(o);
+	}
+	/* Until a reload works, the map is not the truth: nothing may be applied to it. */
+	s->map_invalid = sync_load(s) != TW_OK;
+	if (s->map_invalid)
+		log_warnx("database: reloading the twins failed; will retry with the next batch");
+	s->in_txn = 0;
+	sync_progress(s, 0, s->batch_seq);
+}
+
+static int
+flush_twin(void *arg, struct twin *t)
+{
+	struct sync *s = arg;
+	struct store_twin_row row = {
+		.id = t->id, .model = t->model_id, .parent = t->parent, .version = t->version,
+		.last_seen_ts = t->last_seen_ts, .created_ts = t->created_ts,
+		.delta_pending = t->delta_pending,
+	};
+
+	if (store_twin_put(s->store, &row) != TW_OK)
+		return TW_ERR_DB;
+	/* Formatting costs: only when someone listens. */
+	if (events_listening(s->events))
+		sync_queue_twin_event(s, t);
+	for (uint32_t i = 0; i < t->nprops; i++) {
+		struct prop *p = &t->props[i];
+
+		if (!p->dirty)
+			continue;
+		if (store_series_put(s->store, p->series, p->ts, &p->val, p->out_of_range) != TW_OK)
+			return TW_ERR_DB;
+		p->dirty = 0;
+	}
+	for (uint32_t i = 0; i < t->ndesired; i++) {
+		struct desired *d = &t->desired[i];
+		struct store_desired_row dr = {
+			.prop = d->name, .val = d->val, .ts = d->ts,
+			.pending_since_ts = d->pending_since_ts, .published = d->published,
+			.converged_ts = d->converged_ts, .in_delta = d->in_delta,
+		};
+
+		if (!d->dirty)
+			continue;
+		if ((d->removed ? store_desired_del(s->store, t->id, d->name) :
+		    store_desired_put(s->store, t->id, &dr)) != TW_OK)
+			return TW_ERR_DB;
+		d->dirty = 0;
+	}
+	twin_desired_compact(t);
+	return TW_OK;
+}
+
+
+static int
+sync_commit(struct sync *s)
+{
+	int64_t t0 = clock_mono_us();
+
+	if (twin_flush_dirty(s->twins, flush_twin, s) != TW_OK) {
+		sync_fail(s, "writing twin state");
+		return TW_ERR_DB;
+	}
+	if (store_commit(s->store) != TW_OK) {
+		sync_fail(s, "commit");
+		return TW_ERR_DB;
+	}
+	s->in_txn = 0;
+	metrics_commit(s->batch_msgs, clock_mono_us() - t0);
+	metrics_add(&metrics.applied, s->batch_msgs);
+	metrics_add(&metrics.values, s->batch_vals);
+	if (atomic_exchange(&s->failing, 0)) {
+		atomic_store(&metrics.db_failing, 0);
+		log_info("database: commits work again");
+	}
+	sync_progress(s, s->batch_seq, 0);
+	/* Only what is committed is published: nothing may run ahead of the disk. */
+	sync_publish_deltas(s);
+	sync_publish_msgs(s);
+	return TW_OK;
+}
+
+/* ---- desired state and its delta ---- */
+
+static double
+tolerance_of(const struct desired *d)
+{
+	return d->mp != NULL ? d->mp->tolerance : 0;
+}
+
+static void
+want_publish(struct sync *s, struct twin *t)
+{
+	t->delta_pending = 1;
+	for (unsigned i = 0; i < s->npublish; i++)
+		if (s->publish[i] == t)
+			return;
+	if (s->npublish == s->cap_publish) {
+		unsigned cap = s->cap_publish == 0 ? 16 : s->cap_publish * 2;
+		struct twin **p = realloc(s->publish, cap * sizeof(*p));
+
+		/* Without room, the delta_pending flag still republishes it at the next start. */
+		if (p == NULL)
+			return;
+		s->publish = p;
+		s->cap_publish = cap;
+	}
+	s->publish[s->npublish++] = t;
+}
+
+/*
+ * Recomputes whether `d` is in the delta from the reported value. `now`
+ * is when the change happened: the reported value's ts on telemetry, the
+ * wall clock on a new desired value. Returns 1 if membership changed.
+ */
+static int
+desired_eval(struct twin *t, struct desired *d, int64_t now)
+{
+	struct prop *p = twin_prop(t, d->name);
+	int meets = p != NULL && p->val.type != 0 &&
+	    twin_value_meets(&p->val, &d->val, tolerance_of(d));
+
+	if (meets && (d->in_delta || d->converged_ts == 0)) {
+		d->in_delta = 0;
+		d->pending_since_ts = 0;
+		d->converged_ts = now;
+		d->dirty = 1;
+		return 1;
+	}
+	if (!meets && !d->in_delta) {
+		d->in_delta = 1;
+		d->pending_since_ts = now;
+		d->converged_ts = 0;
+		d->dirty = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static cJSON *
+delta_json(const struct twin *t)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	for (uint32_t i = 0; o != NULL && i < t->ndesired; i++) {
+		const struct desired *d = &t->desired[i];
+
+		if (d->in_delta && !d->removed &&
+		    !cJSON_AddItemToObject(o, d->name, value_to_json(&d->val))) {
+			cJSON_Delete(o);
+			return NULL;
+		}
+	}
+	return o;
+}
+
+/* Publishes the delta of `t`, retained, or an empty retained message when it is empty. */
+static void
+sync_publish_delta(struct sync *s, struct twin *t)
+{
+	char topic[TOPIC_MAX], *payload = NULL;
+	struct outstanding *o;
+	cJSON *delta;
+	int mid = 0, len = 0;
+
+	if (s->mqtt == NULL || mqtt_topic(s->conf->desired_topic, t->id, topic,
+	    sizeof(topic)) != TW_OK)
 		return;
-	twin_map_free(s->twins);
-	store_close(s->store);
-	free(s->names);
-	pthread_mutex_destroy(&s->lock);
-	pthread_cond_destroy(&s->progress);
-	free(s);
+	if ((delta = delta_json(t)) == NULL)
+		return;
+	if (events_listening(s->events)) {
+		cJSON *ev = cJSON_CreateObject();
+		char *js;
+
+		cJSON_AddStringToObject(ev, "twin", t->id);
+		cJSON_AddNumberToObject(ev, "version", (double)t->version);
+		cJSON_AddItemReferenceToObject(ev, "delta", delta);
+		if ((js = cJSON_PrintUnformatted(ev)) != NULL)
+			events_emit(s->events, "desired", t->id, js);
+		cJSON_free(js);
+		cJSON_Delete(ev);
+	}
+	if (delta->child != NULL) {
+		payload = cJSON_PrintUnformatted(delta);
+		len = payload != NULL ? (int)strlen(payload) : 0;
+	}
+	cJSON_Delete(delta);
+	if (len > 0 || payload == NULL) {
+		if (mqtt_publish(s->mqtt, topic, payload, len, 1, &mid) == TW_OK &&
+		    (o = calloc(1, sizeof(*o))) != NULL) {
+			/* A reused mid replaces an entry the broker will never acknowledge again. */
+			struct outstanding *old;
+
+			HASH_FIND_INT(s->outstanding, &mid, old);
+			if (old != NULL) {
+				HASH_DEL(s->outstanding, old);
+				free(old);
+			}
+			o->mid = mid;
+			o->twin = t;
+			o->delta_seq = ++s->delta_seq;
+			HASH_ADD_INT(s->outstanding, mid, o);
+			for (uint32_t i = 0; i < t->ndesired; i++)
+				if (t->desired[i].in_delta) {
+					t->desired[i].published++;
+					t->desired[i].dirty = 1;
+				}
+			twin_mark_dirty(s->twins, t);
+		}
+	}
+	cJSON_free(payload);
 }
+
+static void
+sync_publish_deltas(struct sync *s)
+{
+	for (unsigned i = 0; i < s->npublish; i++)
+		sync_publish_delta(s, s->publish[i]);
+	s->npublish = 0;
+}
+
+static int
+republish_pending(void *arg, struct twin *t)
+{
+	if (t->delta_pending)
+		sync_publish_delta(arg, t);
+	return 0;
+}
+
+/* The broker holds our delta: the twin is no longer pending, unless a newer one is out. */
+static void
+sync_puback(struct sync *s, const struct rec *r)
+{
+	int mid = (int)r->mid;
+	struct outstanding *o, *it, *tmp;
+	int newer = 0;
+
+	HASH_FIND_INT(s->outstanding, &mid, o);
+	if (o == NULL)
+		return;		/* an alert or a publication from before a reload */
+	HASH_DEL(s->outstanding, o);
+	HASH_ITER(hh, s->outstanding, it, tmp)
+		if (it->twin == o->twin)
+			newer = 1;
+	if (!newer && o->twin->delta_pending) {
+		o->twin->delta_pending = 0;
+		twin_mark_dirty(s->twins, o->twin);
+	}
+	free(o);
+}
+
+/* ---- alerts raised by the engine itself ---- */
+
+static void
+msgs_clear(struct sync *s)
+{
+	for (unsigned i = 0; i < s->nmsgs; i++) {
+		free(s->msgs[i].topic);
+		free(s->msgs[i].twin);
+		cJSON_free(s->msgs[i].payload);
+	}
+	s->nmsgs = 0;
+}
+
+static void
+sync_publish_msgs(struct sync *s)
+{
+	int mid;
+
+	for (unsigned i = 0; i < s->nmsgs; i++) {
+		struct pending_msg *m = &s->msgs[i];
+
+		if (m->topic != NULL && s->mqtt != NULL)
+			mqtt_publish(s->mqtt, m->topic, m->payload, (int)strlen(m->payload), 0, &mid);
+		if (m->event != NULL)
+			events_emit(s->events, m->event, m->twin, m->payload);
+	}
+	msgs_clear(s);
+}
+
+/* Queues `o` (consumed) for after the commit: on `topic` if not NULL, as `event` if not NULL. */
+static void
+sync_queue(struct sync *s, const char *topic, const char *event, const char *twin, cJSON *o)
+{
+	struct pending_msg *m;
+
+	if (s->nmsgs == s->cap_msgs) {
+		unsigned cap = s->cap_msgs == 0 ? 16 : s->cap_msgs * 2;
+
+		if ((m = realloc(s->msgs, cap * sizeof(*m))) == NULL) {
+			cJSON_Delete(o);
+			return;
+		}
+		s->msgs = m;
+		s->cap_msgs = cap;
+	}
+	m = &s->msgs[s->nmsgs];
+	m->payload = o != NULL ? cJSON_PrintUnformatted(o) : NULL;
+	m->topic = topic != NULL ? strdup(topic) : NULL;
+	m->twin = strdup(twin);
+	m->event = event;
+	cJSON_Delete(o);
+	if (m->payload == NULL || (topic != NULL && m->topic == NULL) || m->twin == NULL) {
+		cJSON_free(m->payload);
+		free(m->topic);
+		free(m->twin);
+		return;
+	}
+	s->nmsgs++;
+}
+
+/* Queues the alert object (REST shape) for plant/{twin}/alert and the event stream. */
+static void
+sync_queue_alert(struct sync *s, const char *twin, const struct store_alert_row *a)
+{
+	char topic[TOPIC_MAX];
+	cJSON *o;
+
+	if (mqtt_topic(s->conf->alert_topic, twin, topic, sizeof(topic)) != TW_OK ||
+	    (o = cJSON_CreateObject()) == NULL)
+		return;
+	cJSON_AddNumberToObject(o, "id", (double)a->id);
+	cJSON_AddStringToObject(o, "twin", twin);
+	cJSON_AddStringToObject(o, "rule", a->rule);
+	cJSON_AddStringToObject(o, "severity", a->severity);
+	cJSON_AddStringToObject(o, "message", a->message);
+	cJSON_AddItemToObject(o, "value", value_to_json(&a->val));
+	cJSON_AddBoolToObject(o, "active", a->active);
+	cJSON_AddBoolToObject(o, "acknowledged", a->acknowledged);
+	cJSON_AddNullToObject(o, "shelved_until_ts");
+	cJSON_AddNumberToObject(o, "raised_ts", (double)a->raised_ts);
+	cJSON_AddNullToObject(o, "acked_ts");
+	if (a->cleared_ts > 0)
+		cJSON_AddNumberToObject(o, "cleared_ts", (double)a->cleared_ts);
+	else
+		cJSON_AddNullToObject(o, "cleared_ts");
+	sync_queue(s, topic, "alert", twin, o);
+}
+
+/* A "twin" event: the new version and the reported values this batch changed. */
+static void
+sync_queue_twin_event(struct sync *s, const struct twin *t)
+{
+	cJSON *o = cJSON_CreateObject(), *rep;
+
+	if (o == NULL || cJSON_AddStringToObject(o, "twin", t->id) == NULL ||
+	    cJSON_AddNumberToObject(o, "version", (double)t->version) == NULL ||
+	    cJSON_AddNumberToObject(o, "last_seen_ts", (double)t->last_seen_ts) == NULL ||
+	    (rep = cJSON_AddObjectToObject(o, "reported")) == NULL) {
+		cJSON_Delete(o);
+		return;
+	}
+	for (uint32_t i = 0; i < t->nprops; i++) {
+		const struct prop *p = &t->props[i];
+		cJSON *v;
+
+		if (!p->dirty)
+			continue;
+		if ((v = cJSON_CreateObject()) == NULL || !cJSON_AddItemToObject(rep, p->name, v)) {
+			cJSON_Delete(v);
+			break;
+		}
+		cJSON_AddItemToObject(v, "value", value_to_json(&p->val));
+		cJSON_AddNumberToObject(v, "ts", (double)p->ts);
+		cJSON_AddBoolToObject(v, "out_of_range", p->out_of_range);
+	}
+	sync_queue(s, NULL, "twin", t->id, o);
+}
+
+static int64_t
+converge_timeout(const struct sync *s, const struct desired *d)
+{
+	return d->mp != NULL && d->mp->converge_ms > 0 ? d->mp->converge_ms :
+	    s->conf->converge_timeout_ms;
+}
+
+/* The first desired entry of `t` pending longer than its timeout, or NULL. */
+static const struct desired *
+overdue(const struct sync *s, const struct twin *t, int64_t now)
+{
+	for (uint32_t i = 0; i < t->ndesired; i++) {
+		const struct desired *d = &t->desired[i];
+
+		if (d->in_delta && !d->removed && d->pending_since_ts > 0 &&
+		    now - d->pending_since_ts >= converge_timeout(s, d))
+			return d;
+	}
+	return NULL;
+}
+
+/*
+ * desired_not_converged: raised once per episode when a desired value is
+ * still not reported past its timeout, cleared when nothing is overdue.
+ */
+static int
+check_convergence(void *arg, struct twin *t)
+{
+	struct sync *s = arg;
+	int64_t now = clock_now_ms();
+	const struct desired *d = overdue(s, t, now);
+	struct store_alert_row a = { .twin = t->id, .rule = "desired_not_converged",
+	    .severity = "warning" };
+	struct desired *first = t->ndesired > 0 ? &t->desired[0] : NULL;
+	char msg[256];
+
+	if ((d != NULL) == (t->alert_id != 0) || sync_begin(s) != TW_OK)
+		return 0;
+	if (d != NULL) {
+		snprintf(msg, sizeof(msg), "%s has not reached its desired value within %llds",
+		    d->name, (long long)(converge_timeout(s, d) / 1000));
+		a.message = msg;
+		a.val = d->val;
+		a.active = 1;
+		a.raised_ts = now;
+		if (store_alert_add(s->store, &a, &a.id) != TW_OK)
+			return 1;
+		t->alert_id = a.id;
+		log_info("twin %s: alert desired_not_converged raised: %s", t->id, msg);
+	} else {
+		a.id = t->alert_id;
+		a.message = "every desired value is reached or withdrawn";
+		a.active = 0;
+		a.cleared_ts = now;
+		a.raised_ts = t->alert_raised_ts;
+		if (first != NULL)
+			a.val = first->val;
+		if (store_alert_put(s->store, &a) != TW_OK)
+			return 1;
+		t->alert_id = 0;
+		log_info("twin %s: alert desired_not_converged cleared", t->id);
+	}
+	t->alert_raised_ts = a.raised_ts;
+	sync_queue_alert(s, t->id, &a);
+	return 0;
+}
+
+/* Status moves with time alone: judged on the timer, a change is an event. */
+static int
+check_status(void *arg, struct twin *t)
+{
+	struct sync *s = arg;
+	int st = twin_status_of(&s->status_rule, t->model, t->last_seen_ts, clock_now_ms());
+	char js[320];
+
+	if (st == t->status)
+		return 0;
+	if (events_listening(s->events)) {
+		snprintf(js, sizeof(js), "{\"twin\":\"%s\",\"status\":\"%s\",\"previous\":\"%s\","
+		    "\"last_seen_ts\":%lld}", t->id, twin_status_name(st), twin_status_name(t->status),
+		    (long long)t->last_seen_ts);
+		events_emit(s->events, "status", t->id, js);
+	}
+	t->status = st;
+	return 0;
+}
+
+static void
+sync_tick(struct sync *s)
+{
+	int64_t now = clock_mono_ms();
+
+	if (now < s->next_tick)
+		return;
+	s->next_tick = now + TICK_MS;
+	twin_each(s->twins, check_status, s);
+	if (twin_each(s->twins, check_convergence, s) != 0 && s->in_txn)
+		sync_fail(s, "writing an alert");
+	else if (s->in_txn)
+		sync_commit(s);
+}
+
+/* ---- telemetry ---- */
 
 static void
 sync_drop(struct sync *s, const struct rec *r, int reason)
@@ -142,9 +718,26 @@ rec_value(const struct rec_val *v, struct tw_val *out)
 	out->str = v->type == VAL_STR ? rec_val_str(v) : NULL;
 }
 
+/* Whether `v` has the model's schema. */
+static int
+schema_ok(const struct model_prop *mp, const struct tw_val *v)
+{
+	if (v->type != mp->schema)
+		return 0;
+	return !mp->integer || v->num == (double)(int64_t)v->num;
+}
+
+static int
+out_of_range(const struct model_prop *mp, const struct tw_val *v)
+{
+	return v->type == VAL_NUM && mp != NULL &&
+	    ((mp->has_min && v->num < mp->min) || (mp->has_max && v->num > mp->max));
+}
+
 /*
- * Finds or creates the twin of an update, and interns its property
- * names into s->names. Returns the twin, or NULL with *reason set.
+ * Finds or creates the twin of an update, interns its property names
+ * into s->names and checks every value against the model. Returns the
+ * twin, or NULL with *reason set; nothing is changed then.
  */
 static struct twin *
 sync_twin_for(struct sync *s, const struct rec *r, int *reason)
@@ -154,31 +747,48 @@ sync_twin_for(struct sync *s, const struct rec *r, int *reason)
 	int fresh = 0;
 
 	*reason = INGEST_OK;
-	if (t == NULL) {
-		if (!s->conf->auto_create) {
-			*reason = DROP_UNKNOWN_TWIN;
+	if (t == NULL && !s->conf->auto_create) {
+		*reason = DROP_UNKNOWN_TWIN;
+		return NULL;
+	}
+	for (uint16_t i = 0; i < r->nvals; i++, v = rec_val_next(v)) {
+		const struct model_prop *mp;
+		struct tw_val val;
+
+		s->names[i] = twin_intern_find(s->twins, v->name);
+		if (t == NULL || s->names[i] == NULL || twin_prop(t, s->names[i]) == NULL)
+			fresh++;
+		if (t == NULL || t->model == NULL)
+			continue;
+		rec_value(v, &val);
+		if ((mp = model_prop(t->model, v->name)) == NULL) {
+			if (t->model->strict) {
+				*reason = DROP_UNKNOWN_PROPERTY;
+				return NULL;
+			}
+		} else if (!schema_ok(mp, &val)) {
+			*reason = DROP_WRONG_TYPE;
 			return NULL;
 		}
-		if (r->nvals > s->conf->max_props_per_twin ||
-		    (t = twin_add(s->twins, r->id, r->arrival_ms)) == NULL) {
+	}
+	if (fresh > s->conf->max_props_per_twin - (t != NULL ? (int)t->nprops : 0)) {
+		*reason = DROP_PROPERTY_LIMIT;
+		return NULL;
+	}
+	/* Accepted: only now do new names and a new twin come into being. */
+	v = rec_val_first(r);
+	for (uint16_t i = 0; i < r->nvals; i++, v = rec_val_next(v))
+		if (s->names[i] == NULL && (s->names[i] = twin_intern(s->twins, v->name)) == NULL) {
+			*reason = DROP_PROPERTY_LIMIT;
+			return NULL;
+		}
+	if (t == NULL) {
+		if ((t = twin_add(s->twins, r->id, r->arrival_ms)) == NULL) {
 			*reason = DROP_TWIN_LIMIT;
 			return NULL;
 		}
 		twin_mark_dirty(s->twins, t);
 		atomic_store(&metrics.twins, twin_count(s->twins));
-	}
-	for (uint16_t i = 0; i < r->nvals; i++, v = rec_val_next(v)) {
-		if ((s->names[i] = twin_intern(s->twins, v->name)) == NULL) {
-			*reason = DROP_PROPERTY_LIMIT;
-			return NULL;
-		}
-		if (twin_prop(t, s->names[i]) == NULL)
-			fresh++;
-	}
-	/* Checked before any change, so a refused message changes nothing. */
-	if (!twin_props_room(s->twins, t, fresh)) {
-		*reason = DROP_PROPERTY_LIMIT;
-		return NULL;
 	}
 	return t;
 }
@@ -189,6 +799,7 @@ sync_apply(struct sync *s, const struct rec *r)
 {
 	const struct rec_val *v = rec_val_first(r);
 	struct tw_val val;
+	struct desired *d;
 	struct prop *p;
 	struct twin *t;
 	int reason, changed = 0, rc;
@@ -206,17 +817,27 @@ sync_apply(struct sync *s, const struct rec *r)
 				return TW_ERR_DB;
 			if ((p = twin_prop_add(s->twins, t, s->names[i], series)) == NULL)
 				return TW_ERR_NOMEM;
+			p->mp = t->model != NULL ? model_prop(t->model, s->names[i]) : NULL;
 		}
 		/* Every value lands in history, also one older than the reported one. */
 		if (store_history_put(s->store, p->series, r->ts, &val) != TW_OK)
 			return TW_ERR_DB;
 		if ((rc = twin_prop_set(p, r->ts, &val)) < 0)
 			return -rc;
-		changed |= rc;
+		if (rc == 0)
+			continue;
+		changed = 1;
+		p->arrival_ms = r->arrival_ms;
+		/* A sensor that reads out of range is news: stored, flagged and counted. */
+		p->out_of_range = out_of_range(p->mp, &val);
+		if (p->out_of_range)
+			metrics_add(&metrics.out_of_range, 1);
+		if ((d = twin_desired(t, p->name)) != NULL && desired_eval(t, d, r->ts))
+			want_publish(s, t);
 	}
 	if (changed)
 		t->version++;
-	if (r->arrival_ms > t->last_seen_ts)
+	if (r->arrival_ms > t->last_seen_ts && !(r->flags & REC_F_RETAINED))
 		t->last_seen_ts = r->arrival_ms;
 	twin_mark_dirty(s->twins, t);
 	s->batch_msgs++;
@@ -225,85 +846,14 @@ sync_apply(struct sync *s, const struct rec *r)
 }
 
 static int
-flush_twin(void *arg, struct twin *t)
-{
-	struct sync *s = arg;
-
-	if (store_twin_put(s->store, t->id, t->version, t->last_seen_ts, t->created_ts) != TW_OK)
-		return TW_ERR_DB;
-	for (uint32_t i = 0; i < t->nprops; i++) {
-		struct prop *p = &t->props[i];
-
-		if (!p->dirty)
-			continue;
-		if (store_series_put(s->store, p->series, p->ts, &p->val) != TW_OK)
-			return TW_ERR_DB;
-		p->dirty = 0;
-	}
-	return TW_OK;
-}
-
-static void
-sync_progress(struct sync *s, uint64_t committed, uint64_t failed)
-{
-	pthread_mutex_lock(&s->lock);
-	if (committed > s->committed_seq)
-		s->committed_seq = committed;
-	if (failed > s->failed_seq)
-		s->failed_seq = failed;
-	pthread_cond_broadcast(&s->progress);
-	pthread_mutex_unlock(&s->lock);
-}
-
-/*
- * A failed batch: roll back, rebuild the twins from what is on disk, and
- * refuse everything read on the same connection, because its
- * acknowledgements are queued behind those of the failed records. The
- * MQTT thread reconnects without writing them and the broker redelivers.
- */
-static void
-sync_fail(struct sync *s, const char *what)
-{
-	log_warnx("database: %s failed (%s); rolling back %llu messages, the broker will "
-	    "redeliver them", what, store_errmsg(s->store), (unsigned long long)s->batch_msgs);
-	store_rollback(s->store);
-	metrics_add(&metrics.commit_failures, 1);
-	atomic_store(&s->failing, 1);
-	atomic_store(&metrics.db_failing, 1);
-	s->failed_gen = s->batch_gen;
-	if (sync_load(s) != TW_OK)
-		log_warnx("database: reloading the twins failed; will retry with the next batch");
-	s->in_txn = 0;
-	sync_progress(s, 0, s->batch_seq);
-}
-
-static void
-sync_commit(struct sync *s)
-{
-	int64_t t0 = clock_mono_us();
-
-	if (twin_flush_dirty(s->twins, flush_twin, s) != TW_OK) {
-		sync_fail(s, "writing twin state");
-		return;
-	}
-	if (store_commit(s->store) != TW_OK) {
-		sync_fail(s, "commit");
-		return;
-	}
-	s->in_txn = 0;
-	metrics_commit(s->batch_msgs, clock_mono_us() - t0);
-	metrics_add(&metrics.applied, s->batch_msgs);
-	metrics_add(&metrics.values, s->batch_vals);
-	if (atomic_exchange(&s->failing, 0)) {
-		atomic_store(&metrics.db_failing, 0);
-		log_info("database: commits work again");
-	}
-	sync_progress(s, s->batch_seq, 0);
-}
-
-static int
 sync_record(struct sync *s, const struct rec *r)
 {
+	if (s->map_invalid && !s->in_txn) {
+		if (sync_load(s) == TW_OK)
+			s->map_invalid = 0;
+		else
+			s->failed_gen = r->gen;
+	}
 	if (r->gen <= s->failed_gen) {
 		sync_progress(s, 0, r->seq);
 		return TW_OK;
@@ -318,34 +868,278 @@ sync_record(struct sync *s, const struct rec *r)
 		}
 		return TW_OK;
 	}
-	if (!s->in_txn) {
-		if (store_begin(s->store) != TW_OK) {
-			s->batch_gen = r->gen;
-			s->batch_seq = r->seq;
-			s->batch_msgs = 0;
-			sync_fail(s, "begin");
-			return TW_OK;
-		}
-		s->in_txn = 1;
-		s->batch_msgs = s->batch_vals = 0;
+	if (sync_begin(s) != TW_OK) {
+		s->batch_gen = r->gen;
+		s->batch_seq = r->seq;
+		s->batch_msgs = 0;
+		sync_fail(s, "begin");
+		return TW_OK;
 	}
 	s->batch_seq = r->seq;
 	s->batch_gen = r->gen;
-	if (r->kind == REC_QUARANTINE) {
+	switch (r->kind) {
+	case REC_QUARANTINE:
 		if (s->conf->quarantine_max > 0 &&
 		    store_quarantine_put(s->store, r->arrival_ms, r->id, ingest_reason_name(r->reason),
 		    rec_body(r), (int)r->body_len, s->conf->quarantine_max) != TW_OK)
 			return TW_ERR_DB;
 		metrics_add(&metrics.quarantined, 1);
 		return TW_OK;
+	case REC_PUBACK:
+		sync_puback(s, r);
+		return TW_OK;
 	}
 	return sync_apply(s, r);
 }
 
+/* ---- requests from other threads ---- */
+
+static void
+req_fail(struct sync_req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void
+req_fail(struct sync_req *r, int status, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	r->status = status;
+	snprintf(r->code, sizeof(r->code), "%s", code);
+	va_start(ap, fmt);
+	vsnprintf(r->message, sizeof(r->message), fmt, ap);
+	va_end(ap);
+}
+
+/* Checks one entry of a desired patch against the model; 0 or fills `r`. */
+static int
+patch_check(struct sync_req *r, const struct twin *t, const cJSON *it, struct tw_val *v)
+{
+	const struct model_prop *mp = t->model != NULL ? model_prop(t->model, it->string) : NULL;
+
+	if (mp == NULL || mp->kind != MODEL_PROPERTY || !mp->writable) {
+		req_fail(r, 422, "not_writable", "'%.128s' is not a writable property of %s",
+		    it->string, t->model_id != NULL ? t->model_id : "a twin without a model");
+		return -1;
+	}
+	if (cJSON_IsNull(it))
+		return 0;
+	if (cJSON_IsNumber(it))
+		*v = (struct tw_val){ .type = VAL_NUM, .num = it->valuedouble };
+	else if (cJSON_IsBool(it))
+		*v = (struct tw_val){ .type = VAL_BOOL, .num = cJSON_IsTrue(it) };
+	else if (cJSON_IsString(it) && strlen(it->valuestring) <= STR_VALUE_MAX)
+		*v = (struct tw_val){ .type = VAL_STR, .str = it->valuestring };
+	if (v->type == 0 || !schema_ok(mp, v)) {
+		req_fail(r, 422, "wrong_type", "'%.128s' must be a%s %s", it->string,
+		    mp->integer ? " whole" : "", mp->schema == SCHEMA_NUMBER ? "number" :
+		    mp->schema == SCHEMA_BOOLEAN ? "boolean" : "string");
+		return -1;
+	}
+	if (out_of_range(mp, v)) {
+		req_fail(r, 422, "out_of_range", "'%.128s' must be within [%g, %g]", it->string,
+		    mp->has_min ? mp->min : -1e308, mp->has_max ? mp->max : 1e308);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+sync_req_desired(struct sync *s, struct sync_req *r)
+{
+	struct twin *t = twin_find(s->twins, r->twin, strlen(r->twin));
+	int64_t now = clock_now_ms();
+	struct tw_val v;
+	const cJSON *it;
+	int changed = 0;
+
+	if (t == NULL) {
+		req_fail(r, 404, "not_found", "no twin '%s'", r->twin);
+		return;
+	}
+	if (r->has_if_match && r->if_match != t->version) {
+		req_fail(r, 412, "version_mismatch", "twin '%s' is at version %llu, not %llu",
+		    t->id, (unsigned long long)t->version, (unsigned long long)r->if_match);
+		r->version = t->version;
+		return;
+	}
+	/* All entries are checked before any is applied: a refused patch changes nothing. */
+	cJSON_ArrayForEach(it, r->patch) {
+		v.type = 0;
+		if (patch_check(r, t, it, &v) != 0)
+			return;
+	}
+	if (s->in_txn && sync_commit(s) != TW_OK) {
+		req_fail(r, 500, "internal", "the database is failing");
+		return;
+	}
+	if (sync_begin(s) != TW_OK) {
+		req_fail(r, 500, "internal", "the database is failing");
+		return;
+	}
+	cJSON_ArrayForEach(it, r->patch) {
+		const char *name = twin_intern(s->twins, it->string);
+		struct desired *d = name != NULL ? twin_desired(t, name) : NULL;
+
+		v.type = 0;
+		patch_check(r, t, it, &v);
+		if (name == NULL)
+			goto nomem;
+		if (cJSON_IsNull(it)) {
+			if (d == NULL)
+				continue;
+			d->removed = 1;
+			d->dirty = 1;
+			changed = 1;
+			if (d->in_delta)
+				want_publish(s, t);
+			continue;
+		}
+		if (d != NULL && value_equal(&d->val, &v))
+			continue;
+		if ((d = twin_desired_set(t, name, &v, now)) == NULL)
+			goto nomem;
+		/* A new value starts a new episode: not yet published, not yet reached. */
+		d->published = 0;
+		d->converged_ts = 0;
+		d->in_delta = 0;
+		desired_eval(t, d, now);
+		changed = 1;
+		want_publish(s, t);
+	}
+	if (changed) {
+		t->version++;
+		twin_mark_dirty(s->twins, t);
+	}
+	r->version = t->version;
+	if (sync_commit(s) != TW_OK) {
+		req_fail(r, 500, "internal", "the database is failing; nothing was changed");
+		return;
+	}
+	r->status = 200;
+	return;
+nomem:
+	sync_fail(s, "desired state (out of memory)");
+	req_fail(r, 500, "internal", "out of memory");
+}
+
+/* Applies the twins file: creates missing twins and sets models and parents. */
+static int
+sync_apply_plant(struct sync *s, const struct plant *p)
+{
+	for (int i = 0; i < p->n; i++) {
+		const struct plant_entry *e = &p->v[i];
+		struct twin *t = twin_find(s->twins, e->id, strlen(e->id));
+		const struct model *m = e->model != NULL ? model_find(s->models, e->model) : NULL;
+
+		if (t == NULL && (t = twin_add(s->twins, e->id, clock_now_ms())) == NULL) {
+			log_warnx("twins file: %s: max_twins reached", e->id);
+			continue;
+		}
+		if (twin_set_meta(t, e->model, m, e->parent) != TW_OK)
+			return TW_ERR_NOMEM;
+		twin_mark_dirty(s->twins, t);
+	}
+	atomic_store(&metrics.twins, twin_count(s->twins));
+	return TW_OK;
+}
+
+static int
+rebind_model(void *arg, struct twin *t)
+{
+	struct sync *s = arg;
+
+	return twin_set_meta(t, t->model_id, t->model_id != NULL ?
+	    model_find(s->models, t->model_id) : NULL, t->parent) != TW_OK;
+}
+
+static void
+sync_req_reload(struct sync *s, struct sync_req *r)
+{
+	struct model_set *old;
+
+	if (s->in_txn)
+		sync_commit(s);
+	pthread_mutex_lock(&s->lock);
+	old = s->models;
+	s->models = r->models;
+	pthread_mutex_unlock(&s->lock);
+	r->models = NULL;
+	if (twin_each(s->twins, rebind_model, s) != 0 || sync_begin(s) != TW_OK ||
+	    sync_apply_plant(s, &r->plant) != TW_OK || sync_commit(s) != TW_OK) {
+		req_fail(r, 500, "internal", "reload failed; see the log");
+	} else {
+		r->status = 200;
+		log_info("reloaded: %d models, %d twins in the twins file",
+		    model_count(s->models), r->plant.n);
+	}
+	plant_cleanup(&r->plant);
+	/* Twins now point into the new set only. */
+	model_set_unref(old);
+}
+
+static void
+sync_requests(struct sync *s)
+{
+	struct sync_req *r;
+
+	while (atomic_load(&s->nreqs) > 0) {
+		pthread_mutex_lock(&s->lock);
+		r = s->reqs;
+		s->reqs = r->next;
+		atomic_fetch_sub(&s->nreqs, 1);
+		pthread_mutex_unlock(&s->lock);
+
+		if (r->type == SYNC_REQ_DESIRED)
+			sync_req_desired(s, r);
+		else
+			sync_req_reload(s, r);
+
+		pthread_mutex_lock(&s->lock);
+		r->done = 1;
+		pthread_cond_broadcast(&s->progress);
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
+void
+sync_request(struct sync *s, struct sync_req *r)
+{
+	struct sync_req **tail;
+
+	r->done = 0;
+	r->next = NULL;
+	pthread_mutex_lock(&s->lock);
+	for (tail = &s->reqs; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = r;
+	atomic_fetch_add(&s->nreqs, 1);
+	pthread_mutex_unlock(&s->lock);
+	ring_wake(s->ring);
+	pthread_mutex_lock(&s->lock);
+	while (!r->done)
+		pthread_cond_wait(&s->progress, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
+struct model_set *
+sync_models(struct sync *s)
+{
+	struct model_set *m;
+
+	pthread_mutex_lock(&s->lock);
+	m = s->models;
+	model_set_ref(m);
+	pthread_mutex_unlock(&s->lock);
+	return m;
+}
+
+/* ---- the thread ---- */
+
 /*
  * Batches end where the MQTT thread puts a flush record (after each read
  * burst, when it wants to acknowledge), at batch_max, or when the ring
- * stays empty for a while with a batch open.
+ * stays empty for a while with a batch open. Requests and timers are
+ * served between records, so a busy ring does not starve them.
  */
 static void *
 sync_main(void *arg)
@@ -355,6 +1149,8 @@ sync_main(void *arg)
 	size_t len;
 	int stopping;
 
+	s->next_tick = clock_mono_ms() + TICK_MS;
+	twin_each(s->twins, republish_pending, s);
 	for (;;) {
 		p = ring_peek(s->ring, &len, 100);
 		if (p != NULL) {
@@ -365,17 +1161,91 @@ sync_main(void *arg)
 				sync_fail(s, "applying an update");
 			else if (s->in_txn && s->batch_msgs >= (uint64_t)s->conf->batch_max)
 				sync_commit(s);
-			continue;
-		}
-		if (s->in_txn)
+		} else if (s->in_txn) {
 			sync_commit(s);
+		}
+		if (atomic_load(&s->nreqs) > 0)
+			sync_requests(s);
+		sync_tick(s);
+		if (p != NULL)
+			continue;
 		pthread_mutex_lock(&s->lock);
 		stopping = s->stopping;
 		pthread_mutex_unlock(&s->lock);
 		if (stopping && ring_count(s->ring) == 0)
 			break;
 	}
+	if (s->in_txn)
+		sync_commit(s);
 	return NULL;
+}
+
+struct sync *
+sync_new(const struct conf *c, struct ring *r, struct store *store, struct model_set *models,
+    struct plant *plant)
+{
+	struct sync *s = calloc(1, sizeof(*s));
+
+	if (s == NULL) {
+		store_close(store);
+		model_set_unref(models);
+		plant_cleanup(plant);
+		return NULL;
+	}
+	s->conf = c;
+	s->ring = r;
+	s->store = store;
+	s->models = models;
+	s->status_rule = (struct status_rule){ c->stale_factor, c->offline_factor,
+	    c->stale_after_ms, c->offline_after_ms };
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->progress, NULL);
+	s->twins = twin_map_new(c->max_twins, c->max_props_per_twin);
+	s->names = calloc((size_t)c->max_properties, sizeof(*s->names));
+	if (s->twins == NULL || s->names == NULL || sync_load(s) != TW_OK)
+		goto fail;
+	if (store_begin(s->store) != TW_OK || sync_apply_plant(s, plant) != TW_OK ||
+	    twin_flush_dirty(s->twins, flush_twin, s) != TW_OK || store_commit(s->store) != TW_OK) {
+		log_warnx("cannot apply the twins file: %s", store_errmsg(s->store));
+		store_rollback(s->store);
+		goto fail;
+	}
+	plant_cleanup(plant);
+	return s;
+fail:
+	plant_cleanup(plant);
+	sync_free(s);
+	return NULL;
+}
+
+void
+sync_set_mqtt(struct sync *s, struct mqtt *m, struct events *e)
+{
+	s->mqtt = m;
+	s->events = e;
+}
+
+void
+sync_free(struct sync *s)
+{
+	struct outstanding *o, *tmp;
+
+	if (s == NULL)
+		return;
+	HASH_ITER(hh, s->outstanding, o, tmp) {
+		HASH_DEL(s->outstanding, o);
+		free(o);
+	}
+	twin_map_free(s->twins);
+	store_close(s->store);
+	model_set_unref(s->models);
+	free(s->names);
+	free(s->publish);
+	msgs_clear(s);
+	free(s->msgs);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->progress);
+	free(s);
 }
 
 int
@@ -405,13 +1275,7 @@ sync_wait(struct sync *s, uint64_t after, uint64_t seq, int timeout_ms)
 	struct timespec deadline;
 	int rc = TW_OK;
 
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += timeout_ms / 1000;
-	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	clock_deadline(&deadline, timeout_ms);
 	pthread_mutex_lock(&s->lock);
 	while (s->committed_seq < seq && s->failed_seq < seq) {
 		if (pthread_cond_timedwait(&s->progress, &s->lock, &deadline) == ETIMEDOUT) {

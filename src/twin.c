@@ -33,12 +33,39 @@ twin_map_new(int max_twins, int max_props)
 }
 
 static void
+value_free(struct tw_val *v)
+{
+	if (v->type == VAL_STR)
+		free((char *)v->str);
+	v->type = 0;
+	v->str = NULL;
+}
+
+/* Copies `v` into `dst`, owning a string. Returns 0 or TW_ERR_NOMEM. */
+static int
+value_copy(struct tw_val *dst, const struct tw_val *v)
+{
+	char *s = NULL;
+
+	if (v->type == VAL_STR && (s = strdup(v->str)) == NULL)
+		return TW_ERR_NOMEM;
+	value_free(dst);
+	*dst = *v;
+	dst->str = s;
+	return TW_OK;
+}
+
+static void
 twin_free(struct twin *t)
 {
 	for (uint32_t i = 0; i < t->nprops; i++)
-		if (t->props[i].val.type == VAL_STR)
-			free((char *)t->props[i].val.str);
+		value_free(&t->props[i].val);
+	for (uint32_t i = 0; i < t->ndesired; i++)
+		value_free(&t->desired[i].val);
 	free(t->props);
+	free(t->desired);
+	free(t->model_id);
+	free(t->parent);
 	free(t->id);
 	free(t);
 }
@@ -120,6 +147,15 @@ twin_intern(struct twin_map *m, const char *name)
 	return n->s;
 }
 
+const char *
+twin_intern_find(struct twin_map *m, const char *name)
+{
+	struct name *n;
+
+	HASH_FIND(hh, m->names, name, strlen(name), n);
+	return n != NULL ? n->s : NULL;
+}
+
 struct prop *
 twin_prop(struct twin *t, const char *name)
 {
@@ -160,20 +196,124 @@ twin_prop_add(struct twin_map *m, struct twin *t, const char *name, int64_t seri
 int
 twin_prop_set(struct prop *p, int64_t ts, const struct tw_val *v)
 {
-	char *s = NULL;
-
 	/* Equal times: a correction wins, the same value changes nothing. */
 	if (ts < p->ts || (ts == p->ts && p->val.type != 0 && value_equal(&p->val, v)))
 		return 0;
-	if (v->type == VAL_STR && (s = strdup(v->str)) == NULL)
+	if (value_copy(&p->val, v) != TW_OK)
 		return -TW_ERR_NOMEM;
-	if (p->val.type == VAL_STR)
-		free((char *)p->val.str);
-	p->val = *v;
-	p->val.str = s;
 	p->ts = ts;
 	p->dirty = 1;
 	return 1;
+}
+
+static char *
+strdup_or_null(const char *s, int *failed)
+{
+	char *d = s != NULL ? strdup(s) : NULL;
+
+	if (s != NULL && d == NULL)
+		*failed = 1;
+	return d;
+}
+
+int
+twin_set_meta(struct twin *t, const char *model_id, const struct model *model,
+    const char *parent)
+{
+	int failed = 0;
+	char *m = strdup_or_null(model_id, &failed), *p = strdup_or_null(parent, &failed);
+
+	if (failed) {
+		free(m);
+		free(p);
+		return TW_ERR_NOMEM;
+	}
+	free(t->model_id);
+	free(t->parent);
+	t->model_id = m;
+	t->parent = p;
+	t->model = model;
+	for (uint32_t i = 0; i < t->nprops; i++)
+		t->props[i].mp = model != NULL ? model_prop(model, t->props[i].name) : NULL;
+	for (uint32_t i = 0; i < t->ndesired; i++)
+		t->desired[i].mp = model != NULL ? model_prop(model, t->desired[i].name) : NULL;
+	return TW_OK;
+}
+
+struct desired *
+twin_desired(struct twin *t, const char *name)
+{
+	for (uint32_t i = 0; i < t->ndesired; i++)
+		if (t->desired[i].name == name && !t->desired[i].removed)
+			return &t->desired[i];
+	return NULL;
+}
+
+struct desired *
+twin_desired_set(struct twin *t, const char *name, const struct tw_val *v, int64_t ts)
+{
+	struct desired *d = NULL;
+
+	for (uint32_t i = 0; i < t->ndesired && d == NULL; i++)
+		if (t->desired[i].name == name)
+			d = &t->desired[i];
+	if (d == NULL) {
+		if (t->ndesired == t->cap_desired) {
+			uint32_t cap = t->cap_desired == 0 ? 4 : t->cap_desired * 2;
+
+			if ((d = realloc(t->desired, cap * sizeof(*d))) == NULL)
+				return NULL;
+			t->desired = d;
+			t->cap_desired = cap;
+		}
+		d = &t->desired[t->ndesired++];
+		memset(d, 0, sizeof(*d));
+		d->name = name;
+		d->mp = t->model != NULL ? model_prop(t->model, name) : NULL;
+	}
+	if (value_copy(&d->val, v) != TW_OK)
+		return NULL;
+	d->ts = ts;
+	d->removed = 0;
+	d->dirty = 1;
+	return d;
+}
+
+void
+twin_desired_compact(struct twin *t)
+{
+	uint32_t j = 0;
+
+	for (uint32_t i = 0; i < t->ndesired; i++) {
+		if (t->desired[i].removed) {
+			value_free(&t->desired[i].val);
+			continue;
+		}
+		t->desired[j++] = t->desired[i];
+	}
+	t->ndesired = j;
+}
+
+int
+twin_value_meets(const struct tw_val *r, const struct tw_val *d, double tolerance)
+{
+	if (r->type != d->type)
+		return 0;
+	if (r->type == VAL_NUM)
+		return r->num >= d->num - tolerance && r->num <= d->num + tolerance;
+	return value_equal(r, d);
+}
+
+int
+twin_each(struct twin_map *m, int (*cb)(void *, struct twin *), void *arg)
+{
+	struct twin *t, *tmp;
+	int rc;
+
+	HASH_ITER(hh, m->twins, t, tmp)
+		if ((rc = cb(arg, t)) != 0)
+			return rc;
+	return 0;
 }
 
 void
@@ -211,4 +351,36 @@ twin_flush_dirty(struct twin_map *m, int (*cb)(void *, struct twin *), void *arg
 	}
 	m->ndirty = 0;
 	return rc;
+}
+
+int64_t
+twin_model_period(const struct model *m)
+{
+	int64_t p = 0;
+
+	for (int i = 0; m != NULL && i < m->nprops; i++)
+		if (m->props[i].period_ms > 0 && (p == 0 || m->props[i].period_ms < p))
+			p = m->props[i].period_ms;
+	return p;
+}
+
+int
+twin_status_of(const struct status_rule *r, const struct model *m, int64_t last_seen,
+    int64_t now)
+{
+	int64_t period = twin_model_period(m), age = now - last_seen;
+	int64_t stale = period > 0 ? period * r->stale_factor : r->stale_after_ms;
+	int64_t offline = period > 0 ? period * r->offline_factor : r->offline_after_ms;
+
+	if (last_seen <= 0 || age > offline)
+		return TWIN_OFFLINE;
+	return age > stale ? TWIN_STALE : TWIN_ONLINE;
+}
+
+const char *
+twin_status_name(int status)
+{
+	static const char *const names[] = { "offline", "stale", "online" };
+
+	return status >= 0 && status <= TWIN_ONLINE ? names[status] : "offline";
 }

@@ -28,7 +28,7 @@ def test_object_telemetry_becomes_twin_document(shared):
     doc = tw.wait_version("obj-1", 1)
     assert doc["id"] == "obj-1"
     assert doc["version"] == 1
-    assert doc["model"] is None and doc["parent"] is None
+    assert doc["model"] == "dtmi:twind:Any;1" and doc["parent"] is None
     assert doc["children"] == []
     assert doc["status"] in ("online", "stale", "offline")
     rep = doc["reported"]
@@ -68,7 +68,7 @@ def test_object_telemetry_becomes_twin_document(shared):
     for key in ("id", "model", "parent", "status", "last_seen_ts", "version"):
         assert key in entry, (key, entry)
     assert entry["version"] == 2
-    assert entry["model"] is None and entry["parent"] is None
+    assert entry["model"] == "dtmi:twind:Any;1" and entry["parent"] is None
     assert entry["status"] in ("online", "stale", "offline")
     assert isinstance(entry["last_seen_ts"], int)
 

@@ -181,6 +181,30 @@ test_explicit_length(void **state)
 	    DROP_MALFORMED);
 }
 
+/* cJSON stops after the first value; what follows must not be ignored. */
+static void
+test_trailing_garbage_and_utf8(void **state)
+{
+	struct rec *r;
+
+	(void)state;
+	assert_int_equal(parse("plant/a/telemetry", "{\"t\":71.2} garbage", &r), DROP_MALFORMED);
+	assert_int_equal(parse("plant/a/telemetry", "{\"a\":1}{\"a\":2}", &r), DROP_MALFORMED);
+	assert_int_equal(parse("plant/a/telemetry/t", "71.2abc", &r), DROP_MALFORMED);
+	assert_int_equal(parse("plant/a/telemetry/t", "true,false", &r), DROP_MALFORMED);
+	assert_int_equal(parse("plant/a/telemetry", "{\"t\":71.2}\r\n ", &r), INGEST_OK);
+	assert_int_equal(parse("plant/a/telemetry", "{\"s\":\"\xff\xfe\"}", &r), DROP_BAD_VALUE);
+	assert_int_equal(parse("plant/a/telemetry", "{\"s\":\"\xc0\xaf\"}", &r), DROP_BAD_VALUE);
+	assert_int_equal(parse("plant/a/telemetry", "{\"s\":\"\xed\xa0\x80\"}", &r),
+	    DROP_BAD_VALUE);
+	assert_int_equal(parse("plant/a/telemetry", "{\"s\":\"gr\xc3\xbc\xc3\x9f \xe2\x82\xac\"}",
+	    &r), INGEST_OK);
+	assert_int_equal(r->flags & REC_F_HAS_TS, 0);
+	assert_int_equal(parse("plant/a/telemetry", "{\"ts\":1764000000000,\"t\":1}", &r),
+	    INGEST_OK);
+	assert_int_equal(r->flags & REC_F_HAS_TS, REC_F_HAS_TS);
+}
+
 static void
 test_quarantine_record(void **state)
 {
@@ -219,6 +243,7 @@ main(void)
 		cmocka_unit_test(test_ts_forms),
 		cmocka_unit_test(test_drop_reasons),
 		cmocka_unit_test(test_explicit_length),
+		cmocka_unit_test(test_trailing_garbage_and_utf8),
 		cmocka_unit_test(test_quarantine_record),
 		cmocka_unit_test(test_subscriptions),
 	};

@@ -81,7 +81,12 @@ test_history_is_idempotent(void **state)
 	assert_int_equal(store_history_put(w, s1, 2000, &two), TW_OK);
 	assert_int_equal(store_history_put(w, s1, 1000, &one), TW_OK);	/* redelivered */
 	assert_int_equal(store_history_put(w, s2, 1000, &yes), TW_OK);
-	assert_int_equal(store_twin_put(w, "p1", 3, 5000, 1), TW_OK);
+	{
+		struct store_twin_row row = { .id = "p1", .model = "dtmi:x:P;1", .version = 3,
+		    .last_seen_ts = 5000, .created_ts = 1, .delta_pending = 1 };
+
+		assert_int_equal(store_twin_put(w, &row), TW_OK);
+	}
 	assert_int_equal(store_commit(w), TW_OK);
 
 	assert_non_null(r = store_open(path, 0, 0));

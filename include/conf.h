@@ -20,6 +20,8 @@ struct conf {
 	char *telemetry_topic;
 	char *desired_topic;
 	char *alert_topic;
+	char *state_topic;		/* "" when the twin document is not published */
+	int64_t state_interval_ms;
 	/* [http] */
 	char *http_listen;
 	int http_event_clients;

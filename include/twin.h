@@ -47,6 +47,8 @@ struct twin {
 	int64_t last_seen_ts;	/* wall time the newest message arrived */
 	int64_t created_ts;
 	int status;		/* enum twin_status, as last computed by the timer */
+	int state_dirty;	/* changed since its document was last published */
+	int64_t state_published_ms;	/* monotonic time of that publication */
 	struct prop *props;	/* nprops used of cap; a twin has few, so a scan beats a hash */
 	uint32_t nprops, cap;
 	struct desired *desired;	/* ndesired used of cap_desired */

@@ -42,6 +42,8 @@ static const struct opt opts[] = {
 	{ "mqtt", "telemetry_topic", OPT_STR, F(telemetry_topic), "plant/{twin}/telemetry", 0, 0, NULL },
 	{ "mqtt", "desired_topic", OPT_STR, F(desired_topic), "plant/{twin}/desired", 0, 0, NULL },
 	{ "mqtt", "alert_topic", OPT_STR, F(alert_topic), "plant/{twin}/alert", 0, 0, NULL },
+	{ "mqtt", "state_topic", OPT_STR, F(state_topic), "", 0, 0, NULL },
+	{ "mqtt", "state_interval", OPT_DURATION, F(state_interval_ms), "10s", 1000, 86400000, NULL },
 	{ "http", "listen", OPT_STR, F(http_listen), "127.0.0.1:8080", 0, 0, NULL },
 	{ "http", "max_event_clients", OPT_INT, F(http_event_clients), "16", 0, 1000, NULL },
 	{ "http", "event_buffer", OPT_INT, F(http_event_buffer), "65536", 4096, 16777216, NULL },
@@ -411,6 +413,7 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 		{ "telemetry_topic", c->telemetry_topic },
 		{ "desired_topic", c->desired_topic },
 		{ "alert_topic", c->alert_topic },
+		{ "state_topic", c->state_topic[0] != '\0' ? c->state_topic : "{twin}" },
 	};
 
 	for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++) {

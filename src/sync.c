@@ -251,6 +251,7 @@ flush_twin(void *arg, struct twin *t)
 
 	if (store_twin_put(s->store, &row) != TW_OK)
 		return TW_ERR_DB;
+	t->state_dirty = 1;
 	/* Formatting costs: only when someone listens. */
 	if (events_listening(s->events))
 		sync_queue_twin_event(s, t);
@@ -665,6 +666,79 @@ check_convergence(void *arg, struct twin *t)
 	return 0;
 }
 
+/* The twin document as the state topic carries it: what twind holds in memory. */
+static cJSON *
+state_json(const struct sync *s, const struct twin *t, int64_t now)
+{
+	cJSON *o = cJSON_CreateObject(), *rep, *des, *delta;
+
+	if (o == NULL || cJSON_AddStringToObject(o, "id", t->id) == NULL ||
+	    cJSON_AddStringToObject(o, "model", t->model_id != NULL ? t->model_id : MODEL_ANY_ID) == NULL ||
+	    (t->parent != NULL ? cJSON_AddStringToObject(o, "parent", t->parent) :
+	    cJSON_AddNullToObject(o, "parent")) == NULL ||
+	    cJSON_AddNumberToObject(o, "version", (double)t->version) == NULL ||
+	    cJSON_AddStringToObject(o, "status", twin_status_name(t->status)) == NULL ||
+	    cJSON_AddNumberToObject(o, "last_seen_ts", (double)t->last_seen_ts) == NULL ||
+	    (rep = cJSON_AddObjectToObject(o, "reported")) == NULL ||
+	    (des = cJSON_AddObjectToObject(o, "desired")) == NULL ||
+	    (delta = cJSON_AddObjectToObject(o, "delta")) == NULL) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < t->nprops; i++) {
+		const struct prop *p = &t->props[i];
+		cJSON *v = cJSON_CreateObject();
+		int stale = p->mp != NULL && p->mp->period_ms > 0 &&
+		    now - p->ts > p->mp->period_ms * s->conf->stale_factor;
+
+		if (v == NULL || !cJSON_AddItemToObject(rep, p->name, v))
+			break;
+		cJSON_AddItemToObject(v, "value", value_to_json(&p->val));
+		cJSON_AddNumberToObject(v, "ts", (double)p->ts);
+		cJSON_AddBoolToObject(v, "stale", stale);
+		cJSON_AddBoolToObject(v, "out_of_range", p->out_of_range);
+	}
+	for (uint32_t i = 0; i < t->ndesired; i++) {
+		const struct desired *d = &t->desired[i];
+
+		if (d->removed)
+			continue;
+		cJSON_AddItemToObject(des, d->name, value_to_json(&d->val));
+		if (d->in_delta)
+			cJSON_AddItemToObject(delta, d->name, value_to_json(&d->val));
+	}
+	return o;
+}
+
+/*
+ * The optional state topic: each changed twin's document, retained, at
+ * most once per state_interval, so that a busy twin costs one message per
+ * interval however fast it reports.
+ */
+static int
+publish_state(void *arg, struct twin *t)
+{
+	struct sync *s = arg;
+	int64_t mono = clock_mono_ms();
+	char topic[TOPIC_MAX], *js;
+	cJSON *doc;
+	int mid;
+
+	if (!t->state_dirty || mono - t->state_published_ms < s->conf->state_interval_ms ||
+	    mqtt_topic(s->conf->state_topic, t->id, topic, sizeof(topic)) != TW_OK)
+		return 0;
+	if ((doc = state_json(s, t, clock_now_ms())) == NULL)
+		return 0;
+	if ((js = cJSON_PrintUnformatted(doc)) != NULL &&
+	    mqtt_publish(s->mqtt, topic, js, (int)strlen(js), 1, &mid) == TW_OK) {
+		t->state_dirty = 0;
+		t->state_published_ms = mono;
+	}
+	cJSON_free(js);
+	cJSON_Delete(doc);
+	return 0;
+}
+
 /* Status moves with time alone: judged on the timer, a change is an event. */
 static int
 check_status(void *arg, struct twin *t)
@@ -682,6 +756,7 @@ check_status(void *arg, struct twin *t)
 		events_emit(s->events, "status", t->id, js);
 	}
 	t->status = st;
+	t->state_dirty = 1;
 	return 0;
 }
 
@@ -694,6 +769,8 @@ sync_tick(struct sync *s)
 		return;
 	s->next_tick = now + TICK_MS;
 	twin_each(s->twins, check_status, s);
+	if (s->conf->state_topic[0] != '\0' && s->mqtt != NULL)
+		twin_each(s->twins, publish_state, s);
 	if (twin_each(s->twins, check_convergence, s) != 0 && s->in_txn)
 		sync_fail(s, "writing an alert");
 	else if (s->in_txn)

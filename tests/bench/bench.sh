@@ -12,6 +12,7 @@ COUNT=${1:-200000}
 ROUNDS=${ROUNDS:-3}
 TWINS=${TWINS:-100}
 TWIND=${TWIND:-./twind}
+MODELS=${MODELS:-0}
 FLOOR_BIN=tests/bench/twind-floor
 LOAD_BIN=tests/bench/twind-load
 METRIC=twind_updates_applied_total
@@ -194,7 +195,7 @@ EOF
 mosquitto -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.log" 2>&1 &
 BROKER_PID=$!
 wait_port "$BROKER_PORT" "$BROKER_PID" || { tail_log "$TMP/mosquitto.log"; die "mosquitto did not start"; }
-echo "bench: $COUNT messages x $ROUNDS rounds, $TWINS twins, QoS 1, broker 127.0.0.1:$BROKER_PORT"
+echo "bench: $COUNT messages x $ROUNDS rounds, $TWINS twins, QoS 1, models $([[ $MODELS == 1 ]] && echo on || echo off), broker 127.0.0.1:$BROKER_PORT"
 
 # --- phase 1 of round $1: the floor --------------------------------------
 # Sets FLOOR_US, FLOOR_CPU_S, FLOOR_RSS_KB. The floor's stdout comes through a
@@ -229,6 +230,28 @@ floor_phase() {
 	FLOOR_US=$((t1 - t0))
 }
 
+# A DTDL model for the load's payload and a twins file that gives it to every bench twin.
+write_models() {
+	local dir=$1 i
+	mkdir -p "$dir/models"
+	cat >"$dir/models/bench.json" <<'JSON'
+{"@context": ["dtmi:dtdl:context;3", "dtmi:twind:context;1"],
+ "@id": "dtmi:twind:bench:Machine;1", "@type": "Interface", "strict": true,
+ "contents": [
+  {"@type": "Telemetry", "name": "temperature", "schema": "double", "minimum": -50, "maximum": 200, "period": "10s"},
+  {"@type": "Telemetry", "name": "vibration", "schema": "double", "minimum": 0, "maximum": 50, "period": "10s"},
+  {"@type": "Telemetry", "name": "current", "schema": "double", "minimum": 0, "maximum": 100, "period": "10s"}]}
+JSON
+	{
+		printf '['
+		for ((i = 0; i < TWINS; i++)); do
+			((i > 0)) && printf ','
+			printf '{"id":"bench-%d","model":"dtmi:twind:bench:Machine;1"}' "$i"
+		done
+		printf ']\n'
+	} >"$dir/twins.json"
+}
+
 # --- phase 2 of round $1: twind, on a fresh database ---------------------
 # Sets TWIND_US, TWIND_TICKS, TWIND_RSS_KB, TWIND_START_US, BATCH_SUM, BATCH_COUNT.
 twind_phase() {
@@ -244,6 +267,13 @@ listen = 127.0.0.1:$HTTP_PORT
 [storage]
 database = $dir/bench.db
 EOF
+	# MODELS=1: every bench twin has a model, so each value is checked
+	# (type, range) as in a modelled plant.
+	if [[ $MODELS == 1 ]]; then
+		write_models "$dir"
+		printf '[twins]\nmodels = %s/models\nfile = %s/twins.json\n' "$dir" "$dir" \
+			>>"$dir/twind.conf"
+	fi
 	# Start-up: from the fork to the first /healthz 200, polled every ~10 ms
 	# (so it is an upper bound by about a poll and a curl).
 	now_us

@@ -10,11 +10,19 @@ void api_twins_get(struct http_req *req, struct http_reply *rep);
 void api_twins_history(struct http_req *req, struct http_reply *rep);
 void api_twins_desired(struct http_req *req, struct http_reply *rep);
 
+/* api_alerts.c */
+void api_alerts_list(struct http_req *req, struct http_reply *rep);
+void api_alerts_ack(struct http_req *req, struct http_reply *rep);
+void api_alerts_shelve(struct http_req *req, struct http_reply *rep);
+void api_commands_post(struct http_req *req, struct http_reply *rep);
+void api_commands_list(struct http_req *req, struct http_reply *rep);
+
 /* api_events.c */
 void api_events_stream(struct http_req *req, struct http_reply *rep);
 
 /* api_models.c */
 void api_models_list(struct http_req *req, struct http_reply *rep);
+void api_rules_list(struct http_req *req, struct http_reply *rep);
 
 /* api_system.c */
 void api_system_health(struct http_req *req, struct http_reply *rep);

@@ -18,6 +18,7 @@ struct conf {
 	int64_t mqtt_reconnect_min_ms;
 	int64_t mqtt_reconnect_max_ms;
 	char *telemetry_topic;
+	char *command_topic;
 	char *desired_topic;
 	char *alert_topic;
 	char *state_topic;		/* "" when the twin document is not published */
@@ -31,6 +32,10 @@ struct conf {
 	int64_t http_timeout_ms;
 	int http_max_body;
 	int http_allow_remote;
+	/* [commands] */
+	int64_t cmd_timeout_ms;
+	int64_t cmd_ttl_ms;
+	int cmd_max_inflight;
 	/* [storage] */
 	char *db_path;
 	int db_sync;			/* enum conf_sync */
@@ -53,6 +58,8 @@ struct conf {
 	int stale_factor;
 	int offline_factor;
 	int64_t converge_timeout_ms;
+	/* [rules] */
+	char *rules_file;
 	/* [log] */
 	int log_level;			/* enum log_level */
 };

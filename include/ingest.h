@@ -37,9 +37,11 @@ enum val_type { VAL_NUM = 1, VAL_BOOL = 2, VAL_STR = 3 };
 
 /*
  * REC_FLUSH asks the sync engine to commit everything before it;
- * REC_PUBACK says the broker acknowledged our publication `mid`.
+ * REC_PUBACK says the broker acknowledged our publication `mid`;
+ * REC_CONNECTED that the broker accepted a connection (publish now).
  */
-enum rec_kind { REC_UPDATE = 1, REC_QUARANTINE = 2, REC_FLUSH = 3, REC_PUBACK = 4 };
+enum rec_kind { REC_UPDATE = 1, REC_QUARANTINE = 2, REC_FLUSH = 3, REC_PUBACK = 4,
+	REC_CMD_ACK = 5, REC_CONNECTED = 6 };
 
 #define TWIN_ID_MAX	128
 #define PROP_NAME_MAX	128
@@ -94,6 +96,9 @@ struct ingest {
 	char *prefix;		/* telemetry topic before {twin} */
 	char *suffix;		/* and after it */
 	size_t prefix_len, suffix_len;
+	char *ack_prefix;	/* command topic before {twin} */
+	char *ack_suffix;	/* and after it, with "/ack" */
+	size_t ack_prefix_len, ack_suffix_len;
 	int max_payload;
 	int max_depth;
 	int max_props;
@@ -106,6 +111,20 @@ struct ingest {
 /* Returns 0, TW_ERR_INVAL (template) or TW_ERR_NOMEM. */
 int ingest_init(struct ingest *in, const char *topic_template, int max_payload,
     int max_depth, int max_props, int64_t max_future_ms);
+/* The command topic template, whose "/ack" answers ingest_ack reads. */
+int ingest_set_commands(struct ingest *in, const char *command_template);
+/* The subscription for command answers, into `buf`. */
+void ingest_ack_subscription(const struct ingest *in, char *buf, size_t len);
+
+/*
+ * An asset's answer to a command, on {command_topic}/ack:
+ * {"id":"...","status":"done"|"rejected"|"failed","detail":"..."}. Returns
+ * DROP_UNMAPPED_TOPIC when the topic is not an answer topic (so the caller
+ * tries it as telemetry), INGEST_OK with a REC_CMD_ACK record whose body
+ * is "id\0status\0detail\0", or a reason to drop it.
+ */
+int ingest_ack(struct ingest *in, const char *topic, const void *payload, size_t len,
+    int64_t now_ms, struct rec **out, size_t *outlen);
 void ingest_cleanup(struct ingest *in);
 
 /*

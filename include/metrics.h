@@ -21,7 +21,8 @@ struct metrics {
 	atomic_uint_fast64_t quarantined;		/* sync engine */
 	atomic_uint_fast64_t applied;			/* sync engine: messages committed */
 	atomic_uint_fast64_t values;			/* sync engine: values committed */
-	atomic_uint_fast64_t out_of_range;		/* sync engine: values outside the model's range */
+	atomic_uint_fast64_t out_of_range;
+	atomic_uint_fast64_t alerts_raised;		/* sync engine: rule alerts raised */		/* sync engine: values outside the model's range */
 	atomic_uint_fast64_t commits;			/* sync engine */
 	atomic_uint_fast64_t commit_failures;		/* sync engine */
 	atomic_uint_fast64_t batch_le[METRICS_BATCH_BUCKETS];	/* sync engine */

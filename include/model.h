@@ -78,6 +78,8 @@ void model_set_unref(struct model_set *s);	/* frees on the last reference; NULL 
 const struct model *model_find(const struct model_set *s, const char *id);
 /* The property `name` (full dotted name) of `m`, or NULL. */
 const struct model_prop *model_prop(const struct model *m, const char *name);
+/* 1 if `m` has the Command `name`. */
+int model_has_command(const struct model *m, const char *name);
 int model_count(const struct model_set *s);
 const struct model *model_at(const struct model_set *s, int i);	/* sorted by id */
 

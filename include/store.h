@@ -43,6 +43,7 @@ int store_series_put(struct store *s, int64_t series, int64_t ts, const struct t
 struct store_twin_row;
 struct store_desired_row;
 struct store_alert_row;
+struct store_command_row;
 /* Writer: the twin row (every column). */
 int store_twin_put(struct store *s, const struct store_twin_row *t);
 /* Writer: one desired entry, or its removal. */
@@ -51,6 +52,10 @@ int store_desired_del(struct store *s, const char *twin, const char *prop);
 /* Writer: a new alert (its id stored in *id), or a change of an open one. */
 int store_alert_add(struct store *s, const struct store_alert_row *a, int64_t *id);
 int store_alert_put(struct store *s, const struct store_alert_row *a);
+/* Writer: an alert no longer active, leaving its acknowledgement as it is. */
+int store_alert_clear(struct store *s, int64_t id, int64_t cleared_ts);
+/* Writer: a command, new or with a new status. */
+int store_command_put(struct store *s, const struct store_command_row *c);
 /* Writer: a poison message, keeping only the newest `keep` of them. */
 int store_quarantine_put(struct store *s, int64_t ts, const char *topic, const char *reason,
     const void *payload, int len, int keep);
@@ -96,13 +101,28 @@ struct store_alert_row {
 	int64_t shelved_until_ts, raised_ts, acked_ts, cleared_ts;	/* 0: null */
 };
 
+struct store_command_row {
+	const char *id;
+	const char *twin;
+	const char *command;
+	const char *params;	/* JSON text, or NULL */
+	const char *rule;	/* NULL for an operator's command */
+	const char *status;	/* pending, sent, done, rejected, failed, timed_out, expired, refused */
+	const char *reason;	/* or NULL */
+	int64_t source_ts, issued_ts, sent_ts, acked_ts;	/* 0: null */
+};
+
 /* Start-up load, in the writer's thread. Callbacks return 0 to go on. */
 struct store_loader {
 	int (*twin)(void *arg, const struct store_twin_row *row);
 	int (*series)(void *arg, const struct store_series_row *row);
 	int (*desired)(void *arg, const struct store_desired_row *row);
 	int (*alert)(void *arg, const struct store_alert_row *row);	/* open alerts */
+	int (*command)(void *arg, const struct store_command_row *row);	/* pending and sent */
 };
+/* Writer: one alert by id (TW_ERR_NOTFOUND if none). */
+int store_alert_get(struct store *s, int64_t id,
+    int (*cb)(void *arg, const struct store_alert_row *row), void *arg);
 int store_load(struct store *s, const struct store_loader *l, void *arg);
 
 /* Readers. Rows are borrowed until the callback returns. 0 or TW_ERR_DB / TW_ERR_NOTFOUND. */
@@ -119,6 +139,16 @@ int store_read_desired(struct store *s, const char *twin,
 /* The active alerts of a twin, oldest first. */
 int store_read_alerts(struct store *s, const char *twin,
     int (*cb)(void *arg, const struct store_alert_row *row), void *arg);
+/*
+ * Alerts, newest first, filtered by twin, severity and state ("active",
+ * "cleared", "unacknowledged", "shelved"); NULL filters nothing.
+ */
+int store_read_alert_list(struct store *s, const char *twin, const char *severity,
+    const char *state, int64_t now, int limit,
+    int (*cb)(void *arg, const struct store_alert_row *row), void *arg);
+/* Commands, newest first, filtered by twin and status (NULL: any). */
+int store_read_commands(struct store *s, const char *twin, const char *status, int limit,
+    int (*cb)(void *arg, const struct store_command_row *row), void *arg);
 
 struct store_point {
 	int64_t ts;

@@ -16,6 +16,7 @@
 #include "model.h"
 #include "plant.h"
 #include "ring.h"
+#include "rules.h"
 #include "store.h"
 
 struct sync;
@@ -23,12 +24,12 @@ struct mqtt;
 
 /*
  * Takes ownership of the writer `store`, of one reference to `models` and
- * of `plant` (moved out: the caller's struct is left empty), loads the
- * twins from the store and applies the plant. Borrows `c` and `r`.
+ * `rules`, and of `plant` (moved out: the caller's struct is left empty),
+ * loads the twins from the store, applies the plant and binds the rules. Borrows `c` and `r`.
  * Returns NULL (and logs why) on failure.
  */
 struct sync *sync_new(const struct conf *c, struct ring *r, struct store *store,
-    struct model_set *models, struct plant *plant);
+    struct model_set *models, struct plant *plant, struct rule_set *rules);
 struct events;
 /* Where it publishes (desired deltas, alerts) and emits live events; set before sync_start. */
 void sync_set_mqtt(struct sync *s, struct mqtt *m, struct events *e);
@@ -54,8 +55,13 @@ int sync_failing(struct sync *s);
 
 /* The model set in force, with a reference the caller drops with model_set_unref. */
 struct model_set *sync_models(struct sync *s);
+/* The rule set in force, with a reference the caller drops with rules_unref. */
+struct rule_set *sync_rules(struct sync *s);
 
-enum sync_req_type { SYNC_REQ_DESIRED = 1, SYNC_REQ_RELOAD = 2 };
+enum sync_req_type {
+	SYNC_REQ_DESIRED = 1, SYNC_REQ_RELOAD, SYNC_REQ_COMMAND, SYNC_REQ_ALERT_ACK,
+	SYNC_REQ_ALERT_SHELVE,
+};
 
 /*
  * A request to the sync engine, owned by the caller, who blocks in
@@ -71,8 +77,16 @@ struct sync_req {
 	/* SYNC_REQ_RELOAD: ownership passes to the engine, even on failure */
 	struct model_set *models;
 	struct plant plant;
+	struct rule_set *rules;
+	/* SYNC_REQ_COMMAND (with twin) */
+	const char *command;
+	const cJSON *params;		/* an object, or NULL */
+	/* SYNC_REQ_ALERT_ACK, SYNC_REQ_ALERT_SHELVE */
+	int64_t alert_id;
+	int64_t shelve_ms;
 	/* The answer. */
-	int status;			/* 200, 404, 412, 422, 500 */
+	int status;			/* 200, 202, 404, 412, 422, 500, 503 */
+	cJSON *result;			/* COMMAND, ALERT_*: the object; the caller frees it */
 	char code[32];			/* error code for the REST error object */
 	char message[256];
 	uint64_t version;		/* the twin's version afterwards */

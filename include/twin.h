@@ -10,7 +10,9 @@
 #include <uthash.h>
 
 #include "model.h"
+#include "rules.h"
 #include "value.h"
+#include "window.h"
 
 struct prop {
 	const char *name;	/* interned: owned by the map, shared by all twins */
@@ -19,9 +21,25 @@ struct prop {
 	int64_t ts;		/* measurement time of `val`; 0 before the first value */
 	int64_t arrival_ms;	/* wall time `val` arrived */
 	struct tw_val val;	/* a string value is owned by the prop */
+	double prev_num;	/* the value before `val`, for prev(); numbers and booleans */
+	int prev_type;		/* its type; 0: none */
 	int out_of_range;	/* outside the model's minimum/maximum */
-	int stale;		/* not reported within its period (timer) */
 	int dirty;		/* changed since the last flush to the store */
+};
+
+/* A window a rule reads, fed from every numeric update of its property. */
+struct twin_window {
+	const char *name;	/* interned property name */
+	struct window w;
+};
+
+/* One rule on one twin: where its condition stands and its open alert. */
+struct rule_state {
+	const struct rule *rule;	/* in the rule set in force */
+	int64_t true_since;	/* twin clock when `when` became true; 0 while false */
+	int64_t alert_id;	/* the open alert, 0 if none */
+	int64_t raised_ts;	/* twin clock of the last raise (cooldown) */
+	int64_t shelved_until;	/* wall clock; no raise before it */
 };
 
 /* A desired value and how far the asset has come towards it. */
@@ -48,6 +66,7 @@ struct twin {
 	int64_t created_ts;
 	int status;		/* enum twin_status, as last computed by the timer */
 	int state_dirty;	/* changed since its document was last published */
+	uint64_t event_version;	/* version of the last "twin" event */
 	int64_t state_published_ms;	/* monotonic time of that publication */
 	struct prop *props;	/* nprops used of cap; a twin has few, so a scan beats a hash */
 	uint32_t nprops, cap;
@@ -56,6 +75,12 @@ struct twin {
 	int delta_pending;	/* the delta is published but not acknowledged by the broker */
 	int64_t alert_id;	/* open desired_not_converged alert, 0 if none */
 	int64_t alert_raised_ts;
+	int64_t newest_ts;	/* newest measurement time seen */
+	int64_t newest_mono;	/* monotonic ms when it arrived: the twin clock runs on from it */
+	struct twin_window *windows;	/* nwindows, one per (property, length) its rules read */
+	uint16_t nwindows;
+	struct rule_state *rs;	/* nrs, one per rule that matches it */
+	uint16_t nrs;
 	int dirty;		/* on the map's dirty list */
 	UT_hash_handle hh;
 };
@@ -128,6 +153,12 @@ void twin_desired_compact(struct twin *t);
  * within `tolerance`.
  */
 int twin_value_meets(const struct tw_val *r, const struct tw_val *d, double tolerance);
+
+/*
+ * The twin's clock in ms: the ts of its newest update plus the wall time
+ * since that update arrived, so that a replay behaves as it did live.
+ */
+int64_t twin_clock(const struct twin *t, int64_t now_mono);
 
 /* Visits every twin; stops at the first non-zero return. */
 int twin_each(struct twin_map *m, int (*cb)(void *arg, struct twin *t), void *arg);

@@ -1,6 +1,7 @@
-/* REST: the models in force, as twind understood them. */
+/* REST: the models and rules in force, as twind understood them. */
 #include "api.h"
 #include "model.h"
+#include "rules.h"
 #include "sync.h"
 
 static cJSON *
@@ -71,6 +72,44 @@ api_models_list(struct http_req *req, struct http_reply *rep)
 	for (int i = 0; ok && i < model_count(set); i++)
 		ok = cJSON_AddItemToArray(arr, model_json(model_at(set, i)));
 	model_set_unref(set);
+	if (!ok) {
+		cJSON_Delete(doc);
+		http_error(rep, 500, "internal", "out of memory");
+		return;
+	}
+	http_json(rep, 200, doc);
+}
+
+static cJSON *
+rule_json(const struct rule *r)
+{
+	uint64_t evals = atomic_load(&r->stats->evaluations);
+	cJSON *o = cJSON_Parse(r->source), *st;
+
+	/* The rule as written, with what it has done beside it. */
+	if (o == NULL || (st = cJSON_AddObjectToObject(o, "stats")) == NULL ||
+	    cJSON_AddNumberToObject(st, "evaluations", (double)evals) == NULL ||
+	    cJSON_AddNumberToObject(st, "raises", (double)atomic_load(&r->stats->raises)) == NULL ||
+	    cJSON_AddNumberToObject(st, "clears", (double)atomic_load(&r->stats->clears)) == NULL ||
+	    cJSON_AddNumberToObject(st, "errors", (double)atomic_load(&r->stats->errors)) == NULL ||
+	    cJSON_AddNumberToObject(st, "cost_ns_per_evaluation", evals > 0 ?
+	    (double)(atomic_load(&r->stats->cost_ns) / evals) : 0) == NULL) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	return o;
+}
+
+void
+api_rules_list(struct http_req *req, struct http_reply *rep)
+{
+	struct rule_set *set = sync_rules(req->ctx->sync);
+	cJSON *doc = cJSON_CreateObject(), *arr;
+	int ok = doc != NULL && (arr = cJSON_AddArrayToObject(doc, "rules")) != NULL;
+
+	for (int i = 0; ok && i < set->n; i++)
+		ok = cJSON_AddItemToArray(arr, rule_json(&set->v[i]));
+	rules_unref(set);
 	if (!ok) {
 		cJSON_Delete(doc);
 		http_error(rep, 500, "internal", "out of memory");

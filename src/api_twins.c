@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alert.h"
 #include "api.h"
 #include "clock.h"
 #include "err.h"
@@ -215,27 +216,10 @@ desired_row(void *arg, const struct store_desired_row *row)
 	return 0;
 }
 
-/* An alert in its REST shape; shared with the alert endpoints of later work. */
 static int
 alert_row(void *arg, const struct store_alert_row *a)
 {
-	cJSON *o = cJSON_CreateObject();
-
-	if (o == NULL || !cJSON_AddItemToArray(arg, o) ||
-	    cJSON_AddNumberToObject(o, "id", (double)a->id) == NULL ||
-	    cJSON_AddStringToObject(o, "twin", a->twin) == NULL ||
-	    cJSON_AddStringToObject(o, "rule", a->rule) == NULL ||
-	    cJSON_AddStringToObject(o, "severity", a->severity) == NULL ||
-	    cJSON_AddStringToObject(o, "message", a->message) == NULL ||
-	    !cJSON_AddItemToObject(o, "value", value_to_json(&a->val)) ||
-	    cJSON_AddBoolToObject(o, "active", a->active) == NULL ||
-	    cJSON_AddBoolToObject(o, "acknowledged", a->acknowledged) == NULL ||
-	    add_ts_or_null(o, "shelved_until_ts", a->shelved_until_ts) == NULL ||
-	    add_ts_or_null(o, "raised_ts", a->raised_ts) == NULL ||
-	    add_ts_or_null(o, "acked_ts", a->acked_ts) == NULL ||
-	    add_ts_or_null(o, "cleared_ts", a->cleared_ts) == NULL)
-		return 1;
-	return 0;
+	return cJSON_AddItemToArray(arg, alert_json(a)) ? 0 : 1;
 }
 
 struct rollup {

@@ -40,6 +40,7 @@ static const struct opt opts[] = {
 	{ "mqtt", "reconnect_min", OPT_DURATION, F(mqtt_reconnect_min_ms), "500ms", 100, 60000, NULL },
 	{ "mqtt", "reconnect_max", OPT_DURATION, F(mqtt_reconnect_max_ms), "30s", 100, 3600000, NULL },
 	{ "mqtt", "telemetry_topic", OPT_STR, F(telemetry_topic), "plant/{twin}/telemetry", 0, 0, NULL },
+	{ "mqtt", "command_topic", OPT_STR, F(command_topic), "plant/{twin}/cmd", 0, 0, NULL },
 	{ "mqtt", "desired_topic", OPT_STR, F(desired_topic), "plant/{twin}/desired", 0, 0, NULL },
 	{ "mqtt", "alert_topic", OPT_STR, F(alert_topic), "plant/{twin}/alert", 0, 0, NULL },
 	{ "mqtt", "state_topic", OPT_STR, F(state_topic), "", 0, 0, NULL },
@@ -52,6 +53,9 @@ static const struct opt opts[] = {
 	{ "http", "timeout", OPT_DURATION, F(http_timeout_ms), "30s", 1000, 3600000, NULL },
 	{ "http", "max_body", OPT_INT, F(http_max_body), "65536", 1024, 16777216, NULL },
 	{ "http", "allow_remote_without_tokens", OPT_BOOL, F(http_allow_remote), "no", 0, 0, NULL },
+	{ "commands", "timeout", OPT_DURATION, F(cmd_timeout_ms), "30s", 100, 86400000, NULL },
+	{ "commands", "ttl", OPT_DURATION, F(cmd_ttl_ms), "5m", 100, 7 * DAY_MS, NULL },
+	{ "commands", "max_inflight", OPT_INT, F(cmd_max_inflight), "1000", 1, 1000000, NULL },
 	{ "storage", "database", OPT_PATH, F(db_path), "/var/lib/twind/twind.db", 0, 0, NULL },
 	{ "storage", "synchronous", OPT_ENUM, F(db_sync), "normal", 0, 0, "normal|full" },
 	{ "storage", "batch_max", OPT_INT, F(batch_max), "8192", 1, 1000000, NULL },
@@ -71,6 +75,7 @@ static const struct opt opts[] = {
 	{ "twins", "stale_factor", OPT_INT, F(stale_factor), "3", 1, 1000, NULL },
 	{ "twins", "offline_factor", OPT_INT, F(offline_factor), "20", 1, 100000, NULL },
 	{ "twins", "converge_timeout", OPT_DURATION, F(converge_timeout_ms), "5m", 1000, 365 * DAY_MS, NULL },
+	{ "rules", "file", OPT_PATH, F(rules_file), "", 0, 0, NULL },
 	{ "log", "level", OPT_ENUM, F(log_level), "info", 0, 0, "error|warn|info|debug" },
 };
 
@@ -411,6 +416,7 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 
 	const struct { const char *name, *value; } topics[] = {
 		{ "telemetry_topic", c->telemetry_topic },
+		{ "command_topic", c->command_topic },
 		{ "desired_topic", c->desired_topic },
 		{ "alert_topic", c->alert_topic },
 		{ "state_topic", c->state_topic[0] != '\0' ? c->state_topic : "{twin}" },

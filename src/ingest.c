@@ -99,9 +99,36 @@ ingest_init(struct ingest *in, const char *tmpl, int max_payload, int max_depth,
 	return TW_OK;
 }
 
+int
+ingest_set_commands(struct ingest *in, const char *tmpl)
+{
+	const char *p = strstr(tmpl, "{twin}");
+
+	if (p == NULL)
+		return TW_ERR_INVAL;
+	free(in->ack_prefix);
+	free(in->ack_suffix);
+	in->ack_prefix = strndup(tmpl, (size_t)(p - tmpl));
+	if (asprintf(&in->ack_suffix, "%s/ack", p + 6) < 0)
+		in->ack_suffix = NULL;
+	if (in->ack_prefix == NULL || in->ack_suffix == NULL)
+		return TW_ERR_NOMEM;
+	in->ack_prefix_len = strlen(in->ack_prefix);
+	in->ack_suffix_len = strlen(in->ack_suffix);
+	return TW_OK;
+}
+
+void
+ingest_ack_subscription(const struct ingest *in, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s+%s", in->ack_prefix, in->ack_suffix);
+}
+
 void
 ingest_cleanup(struct ingest *in)
 {
+	free(in->ack_prefix);
+	free(in->ack_suffix);
 	free(in->prefix);
 	free(in->suffix);
 	free(in->buf);
@@ -436,4 +463,69 @@ ingest_quarantine(struct ingest *in, const char *topic, const void *payload, siz
 	body[keep] = '\0';
 	*out = r;
 	*outlen = b.len;
+}
+
+static const char *
+json_str(const cJSON *o, const char *name, size_t max)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+	if (!cJSON_IsString(v) || strlen(v->valuestring) > max ||
+	    !utf8_valid(v->valuestring, strlen(v->valuestring)))
+		return NULL;
+	return v->valuestring;
+}
+
+int
+ingest_ack(struct ingest *in, const char *topic, const void *payload, size_t len,
+    int64_t now_ms, struct rec **out, size_t *outlen)
+{
+	const char *t, *slash, *id, *status, *detail, *end = NULL;
+	struct builder b = { 0 };
+	size_t id_len, n[3];
+	cJSON *root;
+	char *body;
+	struct rec *r;
+
+	if (in->ack_prefix == NULL || strncmp(topic, in->ack_prefix, in->ack_prefix_len) != 0)
+		return DROP_UNMAPPED_TOPIC;
+	t = topic + in->ack_prefix_len;
+	if ((slash = strchr(t, '/')) == NULL || strcmp(slash, in->ack_suffix) != 0)
+		return DROP_UNMAPPED_TOPIC;
+	id_len = (size_t)(slash - t);
+	if (!ingest_id_valid(t, id_len))
+		return DROP_BAD_TWIN_ID;
+	if (len > 4096)
+		return DROP_TOO_LARGE;
+	if (json_depth_exceeds(payload, len, in->max_depth))
+		return DROP_TOO_DEEP;
+	if ((root = cJSON_ParseWithLengthOpts(payload, len, &end, 0)) == NULL)
+		return DROP_MALFORMED;
+	id = json_str(root, "id", 64);
+	status = json_str(root, "status", 16);
+	detail = json_str(root, "detail", 256);
+	if (id == NULL || status == NULL || (strcmp(status, "done") != 0 &&
+	    strcmp(status, "rejected") != 0 && strcmp(status, "failed") != 0)) {
+		cJSON_Delete(root);
+		return DROP_BAD_VALUE;
+	}
+	if (detail == NULL)
+		detail = "";
+	n[0] = strlen(id);
+	n[1] = strlen(status);
+	n[2] = strlen(detail);
+	r = rec_start(&b, in->buf, t, id_len, REC_CMD_ACK, now_ms);
+	body = r != NULL ? builder_take(&b, n[0] + n[1] + n[2] + 3) : NULL;
+	if (body == NULL) {
+		cJSON_Delete(root);
+		return DROP_TOO_LARGE;
+	}
+	memcpy(body, id, n[0] + 1);
+	memcpy(body + n[0] + 1, status, n[1] + 1);
+	memcpy(body + n[0] + n[1] + 2, detail, n[2] + 1);
+	r->body_len = (uint32_t)(n[0] + n[1] + n[2] + 3);
+	cJSON_Delete(root);
+	*out = r;
+	*outlen = b.len;
+	return INGEST_OK;
 }

@@ -20,6 +20,7 @@
 #include "model.h"
 #include "mqtt.h"
 #include "plant.h"
+#include "rules.h"
 #include "ring.h"
 #include "store.h"
 #include "sync.h"
@@ -61,14 +62,21 @@ config_read(struct conf *c, const char *path, char **overrides, int noverrides)
 	return conf_validate(c, path, stderr);
 }
 
-/* Loads the models folder and the twins file named by `c`; errors go to stderr. */
+/*
+ * Loads the models folder, the twins file and the rules file named by
+ * `c`; errors go to stderr. `prev` (may be NULL) lends its statistics to
+ * unchanged rules.
+ */
 static int
-plant_read(const struct conf *c, struct model_set **models, struct plant *plant)
+plant_read(const struct conf *c, struct model_set **models, struct plant *plant,
+    struct rule_set **rules, const struct rule_set *prev)
 {
 	memset(plant, 0, sizeof(*plant));
+	*rules = NULL;
 	if ((*models = model_set_load(c->models_dir, stderr)) == NULL)
 		return TW_ERR_INVAL;
-	if (plant_load(plant, c->twins_file, *models, stderr) != TW_OK) {
+	if (plant_load(plant, c->twins_file, *models, stderr) != TW_OK ||
+	    (*rules = rules_load(c->rules_file, prev, stderr)) == NULL) {
 		model_set_unref(*models);
 		*models = NULL;
 		plant_cleanup(plant);
@@ -85,19 +93,25 @@ static void
 reload(struct sync *sync, const char *path, char **overrides, int noverrides)
 {
 	struct sync_req req = { .type = SYNC_REQ_RELOAD };
+	struct rule_set *prev = sync_rules(sync);
 	struct conf fresh;
+	int rc;
 
-	if (config_read(&fresh, path, overrides, noverrides) != TW_OK ||
-	    plant_read(&fresh, &req.models, &req.plant) != TW_OK) {
-		log_warnx("SIGHUP: errors (above); keeping the running models, twins and settings");
+	rc = config_read(&fresh, path, overrides, noverrides);
+	if (rc == TW_OK)
+		rc = plant_read(&fresh, &req.models, &req.plant, &req.rules, prev);
+	rules_unref(prev);
+	if (rc != TW_OK) {
+		log_warnx("SIGHUP: errors (above); keeping the running models, twins, rules "
+		    "and settings");
 		conf_cleanup(&fresh);
 		return;
 	}
 	log_set_level(fresh.log_level);
 	sync_request(sync, &req);
 	if (req.status == 200)
-		log_info("SIGHUP: models and twins reloaded; log level applied; other settings "
-		    "take a restart");
+		log_info("SIGHUP: models, twins and rules reloaded; log level applied; other "
+		    "settings take a restart");
 	conf_cleanup(&fresh);
 }
 
@@ -148,6 +162,7 @@ main(int argc, char **argv)
 	struct conf conf = { 0 };
 	struct api_ctx api = { 0 };
 	struct model_set *models = NULL;
+	struct rule_set *rules = NULL;
 	struct plant plant = { 0 };
 	struct ring *ring = NULL;
 	struct store *store;
@@ -189,14 +204,15 @@ main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (config_read(&conf, path, overrides, noverrides) != TW_OK ||
-	    plant_read(&conf, &models, &plant) != TW_OK) {
+	    plant_read(&conf, &models, &plant, &rules, NULL) != TW_OK) {
 		conf_cleanup(&conf);
 		return EXIT_USAGE;
 	}
 	if (check) {
-		printf("%s: ok (%d models, %d twins in the twins file)\n", path,
-		    model_count(models), plant.n);
+		printf("%s: ok (%d models, %d twins in the twins file, %d rules)\n", path,
+		    model_count(models), plant.n, rules->n);
 		model_set_unref(models);
+		rules_unref(rules);
 		plant_cleanup(&plant);
 		conf_cleanup(&conf);
 		return 0;
@@ -219,10 +235,11 @@ main(int argc, char **argv)
 		log_warnx("cannot allocate the ring of %d bytes", conf.ring_bytes);
 		goto out;
 	}
-	sync = sync_new(&conf, ring, store, models, &plant);
+	sync = sync_new(&conf, ring, store, models, &plant, rules);
 	/* The sync engine owns these now, also when it failed. */
 	store = NULL;
 	models = NULL;
+	rules = NULL;
 	if (sync == NULL || (mqtt = mqtt_new(&conf, ring, sync)) == NULL) {
 		log_warnx("start-up failed");
 		goto out;
@@ -265,6 +282,7 @@ out:
 	sync_free(sync);
 	store_close(store);
 	model_set_unref(models);
+	rules_unref(rules);
 	plant_cleanup(&plant);
 	ring_free(ring);
 	if (status == 0)

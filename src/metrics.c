@@ -150,6 +150,8 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	counter(&o, "twind_values_out_of_range_total",
 	    "Values stored and flagged outside their model's minimum or maximum.",
 	    load(&metrics.out_of_range));
+	counter(&o, "twind_alerts_raised_total", "Alerts raised by rules.",
+	    load(&metrics.alerts_raised));
 	counter(&o, "twind_commit_failures_total", "Database commits that failed.",
 	    load(&metrics.commit_failures));
 	render_histograms(&o);

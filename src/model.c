@@ -1558,6 +1558,27 @@ model_prop(const struct model *m, const char *name)
 }
 
 int
+model_has_command(const struct model *m, const char *name)
+{
+	int lo = 0, hi;
+
+	if (m == NULL || name == NULL)
+		return 0;
+	hi = m->ncommands - 1;
+	while (lo <= hi) {
+		int mid = lo + (hi - lo) / 2, c = strcmp(m->commands[mid], name);
+
+		if (c == 0)
+			return 1;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return 0;
+}
+
+int
 model_count(const struct model_set *s)
 {
 	return s != NULL ? s->n : 0;

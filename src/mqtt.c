@@ -46,11 +46,13 @@ struct mqtt {
 	struct log_limit conn_log;
 };
 
+static void push(struct mqtt *m, struct rec *r, size_t len);
+
 static void
 on_connect(struct mosquitto *mosq, void *arg, int rc)
 {
 	struct mqtt *m = arg;
-	char obj[TOPIC_MAX], single[TOPIC_MAX];
+	char obj[TOPIC_MAX], single[TOPIC_MAX], ack[TOPIC_MAX];
 
 	if (rc != 0) {
 		log_limited(&m->conn_log, "mqtt: broker refused the connection: %s",
@@ -59,15 +61,26 @@ on_connect(struct mosquitto *mosq, void *arg, int rc)
 	}
 	/* Subscribing here means every reconnect subscribes again. */
 	ingest_subscriptions(&m->ingest, obj, single, sizeof(obj));
+	ingest_ack_subscription(&m->ingest, ack, sizeof(ack));
 	if (mosquitto_subscribe(mosq, NULL, obj, 1) != MOSQ_ERR_SUCCESS ||
-	    mosquitto_subscribe(mosq, NULL, single, 1) != MOSQ_ERR_SUCCESS)
-		log_warnx("mqtt: cannot subscribe to %s and %s", obj, single);
+	    mosquitto_subscribe(mosq, NULL, single, 1) != MOSQ_ERR_SUCCESS ||
+	    mosquitto_subscribe(mosq, NULL, ack, 1) != MOSQ_ERR_SUCCESS)
+		log_warnx("mqtt: cannot subscribe to %s, %s and %s", obj, single, ack);
 	if (m->ever_connected)
 		metrics_add(&metrics.reconnects, 1);
 	m->ever_connected = 1;
 	m->connected_at = clock_mono_ms();
 	atomic_store(&m->connected, 1);
 	atomic_store(&metrics.broker_connected, 1);
+	{
+		/*
+		 * Publications wait for this: before the first connect
+		 * libmosquitto drops the retain flag of what it is given.
+		 */
+		struct rec r = { .kind = REC_CONNECTED };
+
+		push(m, &r, sizeof(r));
+	}
 	log_info("mqtt: connected to %s:%d, subscribed to %s and %s", m->conf->mqtt_host,
 	    m->conf->mqtt_port, obj, single);
 }
@@ -134,8 +147,12 @@ on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *ms
 	(void)mosq;
 	m->messages++;
 	metrics_add(&metrics.received, 1);
-	reason = ingest_message(&m->ingest, msg->topic, msg->payload, (size_t)msg->payloadlen,
-	    now, &r, &len);
+	/* Answers to our commands first: their topic is not a telemetry topic. */
+	reason = ingest_ack(&m->ingest, msg->topic, msg->payload, (size_t)msg->payloadlen, now,
+	    &r, &len);
+	if (reason == DROP_UNMAPPED_TOPIC)
+		reason = ingest_message(&m->ingest, msg->topic, msg->payload,
+		    (size_t)msg->payloadlen, now, &r, &len);
 	/*
 	 * A retained message is replayed on every subscribe: without its own
 	 * ts it would look fresh each time, and a dead asset would look alive.
@@ -214,7 +231,8 @@ mqtt_new(const struct conf *c, struct ring *r, struct sync *s)
 	m->wake[0] = m->wake[1] = -1;
 	m->backoff_ms = c->mqtt_reconnect_min_ms;
 	if (ingest_init(&m->ingest, c->telemetry_topic, c->max_payload, c->max_depth,
-	    c->max_properties, c->max_future_ms) != TW_OK)
+	    c->max_properties, c->max_future_ms) != TW_OK ||
+	    ingest_set_commands(&m->ingest, c->command_topic) != TW_OK)
 		goto fail;
 	if (pipe2(m->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
 		log_warn("mqtt: pipe");

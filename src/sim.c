@@ -622,9 +622,17 @@ static int sim_readings(struct sim *s, enum twin_kind kind, int pump, struct rea
 		temp = p->temp + 0.3 * rng_gauss(&s->rng);
 		r[n].name = "temperature";
 		snprintf(r[n++].text, sizeof(r->text), "%.2f", temp);
+		/* A redundant second sensor; pump-3's drifts away as the plant ages. */
+		r[n].name = "temperature2";
+		snprintf(r[n++].text, sizeof(r->text), "%.2f", p->temp + 0.3 * rng_gauss(&s->rng) +
+		    (pump == 2 ? 8.0 * s->degrade : 0.0));
 		r[n].name = "vibration";
-		snprintf(r[n++].text, sizeof(r->text), "%.3f",
-		    clamp0(vib + 0.08 * rng_gauss(&s->rng)));
+		/* pump-4's vibration sensor sticks once the plant has aged a little. */
+		if (pump == 3 && s->degrade > 0.2)
+			snprintf(r[n++].text, sizeof(r->text), "%.3f", 2.0);
+		else
+			snprintf(r[n++].text, sizeof(r->text), "%.3f",
+			    clamp0(vib + 0.08 * rng_gauss(&s->rng)));
 		r[n].name = "current";
 		snprintf(r[n++].text, sizeof(r->text), "%.2f",
 		    clamp0(pump_current(p) + (p->speed > 0 ? 0.1 * rng_gauss(&s->rng) : 0)));

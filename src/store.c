@@ -45,17 +45,25 @@ static const char *const migrations[] = {
 	"  shelved_until_ts INTEGER, raised_ts INTEGER NOT NULL, acked_ts INTEGER,"
 	"  cleared_ts INTEGER);"
 	"CREATE INDEX alerts_twin ON alerts(twin, active);",
+	/* 3: commands to assets, from operators and rules */
+	"CREATE TABLE commands("
+	"  id TEXT PRIMARY KEY, twin TEXT NOT NULL, command TEXT NOT NULL, params TEXT,"
+	"  rule TEXT, status TEXT NOT NULL, reason TEXT, source_ts INTEGER,"
+	"  issued_ts INTEGER NOT NULL, sent_ts INTEGER, acked_ts INTEGER) WITHOUT ROWID;"
+	"CREATE INDEX commands_twin ON commands(twin, issued_ts);",
 };
 
 enum stmt_id {
 	ST_BEGIN, ST_COMMIT, ST_ROLLBACK,
 	ST_SERIES_ADD, ST_HISTORY_PUT, ST_SERIES_PUT, ST_TWIN_PUT,
 	ST_QUARANTINE_PUT, ST_QUARANTINE_TRIM,
-	ST_DESIRED_PUT, ST_DESIRED_DEL, ST_ALERT_ADD, ST_ALERT_PUT,
-	ST_LOAD_TWINS, ST_LOAD_SERIES, ST_LOAD_DESIRED, ST_LOAD_ALERTS,
+	ST_DESIRED_PUT, ST_DESIRED_DEL, ST_ALERT_ADD, ST_ALERT_PUT, ST_ALERT_GET, ST_ALERT_CLEAR,
+	ST_CMD_PUT,
+	ST_LOAD_TWINS, ST_LOAD_SERIES, ST_LOAD_DESIRED, ST_LOAD_ALERTS, ST_LOAD_CMDS,
 	ST_READ_TWINS, ST_READ_TWINS_PARENT, ST_READ_TWIN, ST_READ_CHILDREN,
 	ST_READ_REPORTED, ST_SERIES_FIND, ST_HISTORY_ASC, ST_HISTORY_NEWEST, ST_BUCKETS,
 	ST_READ_DESIRED, ST_READ_ALERTS_TWIN, ST_SNAP_BEGIN, ST_SNAP_END,
+	ST_READ_ALERTS, ST_READ_COMMANDS,
 	ST__COUNT
 };
 
@@ -63,6 +71,8 @@ enum stmt_id {
 	"(SELECT count(*) FROM alerts a WHERE a.twin = twins.id AND a.active = 1)"
 #define ALERT_COLS	"id, twin, rule, severity, message, value, active, acknowledged, " \
 	"shelved_until_ts, raised_ts, acked_ts, cleared_ts"
+#define CMD_COLS	"id, twin, command, params, rule, status, reason, source_ts, issued_ts, " \
+	"sent_ts, acked_ts"
 
 static const char *const stmt_sql[ST__COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -87,12 +97,19 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_DESIRED_DEL] = "DELETE FROM desired WHERE twin = ? AND property = ?",
 	[ST_ALERT_ADD] = "INSERT INTO alerts(twin, rule, severity, message, value, active, "
 	    "raised_ts) VALUES(?, ?, ?, ?, ?, 1, ?)",
-	[ST_ALERT_PUT] = "UPDATE alerts SET message = ?, active = ?, cleared_ts = ? WHERE id = ?",
+	[ST_ALERT_PUT] = "UPDATE alerts SET message = ?, value = ?, active = ?, acknowledged = ?, "
+	    "shelved_until_ts = ?, acked_ts = ?, cleared_ts = ? WHERE id = ?",
+	[ST_ALERT_GET] = "SELECT " ALERT_COLS " FROM alerts WHERE id = ?",
+	[ST_ALERT_CLEAR] = "UPDATE alerts SET active = 0, cleared_ts = ? WHERE id = ?",
+	[ST_CMD_PUT] = "INSERT INTO commands(" CMD_COLS ") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+	    "ON CONFLICT(id) DO UPDATE SET status = excluded.status, reason = excluded.reason, "
+	    "sent_ts = excluded.sent_ts, acked_ts = excluded.acked_ts",
 	[ST_LOAD_TWINS] = "SELECT " TWIN_COLS " FROM twins",
 	[ST_LOAD_SERIES] = "SELECT id, twin, property, ts, value, out_of_range FROM series",
 	[ST_LOAD_DESIRED] = "SELECT twin, property, value, ts, pending_since_ts, published, "
 	    "converged_ts, in_delta FROM desired",
 	[ST_LOAD_ALERTS] = "SELECT " ALERT_COLS " FROM alerts WHERE active = 1",
+	[ST_LOAD_CMDS] = "SELECT " CMD_COLS " FROM commands WHERE status IN ('pending', 'sent')",
 	[ST_READ_TWINS] = "SELECT " TWIN_COLS " FROM twins ORDER BY id",
 	[ST_READ_TWINS_PARENT] = "SELECT " TWIN_COLS " FROM twins WHERE parent = ? ORDER BY id",
 	[ST_READ_TWIN] = "SELECT " TWIN_COLS " FROM twins WHERE id = ?",
@@ -113,10 +130,20 @@ static const char *const stmt_sql[ST__COUNT] = {
 	    "ORDER BY id",
 	[ST_SNAP_BEGIN] = "BEGIN",
 	[ST_SNAP_END] = "COMMIT",
+	/* ?5 is now: "active" hides shelved alerts, "shelved" shows only them. */
+	[ST_READ_ALERTS] = "SELECT " ALERT_COLS " FROM alerts WHERE (?1 IS NULL OR twin = ?1) "
+	    "AND (?2 IS NULL OR severity = ?2) AND CASE ?3 "
+	    "WHEN 'active' THEN active = 1 AND coalesce(shelved_until_ts, 0) <= ?5 "
+	    "WHEN 'cleared' THEN active = 0 "
+	    "WHEN 'unacknowledged' THEN acknowledged = 0 "
+	    "WHEN 'shelved' THEN coalesce(shelved_until_ts, 0) > ?5 "
+	    "ELSE 1 END ORDER BY id DESC LIMIT ?4",
+	[ST_READ_COMMANDS] = "SELECT " CMD_COLS " FROM commands WHERE (?1 IS NULL OR twin = ?1) "
+	    "AND (?2 IS NULL OR status = ?2) ORDER BY issued_ts DESC, id LIMIT ?3",
 };
 
 /* Statements only the writer runs; readers leave them unprepared. */
-#define WRITER_ONLY(id)	((id) <= ST_LOAD_ALERTS)
+#define WRITER_ONLY(id)	((id) <= ST_LOAD_CMDS)
 
 struct store {
 	sqlite3 *db;
@@ -422,9 +449,42 @@ store_alert_put(struct store *s, const struct store_alert_row *a)
 	sqlite3_stmt *st = s->st[ST_ALERT_PUT];
 
 	sqlite3_bind_text(st, 1, a->message, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, a->active);
-	bind_ts_or_null(st, 3, a->cleared_ts);
-	sqlite3_bind_int64(st, 4, a->id);
+	bind_value(st, 2, &a->val);
+	sqlite3_bind_int(st, 3, a->active);
+	sqlite3_bind_int(st, 4, a->acknowledged);
+	bind_ts_or_null(st, 5, a->shelved_until_ts);
+	bind_ts_or_null(st, 6, a->acked_ts);
+	bind_ts_or_null(st, 7, a->cleared_ts);
+	sqlite3_bind_int64(st, 8, a->id);
+	return step_done(s, st);
+}
+
+int
+store_alert_clear(struct store *s, int64_t id, int64_t cleared_ts)
+{
+	sqlite3_stmt *st = s->st[ST_ALERT_CLEAR];
+
+	sqlite3_bind_int64(st, 1, cleared_ts);
+	sqlite3_bind_int64(st, 2, id);
+	return step_done(s, st);
+}
+
+int
+store_command_put(struct store *s, const struct store_command_row *c)
+{
+	sqlite3_stmt *st = s->st[ST_CMD_PUT];
+
+	sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, c->twin, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, c->command, -1, SQLITE_STATIC);
+	bind_text_or_null(st, 4, c->params);
+	bind_text_or_null(st, 5, c->rule);
+	sqlite3_bind_text(st, 6, c->status, -1, SQLITE_STATIC);
+	bind_text_or_null(st, 7, c->reason);
+	bind_ts_or_null(st, 8, c->source_ts);
+	sqlite3_bind_int64(st, 9, c->issued_ts);
+	bind_ts_or_null(st, 10, c->sent_ts);
+	bind_ts_or_null(st, 11, c->acked_ts);
 	return step_done(s, st);
 }
 
@@ -500,6 +560,22 @@ desired_row(sqlite3_stmt *st, struct store_desired_row *r)
 }
 
 static void
+command_row(sqlite3_stmt *st, struct store_command_row *r)
+{
+	r->id = (const char *)sqlite3_column_text(st, 0);
+	r->twin = (const char *)sqlite3_column_text(st, 1);
+	r->command = (const char *)sqlite3_column_text(st, 2);
+	r->params = (const char *)sqlite3_column_text(st, 3);
+	r->rule = (const char *)sqlite3_column_text(st, 4);
+	r->status = (const char *)sqlite3_column_text(st, 5);
+	r->reason = (const char *)sqlite3_column_text(st, 6);
+	r->source_ts = sqlite3_column_int64(st, 7);
+	r->issued_ts = sqlite3_column_int64(st, 8);
+	r->sent_ts = sqlite3_column_int64(st, 9);
+	r->acked_ts = sqlite3_column_int64(st, 10);
+}
+
+static void
 alert_row(sqlite3_stmt *st, struct store_alert_row *r)
 {
 	r->id = sqlite3_column_int64(st, 0);
@@ -542,6 +618,7 @@ struct twin_cb { int (*cb)(void *, const struct store_twin_row *); void *arg; };
 struct series_cb { int (*cb)(void *, const struct store_series_row *); void *arg; };
 struct desired_cb { int (*cb)(void *, const struct store_desired_row *); void *arg; };
 struct alert_cb { int (*cb)(void *, const struct store_alert_row *); void *arg; };
+struct command_cb { int (*cb)(void *, const struct store_command_row *); void *arg; };
 
 static int
 twin_row_cb(void *p, sqlite3_stmt *st)
@@ -584,6 +661,16 @@ alert_row_cb(void *p, sqlite3_stmt *st)
 }
 
 static int
+command_row_cb(void *p, sqlite3_stmt *st)
+{
+	struct command_cb *c = p;
+	struct store_command_row r;
+
+	command_row(st, &r);
+	return c->cb(c->arg, &r);
+}
+
+static int
 found_or_empty(int rc)
 {
 	return rc == TW_ERR_NOTFOUND ? TW_OK : rc;
@@ -596,13 +683,56 @@ store_load(struct store *s, const struct store_loader *l, void *arg)
 	struct series_cb sc = { l->series, arg };
 	struct desired_cb dc = { l->desired, arg };
 	struct alert_cb ac = { l->alert, arg };
+	struct command_cb cc = { l->command, arg };
 	int rc;
 
 	if ((rc = found_or_empty(step_rows(s, s->st[ST_LOAD_TWINS], twin_row_cb, &tc))) != TW_OK ||
 	    (rc = found_or_empty(step_rows(s, s->st[ST_LOAD_SERIES], series_row_cb, &sc))) != TW_OK ||
 	    (rc = found_or_empty(step_rows(s, s->st[ST_LOAD_DESIRED], desired_row_cb, &dc))) != TW_OK)
 		return rc;
-	return found_or_empty(step_rows(s, s->st[ST_LOAD_ALERTS], alert_row_cb, &ac));
+	if ((rc = found_or_empty(step_rows(s, s->st[ST_LOAD_ALERTS], alert_row_cb, &ac))) != TW_OK)
+		return rc;
+	return found_or_empty(step_rows(s, s->st[ST_LOAD_CMDS], command_row_cb, &cc));
+}
+
+int
+store_alert_get(struct store *s, int64_t id,
+    int (*cb)(void *, const struct store_alert_row *), void *arg)
+{
+	struct alert_cb ac = { cb, arg };
+	sqlite3_stmt *st = s->st[ST_ALERT_GET];
+
+	sqlite3_bind_int64(st, 1, id);
+	return step_rows(s, st, alert_row_cb, &ac);
+}
+
+int
+store_read_alert_list(struct store *s, const char *twin, const char *severity,
+    const char *state, int64_t now, int limit,
+    int (*cb)(void *, const struct store_alert_row *), void *arg)
+{
+	struct alert_cb ac = { cb, arg };
+	sqlite3_stmt *st = s->st[ST_READ_ALERTS];
+
+	bind_text_or_null(st, 1, twin);
+	bind_text_or_null(st, 2, severity);
+	bind_text_or_null(st, 3, state);
+	sqlite3_bind_int(st, 4, limit);
+	sqlite3_bind_int64(st, 5, now);
+	return found_or_empty(step_rows(s, st, alert_row_cb, &ac));
+}
+
+int
+store_read_commands(struct store *s, const char *twin, const char *status, int limit,
+    int (*cb)(void *, const struct store_command_row *), void *arg)
+{
+	struct command_cb cc = { cb, arg };
+	sqlite3_stmt *st = s->st[ST_READ_COMMANDS];
+
+	bind_text_or_null(st, 1, twin);
+	bind_text_or_null(st, 2, status);
+	sqlite3_bind_int(st, 3, limit);
+	return found_or_empty(step_rows(s, st, command_row_cb, &cc));
 }
 
 int

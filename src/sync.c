@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "alert.h"
 #include "clock.h"
 #include "err.h"
 #include "events.h"
@@ -14,6 +15,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "mqtt.h"
+#include "rules.h"
 #include "sync.h"
 #include "twin.h"
 
@@ -23,9 +25,21 @@
 /* A publication of ours the broker has not acknowledged yet. */
 struct outstanding {
 	int mid;
-	struct twin *twin;
+	struct twin *twin;	/* a delta publication */
 	uint64_t delta_seq;	/* the delta it carried; a newer one keeps the twin pending */
+	char cmd[32];		/* or a command's id */
 	UT_hash_handle hh;
+};
+
+/* A command pending (not yet taken by the broker) or sent (awaiting the asset's answer). */
+struct inflight {
+	char id[32];
+	char twin[TWIN_ID_MAX + 1];
+	char *command;
+	char *params;		/* JSON text */
+	char *rule;		/* NULL for an operator's */
+	int64_t source_ts, issued_ts, sent_ts;
+	int published;		/* handed to libmosquitto */
 };
 
 /* A message and/or live event to send once the batch that made it is committed. */
@@ -34,6 +48,19 @@ struct pending_msg {
 	const char *event;	/* event type, or NULL */
 	char *twin;		/* the twin the event is about */
 	char *payload;		/* JSON */
+};
+
+/* The interned property names of a rule's expressions, by expr_refs index. */
+struct rule_bind {
+	const char *when[EXPR_REFS_MAX];
+	const char *clear[EXPR_REFS_MAX];
+};
+
+/* A rule alert found open in the database at start-up. */
+struct open_alert {
+	char twin[TWIN_ID_MAX + 1];
+	char rule[TWIN_ID_MAX + 1];
+	int64_t id, raised_ts, shelved_until;
 };
 
 struct sync {
@@ -59,6 +86,9 @@ struct sync {
 	unsigned npublish, cap_publish;
 	struct pending_msg *msgs;	/* alerts raised or cleared in this batch */
 	unsigned nmsgs, cap_msgs;
+	struct inflight *cmds;		/* bounded by [commands] max_inflight */
+	unsigned ncmds, cap_cmds;
+	int cmds_to_publish;		/* some pending command waits for the commit */
 	struct outstanding *outstanding;	/* by mid; at most one per publication in flight */
 	uint64_t delta_seq;		/* grows per delta publication */
 	int64_t next_tick;
@@ -71,6 +101,10 @@ struct sync {
 	uint64_t failed_seq;		/* records up to here were not stored */
 	int stopping;
 	struct model_set *models;	/* in force; swapped under lock on reload */
+	struct rule_set *rules;		/* in force; swapped under lock on reload */
+	struct rule_bind *binds;	/* per rule of `rules`: interned names its expressions read */
+	struct open_alert *opened;	/* rule alerts open at start-up, until the first bind */
+	int nopened;
 	struct sync_req *reqs;		/* waiting requests, oldest first */
 	atomic_int nreqs;
 	atomic_int failing;
@@ -121,6 +155,11 @@ load_series(void *arg, const struct store_series_row *row)
 	p->out_of_range = row->out_of_range;
 	p->arrival_ms = t->last_seen_ts;
 	p->dirty = 0;
+	/* The twin clock goes on from the newest value and the time since it arrived. */
+	if (row->ts > t->newest_ts) {
+		t->newest_ts = row->ts;
+		t->newest_mono = clock_mono_ms() - (clock_now_ms() - t->last_seen_ts);
+	}
 	return 0;
 }
 
@@ -154,19 +193,38 @@ load_alert(void *arg, const struct store_alert_row *row)
 	if (t != NULL && strcmp(row->rule, "desired_not_converged") == 0) {
 		t->alert_id = row->id;
 		t->alert_raised_ts = row->raised_ts;
+	} else if (t != NULL) {
+		struct open_alert *o = realloc(s->opened, (size_t)(s->nopened + 1) * sizeof(*o));
+
+		if (o == NULL)
+			return 1;
+		s->opened = o;
+		o = &s->opened[s->nopened++];
+		snprintf(o->twin, sizeof(o->twin), "%s", row->twin);
+		snprintf(o->rule, sizeof(o->rule), "%s", row->rule);
+		o->id = row->id;
+		o->raised_ts = row->raised_ts;
+		o->shelved_until = row->shelved_until_ts;
 	}
 	return 0;
 }
+
+static int load_command(void *arg, const struct store_command_row *row);
+static void inflight_clear(struct sync *s);
+static int command_answer(struct sync *s, const struct rec *r);
+static void commands_publish(struct sync *s);
+static int commands_expire(struct sync *s);
 
 static int
 sync_load(struct sync *s)
 {
 	static const struct store_loader loader = {
-		load_twin, load_series, load_desired, load_alert,
+		load_twin, load_series, load_desired, load_alert, load_command,
 	};
 	int64_t t0 = clock_mono_us();
 
 	twin_map_clear(s->twins);
+	inflight_clear(s);
 	if (store_load(s->store, &loader, s) != TW_OK)
 		return TW_ERR_DB;
 	atomic_store(&metrics.twins, twin_count(s->twins));
@@ -179,6 +237,13 @@ static void sync_publish_deltas(struct sync *s);
 static void sync_publish_msgs(struct sync *s);
 static void sync_queue_twin_event(struct sync *s, const struct twin *t);
 static void msgs_clear(struct sync *s);
+
+static int rules_tick_twin(void *arg, struct twin *t);
+static int rules_bind_twin(struct sync *s, struct twin *t);
+static void windows_feed(struct twin *t, const char *name, int64_t ts, const struct tw_val *v);
+static int rules_eval(struct sync *s, struct twin *t, const char *const *names, int nnames,
+    int64_t source_ts);
+static void rules_alert_changed(struct sync *s, const struct store_alert_row *a);
 
 /* ---- batches and the commit protocol ---- */
 
@@ -252,9 +317,10 @@ flush_twin(void *arg, struct twin *t)
 	if (store_twin_put(s->store, &row) != TW_OK)
 		return TW_ERR_DB;
 	t->state_dirty = 1;
-	/* Formatting costs: only when someone listens. */
-	if (events_listening(s->events))
+	/* Formatting costs: only when someone listens, and only for a new version. */
+	if (t->version != t->event_version && events_listening(s->events))
 		sync_queue_twin_event(s, t);
+	t->event_version = t->version;
 	for (uint32_t i = 0; i < t->nprops; i++) {
 		struct prop *p = &t->props[i];
 
@@ -309,6 +375,7 @@ sync_commit(struct sync *s)
 	/* Only what is committed is published: nothing may run ahead of the disk. */
 	sync_publish_deltas(s);
 	sync_publish_msgs(s);
+	commands_publish(s);
 	return TW_OK;
 }
 
@@ -459,6 +526,8 @@ republish_pending(void *arg, struct twin *t)
 	return 0;
 }
 
+static void command_sent(struct sync *s, const char *id);
+
 /* The broker holds our delta: the twin is no longer pending, unless a newer one is out. */
 static void
 sync_puback(struct sync *s, const struct rec *r)
@@ -471,6 +540,11 @@ sync_puback(struct sync *s, const struct rec *r)
 	if (o == NULL)
 		return;		/* an alert or a publication from before a reload */
 	HASH_DEL(s->outstanding, o);
+	if (o->cmd[0] != '\0') {
+		command_sent(s, o->cmd);
+		free(o);
+		return;
+	}
 	HASH_ITER(hh, s->outstanding, it, tmp)
 		if (it->twin == o->twin)
 			newer = 1;
@@ -546,27 +620,9 @@ static void
 sync_queue_alert(struct sync *s, const char *twin, const struct store_alert_row *a)
 {
 	char topic[TOPIC_MAX];
-	cJSON *o;
 
-	if (mqtt_topic(s->conf->alert_topic, twin, topic, sizeof(topic)) != TW_OK ||
-	    (o = cJSON_CreateObject()) == NULL)
-		return;
-	cJSON_AddNumberToObject(o, "id", (double)a->id);
-	cJSON_AddStringToObject(o, "twin", twin);
-	cJSON_AddStringToObject(o, "rule", a->rule);
-	cJSON_AddStringToObject(o, "severity", a->severity);
-	cJSON_AddStringToObject(o, "message", a->message);
-	cJSON_AddItemToObject(o, "value", value_to_json(&a->val));
-	cJSON_AddBoolToObject(o, "active", a->active);
-	cJSON_AddBoolToObject(o, "acknowledged", a->acknowledged);
-	cJSON_AddNullToObject(o, "shelved_until_ts");
-	cJSON_AddNumberToObject(o, "raised_ts", (double)a->raised_ts);
-	cJSON_AddNullToObject(o, "acked_ts");
-	if (a->cleared_ts > 0)
-		cJSON_AddNumberToObject(o, "cleared_ts", (double)a->cleared_ts);
-	else
-		cJSON_AddNullToObject(o, "cleared_ts");
-	sync_queue(s, topic, "alert", twin, o);
+	if (mqtt_topic(s->conf->alert_topic, twin, topic, sizeof(topic)) == TW_OK)
+		sync_queue(s, topic, "alert", twin, alert_json(a));
 }
 
 /* A "twin" event: the new version and the reported values this batch changed. */
@@ -577,7 +633,8 @@ sync_queue_twin_event(struct sync *s, const struct twin *t)
 
 	if (o == NULL || cJSON_AddStringToObject(o, "twin", t->id) == NULL ||
 	    cJSON_AddNumberToObject(o, "version", (double)t->version) == NULL ||
-	    cJSON_AddNumberToObject(o, "last_seen_ts", (double)t->last_seen_ts) == NULL ||
+	    (t->last_seen_ts > 0 ? cJSON_AddNumberToObject(o, "last_seen_ts",
+	    (double)t->last_seen_ts) : cJSON_AddNullToObject(o, "last_seen_ts")) == NULL ||
 	    (rep = cJSON_AddObjectToObject(o, "reported")) == NULL) {
 		cJSON_Delete(o);
 		return;
@@ -771,6 +828,18 @@ sync_tick(struct sync *s)
 	twin_each(s->twins, check_status, s);
 	if (s->conf->state_topic[0] != '\0' && s->mqtt != NULL)
 		twin_each(s->twins, publish_state, s);
+	if (commands_expire(s) != TW_OK) {
+		sync_fail(s, "writing a command's status");
+		return;
+	}
+	/* for, age() and clearing move with time: every rule is judged on the timer too. */
+	if (s->rules->n > 0 && twin_each(s->twins, rules_tick_twin, s) != 0) {
+		sync_fail(s, "writing an alert");
+		return;
+	}
+	if (s->in_txn)
+		sync_commit(s);
+	commands_publish(s);
 	if (twin_each(s->twins, check_convergence, s) != 0 && s->in_txn)
 		sync_fail(s, "writing an alert");
 	else if (s->in_txn)
@@ -866,6 +935,8 @@ sync_twin_for(struct sync *s, const struct rec *r, int *reason)
 		}
 		twin_mark_dirty(s->twins, t);
 		atomic_store(&metrics.twins, twin_count(s->twins));
+		if (rules_bind_twin(s, t) != TW_OK)
+			log_warnx("twin %s: out of memory binding its rules", t->id);
 	}
 	return t;
 }
@@ -899,6 +970,7 @@ sync_apply(struct sync *s, const struct rec *r)
 		/* Every value lands in history, also one older than the reported one. */
 		if (store_history_put(s->store, p->series, r->ts, &val) != TW_OK)
 			return TW_ERR_DB;
+		windows_feed(t, p->name, r->ts, &val);
 		if ((rc = twin_prop_set(p, r->ts, &val)) < 0)
 			return -rc;
 		if (rc == 0)
@@ -916,10 +988,15 @@ sync_apply(struct sync *s, const struct rec *r)
 		t->version++;
 	if (r->arrival_ms > t->last_seen_ts && !(r->flags & REC_F_RETAINED))
 		t->last_seen_ts = r->arrival_ms;
+	if (r->ts >= t->newest_ts) {
+		t->newest_ts = r->ts;
+		t->newest_mono = clock_mono_ms();
+	}
 	twin_mark_dirty(s->twins, t);
 	s->batch_msgs++;
 	s->batch_vals += r->nvals;
-	return TW_OK;
+	/* Only the rules that read one of these properties. */
+	return t->nrs > 0 ? rules_eval(s, t, s->names, r->nvals, r->ts) : TW_OK;
 }
 
 static int
@@ -965,8 +1042,684 @@ sync_record(struct sync *s, const struct rec *r)
 	case REC_PUBACK:
 		sync_puback(s, r);
 		return TW_OK;
+	case REC_CMD_ACK:
+		return command_answer(s, r);
+	case REC_CONNECTED:
+		/* Deltas the broker never acknowledged (also from before a restart) go out again. */
+		twin_each(s->twins, republish_pending, s);
+		s->cmds_to_publish = 1;
+		return TW_OK;
 	}
 	return sync_apply(s, r);
+}
+
+static int command_issue(struct sync *s, const char *twin, const char *command,
+    const char *params, const char *rule, int64_t source_ts, char *id_out, size_t id_len);
+
+/* ---- rules ---- */
+
+struct eval_ctx {
+	struct sync *s;
+	struct twin *t;
+	const char *const *names;	/* interned, by expr_refs index */
+	const struct expr_refs *refs;
+	int64_t now;			/* the twin's clock */
+};
+
+static struct prop *
+eval_prop(struct eval_ctx *c, int i)
+{
+	return c->names[i] != NULL ? twin_prop(c->t, c->names[i]) : NULL;
+}
+
+static int
+env_value(void *arg, int i, struct tw_val *out)
+{
+	struct prop *p = eval_prop(arg, i);
+
+	if (p == NULL || p->val.type == 0)
+		return -1;
+	*out = p->val;
+	return 0;
+}
+
+static int
+env_prev(void *arg, int i, struct tw_val *out)
+{
+	struct prop *p = eval_prop(arg, i);
+
+	if (p == NULL || p->prev_type == 0)
+		return -1;
+	*out = (struct tw_val){ .type = p->prev_type, .num = p->prev_num };
+	return 0;
+}
+
+static int
+env_age(void *arg, int i, double *out)
+{
+	struct eval_ctx *c = arg;
+	struct prop *p;
+
+	if (i < 0) {
+		if (c->t->newest_ts == 0)
+			return -1;
+		*out = (double)(c->now - c->t->newest_ts) / 1000.0;
+		return 0;
+	}
+	if ((p = eval_prop(c, i)) == NULL || p->ts == 0)
+		return -1;
+	*out = (double)(c->now - p->ts) / 1000.0;
+	return 0;
+}
+
+static struct twin_window *
+window_of(struct twin *t, const char *name, int64_t len)
+{
+	for (uint16_t i = 0; i < t->nwindows; i++)
+		if (t->windows[i].name == name && t->windows[i].w.len_ms == len)
+			return &t->windows[i];
+	return NULL;
+}
+
+static int
+env_window(void *arg, int win, int fn, double param, double *out)
+{
+	struct eval_ctx *c = arg;
+	const char *name = c->names[c->refs->windows[win].prop];
+	struct twin_window *tw = name != NULL ?
+	    window_of(c->t, name, c->refs->windows[win].len_ms) : NULL;
+	struct tw_val cur = { 0 };
+
+	if (tw == NULL)
+		return -1;
+	if (fn == WFN_ZSCORE && env_value(arg, c->refs->windows[win].prop, &cur) != 0)
+		return -1;
+	/* One definition of every window function, shared with the unit tests. */
+	return expr_window_value(&tw->w, c->now, fn, param, &cur, out);
+}
+
+static const struct expr_env rule_env = { NULL, env_value, env_prev, env_age, env_window };
+
+static int
+eval_expr(struct sync *s, struct twin *t, const struct expr *e, const char *const *names,
+    int64_t now)
+{
+	struct eval_ctx c = { s, t, names, expr_refs(e), now };
+	struct expr_env env = rule_env;
+
+	env.arg = &c;
+	return expr_true(e, &env);
+}
+
+/* "temperature {temperature} above 90" with the current values filled in. */
+static void
+render_message(const struct rule *r, const struct twin *t, char *out, size_t len)
+{
+	const char *p = r->message;
+	size_t n = 0;
+
+	while (*p != '\0' && n + 1 < len) {
+		const char *close;
+
+		if (*p == '{' && (close = strchr(p, '}')) != NULL && close - p < 130) {
+			char name[132];
+			const struct prop *pr;
+
+			snprintf(name, sizeof(name), "%.*s", (int)(close - p - 1), p + 1);
+			pr = NULL;
+			for (uint32_t i = 0; i < t->nprops && pr == NULL; i++)
+				if (strcmp(t->props[i].name, name) == 0)
+					pr = &t->props[i];
+			if (strcmp(name, "twin") == 0)
+				n += (size_t)snprintf(out + n, len - n, "%s", t->id);
+			else if (pr == NULL || pr->val.type == 0)
+				n += (size_t)snprintf(out + n, len - n, "?");
+			else if (pr->val.type == VAL_NUM)
+				n += (size_t)snprintf(out + n, len - n, "%g", pr->val.num);
+			else if (pr->val.type == VAL_BOOL)
+				n += (size_t)snprintf(out + n, len - n, "%s", pr->val.num ? "true" : "false");
+			else
+				n += (size_t)snprintf(out + n, len - n, "%s", pr->val.str);
+			p = close + 1;
+			continue;
+		}
+		out[n++] = *p++;
+	}
+	out[n < len ? n : len - 1] = '\0';
+}
+
+static void sync_desired_action(struct sync *s, struct twin *t, const struct rule *r);
+
+static int
+rule_raise(struct sync *s, struct twin *t, struct rule_state *st, const char *const *names,
+    int64_t now, int64_t source_ts)
+{
+	const struct rule *r = st->rule;
+	struct store_alert_row a = { .twin = t->id, .rule = r->name, .severity = r->severity,
+	    .active = 1, .raised_ts = now };
+	char msg[512], id[32];
+	struct prop *p;
+
+	render_message(r, t, msg, sizeof(msg));
+	a.message = msg;
+	/* The value that raised it: the first property the condition reads. */
+	if (names[0] != NULL && (p = twin_prop(t, names[0])) != NULL)
+		a.val = p->val;
+	if (sync_begin(s) != TW_OK || store_alert_add(s->store, &a, &a.id) != TW_OK)
+		return TW_ERR_DB;
+	st->alert_id = a.id;
+	st->raised_ts = now;
+	metrics_add(&metrics.alerts_raised, 1);
+	atomic_fetch_add(&r->stats->raises, 1);
+	log_info("twin %s: alert %s (%s) raised: %s", t->id, r->name, r->severity, msg);
+	sync_queue_alert(s, t->id, &a);
+	for (int i = 0; i < r->nactions; i++) {
+		const struct rule_action *ra = &r->actions[i];
+
+		if (ra->type == ACTION_DESIRED)
+			continue;	/* all desired actions at once, below */
+		if (t->model != NULL && !model_has_command(t->model, ra->command)) {
+			log_limited(&s->drop_log, "rule %s: %s has no command %s", r->name,
+			    t->model_id, ra->command);
+			atomic_fetch_add(&r->stats->errors, 1);
+			continue;
+		}
+		if (command_issue(s, t->id, ra->command, ra->json, r->name, source_ts, id,
+		    sizeof(id)) == TW_ERR_DB)
+			return TW_ERR_DB;
+	}
+	sync_desired_action(s, t, r);
+	return TW_OK;
+}
+
+static int
+rule_clear(struct sync *s, struct twin *t, struct rule_state *st, int64_t now)
+{
+	struct store_alert_row a = { .twin = t->id, .rule = st->rule->name,
+	    .severity = st->rule->severity, .active = 0, .cleared_ts = now,
+	    .raised_ts = st->raised_ts, .shelved_until_ts = st->shelved_until };
+	char msg[512];
+
+	render_message(st->rule, t, msg, sizeof(msg));
+	a.id = st->alert_id;
+	a.message = msg;
+	/*
+	 * The acknowledgement of the alert must survive its clearing: the row
+	 * is read back so that only active and cleared_ts change.
+	 */
+	if (sync_begin(s) != TW_OK || store_alert_clear(s->store, a.id, now) != TW_OK)
+		return TW_ERR_DB;
+	st->alert_id = 0;
+	st->true_since = 0;
+	atomic_fetch_add(&st->rule->stats->clears, 1);
+	log_info("twin %s: alert %s cleared", t->id, st->rule->name);
+	sync_queue_alert(s, t->id, &a);
+	return TW_OK;
+}
+
+/*
+ * One rule on one twin at twin-clock `now`: `for` delays the raise,
+ * `clear` (or `when` no longer holding) ends the alert, and between the
+ * two nothing changes, so it never flaps.
+ */
+static int
+rule_step(struct sync *s, struct twin *t, struct rule_state *st, int64_t now, int64_t source_ts)
+{
+	const struct rule *r = st->rule;
+	const struct rule_bind *b = &s->binds[r - s->rules->v];
+	int64_t t0 = clock_mono_us();
+	int cond, rc = TW_OK;
+
+	atomic_fetch_add(&r->stats->evaluations, 1);
+	if (st->alert_id != 0) {
+		cond = r->clear != NULL ? eval_expr(s, t, r->clear, b->clear, now) :
+		    !eval_expr(s, t, r->when, b->when, now);
+		if (cond)
+			rc = rule_clear(s, t, st, now);
+		goto out;
+	}
+	if (!eval_expr(s, t, r->when, b->when, now)) {
+		st->true_since = 0;
+		goto out;
+	}
+	if (st->true_since == 0)
+		st->true_since = now;
+	if (now - st->true_since < r->for_ms ||
+	    (st->raised_ts > 0 && r->cooldown_ms > 0 && now - st->raised_ts < r->cooldown_ms) ||
+	    clock_now_ms() < st->shelved_until)
+		goto out;
+	rc = rule_raise(s, t, st, b->when, now, source_ts);
+out:
+	atomic_fetch_add(&r->stats->cost_ns, (uint64_t)(clock_mono_us() - t0) * 1000);
+	return rc;
+}
+
+/* Whether expression names of rule `i` include `name` (interned). */
+static int
+rule_reads(const struct sync *s, int i, const char *name)
+{
+	const struct rule *r = &s->rules->v[i];
+	const struct expr_refs *w = expr_refs(r->when), *c = r->clear ? expr_refs(r->clear) : NULL;
+
+	for (int k = 0; k < w->nprops; k++)
+		if (s->binds[i].when[k] == name)
+			return 1;
+	for (int k = 0; c != NULL && k < c->nprops; k++)
+		if (s->binds[i].clear[k] == name)
+			return 1;
+	return 0;
+}
+
+/*
+ * After an update: the rules that read one of its properties (only
+ * those). With names NULL (the timer), every rule of the twin.
+ */
+static int
+rules_eval(struct sync *s, struct twin *t, const char *const *names, int nnames,
+    int64_t source_ts)
+{
+	int64_t now = twin_clock(t, clock_mono_ms());
+
+	if (now == 0)
+		return TW_OK;
+	for (uint16_t i = 0; i < t->nrs; i++) {
+		struct rule_state *st = &t->rs[i];
+		int idx = (int)(st->rule - s->rules->v), hit = names == NULL;
+
+		for (int k = 0; !hit && k < nnames; k++)
+			hit = rule_reads(s, idx, names[k]);
+		if (hit && rule_step(s, t, st, now, source_ts) != TW_OK)
+			return TW_ERR_DB;
+	}
+	return TW_OK;
+}
+
+static int
+rules_tick_twin(void *arg, struct twin *t)
+{
+	return rules_eval(arg, t, NULL, 0, 0) != TW_OK;
+}
+
+/* Feeds the windows of `t` that follow property `name`. */
+static void
+windows_feed(struct twin *t, const char *name, int64_t ts, const struct tw_val *v)
+{
+	if (v->type != VAL_NUM && v->type != VAL_BOOL)
+		return;
+	for (uint16_t i = 0; i < t->nwindows; i++)
+		if (t->windows[i].name == name)
+			window_add(&t->windows[i].w, ts, v->num);
+}
+
+static int
+bind_names(struct sync *s, const struct expr *e, const char **out)
+{
+	const struct expr_refs *r = expr_refs(e);
+
+	for (int k = 0; k < r->nprops; k++)
+		if ((out[k] = twin_intern(s->twins, r->props[k])) == NULL)
+			return TW_ERR_NOMEM;
+	return TW_OK;
+}
+
+/* Interns the names every rule reads; windows and evaluation then compare pointers. */
+static int
+rules_bind_names(struct sync *s)
+{
+	free(s->binds);
+	if ((s->binds = calloc((size_t)s->rules->n + 1, sizeof(*s->binds))) == NULL)
+		return TW_ERR_NOMEM;
+	for (int i = 0; i < s->rules->n; i++)
+		if (bind_names(s, s->rules->v[i].when, s->binds[i].when) != TW_OK ||
+		    (s->rules->v[i].clear != NULL &&
+		    bind_names(s, s->rules->v[i].clear, s->binds[i].clear) != TW_OK))
+			return TW_ERR_NOMEM;
+	return TW_OK;
+}
+
+static int
+windows_want(struct sync *s, struct twin_window *w, int *n, int max, const struct expr *e,
+    const char *const *names)
+{
+	const struct expr_refs *r = expr_refs(e);
+
+	(void)s;
+	for (int k = 0; k < r->nwindows; k++) {
+		const char *name = names[r->windows[k].prop];
+		int have = 0;
+
+		for (int j = 0; j < *n && !have; j++)
+			have = w[j].name == name && w[j].w.len_ms == r->windows[k].len_ms;
+		if (have)
+			continue;
+		if (*n == max)
+			return TW_ERR_FULL;
+		w[*n].name = name;
+		w[*n].w.len_ms = r->windows[k].len_ms;
+		(*n)++;
+	}
+	return TW_OK;
+}
+
+/*
+ * Gives `t` a state for each rule that matches it, keeping the state (and
+ * open alert) of rules that did not change, and the windows its rules
+ * read, keeping those that already exist with their data.
+ */
+static int
+rules_bind_twin(struct sync *s, struct twin *t)
+{
+	struct rule_state *rs = NULL;
+	struct twin_window *ws = NULL;
+	int nrs = 0, nws = 0, maxw = 0;
+
+	for (int i = 0; i < s->rules->n; i++)
+		if (rules_match(&s->rules->v[i], t->id, t->model_id)) {
+			nrs++;
+			maxw += expr_refs(s->rules->v[i].when)->nwindows +
+			    (s->rules->v[i].clear ? expr_refs(s->rules->v[i].clear)->nwindows : 0);
+		}
+	if ((nrs > 0 && (rs = calloc((size_t)nrs, sizeof(*rs))) == NULL) ||
+	    (maxw > 0 && (ws = calloc((size_t)maxw, sizeof(*ws))) == NULL)) {
+		free(rs);
+		return TW_ERR_NOMEM;
+	}
+	nrs = 0;
+	for (int i = 0; i < s->rules->n; i++) {
+		const struct rule *r = &s->rules->v[i];
+
+		if (!rules_match(r, t->id, t->model_id))
+			continue;
+		rs[nrs].rule = r;
+		for (uint16_t j = 0; j < t->nrs; j++)
+			if (strcmp(t->rs[j].rule->source, r->source) == 0) {
+				rs[nrs] = t->rs[j];
+				rs[nrs].rule = r;
+			}
+		for (int j = 0; j < s->nopened; j++)
+			if (strcmp(s->opened[j].twin, t->id) == 0 &&
+			    strcmp(s->opened[j].rule, r->name) == 0) {
+				rs[nrs].alert_id = s->opened[j].id;
+				rs[nrs].raised_ts = s->opened[j].raised_ts;
+				rs[nrs].shelved_until = s->opened[j].shelved_until;
+			}
+		windows_want(s, ws, &nws, maxw, r->when, s->binds[i].when);
+		if (r->clear != NULL)
+			windows_want(s, ws, &nws, maxw, r->clear, s->binds[i].clear);
+		nrs++;
+	}
+	for (int j = 0; j < nws; j++) {
+		struct twin_window *old = window_of(t, ws[j].name, ws[j].w.len_ms);
+
+		if (old != NULL)
+			ws[j] = *old;
+		else
+			window_init(&ws[j].w, ws[j].w.len_ms);
+	}
+	free(t->rs);
+	free(t->windows);
+	t->rs = rs;
+	t->nrs = (uint16_t)nrs;
+	t->windows = ws;
+	t->nwindows = (uint16_t)nws;
+	return TW_OK;
+}
+
+static int
+rebind_rules(void *arg, struct twin *t)
+{
+	return rules_bind_twin(arg, t) != TW_OK;
+}
+
+/* The operator acknowledged or shelved an alert: a shelved rule does not raise. */
+static void
+rules_alert_changed(struct sync *s, const struct store_alert_row *a)
+{
+	struct twin *t = twin_find(s->twins, a->twin, strlen(a->twin));
+
+	for (uint16_t i = 0; t != NULL && i < t->nrs; i++)
+		if (t->rs[i].alert_id == a->id || strcmp(t->rs[i].rule->name, a->rule) == 0)
+			t->rs[i].shelved_until = a->shelved_until_ts;
+}
+
+/* ---- commands ---- */
+
+static void
+inflight_free(struct inflight *c)
+{
+	free(c->command);
+	free(c->params);
+	free(c->rule);
+}
+
+static struct inflight *
+inflight_find(struct sync *s, const char *id)
+{
+	for (unsigned i = 0; i < s->ncmds; i++)
+		if (strcmp(s->cmds[i].id, id) == 0)
+			return &s->cmds[i];
+	return NULL;
+}
+
+static void
+inflight_remove(struct sync *s, struct inflight *c)
+{
+	inflight_free(c);
+	*c = s->cmds[--s->ncmds];
+}
+
+static void
+inflight_clear(struct sync *s)
+{
+	while (s->ncmds > 0)
+		inflight_remove(s, &s->cmds[0]);
+}
+
+static void
+command_row_of(const struct inflight *c, const char *status, const char *reason,
+    int64_t acked_ts, struct store_command_row *row)
+{
+	*row = (struct store_command_row){
+		.id = c->id, .twin = c->twin, .command = c->command, .params = c->params,
+		.rule = c->rule, .status = status, .reason = reason, .source_ts = c->source_ts,
+		.issued_ts = c->issued_ts, .sent_ts = c->sent_ts, .acked_ts = acked_ts,
+	};
+}
+
+/* Writes a new status of `c` in the open batch and queues its event. */
+static int
+command_status(struct sync *s, const struct inflight *c, const char *status,
+    const char *reason, int64_t acked_ts)
+{
+	struct store_command_row row;
+
+	command_row_of(c, status, reason, acked_ts, &row);
+	if (sync_begin(s) != TW_OK || store_command_put(s->store, &row) != TW_OK)
+		return TW_ERR_DB;
+	sync_queue(s, NULL, "command", c->twin, alert_command_json(&row));
+	return TW_OK;
+}
+
+/* A new in-flight entry (not stored); NULL when full or out of memory. */
+static struct inflight *
+inflight_add(struct sync *s, const char *twin, const char *command, const char *params,
+    const char *rule, int64_t source_ts)
+{
+	struct inflight *c;
+
+	if (s->ncmds >= (unsigned)s->conf->cmd_max_inflight)
+		return NULL;
+	if (s->ncmds == s->cap_cmds) {
+		unsigned cap = s->cap_cmds == 0 ? 16 : s->cap_cmds * 2;
+
+		if ((c = realloc(s->cmds, cap * sizeof(*c))) == NULL)
+			return NULL;
+		s->cmds = c;
+		s->cap_cmds = cap;
+	}
+	c = &s->cmds[s->ncmds];
+	memset(c, 0, sizeof(*c));
+	alert_command_id(c->id, sizeof(c->id));
+	snprintf(c->twin, sizeof(c->twin), "%s", twin);
+	c->command = strdup(command);
+	c->params = strdup(params != NULL ? params : "{}");
+	c->rule = rule != NULL ? strdup(rule) : NULL;
+	c->source_ts = source_ts;
+	c->issued_ts = clock_now_ms();
+	if (c->command == NULL || c->params == NULL || (rule != NULL && c->rule == NULL)) {
+		inflight_free(c);
+		return NULL;
+	}
+	s->ncmds++;
+	return c;
+}
+
+/*
+ * Issues a command: stored as pending in the open batch, published after
+ * the commit (the command is on disk before it can reach the machine).
+ * Returns 0 with its id in id_out, TW_ERR_FULL when too many are in
+ * flight, or TW_ERR_DB.
+ */
+static int
+command_issue(struct sync *s, const char *twin, const char *command, const char *params,
+    const char *rule, int64_t source_ts, char *id_out, size_t id_len)
+{
+	struct store_command_row row;
+	struct inflight *c;
+
+	if ((c = inflight_add(s, twin, command, params, rule, source_ts)) == NULL)
+		return TW_ERR_FULL;
+	command_row_of(c, "pending", NULL, 0, &row);
+	if (sync_begin(s) != TW_OK || store_command_put(s->store, &row) != TW_OK) {
+		inflight_remove(s, c);
+		return TW_ERR_DB;
+	}
+	s->cmds_to_publish = 1;
+	snprintf(id_out, id_len, "%s", c->id);
+	sync_queue(s, NULL, "command", twin, alert_command_json(&row));
+	return TW_OK;
+}
+
+/*
+ * Hands committed, unpublished commands to libmosquitto, only while the
+ * broker is connected: libmosquitto would otherwise keep a command in
+ * memory and send it on reconnect, however late, and the TTL would not hold.
+ */
+static void
+commands_publish(struct sync *s)
+{
+	char topic[TOPIC_MAX], *js;
+	struct store_command_row row;
+	struct outstanding *o;
+	int mid;
+
+	if (!s->cmds_to_publish || s->mqtt == NULL || !mqtt_connected(s->mqtt))
+		return;
+	s->cmds_to_publish = 0;
+	for (unsigned i = 0; i < s->ncmds; i++) {
+		struct inflight *c = &s->cmds[i];
+
+		if (c->published)
+			continue;
+		command_row_of(c, "pending", NULL, 0, &row);
+		if (mqtt_topic(s->conf->command_topic, c->twin, topic, sizeof(topic)) != TW_OK)
+			continue;
+		js = cJSON_PrintUnformatted(alert_command_wire(&row) ?: cJSON_CreateNull());
+		if (js != NULL && mqtt_publish(s->mqtt, topic, js, (int)strlen(js), 0, &mid) == TW_OK &&
+		    (o = calloc(1, sizeof(*o))) != NULL) {
+			struct outstanding *old;
+
+			HASH_FIND_INT(s->outstanding, &mid, old);
+			if (old != NULL) {
+				HASH_DEL(s->outstanding, old);
+				free(old);
+			}
+			o->mid = mid;
+			snprintf(o->cmd, sizeof(o->cmd), "%s", c->id);
+			HASH_ADD_INT(s->outstanding, mid, o);
+			c->published = 1;
+		} else {
+			s->cmds_to_publish = 1;
+		}
+		cJSON_free(js);
+	}
+}
+
+/* The broker took the command: it is "sent"; the asset's answer is awaited. */
+static void
+command_sent(struct sync *s, const char *id)
+{
+	struct inflight *c = inflight_find(s, id);
+
+	if (c == NULL || c->sent_ts > 0)
+		return;
+	c->sent_ts = clock_now_ms();
+	if (command_status(s, c, "sent", NULL, 0) != TW_OK)
+		log_warnx("command %s: cannot store its sending", id);
+}
+
+/* The asset answered: done, rejected or failed, with its detail. */
+static int
+command_answer(struct sync *s, const struct rec *r)
+{
+	const char *id = rec_body(r), *status = id + strlen(id) + 1;
+	const char *detail = status + strlen(status) + 1;
+	struct inflight *c = inflight_find(s, id);
+	int rc;
+
+	if (c == NULL || strcmp(c->twin, r->id) != 0) {
+		log_limited(&s->drop_log, "twin %s: answer to unknown or settled command %s (%s)",
+		    r->id, id, status);
+		return TW_OK;
+	}
+	rc = command_status(s, c, status, detail[0] != '\0' ? detail : NULL, r->arrival_ms);
+	if (rc == TW_OK)
+		inflight_remove(s, c);
+	return rc;
+}
+
+/* Commands that waited too long: expired before the broker took them, timed out after. */
+static int
+commands_expire(struct sync *s)
+{
+	int64_t now = clock_now_ms();
+
+	for (unsigned i = 0; i < s->ncmds;) {
+		struct inflight *c = &s->cmds[i];
+		const char *st = NULL;
+
+		if (c->sent_ts == 0 && now - c->issued_ts > s->conf->cmd_ttl_ms)
+			st = "expired";
+		else if (c->sent_ts > 0 && now - c->sent_ts > s->conf->cmd_timeout_ms)
+			st = "timed_out";
+		if (st == NULL) {
+			i++;
+			continue;
+		}
+		if (command_status(s, c, st, st[0] == 'e' ? "the broker did not take it in time" :
+		    "no answer from the asset in time", 0) != TW_OK)
+			return TW_ERR_DB;
+		inflight_remove(s, c);
+	}
+	return TW_OK;
+}
+
+static int
+load_command(void *arg, const struct store_command_row *row)
+{
+	struct sync *s = arg;
+	struct inflight *c = inflight_add(s, row->twin, row->command, row->params, row->rule,
+	    row->source_ts);
+
+	if (c == NULL)
+		return 0;
+	snprintf(c->id, sizeof(c->id), "%s", row->id);
+	c->issued_ts = row->issued_ts;
+	c->sent_ts = row->sent_ts;
+	/* A pending one is published (again) once connected; a sent one waits for its answer. */
+	c->published = row->sent_ts > 0;
+	s->cmds_to_publish |= !c->published;
+	return 0;
 }
 
 /* ---- requests from other threads ---- */
@@ -1020,14 +1773,75 @@ patch_check(struct sync_req *r, const struct twin *t, const cJSON *it, struct tw
 	return 0;
 }
 
+/*
+ * Applies a checked desired patch to `t` in the open batch. Returns 0
+ * (with *changed) or TW_ERR_NOMEM.
+ */
+static int
+desired_apply(struct sync *s, struct sync_req *r, struct twin *t, const cJSON *patch,
+    int64_t now, int *changed)
+{
+	struct tw_val v;
+	const cJSON *it;
+
+	*changed = 0;
+	cJSON_ArrayForEach(it, patch) {
+		const char *name = twin_intern(s->twins, it->string);
+		struct desired *d = name != NULL ? twin_desired(t, name) : NULL;
+
+		v.type = 0;
+		patch_check(r, t, it, &v);
+		if (name == NULL)
+			return TW_ERR_NOMEM;
+		if (cJSON_IsNull(it)) {
+			if (d == NULL)
+				continue;
+			d->removed = 1;
+			d->dirty = 1;
+			*changed = 1;
+			if (d->in_delta)
+				want_publish(s, t);
+			continue;
+		}
+		if (d != NULL && value_equal(&d->val, &v))
+			continue;
+		if ((d = twin_desired_set(t, name, &v, now)) == NULL)
+			return TW_ERR_NOMEM;
+		/* A new value starts a new episode: not yet published, not yet reached. */
+		d->published = 0;
+		d->converged_ts = 0;
+		d->in_delta = 0;
+		desired_eval(t, d, now);
+		*changed = 1;
+		want_publish(s, t);
+	}
+	if (*changed) {
+		t->version++;
+		twin_mark_dirty(s->twins, t);
+	}
+	return TW_OK;
+}
+
+/* Checks every entry of a patch: a refused patch changes nothing. 0 or fills `r`. */
+static int
+desired_check(struct sync_req *r, const struct twin *t, const cJSON *patch)
+{
+	struct tw_val v;
+	const cJSON *it;
+
+	cJSON_ArrayForEach(it, patch) {
+		v.type = 0;
+		if (patch_check(r, t, it, &v) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 static void
 sync_req_desired(struct sync *s, struct sync_req *r)
 {
 	struct twin *t = twin_find(s->twins, r->twin, strlen(r->twin));
-	int64_t now = clock_now_ms();
-	struct tw_val v;
-	const cJSON *it;
-	int changed = 0;
+	int changed;
 
 	if (t == NULL) {
 		req_fail(r, 404, "not_found", "no twin '%s'", r->twin);
@@ -1039,53 +1853,16 @@ sync_req_desired(struct sync *s, struct sync_req *r)
 		r->version = t->version;
 		return;
 	}
-	/* All entries are checked before any is applied: a refused patch changes nothing. */
-	cJSON_ArrayForEach(it, r->patch) {
-		v.type = 0;
-		if (patch_check(r, t, it, &v) != 0)
-			return;
-	}
-	if (s->in_txn && sync_commit(s) != TW_OK) {
+	if (desired_check(r, t, r->patch) != 0)
+		return;
+	if ((s->in_txn && sync_commit(s) != TW_OK) || sync_begin(s) != TW_OK) {
 		req_fail(r, 500, "internal", "the database is failing");
 		return;
 	}
-	if (sync_begin(s) != TW_OK) {
-		req_fail(r, 500, "internal", "the database is failing");
+	if (desired_apply(s, r, t, r->patch, clock_now_ms(), &changed) != TW_OK) {
+		sync_fail(s, "desired state (out of memory)");
+		req_fail(r, 500, "internal", "out of memory");
 		return;
-	}
-	cJSON_ArrayForEach(it, r->patch) {
-		const char *name = twin_intern(s->twins, it->string);
-		struct desired *d = name != NULL ? twin_desired(t, name) : NULL;
-
-		v.type = 0;
-		patch_check(r, t, it, &v);
-		if (name == NULL)
-			goto nomem;
-		if (cJSON_IsNull(it)) {
-			if (d == NULL)
-				continue;
-			d->removed = 1;
-			d->dirty = 1;
-			changed = 1;
-			if (d->in_delta)
-				want_publish(s, t);
-			continue;
-		}
-		if (d != NULL && value_equal(&d->val, &v))
-			continue;
-		if ((d = twin_desired_set(t, name, &v, now)) == NULL)
-			goto nomem;
-		/* A new value starts a new episode: not yet published, not yet reached. */
-		d->published = 0;
-		d->converged_ts = 0;
-		d->in_delta = 0;
-		desired_eval(t, d, now);
-		changed = 1;
-		want_publish(s, t);
-	}
-	if (changed) {
-		t->version++;
-		twin_mark_dirty(s->twins, t);
 	}
 	r->version = t->version;
 	if (sync_commit(s) != TW_OK) {
@@ -1093,10 +1870,29 @@ sync_req_desired(struct sync *s, struct sync_req *r)
 		return;
 	}
 	r->status = 200;
-	return;
-nomem:
-	sync_fail(s, "desired state (out of memory)");
-	req_fail(r, 500, "internal", "out of memory");
+}
+
+/* A rule's {"desired": {...}} action, checked like an operator's PATCH, in the open batch. */
+static void
+sync_desired_action(struct sync *s, struct twin *t, const struct rule *rule)
+{
+	struct sync_req r = { 0 };
+	int changed;
+
+	for (int i = 0; i < rule->nactions; i++) {
+		const struct rule_action *a = &rule->actions[i];
+		cJSON *patch;
+
+		if (a->type != ACTION_DESIRED || (patch = cJSON_Parse(a->json)) == NULL)
+			continue;
+		if (desired_check(&r, t, patch) != 0 ||
+		    desired_apply(s, &r, t, patch, clock_now_ms(), &changed) != TW_OK) {
+			log_limited(&s->drop_log, "rule %s: desired action on %s refused: %s",
+			    rule->name, t->id, r.message);
+			atomic_fetch_add(&rule->stats->errors, 1);
+		}
+		cJSON_Delete(patch);
+	}
 }
 
 /* Applies the twins file: creates missing twins and sets models and parents. */
@@ -1112,7 +1908,8 @@ sync_apply_plant(struct sync *s, const struct plant *p)
 			log_warnx("twins file: %s: max_twins reached", e->id);
 			continue;
 		}
-		if (twin_set_meta(t, e->model, m, e->parent) != TW_OK)
+		if (twin_set_meta(t, e->model, m, e->parent) != TW_OK ||
+		    rules_bind_twin(s, t) != TW_OK)
 			return TW_ERR_NOMEM;
 		twin_mark_dirty(s->twins, t);
 	}
@@ -1133,25 +1930,140 @@ static void
 sync_req_reload(struct sync *s, struct sync_req *r)
 {
 	struct model_set *old;
+	struct rule_set *old_rules;
 
 	if (s->in_txn)
 		sync_commit(s);
 	pthread_mutex_lock(&s->lock);
 	old = s->models;
 	s->models = r->models;
+	old_rules = s->rules;
+	s->rules = r->rules;
 	pthread_mutex_unlock(&s->lock);
 	r->models = NULL;
-	if (twin_each(s->twins, rebind_model, s) != 0 || sync_begin(s) != TW_OK ||
+	r->rules = NULL;
+	/* Unchanged rules keep their state: the old set lives until every twin is rebound. */
+	if (rules_bind_names(s) != TW_OK || twin_each(s->twins, rebind_model, s) != 0 ||
+	    twin_each(s->twins, rebind_rules, s) != 0 || sync_begin(s) != TW_OK ||
 	    sync_apply_plant(s, &r->plant) != TW_OK || sync_commit(s) != TW_OK) {
 		req_fail(r, 500, "internal", "reload failed; see the log");
 	} else {
 		r->status = 200;
-		log_info("reloaded: %d models, %d twins in the twins file",
-		    model_count(s->models), r->plant.n);
+		log_info("reloaded: %d models, %d twins in the twins file, %d rules",
+		    model_count(s->models), r->plant.n, s->rules->n);
 	}
 	plant_cleanup(&r->plant);
-	/* Twins now point into the new set only. */
+	/* Twins now point into the new sets only. */
 	model_set_unref(old);
+	rules_unref(old_rules);
+}
+
+static void
+sync_req_command(struct sync *s, struct sync_req *r)
+{
+	struct twin *t = twin_find(s->twins, r->twin, strlen(r->twin));
+	char id[32], *params = NULL;
+	struct inflight *c;
+	int rc;
+
+	if (t == NULL) {
+		req_fail(r, 404, "not_found", "no twin '%s'", r->twin);
+		return;
+	}
+	if (t->model != NULL && !model_has_command(t->model, r->command)) {
+		req_fail(r, 422, "unknown_command", "%s has no command '%.64s'", t->model_id,
+		    r->command);
+		return;
+	}
+	if (r->params != NULL && (params = cJSON_PrintUnformatted(r->params)) == NULL) {
+		req_fail(r, 500, "internal", "out of memory");
+		return;
+	}
+	rc = command_issue(s, t->id, r->command, params, NULL, 0, id, sizeof(id));
+	cJSON_free(params);
+	if (rc == TW_ERR_FULL) {
+		req_fail(r, 503, "busy", "%d commands are in flight already ([commands] max_inflight)",
+		    s->conf->cmd_max_inflight);
+		return;
+	}
+	if (rc != TW_OK || sync_commit(s) != TW_OK) {
+		req_fail(r, 500, "internal", "the database is failing; the command was not issued");
+		return;
+	}
+	if ((c = inflight_find(s, id)) != NULL) {
+		struct store_command_row row;
+
+		command_row_of(c, c->published ? "pending" : "pending", NULL, 0, &row);
+		r->result = alert_command_json(&row);
+	}
+	r->status = 202;
+}
+
+struct alert_copy {
+	struct store_alert_row row;
+	char twin[TWIN_ID_MAX + 1], rule[128], severity[16], message[512], str[STR_VALUE_MAX + 1];
+	int found;
+};
+
+static int
+copy_alert(void *arg, const struct store_alert_row *a)
+{
+	struct alert_copy *c = arg;
+
+	c->row = *a;
+	snprintf(c->twin, sizeof(c->twin), "%s", a->twin);
+	snprintf(c->rule, sizeof(c->rule), "%s", a->rule);
+	snprintf(c->severity, sizeof(c->severity), "%s", a->severity);
+	snprintf(c->message, sizeof(c->message), "%s", a->message);
+	c->row.twin = c->twin;
+	c->row.rule = c->rule;
+	c->row.severity = c->severity;
+	c->row.message = c->message;
+	if (a->val.type == VAL_STR) {
+		snprintf(c->str, sizeof(c->str), "%s", a->val.str);
+		c->row.val.str = c->str;
+	}
+	c->found = 1;
+	return 0;
+}
+
+/* Acknowledge or shelve an alert: the operator's side of its life (ISA-18.2). */
+static void
+sync_req_alert(struct sync *s, struct sync_req *r)
+{
+	struct alert_copy a = { 0 };
+	int64_t now = clock_now_ms();
+
+	if (s->in_txn && sync_commit(s) != TW_OK) {
+		req_fail(r, 500, "internal", "the database is failing");
+		return;
+	}
+	if (store_alert_get(s->store, r->alert_id, copy_alert, &a) != TW_OK || !a.found) {
+		req_fail(r, 404, "not_found", "no alert %lld", (long long)r->alert_id);
+		return;
+	}
+	if (r->type == SYNC_REQ_ALERT_ACK) {
+		if (!a.row.acknowledged) {
+			a.row.acknowledged = 1;
+			a.row.acked_ts = now;
+		}
+	} else {
+		a.row.shelved_until_ts = now + r->shelve_ms;
+	}
+	if (sync_begin(s) != TW_OK || store_alert_put(s->store, &a.row) != TW_OK) {
+		store_rollback(s->store);
+		s->in_txn = 0;
+		req_fail(r, 500, "internal", "the database is failing");
+		return;
+	}
+	rules_alert_changed(s, &a.row);
+	sync_queue_alert(s, a.row.twin, &a.row);
+	if (sync_commit(s) != TW_OK) {
+		req_fail(r, 500, "internal", "the database is failing");
+		return;
+	}
+	r->result = alert_json(&a.row);
+	r->status = 200;
 }
 
 static void
@@ -1166,10 +2078,19 @@ sync_requests(struct sync *s)
 		atomic_fetch_sub(&s->nreqs, 1);
 		pthread_mutex_unlock(&s->lock);
 
-		if (r->type == SYNC_REQ_DESIRED)
+		switch (r->type) {
+		case SYNC_REQ_DESIRED:
 			sync_req_desired(s, r);
-		else
+			break;
+		case SYNC_REQ_RELOAD:
 			sync_req_reload(s, r);
+			break;
+		case SYNC_REQ_COMMAND:
+			sync_req_command(s, r);
+			break;
+		default:
+			sync_req_alert(s, r);
+		}
 
 		pthread_mutex_lock(&s->lock);
 		r->done = 1;
@@ -1196,6 +2117,18 @@ sync_request(struct sync *s, struct sync_req *r)
 	while (!r->done)
 		pthread_cond_wait(&s->progress, &s->lock);
 	pthread_mutex_unlock(&s->lock);
+}
+
+struct rule_set *
+sync_rules(struct sync *s)
+{
+	struct rule_set *r;
+
+	pthread_mutex_lock(&s->lock);
+	r = s->rules;
+	rules_ref(r);
+	pthread_mutex_unlock(&s->lock);
+	return r;
 }
 
 struct model_set *
@@ -1227,7 +2160,6 @@ sync_main(void *arg)
 	int stopping;
 
 	s->next_tick = clock_mono_ms() + TICK_MS;
-	twin_each(s->twins, republish_pending, s);
 	for (;;) {
 		p = ring_peek(s->ring, &len, 100);
 		if (p != NULL) {
@@ -1259,13 +2191,14 @@ sync_main(void *arg)
 
 struct sync *
 sync_new(const struct conf *c, struct ring *r, struct store *store, struct model_set *models,
-    struct plant *plant)
+    struct plant *plant, struct rule_set *rules)
 {
 	struct sync *s = calloc(1, sizeof(*s));
 
 	if (s == NULL) {
 		store_close(store);
 		model_set_unref(models);
+		rules_unref(rules);
 		plant_cleanup(plant);
 		return NULL;
 	}
@@ -1273,14 +2206,20 @@ sync_new(const struct conf *c, struct ring *r, struct store *store, struct model
 	s->ring = r;
 	s->store = store;
 	s->models = models;
+	s->rules = rules;
 	s->status_rule = (struct status_rule){ c->stale_factor, c->offline_factor,
 	    c->stale_after_ms, c->offline_after_ms };
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->progress, NULL);
 	s->twins = twin_map_new(c->max_twins, c->max_props_per_twin);
 	s->names = calloc((size_t)c->max_properties, sizeof(*s->names));
-	if (s->twins == NULL || s->names == NULL || sync_load(s) != TW_OK)
+	if (s->twins == NULL || s->names == NULL || sync_load(s) != TW_OK ||
+	    rules_bind_names(s) != TW_OK || twin_each(s->twins, rebind_rules, s) != 0)
 		goto fail;
+	/* Open alerts are bound to their rules now; the list has served. */
+	free(s->opened);
+	s->opened = NULL;
+	s->nopened = 0;
 	if (store_begin(s->store) != TW_OK || sync_apply_plant(s, plant) != TW_OK ||
 	    twin_flush_dirty(s->twins, flush_twin, s) != TW_OK || store_commit(s->store) != TW_OK) {
 		log_warnx("cannot apply the twins file: %s", store_errmsg(s->store));
@@ -1320,6 +2259,11 @@ sync_free(struct sync *s)
 	free(s->publish);
 	msgs_clear(s);
 	free(s->msgs);
+	inflight_clear(s);
+	free(s->cmds);
+	free(s->binds);
+	free(s->opened);
+	rules_unref(s->rules);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->progress);
 	free(s);

@@ -64,6 +64,8 @@ twin_free(struct twin *t)
 		value_free(&t->desired[i].val);
 	free(t->props);
 	free(t->desired);
+	free(t->windows);
+	free(t->rs);
 	free(t->model_id);
 	free(t->parent);
 	free(t->id);
@@ -199,6 +201,12 @@ twin_prop_set(struct prop *p, int64_t ts, const struct tw_val *v)
 	/* Equal times: a correction wins, the same value changes nothing. */
 	if (ts < p->ts || (ts == p->ts && p->val.type != 0 && value_equal(&p->val, v)))
 		return 0;
+	if (p->val.type == VAL_NUM || p->val.type == VAL_BOOL) {
+		p->prev_type = p->val.type;
+		p->prev_num = p->val.num;
+	} else {
+		p->prev_type = 0;
+	}
 	if (value_copy(&p->val, v) != TW_OK)
 		return -TW_ERR_NOMEM;
 	p->ts = ts;
@@ -383,4 +391,12 @@ twin_status_name(int status)
 	static const char *const names[] = { "offline", "stale", "online" };
 
 	return status >= 0 && status <= TWIN_ONLINE ? names[status] : "offline";
+}
+
+int64_t
+twin_clock(const struct twin *t, int64_t now_mono)
+{
+	if (t->newest_ts == 0)
+		return 0;
+	return t->newest_ts + (now_mono - t->newest_mono);
 }

@@ -7,6 +7,7 @@ Run with the system Python (it has paho-mqtt 1.6.1, requests and pytest):
     /usr/bin/python3 -m pytest tests/integration -q
 """
 
+import contextlib
 import json
 import os
 import re
@@ -311,6 +312,11 @@ class Twind:
             self.proc.kill()
             self.proc.wait(5)
         return self.proc.returncode if self.proc else None
+
+    def hup(self):
+        """SIGHUP: reload the config's models and twins file."""
+        assert self.running(), "twind is not running"
+        self.proc.send_signal(signal.SIGHUP)
 
     # -- http
 
@@ -662,3 +668,366 @@ def wait_stored(tw, acked_ts, timeout, prop="seq"):
         return True
     total = sum(len(v) for v in acked_ts.values())
     wait_until(done, timeout, interval=0.2, what=f"{total} acknowledged messages in SQLite")
+
+
+# --------------------------------------------------------------------------
+# models, twins file, desired state, live events (the "plant" tests)
+
+CTX = ["dtmi:dtdl:context;3", "dtmi:twind:context;1"]
+PUMP_ID = "dtmi:test:Pump;1"
+LINE_ID = "dtmi:test:Line;1"
+LOOSE_ID = "dtmi:test:Loose;1"
+
+
+def pump_model(model_id=PUMP_ID, strict=True, temp_max=100):
+    """The Pump of the brief (strict; temperature 0..100 every 1 s; writable
+    speed 0..3000 with tolerance 5 and convergenceTimeout 2 s; writable mode
+    without a timeout; integer count), plus a unit, a read-only Property and
+    a slow Telemetry placed first, so that "the shortest period counts" is
+    not the same as "the first period counts"."""
+    return {
+        "@context": CTX, "@id": model_id, "@type": "Interface", "strict": strict,
+        "contents": [
+            {"@type": "Telemetry", "name": "pressure", "schema": "double", "period": "10s"},
+            {"@type": "Telemetry", "name": "temperature", "schema": "double",
+             "unit": "degreeCelsius", "minimum": 0, "maximum": temp_max, "period": "1s"},
+            {"@type": "Property", "name": "speed", "schema": "double", "writable": True,
+             "minimum": 0, "maximum": 3000, "tolerance": 5, "convergenceTimeout": "2s"},
+            {"@type": "Property", "name": "mode", "schema": "string", "writable": True},
+            {"@type": "Telemetry", "name": "count", "schema": "integer"},
+            {"@type": "Property", "name": "serial", "schema": "string"},
+            {"@type": "Command", "name": "stop"},
+            {"@type": "Relationship", "name": "motor", "target": LINE_ID},
+        ],
+    }
+
+
+def line_model():
+    """A parent without a period (its own status follows stale_after)."""
+    return {"@context": CTX, "@id": LINE_ID, "@type": "Interface",
+            "contents": [{"@type": "Telemetry", "name": "throughput", "schema": "double"}]}
+
+
+def loose_model():
+    """Not strict: unknown properties are welcome, known ones are checked."""
+    return {"@context": CTX, "@id": LOOSE_ID, "@type": "Interface", "strict": False,
+            "contents": [{"@type": "Telemetry", "name": "temperature", "schema": "double",
+                          "minimum": 0, "maximum": 100}]}
+
+
+DEFAULT_MODELS = {"pump.json": pump_model(), "line.json": line_model(),
+                  "loose.json": loose_model()}
+
+
+def write_plant(base, models=None, twins=None):
+    """Writes base/models/*.json (dict or raw text each) and base/twins.json.
+    Returns (models_dir, twins_file)."""
+    base = Path(base)
+    mdir = base / "models"
+    mdir.mkdir(parents=True, exist_ok=True)
+    for name, body in (DEFAULT_MODELS if models is None else models).items():
+        (mdir / name).write_text(body if isinstance(body, str) else json.dumps(body, indent=1))
+    tfile = base / "twins.json"
+    tfile.write_text(twins if isinstance(twins, str) else json.dumps(twins or [], indent=1))
+    return mdir, tfile
+
+
+def plant_extra(mdir, tfile, **twins_keys):
+    """`extra` for Twind: the models and twins, status factors 2 and 4, and a
+    short reconnect so that a returning broker is found within a second."""
+    keys = {"models": str(mdir), "file": str(tfile), "stale_factor": "2",
+            "offline_factor": "4", "converge_timeout": "3s"}
+    keys.update({k: str(v) for k, v in twins_keys.items()})
+    return {"twins": keys,
+            "mqtt": {"desired_topic": "plant/{twin}/desired",
+                     "alert_topic": "plant/{twin}/alert",
+                     "reconnect_min": "200ms", "reconnect_max": "1s"}}
+
+
+@contextlib.contextmanager
+def shared_plant(request, tmp_path_factory, twins, models=None, http=None, **twins_keys):
+    """One broker + twind (with models and a twins file) + publisher for a
+    whole module. Yields Shared with .mdir and .tfile set."""
+    base = tmp_path_factory.mktemp("plant")
+    s = Stack()
+    b = Broker(base / "broker")
+    s.brokers.append(b)
+    try:
+        b.start()
+        mdir, tfile = write_plant(base / "conf", models, twins)
+        extra = plant_extra(mdir, tfile, **twins_keys)
+        if http:
+            extra["http"] = dict(http)
+        t = Twind(base / "twind", b, extra)
+        s.twinds.append(t)
+        t.start()
+        p = Publisher(b.port)
+        s.pubs.append(p)
+        sh = Shared(b, t, p)
+        sh.mdir, sh.tfile = mdir, tfile
+        yield sh
+    finally:
+        s.cleanup(show_logs=request.session.testsfailed > 0)
+
+
+def patch_desired(tw, twin_id, body, if_match=None, raw=None):
+    headers = {"Content-Type": "application/json"}
+    if if_match is not None:
+        headers["If-Match"] = if_match
+    data = raw if raw is not None else json.dumps(body)
+    return tw.request("PATCH", f"/api/v1/twins/{twin_id}/desired", data=data,
+                      headers=headers)
+
+
+def assert_error(r, status, code):
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert set(body) == {"error"}, body
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
+
+
+# ---- MQTT subscriber
+
+class Msg:
+    __slots__ = ("topic", "payload", "retain", "qos", "t")
+
+    def __init__(self, m):
+        self.topic, self.payload, self.retain, self.qos = m.topic, m.payload, m.retain, m.qos
+        self.t = time.monotonic()
+
+    def json(self):
+        return json.loads(self.payload)
+
+    def __repr__(self):
+        return f"Msg({self.topic!r}, {self.payload[:200]!r}, retain={self.retain}, qos={self.qos})"
+
+
+class Subscriber:
+    """Subscribes to `topics` (QoS 1 by default) and records every message.
+    sync() makes sure the retained messages of the subscription are in."""
+
+    def __init__(self, port, topics, qos=1):
+        self.msgs = []
+        self.lock = threading.Lock()
+        self.sync_topic = "harness/sync/" + secrets.token_hex(4)
+        self.client = mqtt.Client(client_id="sub-" + secrets.token_hex(4), clean_session=True)
+        self.client.on_message = self._on_message
+        self._subacks = set()
+        self._cv = threading.Condition()
+        self.client.on_subscribe = self._on_subscribe
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        mids = []
+        for topic in list(topics) + [self.sync_topic]:
+            rc, mid = self.client.subscribe(topic, qos=qos)
+            assert rc == mqtt.MQTT_ERR_SUCCESS, rc
+            mids.append(mid)
+        with self._cv:
+            ok = self._cv.wait_for(lambda: set(mids) <= self._subacks, 10)
+        if not ok:
+            self.close()
+            raise AssertionError("subscriber: no SUBACK within 10 s")
+
+    def _on_subscribe(self, client, userdata, mid, granted):
+        with self._cv:
+            self._subacks.add(mid)
+            self._cv.notify_all()
+
+    def _on_message(self, client, userdata, m):
+        with self.lock:
+            self.msgs.append(Msg(m))
+
+    def messages(self, topic=None):
+        with self.lock:
+            return [m for m in self.msgs if topic is None or m.topic == topic]
+
+    def sync(self, timeout=5):
+        """Publishes a marker to ourselves at QoS 1 and waits for it: the
+        broker sends our QoS 1 messages in order, so every retained message
+        the subscription brought is in when the marker is."""
+        token = secrets.token_hex(4).encode()
+        self.client.publish(self.sync_topic, token, qos=1)
+        wait_until(lambda: any(m.payload == token for m in self.messages(self.sync_topic)),
+                   timeout, what="subscriber sync marker")
+
+    def wait_for(self, pred, timeout, what=None, topic=None):
+        def find():
+            for m in self.messages(topic):
+                if pred(m):
+                    return m
+            return None
+        return wait_until(find, timeout, interval=0.02, what=what or "an MQTT message")
+
+    def close(self):
+        try:
+            self.client.disconnect()
+        except Exception:  # noqa: BLE001
+            pass
+        self.client.loop_stop()
+
+
+def retained(port, topic, timeout=5):
+    """The retained message on `topic` as a fresh subscriber sees it: a Msg,
+    or None when the broker holds none."""
+    sub = Subscriber(port, [topic])
+    try:
+        sub.sync(timeout)
+        got = [m for m in sub.messages(topic) if m.retain]
+        assert len(got) <= 1, got
+        return got[0] if got else None
+    finally:
+        sub.close()
+
+
+# ---- Server-Sent Events client
+
+class SSEEvent:
+    __slots__ = ("type", "raw", "data", "t")
+
+    def __init__(self, etype, raw):
+        self.type, self.raw, self.t = etype, raw, time.monotonic()
+        try:
+            self.data = json.loads(raw)
+        except ValueError:
+            self.data = None
+
+    def __repr__(self):
+        return f"SSE({self.type}: {self.raw[:300]})"
+
+
+class EventStream:
+    """A raw HTTP/1.1 client of /api/v1/events that parses the stream in a
+    thread (chunked or not). With read=False it connects, sends the request
+    and then never reads: a stalled client (rcvbuf makes its socket buffer
+    small)."""
+
+    def __init__(self, port, path="/api/v1/events", read=True, rcvbuf=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(5)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                           "Accept: text/event-stream\r\n\r\n").encode())
+        self.status = None
+        self.headers = {}
+        self.body = b""           # decoded body bytes seen so far
+        self.blocks = []          # every SSE block: ("comment"|"event", text or SSEEvent)
+        self.events = []
+        self.ended = threading.Event()
+        self.lock = threading.Lock()
+        self._stop = False
+        self._raw = b""
+        self._head_done = False
+        self._chunked = False
+        self._text = ""
+        self.thread = None
+        if read:
+            self.sock.settimeout(0.2)
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+
+    def _run(self):
+        try:
+            while not self._stop:
+                try:
+                    data = self.sock.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break
+                self._feed(data)
+        finally:
+            self.ended.set()
+
+    def _feed(self, data):
+        self._raw += data
+        if not self._head_done:
+            if b"\r\n\r\n" not in self._raw:
+                return
+            head, self._raw = self._raw.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")
+            self.status = int(lines[0].split()[1])
+            for ln in lines[1:]:
+                k, _, v = ln.partition(":")
+                self.headers[k.strip().lower()] = v.strip()
+            self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+            self._head_done = True
+        if self._chunked:
+            out = b""
+            while True:
+                nl = self._raw.find(b"\r\n")
+                if nl < 0:
+                    break
+                size = int(self._raw[:nl].split(b";")[0] or b"0", 16)
+                if size == 0:
+                    self._raw = b""
+                    break
+                if len(self._raw) < nl + 2 + size + 2:
+                    break
+                out += self._raw[nl + 2:nl + 2 + size]
+                self._raw = self._raw[nl + 2 + size + 2:]
+        else:
+            out, self._raw = self._raw, b""
+        if out:
+            with self.lock:
+                self.body += out
+            self._parse(out.decode("utf-8", errors="replace"))
+
+    def _parse(self, text):
+        self._text += text.replace("\r\n", "\n")
+        while "\n\n" in self._text:
+            block, self._text = self._text.split("\n\n", 1)
+            etype, data, comments = None, [], []
+            for ln in block.split("\n"):
+                if ln.startswith(":"):
+                    comments.append(ln[1:].strip())
+                    continue
+                field, _, value = ln.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if field == "event":
+                    etype = value
+                elif field == "data":
+                    data.append(value)
+            with self.lock:
+                if data:
+                    ev = SSEEvent(etype or "message", "\n".join(data))
+                    self.events.append(ev)
+                    self.blocks.append(("event", ev))
+                elif comments:
+                    self.blocks.append(("comment", "\n".join(comments)))
+                else:
+                    self.blocks.append(("other", block))
+
+    def wait_head(self, timeout=5):
+        wait_until(lambda: self.status is not None, timeout, what="the stream's status line")
+        return self.status
+
+    def snapshot(self, etype=None):
+        with self.lock:
+            return [e for e in self.events if etype is None or e.type == etype]
+
+    def comments(self):
+        with self.lock:
+            return [b for kind, b in self.blocks if kind == "comment"]
+
+    def wait_event(self, pred, timeout, what=None, etype=None):
+        def find():
+            for e in self.snapshot(etype):
+                if pred(e):
+                    return e
+            return None
+        return wait_until(find, timeout, interval=0.02, what=what or f"an SSE event {etype}")
+
+    def close(self):
+        self._stop = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if self.thread is not None:
+            self.thread.join(3)
+        self.sock.close()

@@ -1,0 +1,165 @@
+/* REST: alerts and commands, listed from the store, changed through the sync engine. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "alert.h"
+#include "api.h"
+#include "clock.h"
+#include "err.h"
+#include "ingest.h"
+#include "sync.h"
+
+#define LIST_LIMIT	1000
+
+static int
+add_alert(void *arg, const struct store_alert_row *a)
+{
+	return cJSON_AddItemToArray(arg, alert_json(a)) ? 0 : 1;
+}
+
+static int
+one_of(const char *v, const char *const *set)
+{
+	for (; *set != NULL; set++)
+		if (strcmp(v, *set) == 0)
+			return 1;
+	return 0;
+}
+
+void
+api_alerts_list(struct http_req *req, struct http_reply *rep)
+{
+	static const char *const states[] = { "active", "cleared", "unacknowledged", "shelved", NULL };
+	static const char *const severities[] = { "info", "warning", "major", "critical", NULL };
+	const char *twin = http_arg(req, "twin"), *state = http_arg(req, "state");
+	const char *severity = http_arg(req, "severity");
+	cJSON *doc, *arr;
+
+	if (state != NULL && !one_of(state, states)) {
+		http_error(rep, 400, "bad_request", "state must be active, cleared, unacknowledged "
+		    "or shelved");
+		return;
+	}
+	if (severity != NULL && !one_of(severity, severities)) {
+		http_error(rep, 400, "bad_request", "severity must be info, warning, major or critical");
+		return;
+	}
+	if ((doc = cJSON_CreateObject()) == NULL ||
+	    (arr = cJSON_AddArrayToObject(doc, "alerts")) == NULL ||
+	    store_read_alert_list(req->db, twin, severity, state, clock_now_ms(), LIST_LIMIT,
+	    add_alert, arr) != TW_OK) {
+		cJSON_Delete(doc);
+		http_error(rep, 500, "internal", "cannot read the alerts");
+		return;
+	}
+	http_json(rep, 200, doc);
+}
+
+/* Sends a request to the sync engine and replies with its result or error. */
+static void
+reply_request(struct http_req *req, struct http_reply *rep, struct sync_req *sr)
+{
+	sync_request(req->ctx->sync, sr);
+	if (sr->status >= 300) {
+		http_error(rep, sr->status, sr->code, "%s", sr->message);
+		cJSON_Delete(sr->result);
+		return;
+	}
+	http_json(rep, sr->status, sr->result);
+}
+
+static int
+alert_id_param(struct http_req *req, struct http_reply *rep, int64_t *id)
+{
+	char *end;
+	long long v = strtoll(req->params[0], &end, 10);
+
+	if (*end != '\0' || end == req->params[0] || v <= 0) {
+		http_error(rep, 400, "bad_request", "'%.32s' is not an alert id", req->params[0]);
+		return -1;
+	}
+	*id = v;
+	return 0;
+}
+
+void
+api_alerts_ack(struct http_req *req, struct http_reply *rep)
+{
+	struct sync_req sr = { .type = SYNC_REQ_ALERT_ACK };
+
+	if (alert_id_param(req, rep, &sr.alert_id) == 0)
+		reply_request(req, rep, &sr);
+}
+
+void
+api_alerts_shelve(struct http_req *req, struct http_reply *rep)
+{
+	struct sync_req sr = { .type = SYNC_REQ_ALERT_SHELVE };
+	cJSON *body = req->body != NULL ? cJSON_ParseWithLength(req->body, req->body_len) : NULL;
+	const cJSON *f = cJSON_GetObjectItemCaseSensitive(body, "for");
+
+	if (alert_id_param(req, rep, &sr.alert_id) != 0) {
+		cJSON_Delete(body);
+		return;
+	}
+	if (!cJSON_IsString(f) || clock_parse_duration(f->valuestring, &sr.shelve_ms) != TW_OK ||
+	    sr.shelve_ms <= 0) {
+		cJSON_Delete(body);
+		http_error(rep, 400, "bad_request", "the body must be {\"for\": a duration such as \"1h\"}");
+		return;
+	}
+	cJSON_Delete(body);
+	reply_request(req, rep, &sr);
+}
+
+void
+api_commands_post(struct http_req *req, struct http_reply *rep)
+{
+	struct sync_req sr = { .type = SYNC_REQ_COMMAND, .twin = req->params[0] };
+	cJSON *body = req->body != NULL ? cJSON_ParseWithLength(req->body, req->body_len) : NULL;
+	const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(body, "command");
+	const cJSON *params = cJSON_GetObjectItemCaseSensitive(body, "params");
+
+	if (!ingest_id_valid(sr.twin, strlen(sr.twin))) {
+		http_error(rep, 400, "bad_request", "'%.140s' is not a twin id", sr.twin);
+	} else if (!cJSON_IsObject(body) || !cJSON_IsString(cmd) ||
+	    !ingest_id_valid(cmd->valuestring, strlen(cmd->valuestring)) ||
+	    (params != NULL && !cJSON_IsObject(params))) {
+		http_error(rep, 400, "bad_request", "the body must be {\"command\": a name, "
+		    "\"params\": an object (optional)}");
+	} else {
+		sr.command = cmd->valuestring;
+		sr.params = params;
+		reply_request(req, rep, &sr);
+	}
+	cJSON_Delete(body);
+}
+
+static int
+add_command(void *arg, const struct store_command_row *c)
+{
+	return cJSON_AddItemToArray(arg, alert_command_json(c)) ? 0 : 1;
+}
+
+void
+api_commands_list(struct http_req *req, struct http_reply *rep)
+{
+	static const char *const statuses[] = { "pending", "sent", "done", "rejected", "failed",
+	    "timed_out", "expired", "refused", NULL };
+	const char *twin = http_arg(req, "twin"), *status = http_arg(req, "status");
+	cJSON *doc, *arr;
+
+	if (status != NULL && !one_of(status, statuses)) {
+		http_error(rep, 400, "bad_request", "status must be one of pending, sent, done, "
+		    "rejected, failed, timed_out, expired, refused");
+		return;
+	}
+	if ((doc = cJSON_CreateObject()) == NULL ||
+	    (arr = cJSON_AddArrayToObject(doc, "commands")) == NULL ||
+	    store_read_commands(req->db, twin, status, LIST_LIMIT, add_command, arr) != TW_OK) {
+		cJSON_Delete(doc);
+		http_error(rep, 500, "internal", "cannot read the commands");
+		return;
+	}
+	http_json(rep, 200, doc);
+}

@@ -1,0 +1,980 @@
+/* The rule expression language: a tokenizer and a Pratt parser that emit stack bytecode, and its evaluator. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "err.h"
+#include "expr.h"
+#include "window.h"
+
+enum tok_type {
+	T_END, T_NUM, T_DUR, T_STR, T_NAME, T_TRUE, T_FALSE, T_AND, T_OR, T_NOT,
+	T_LP, T_RP, T_COMMA, T_ADD, T_SUB, T_MUL, T_DIV, T_MOD,
+	T_LT, T_LE, T_GT, T_GE, T_EQ, T_NE,
+};
+
+struct tok {
+	int type;
+	int col;		/* 1-based */
+	const char *s;		/* its text in the source */
+	size_t len;
+	double num;		/* T_NUM */
+	int64_t ms;		/* T_DUR */
+};
+
+/*
+ * Bytecode for a value stack. Operands stay in the instruction, so one
+ * instruction is 16 bytes and the evaluator touches no other memory than
+ * the code, the stack and the environment.
+ */
+enum op {
+	OP_NUM, OP_STR, OP_BOOL, OP_LOAD, OP_PREV, OP_AGE, OP_WIN,
+	OP_NEG, OP_NOT, OP_ABS,
+	OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MOD,
+	OP_LT, OP_LE, OP_GT, OP_GE, OP_EQ, OP_NE,
+	OP_MIN, OP_MAX,
+	OP_AND_TEST, OP_OR_TEST,	/* short cuts: jump when the left side decides */
+	OP_AND, OP_OR,
+};
+
+struct ins {
+	uint8_t op;
+	uint8_t fn;		/* OP_WIN: enum expr_wfn */
+	int16_t a;		/* property, window index, boolean; -1: age() of the twin */
+	int32_t b;		/* jump target; OP_STR: offset in text */
+	double k;		/* OP_NUM; OP_WIN: forecast horizon in seconds */
+};
+
+struct expr {
+	struct expr_refs refs;
+	struct ins *code;
+	int ncode;
+	char *text;		/* property names and string literals, NUL-terminated */
+};
+
+/* Binding powers, low to high. */
+enum { BP_NONE = 0, BP_OR, BP_AND, BP_NOT, BP_CMP, BP_ADD, BP_MUL, BP_NEG };
+
+struct parser {
+	struct expr *e;
+	const char *src;
+	struct tok *toks;
+	int ntoks, pos;
+	int code_cap;
+	size_t text_len, text_cap;
+	int depth, sp;
+	char *err;
+	size_t errlen;
+	int *col;
+};
+
+enum fn_arg { A_EXPR = 'e', A_PROP = 'p', A_DUR = 'd' };
+
+static const struct fn {
+	const char *name;
+	int op;
+	int wfn;
+	int min_args, max_args;
+	const char *args;
+} fns[] = {
+	{ "abs", OP_ABS, 0, 1, 1, "e" },
+	{ "min", OP_MIN, 0, 2, 2, "ee" },
+	{ "max", OP_MAX, 0, 2, 2, "ee" },
+	{ "avg_over", OP_WIN, WFN_AVG, 2, 2, "pd" },
+	{ "min_over", OP_WIN, WFN_MIN, 2, 2, "pd" },
+	{ "max_over", OP_WIN, WFN_MAX, 2, 2, "pd" },
+	{ "stddev_over", OP_WIN, WFN_STDDEV, 2, 2, "pd" },
+	{ "count_over", OP_WIN, WFN_COUNT, 2, 2, "pd" },
+	{ "delta", OP_WIN, WFN_DELTA, 2, 2, "pd" },
+	{ "rate", OP_WIN, WFN_RATE, 2, 2, "pd" },
+	{ "zscore", OP_WIN, WFN_ZSCORE, 2, 2, "pd" },
+	{ "forecast", OP_WIN, WFN_FORECAST, 3, 3, "pdd" },
+	{ "time_to", OP_WIN, WFN_TIME_TO, 3, 3, "pde" },
+	{ "prev", OP_PREV, 0, 1, 1, "p" },
+	{ "age", OP_AGE, 0, 0, 1, "p" },
+};
+
+static int perr(struct parser *p, int col, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Records the first error; always returns -1. */
+static int
+perr(struct parser *p, int col, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (p->err != NULL && p->errlen > 0) {
+		va_start(ap, fmt);
+		vsnprintf(p->err, p->errlen, fmt, ap);
+		va_end(ap);
+	}
+	if (p->col != NULL)
+		*p->col = col;
+	return -1;
+}
+
+/* ---- tokenizer ---- */
+
+static int
+is_alpha(int c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static int
+is_digit(int c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static int
+tok_push(struct parser *p, int *cap, int type, const char *s, size_t len)
+{
+	struct tok *t;
+
+	if (p->ntoks == *cap) {
+		int ncap = *cap ? *cap * 2 : 32;
+		struct tok *n = realloc(p->toks, (size_t)ncap * sizeof(*n));
+
+		if (n == NULL)
+			return perr(p, 0, "out of memory");
+		p->toks = n;
+		*cap = ncap;
+	}
+	t = &p->toks[p->ntoks++];
+	memset(t, 0, sizeof(*t));
+	t->type = type;
+	t->s = s;
+	t->len = len;
+	t->col = (int)(s - p->src) + 1;
+	return 0;
+}
+
+/* A number, or a duration when letters follow it directly: 90, 1.5, 1e3, 30s, 500ms. */
+static int
+lex_number(struct parser *p, int *cap, const char *s, const char **endp)
+{
+	const char *q = s;
+	char buf[64];
+	size_t n;
+	int col = (int)(s - p->src) + 1;
+
+	while (is_digit(*q))
+		q++;
+	if (*q == '.' && is_digit(q[1]))
+		for (q++; is_digit(*q); q++)
+			;
+	if ((*q == 'e' || *q == 'E') && (is_digit(q[1]) ||
+	    ((q[1] == '+' || q[1] == '-') && is_digit(q[2]))))
+		for (q += 2; is_digit(*q); q++)
+			;
+	if (is_alpha(*q) && *q != '_') {
+		const char *u = q;
+
+		while ((*u >= 'a' && *u <= 'z') || (*u >= 'A' && *u <= 'Z'))
+			u++;
+		n = (size_t)(u - s);
+		if (is_alpha(*u) || is_digit(*u) || *u == '.' || n >= sizeof(buf))
+			return perr(p, col, "bad number '%.*s'", (int)(u - s + 1), s);
+		memcpy(buf, s, n);
+		buf[n] = '\0';
+		if (tok_push(p, cap, T_DUR, s, n) < 0)
+			return -1;
+		if (clock_parse_duration(buf, &p->toks[p->ntoks - 1].ms) != TW_OK)
+			return perr(p, col, "bad duration '%s' (use ms, s, m, h or d)", buf);
+		*endp = u;
+		return 0;
+	}
+	n = (size_t)(q - s);
+	if (is_alpha(*q) || is_digit(*q) || *q == '.' || n >= sizeof(buf))
+		return perr(p, col, "bad number '%.*s'", (int)(n + 1), s);
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	if (tok_push(p, cap, T_NUM, s, n) < 0)
+		return -1;
+	p->toks[p->ntoks - 1].num = strtod(buf, NULL);
+	if (!isfinite(p->toks[p->ntoks - 1].num))
+		return perr(p, col, "number out of range '%s'", buf);
+	*endp = q;
+	return 0;
+}
+
+static int
+lex_name(struct parser *p, int *cap, const char *s, const char **endp)
+{
+	static const struct { const char *w; int type; } words[] = {
+		{ "true", T_TRUE }, { "false", T_FALSE }, { "and", T_AND },
+		{ "or", T_OR }, { "not", T_NOT },
+	};
+	const char *q = s;
+	size_t n;
+	int col = (int)(s - p->src) + 1;
+
+	while (is_alpha(*q) || is_digit(*q) || *q == '.')
+		q++;
+	n = (size_t)(q - s);
+	if (s[n - 1] == '.')
+		return perr(p, col, "name '%.*s' ends with '.'", (int)n, s);
+	if (n > PROP_NAME_MAX)
+		return perr(p, col, "name longer than %d bytes", PROP_NAME_MAX);
+	*endp = q;
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strlen(words[i].w) == n && memcmp(words[i].w, s, n) == 0)
+			return tok_push(p, cap, words[i].type, s, n);
+	return tok_push(p, cap, T_NAME, s, n);
+}
+
+/* A string literal; its value is decoded later, into the expr's text. */
+static int
+lex_string(struct parser *p, int *cap, const char *s, const char **endp)
+{
+	const char *q = s + 1;
+
+	for (; *q != '"'; q++) {
+		if (*q == '\0')
+			return perr(p, (int)(s - p->src) + 1, "unterminated string");
+		if (*q == '\\') {
+			if (q[1] != '"' && q[1] != '\\')
+				return perr(p, (int)(q - p->src) + 1,
+				    "unknown escape in string (only \\\" and \\\\)");
+			q++;
+		}
+	}
+	*endp = q + 1;
+	return tok_push(p, cap, T_STR, s, (size_t)(q + 1 - s));
+}
+
+static int
+lex(struct parser *p)
+{
+	static const struct { const char *s; int type; } ops[] = {
+		{ "<=", T_LE }, { ">=", T_GE }, { "==", T_EQ }, { "!=", T_NE },
+		{ "&&", T_AND }, { "||", T_OR },
+		{ "<", T_LT }, { ">", T_GT }, { "!", T_NOT }, { "(", T_LP },
+		{ ")", T_RP }, { ",", T_COMMA }, { "+", T_ADD }, { "-", T_SUB },
+		{ "*", T_MUL }, { "/", T_DIV }, { "%", T_MOD },
+	};
+	const char *s = p->src;
+	int cap = 0;
+
+	for (;;) {
+		size_t i;
+
+		while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+			s++;
+		if (*s == '\0')
+			return tok_push(p, &cap, T_END, s, 0);
+		if (is_digit(*s)) {
+			if (lex_number(p, &cap, s, &s) < 0)
+				return -1;
+			continue;
+		}
+		if (is_alpha(*s)) {
+			if (lex_name(p, &cap, s, &s) < 0)
+				return -1;
+			continue;
+		}
+		if (*s == '"') {
+			if (lex_string(p, &cap, s, &s) < 0)
+				return -1;
+			continue;
+		}
+		for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+			if (strncmp(s, ops[i].s, strlen(ops[i].s)) == 0)
+				break;
+		if (i == sizeof(ops) / sizeof(ops[0])) {
+			if (*s == '=')
+				return perr(p, (int)(s - p->src) + 1, "unexpected '=' (use '==')");
+			if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+				return perr(p, (int)(s - p->src) + 1, "unexpected byte 0x%02x",
+				    (unsigned char)*s);
+			return perr(p, (int)(s - p->src) + 1, "unexpected '%c'", *s);
+		}
+		if (tok_push(p, &cap, ops[i].type, s, strlen(ops[i].s)) < 0)
+			return -1;
+		s += strlen(ops[i].s);
+	}
+}
+
+/* ---- code generation ---- */
+
+/* How each instruction changes the stack depth. */
+static int
+op_effect(int op, int fn)
+{
+	switch (op) {
+	case OP_NUM: case OP_STR: case OP_BOOL: case OP_LOAD: case OP_PREV: case OP_AGE:
+		return 1;
+	case OP_WIN:
+		return fn == WFN_TIME_TO ? 0 : 1;	/* time_to pops its limit */
+	case OP_NEG: case OP_NOT: case OP_ABS: case OP_AND_TEST: case OP_OR_TEST:
+		return 0;
+	}
+	return -1;	/* binary operators */
+}
+
+/* Returns the index of the new instruction, or -1. */
+static int
+emit(struct parser *p, int op, int fn, int a, int32_t b, double k, int col)
+{
+	struct ins *in;
+
+	if (p->e->ncode == p->code_cap)
+		return perr(p, col, "expression too long");
+	p->sp += op_effect(op, fn);
+	if (p->sp > EXPR_STACK_MAX)
+		return perr(p, col, "expression too complex");
+	in = &p->e->code[p->e->ncode];
+	in->op = (uint8_t)op;
+	in->fn = (uint8_t)fn;
+	in->a = (int16_t)a;
+	in->b = b;
+	in->k = k;
+	return p->e->ncode++;
+}
+
+/* Copies `n` bytes into the expr's text; returns the offset. */
+static size_t
+text_add(struct parser *p, const char *s, size_t n)
+{
+	size_t off = p->text_len;
+
+	/* The buffer holds the whole source plus a NUL per token: never full. */
+	memcpy(p->e->text + off, s, n);
+	p->e->text[off + n] = '\0';
+	p->text_len += n + 1;
+	return off;
+}
+
+static int
+prop_index(struct parser *p, const struct tok *t)
+{
+	struct expr_refs *r = &p->e->refs;
+
+	for (int i = 0; i < r->nprops; i++)
+		if (strlen(r->props[i]) == t->len && memcmp(r->props[i], t->s, t->len) == 0)
+			return i;
+	if (r->nprops == EXPR_REFS_MAX)
+		return perr(p, t->col, "more than %d distinct properties", EXPR_REFS_MAX);
+	r->props[r->nprops] = p->e->text + text_add(p, t->s, t->len);
+	return r->nprops++;
+}
+
+static int
+window_index(struct parser *p, int prop, int64_t len_ms, int col)
+{
+	struct expr_refs *r = &p->e->refs;
+
+	for (int i = 0; i < r->nwindows; i++)
+		if (r->windows[i].prop == prop && r->windows[i].len_ms == len_ms)
+			return i;
+	if (r->nwindows == EXPR_WINDOWS_MAX)
+		return perr(p, col, "more than %d distinct (property, window) pairs",
+		    EXPR_WINDOWS_MAX);
+	r->windows[r->nwindows].prop = prop;
+	r->windows[r->nwindows].len_ms = len_ms;
+	return r->nwindows++;
+}
+
+/* ---- parser ---- */
+
+static const struct tok *
+peek(const struct parser *p)
+{
+	return &p->toks[p->pos];
+}
+
+static const struct tok *
+peek2(const struct parser *p)
+{
+	return p->pos + 1 < p->ntoks ? &p->toks[p->pos + 1] : &p->toks[p->ntoks - 1];
+}
+
+/* Takes the current token; T_END stays put. */
+static const struct tok *
+next(struct parser *p)
+{
+	const struct tok *t = &p->toks[p->pos];
+
+	if (t->type != T_END)
+		p->pos++;
+	return t;
+}
+
+static int
+unexpected(struct parser *p, const struct tok *t)
+{
+	if (t->type == T_END)
+		return perr(p, t->col, "unexpected end of expression");
+	if (t->type == T_STR)
+		return perr(p, t->col, "unexpected string");
+	return perr(p, t->col, "unexpected '%.*s'", t->len > 32 ? 32 : (int)t->len, t->s);
+}
+
+static int parse_expr(struct parser *p, int minbp);
+
+static int
+arg_ends(const struct parser *p)
+{
+	int type = peek2(p)->type;
+
+	return type == T_COMMA || type == T_RP;
+}
+
+static int
+parse_call(struct parser *p, const struct tok *name)
+{
+	const struct fn *f = NULL;
+	const struct tok *t;
+	int nargs = 0, prop = -1, win = -1;
+	int64_t len_ms = 0;
+	double horizon = 0;
+
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++)
+		if (strlen(fns[i].name) == name->len && memcmp(fns[i].name, name->s, name->len) == 0)
+			f = &fns[i];
+	if (f == NULL)
+		return perr(p, name->col, "unknown function '%.*s'", (int)name->len, name->s);
+	next(p);	/* ( */
+	if (peek(p)->type == T_RP) {
+		t = next(p);
+	} else {
+		for (;;) {
+			t = peek(p);
+			if (nargs == f->max_args)
+				goto count;
+			switch (f->args[nargs]) {
+			case A_PROP:
+				if (t->type != T_NAME || !arg_ends(p))
+					return perr(p, t->col, "%s() needs a property name here", f->name);
+				if ((prop = prop_index(p, next(p))) < 0)
+					return -1;
+				break;
+			case A_DUR:
+				if (t->type != T_DUR || !arg_ends(p))
+					return perr(p, t->col, "%s() needs a duration such as 5m here",
+					    f->name);
+				next(p);
+				if (nargs == 1) {
+					if (t->ms <= 0)
+						return perr(p, t->col, "a window must be longer than 0");
+					len_ms = t->ms;
+					if ((win = window_index(p, prop, len_ms, t->col)) < 0)
+						return -1;
+				} else {
+					horizon = (double)t->ms / 1000.0;
+				}
+				break;
+			default:
+				if (parse_expr(p, BP_NONE) < 0)
+					return -1;
+				break;
+			}
+			nargs++;
+			t = next(p);
+			if (t->type == T_RP)
+				break;
+			if (t->type != T_COMMA)
+				return perr(p, t->col, "expected ',' or ')'");
+		}
+	}
+	if (nargs < f->min_args)
+		goto count;
+	switch (f->op) {
+	case OP_WIN:
+		return emit(p, OP_WIN, f->wfn, win, 0, horizon, name->col);
+	case OP_PREV:
+		return emit(p, OP_PREV, 0, prop, 0, 0, name->col);
+	case OP_AGE:
+		if (nargs == 0)
+			p->e->refs.uses_age_twin = 1;
+		return emit(p, OP_AGE, 0, nargs == 0 ? -1 : prop, 0, 0, name->col);
+	}
+	return emit(p, f->op, 0, 0, 0, 0, name->col);
+count:
+	if (f->min_args == f->max_args)
+		return perr(p, t->col, "%s() takes %d argument%s", f->name, f->min_args,
+		    f->min_args == 1 ? "" : "s");
+	return perr(p, t->col, "%s() takes %d %s %d arguments", f->name, f->min_args,
+	    f->max_args == f->min_args + 1 ? "or" : "to", f->max_args);
+}
+
+/* An operand: a literal, a name, a call, a parenthesised or prefixed expression. */
+static int
+parse_prefix(struct parser *p, int minbp)
+{
+	const struct tok *t = next(p);
+	int at;
+
+	switch (t->type) {
+	case T_NUM:
+		return emit(p, OP_NUM, 0, 0, 0, t->num, t->col);
+	case T_TRUE:
+	case T_FALSE:
+		return emit(p, OP_BOOL, 0, t->type == T_TRUE, 0, 0, t->col);
+	case T_STR: {
+		size_t off = p->text_len, n = 0;
+
+		/* The lexer checked the escapes; copy without them. */
+		for (size_t i = 1; i + 1 < t->len; i++) {
+			if (t->s[i] == '\\')
+				i++;
+			p->e->text[off + n++] = t->s[i];
+		}
+		p->e->text[off + n] = '\0';
+		p->text_len += n + 1;
+		return emit(p, OP_STR, 0, 0, (int32_t)off, 0, t->col);
+	}
+	case T_NAME: {
+		int prop;
+
+		if (peek(p)->type == T_LP)
+			return parse_call(p, t);
+		if ((prop = prop_index(p, t)) < 0)
+			return -1;
+		return emit(p, OP_LOAD, 0, prop, 0, 0, t->col);
+	}
+	case T_LP:
+		if (parse_expr(p, BP_NONE) < 0)
+			return -1;
+		if (peek(p)->type != T_RP)
+			return perr(p, peek(p)->col, "expected ')'");
+		next(p);
+		return 0;
+	case T_SUB:
+		at = p->e->ncode;
+		if (parse_expr(p, BP_NEG) < 0)
+			return -1;
+		/* A literal folds: -3 is one constant. */
+		if (p->e->ncode == at + 1 && p->e->code[at].op == OP_NUM) {
+			p->e->code[at].k = -p->e->code[at].k;
+			return 0;
+		}
+		return emit(p, OP_NEG, 0, 0, 0, 0, t->col);
+	case T_NOT:
+		/* As in Python: `1 + not x` or `a == not b` reads as a mistake. */
+		if (minbp > BP_NOT)
+			return perr(p, t->col, "'%.*s' needs parentheses here", (int)t->len, t->s);
+		if (parse_expr(p, BP_NOT) < 0)
+			return -1;
+		return emit(p, OP_NOT, 0, 0, 0, 0, t->col);
+	case T_DUR:
+		return perr(p, t->col, "a duration is only allowed as a window or horizon");
+	}
+	return unexpected(p, t);
+}
+
+static int
+binop(int type, int *op)
+{
+	static const struct { int type, op, bp; } tab[] = {
+		{ T_OR, OP_OR, BP_OR }, { T_AND, OP_AND, BP_AND },
+		{ T_LT, OP_LT, BP_CMP }, { T_LE, OP_LE, BP_CMP }, { T_GT, OP_GT, BP_CMP },
+		{ T_GE, OP_GE, BP_CMP }, { T_EQ, OP_EQ, BP_CMP }, { T_NE, OP_NE, BP_CMP },
+		{ T_ADD, OP_ADD, BP_ADD }, { T_SUB, OP_SUB, BP_ADD },
+		{ T_MUL, OP_MUL, BP_MUL }, { T_DIV, OP_DIV, BP_MUL }, { T_MOD, OP_MOD, BP_MUL },
+	};
+
+	for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		if (tab[i].type == type) {
+			*op = tab[i].op;
+			return tab[i].bp;
+		}
+	}
+	return BP_NONE;
+}
+
+/*
+ * Precedence climbing: operators binding tighter than `minbp` are taken
+ * here, left-associative. Each call is one nesting level; the depth
+ * limit bounds both this recursion and the evaluation stack.
+ */
+static int
+parse_expr(struct parser *p, int minbp)
+{
+	int compared = 0, rc = -1;
+
+	if (++p->depth > EXPR_DEPTH_MAX) {
+		perr(p, peek(p)->col, "expression nested deeper than %d levels", EXPR_DEPTH_MAX);
+		goto out;
+	}
+	if (parse_prefix(p, minbp) < 0)
+		goto out;
+	for (;;) {
+		const struct tok *t = peek(p);
+		int op, bp = binop(t->type, &op), jump = -1;
+
+		if (bp == BP_NONE || bp <= minbp)
+			break;
+		if (bp == BP_CMP && compared++) {
+			perr(p, t->col, "comparisons do not chain; use 'and'");
+			goto out;
+		}
+		next(p);
+		if (op == OP_AND || op == OP_OR) {
+			jump = emit(p, op == OP_AND ? OP_AND_TEST : OP_OR_TEST, 0, 0, 0, 0, t->col);
+			if (jump < 0)
+				goto out;
+		}
+		if (parse_expr(p, bp) < 0 || emit(p, op, 0, 0, 0, 0, t->col) < 0)
+			goto out;
+		if (jump >= 0)
+			p->e->code[jump].b = p->e->ncode;
+	}
+	rc = 0;
+out:
+	p->depth--;
+	return rc;
+}
+
+struct expr *
+expr_compile(const char *src, char *err, size_t errlen, int *col)
+{
+	struct parser p = { .src = src, .err = err, .errlen = errlen, .col = col };
+	size_t len = strlen(src);
+	struct ins *shrunk;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (col != NULL)
+		*col = 0;
+	if (len > EXPR_LEN_MAX) {
+		perr(&p, EXPR_LEN_MAX + 1, "expression longer than %d bytes", EXPR_LEN_MAX);
+		return NULL;
+	}
+	if ((p.e = calloc(1, sizeof(*p.e))) == NULL) {
+		perr(&p, 0, "out of memory");
+		return NULL;
+	}
+	if (lex(&p) < 0)
+		goto fail;
+	if (p.toks[0].type == T_END) {
+		perr(&p, 1, "empty expression");
+		goto fail;
+	}
+	/* Every token emits at most two instructions and copies at most its bytes. */
+	p.code_cap = 2 * p.ntoks;
+	p.text_cap = len + (size_t)p.ntoks + 1;
+	p.e->code = calloc((size_t)p.code_cap, sizeof(*p.e->code));
+	p.e->text = malloc(p.text_cap);
+	if (p.e->code == NULL || p.e->text == NULL) {
+		perr(&p, 0, "out of memory");
+		goto fail;
+	}
+	if (parse_expr(&p, BP_NONE) < 0)
+		goto fail;
+	if (peek(&p)->type != T_END) {
+		perr(&p, peek(&p)->col, "unexpected '%.*s' after the expression",
+		    peek(&p)->len > 32 ? 32 : (int)peek(&p)->len, peek(&p)->s);
+		goto fail;
+	}
+	/* Give back what the bound over-counted; the old block is fine if this fails. */
+	if ((shrunk = realloc(p.e->code, (size_t)p.e->ncode * sizeof(*shrunk))) != NULL)
+		p.e->code = shrunk;
+	free(p.toks);
+	return p.e;
+fail:
+	free(p.toks);
+	expr_free(p.e);
+	return NULL;
+}
+
+void
+expr_free(struct expr *e)
+{
+	if (e == NULL)
+		return;
+	free(e->code);
+	free(e->text);
+	free(e);
+}
+
+const struct expr_refs *
+expr_refs(const struct expr *e)
+{
+	return &e->refs;
+}
+
+/* ---- evaluation ---- */
+
+static const struct tw_val unknown = { 0, 0, NULL };
+
+static struct tw_val
+num_val(double d)
+{
+	struct tw_val v = { VAL_NUM, d, NULL };
+
+	if (!isfinite(d))
+		v.type = 0;
+	return v;
+}
+
+static struct tw_val
+bool_val(int b)
+{
+	struct tw_val v = { VAL_BOOL, b ? 1 : 0, NULL };
+
+	return v;
+}
+
+/* 1 true, 0 false, -1 unknown: the operand of and, or, not. */
+static int
+truth(const struct tw_val *v)
+{
+	if (v->type == VAL_BOOL || v->type == VAL_NUM)
+		return v->num != 0;
+	return -1;
+}
+
+static struct tw_val
+compare(int op, const struct tw_val *a, const struct tw_val *b)
+{
+	int c;
+
+	if (a->type != b->type || a->type == 0)
+		return unknown;
+	switch (a->type) {
+	case VAL_NUM:
+		c = a->num < b->num ? -1 : a->num > b->num ? 1 : 0;
+		break;
+	case VAL_STR:
+		c = strcmp(a->str, b->str);
+		break;
+	default:
+		if (op != OP_EQ && op != OP_NE)
+			return unknown;
+		c = a->num != b->num;
+		break;
+	}
+	switch (op) {
+	case OP_LT: return bool_val(c < 0);
+	case OP_LE: return bool_val(c <= 0);
+	case OP_GT: return bool_val(c > 0);
+	case OP_GE: return bool_val(c >= 0);
+	case OP_EQ: return bool_val(c == 0);
+	}
+	return bool_val(c != 0);
+}
+
+static struct tw_val
+arith(int op, const struct tw_val *a, const struct tw_val *b)
+{
+	if (a->type != VAL_NUM || b->type != VAL_NUM)
+		return unknown;
+	switch (op) {
+	case OP_ADD: return num_val(a->num + b->num);
+	case OP_SUB: return num_val(a->num - b->num);
+	case OP_MUL: return num_val(a->num * b->num);
+	case OP_DIV: return b->num == 0 ? unknown : num_val(a->num / b->num);
+	case OP_MOD: return b->num == 0 ? unknown : num_val(fmod(a->num, b->num));
+	case OP_MIN: return num_val(a->num < b->num ? a->num : b->num);
+	}
+	return num_val(a->num > b->num ? a->num : b->num);
+}
+
+/* A value from the environment, checked: unknown unless well-formed. */
+static struct tw_val
+checked(int rc, const struct tw_val *v)
+{
+	if (rc != 0)
+		return unknown;
+	switch (v->type) {
+	case VAL_NUM:
+		return num_val(v->num);
+	case VAL_BOOL:
+		return bool_val(v->num != 0);
+	case VAL_STR:
+		return v->str != NULL ? *v : unknown;
+	}
+	return unknown;
+}
+
+static struct tw_val
+eval_window(const struct ins *in, const struct expr_env *env, const struct tw_val *limit)
+{
+	double param = in->k, d;
+
+	if (in->fn == WFN_TIME_TO) {
+		if (limit->type != VAL_NUM)
+			return unknown;
+		param = limit->num;
+	}
+	if (env->window == NULL || env->window(env->arg, in->a, in->fn, param, &d) != 0)
+		return unknown;
+	if (in->fn == WFN_TIME_TO && d < 0)
+		d = EXPR_NEVER;
+	return num_val(d);
+}
+
+int
+expr_eval(const struct expr *e, const struct expr_env *env, struct tw_val *out)
+{
+	/* The compiler proved the code never needs more (see emit). */
+	struct tw_val st[EXPR_STACK_MAX], v;
+	int sp = 0, t, u;
+	double d;
+
+	for (int pc = 0; pc < e->ncode; pc++) {
+		const struct ins *in = &e->code[pc];
+
+		switch (in->op) {
+		case OP_NUM:
+			st[sp++] = num_val(in->k);
+			break;
+		case OP_STR:
+			st[sp].type = VAL_STR;
+			st[sp].num = 0;
+			st[sp++].str = e->text + in->b;
+			break;
+		case OP_BOOL:
+			st[sp++] = bool_val(in->a);
+			break;
+		case OP_LOAD:
+			v = unknown;
+			st[sp++] = env->value == NULL ? unknown :
+			    checked(env->value(env->arg, in->a, &v), &v);
+			break;
+		case OP_PREV:
+			v = unknown;
+			st[sp++] = env->prev == NULL ? unknown :
+			    checked(env->prev(env->arg, in->a, &v), &v);
+			break;
+		case OP_AGE:
+			st[sp++] = env->age == NULL || env->age(env->arg, in->a, &d) != 0 ?
+			    unknown : num_val(d);
+			break;
+		case OP_WIN:
+			if (in->fn == WFN_TIME_TO) {
+				st[sp - 1] = eval_window(in, env, &st[sp - 1]);
+			} else {
+				st[sp++] = eval_window(in, env, NULL);
+			}
+			break;
+		case OP_NEG:
+			st[sp - 1] = st[sp - 1].type == VAL_NUM ? num_val(-st[sp - 1].num) : unknown;
+			break;
+		case OP_ABS:
+			st[sp - 1] = st[sp - 1].type == VAL_NUM ? num_val(fabs(st[sp - 1].num)) : unknown;
+			break;
+		case OP_NOT:
+			t = truth(&st[sp - 1]);
+			st[sp - 1] = t < 0 ? unknown : bool_val(!t);
+			break;
+		case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_MOD:
+		case OP_MIN: case OP_MAX:
+			sp--;
+			st[sp - 1] = arith(in->op, &st[sp - 1], &st[sp]);
+			break;
+		case OP_LT: case OP_LE: case OP_GT: case OP_GE: case OP_EQ: case OP_NE:
+			sp--;
+			st[sp - 1] = compare(in->op, &st[sp - 1], &st[sp]);
+			break;
+		case OP_AND_TEST:
+			/* false and anything is false: skip the right side. */
+			if (truth(&st[sp - 1]) == 0) {
+				st[sp - 1] = bool_val(0);
+				pc = in->b - 1;
+			}
+			break;
+		case OP_OR_TEST:
+			if (truth(&st[sp - 1]) == 1) {
+				st[sp - 1] = bool_val(1);
+				pc = in->b - 1;
+			}
+			break;
+		case OP_AND:
+			sp--;
+			t = truth(&st[sp - 1]);
+			u = truth(&st[sp]);
+			st[sp - 1] = t == 0 || u == 0 ? bool_val(0) :
+			    t < 0 || u < 0 ? unknown : bool_val(1);
+			break;
+		case OP_OR:
+			sp--;
+			t = truth(&st[sp - 1]);
+			u = truth(&st[sp]);
+			st[sp - 1] = t == 1 || u == 1 ? bool_val(1) :
+			    t < 0 || u < 0 ? unknown : bool_val(0);
+			break;
+		}
+	}
+	*out = st[0];
+	return out->type == 0 ? -1 : 0;
+}
+
+int
+expr_true(const struct expr *e, const struct expr_env *env)
+{
+	struct tw_val v;
+
+	if (expr_eval(e, env, &v) != 0)
+		return 0;
+	return (v.type == VAL_BOOL || v.type == VAL_NUM) && v.num != 0;
+}
+
+int
+expr_window_value(const struct window *w, int64_t now_ms, int fn, double param,
+    const struct tw_val *cur, double *out)
+{
+	struct window_stats s;
+	double v;
+
+	if (window_stats(w, now_ms, &s) != 0) {
+		if (fn != WFN_COUNT)
+			return -1;
+		*out = 0;
+		return 0;
+	}
+	switch (fn) {
+	case WFN_AVG:
+		v = s.mean;
+		break;
+	case WFN_MIN:
+		v = s.min;
+		break;
+	case WFN_MAX:
+		v = s.max;
+		break;
+	case WFN_STDDEV:
+		v = s.stddev;
+		break;
+	case WFN_COUNT:
+		v = (double)s.n;
+		break;
+	case WFN_DELTA:
+		v = s.last_v - s.first_v;
+		break;
+	case WFN_RATE:
+		if (!s.has_slope)
+			return -1;
+		v = s.slope;
+		break;
+	case WFN_ZSCORE:
+		if (cur == NULL || cur->type != VAL_NUM || s.stddev == 0)
+			return -1;
+		v = (cur->num - s.mean) / s.stddev;
+		break;
+	case WFN_FORECAST:
+		/* The horizon came from a duration: at most ten years. */
+		if (!isfinite(param) || fabs(param) > 1e10 ||
+		    window_forecast(&s, now_ms + (int64_t)llround(param * 1000.0), &v) != 0)
+			return -1;
+		break;
+	case WFN_TIME_TO:
+		if (!s.has_slope || !isfinite(param))
+			return -1;
+		v = window_time_to(&s, now_ms, param);
+		if (v < 0)
+			v = EXPR_NEVER;
+		break;
+	default:
+		return -1;
+	}
+	if (!isfinite(v))
+		return -1;
+	*out = v;
+	return 0;
+}

@@ -41,7 +41,7 @@ PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CORE := err log clock conf ring ingest value metrics model plant expr window rules twin store events alert sync mqtt http \
 	api_twins api_alerts api_models api_events api_system
 CORE_OBJ := $(CORE:%=$(BUILD)/%.o)
-UNIT := ring ingest conf clock twin store model plant events expr window
+UNIT := ring ingest conf clock twin store model plant events expr window rules
 UNIT_BIN := $(UNIT:%=$(BUILD)/tests/test_%)
 
 ifeq ($(SANITIZE),)

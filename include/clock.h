@@ -10,6 +10,7 @@ int64_t clock_now_ms(void);
 /* Monotonic clock in milliseconds and microseconds, for intervals. */
 int64_t clock_mono_ms(void);
 int64_t clock_mono_us(void);
+int64_t clock_mono_ns(void);
 
 struct timespec;
 /* An absolute CLOCK_REALTIME deadline `ms` from now, for pthread_cond_timedwait. */

@@ -1267,7 +1267,7 @@ rule_step(struct sync *s, struct twin *t, struct rule_state *st, int64_t now, in
 {
 	const struct rule *r = st->rule;
 	const struct rule_bind *b = &s->binds[r - s->rules->v];
-	int64_t t0 = clock_mono_us();
+	int64_t t0 = clock_mono_ns();
 	int cond, rc = TW_OK;
 
 	atomic_fetch_add(&r->stats->evaluations, 1);
@@ -1290,7 +1290,7 @@ rule_step(struct sync *s, struct twin *t, struct rule_state *st, int64_t now, in
 		goto out;
 	rc = rule_raise(s, t, st, b->when, now, source_ts);
 out:
-	atomic_fetch_add(&r->stats->cost_ns, (uint64_t)(clock_mono_us() - t0) * 1000);
+	atomic_fetch_add(&r->stats->cost_ns, (uint64_t)(clock_mono_ns() - t0));
 	return rc;
 }
 

@@ -13,6 +13,7 @@ ROUNDS=${ROUNDS:-3}
 TWINS=${TWINS:-100}
 TWIND=${TWIND:-./twind}
 MODELS=${MODELS:-0}
+RULES=${RULES:-0}
 FLOOR_BIN=tests/bench/twind-floor
 LOAD_BIN=tests/bench/twind-load
 METRIC=twind_updates_applied_total
@@ -195,7 +196,7 @@ EOF
 mosquitto -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.log" 2>&1 &
 BROKER_PID=$!
 wait_port "$BROKER_PORT" "$BROKER_PID" || { tail_log "$TMP/mosquitto.log"; die "mosquitto did not start"; }
-echo "bench: $COUNT messages x $ROUNDS rounds, $TWINS twins, QoS 1, models $([[ $MODELS == 1 ]] && echo on || echo off), broker 127.0.0.1:$BROKER_PORT"
+echo "bench: $COUNT messages x $ROUNDS rounds, $TWINS twins, QoS 1, models $([[ $MODELS == 1 ]] && echo on || echo off), $RULES rules per twin, broker 127.0.0.1:$BROKER_PORT"
 
 # --- phase 1 of round $1: the floor --------------------------------------
 # Sets FLOOR_US, FLOOR_CPU_S, FLOOR_RSS_KB. The floor's stdout comes through a
@@ -252,6 +253,25 @@ JSON
 	} >"$dir/twins.json"
 }
 
+# RULES=N rules that every bench twin evaluates on every message and never
+# raise: thresholds and window functions (avg_over, zscore, rate) in turn.
+write_rules() {
+	local dir=$1 i
+	{
+		printf '['
+		for ((i = 0; i < RULES; i++)); do
+			((i > 0)) && printf ','
+			case $((i % 4)) in
+			0) printf '{"name":"r%d","when":"temperature > %d"}' "$i" $((1000 + i)) ;;
+			1) printf '{"name":"r%d","when":"avg_over(vibration, 1m) > %d"}' "$i" $((500 + i)) ;;
+			2) printf '{"name":"r%d","when":"zscore(current, 5m) > %d"}' "$i" $((50 + i)) ;;
+			3) printf '{"name":"r%d","when":"rate(temperature, 10m) > %d"}' "$i" $((100 + i)) ;;
+			esac
+		done
+		printf ']\n'
+	} >"$dir/rules.json"
+}
+
 # --- phase 2 of round $1: twind, on a fresh database ---------------------
 # Sets TWIND_US, TWIND_TICKS, TWIND_RSS_KB, TWIND_START_US, BATCH_SUM, BATCH_COUNT.
 twind_phase() {
@@ -273,6 +293,10 @@ EOF
 		write_models "$dir"
 		printf '[twins]\nmodels = %s/models\nfile = %s/twins.json\n' "$dir" "$dir" \
 			>>"$dir/twind.conf"
+	fi
+	if ((RULES > 0)); then
+		write_rules "$dir"
+		printf '[rules]\nfile = %s/rules.json\n' "$dir" >>"$dir/twind.conf"
 	fi
 	# Start-up: from the fork to the first /healthz 200, polled every ~10 ms
 	# (so it is an upper bound by about a poll and a curl).

@@ -301,9 +301,11 @@ def test_stalled_client_is_cut_off_and_ingest_keeps_pace(tmp_path, broker, stack
     try:
         cut0 = tw.metric("twind_event_clients_cut_total")
         time.sleep(0.3)                 # let twind take the request
-        n, twins = 3000, 10
+        # Many twins and big values: every commit makes many large events,
+        # whatever the batch sizes, far beyond the buffer and the socket's.
+        n, twins = 3000, 100
         T = now_ms() - 600_000
-        pad = "x" * 100
+        pad = "x" * 1000
         msgs = [(f"plant/cut-{i % twins}/telemetry",
                  {"seq": i, "pad": pad, "ts": T + i}) for i in range(n)]
         t0 = time.monotonic()

@@ -1456,6 +1456,17 @@ rules_bind_twin(struct sync *s, struct twin *t)
 		else
 			window_init(&ws[j].w, ws[j].w.len_ms);
 	}
+	/* Many rules share few windows: keep only what is used. */
+	if (nws < maxw) {
+		struct twin_window *fit = nws > 0 ? realloc(ws, (size_t)nws * sizeof(*ws)) : NULL;
+
+		if (nws == 0) {
+			free(ws);
+			ws = NULL;
+		} else if (fit != NULL) {
+			ws = fit;
+		}
+	}
 	free(t->rs);
 	free(t->windows);
 	t->rs = rs;

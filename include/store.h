@@ -117,7 +117,8 @@ struct store_loader {
 	int (*twin)(void *arg, const struct store_twin_row *row);
 	int (*series)(void *arg, const struct store_series_row *row);
 	int (*desired)(void *arg, const struct store_desired_row *row);
-	int (*alert)(void *arg, const struct store_alert_row *row);	/* open alerts */
+	/* open alerts, and the newest alert of each twin and rule */
+	int (*alert)(void *arg, const struct store_alert_row *row);
 	int (*command)(void *arg, const struct store_command_row *row);	/* pending and sent */
 };
 /* Writer: one alert by id (TW_ERR_NOTFOUND if none). */

@@ -108,7 +108,9 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_LOAD_SERIES] = "SELECT id, twin, property, ts, value, out_of_range FROM series",
 	[ST_LOAD_DESIRED] = "SELECT twin, property, value, ts, pending_since_ts, published, "
 	    "converged_ts, in_delta FROM desired",
-	[ST_LOAD_ALERTS] = "SELECT " ALERT_COLS " FROM alerts WHERE active = 1",
+	/* Open alerts, and the last of each twin and rule: its raise time holds the cooldown. */
+	[ST_LOAD_ALERTS] = "SELECT " ALERT_COLS " FROM alerts WHERE active = 1 "
+	    "OR id IN (SELECT max(id) FROM alerts GROUP BY twin, rule) ORDER BY id",
 	[ST_LOAD_CMDS] = "SELECT " CMD_COLS " FROM commands WHERE status IN ('pending', 'sent')",
 	[ST_READ_TWINS] = "SELECT " TWIN_COLS " FROM twins ORDER BY id",
 	[ST_READ_TWINS_PARENT] = "SELECT " TWIN_COLS " FROM twins WHERE parent = ? ORDER BY id",

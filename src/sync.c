@@ -191,6 +191,8 @@ load_alert(void *arg, const struct store_alert_row *row)
 	struct twin *t = twin_find(s->twins, row->twin, strlen(row->twin));
 
 	if (t != NULL && strcmp(row->rule, "desired_not_converged") == 0) {
+		if (!row->active)
+			return 0;
 		t->alert_id = row->id;
 		t->alert_raised_ts = row->raised_ts;
 	} else if (t != NULL) {
@@ -202,7 +204,7 @@ load_alert(void *arg, const struct store_alert_row *row)
 		o = &s->opened[s->nopened++];
 		snprintf(o->twin, sizeof(o->twin), "%s", row->twin);
 		snprintf(o->rule, sizeof(o->rule), "%s", row->rule);
-		o->id = row->id;
+		o->id = row->active ? row->id : 0;
 		o->raised_ts = row->raised_ts;
 		o->shelved_until = row->shelved_until_ts;
 	}
@@ -1056,6 +1058,34 @@ sync_record(struct sync *s, const struct rec *r)
 static int command_issue(struct sync *s, const char *twin, const char *command,
     const char *params, const char *rule, int64_t source_ts, char *id_out, size_t id_len);
 
+struct alert_copy {
+	struct store_alert_row row;
+	char twin[TWIN_ID_MAX + 1], rule[128], severity[16], message[512], str[STR_VALUE_MAX + 1];
+	int found;
+};
+
+static int
+copy_alert(void *arg, const struct store_alert_row *a)
+{
+	struct alert_copy *c = arg;
+
+	c->row = *a;
+	snprintf(c->twin, sizeof(c->twin), "%s", a->twin);
+	snprintf(c->rule, sizeof(c->rule), "%s", a->rule);
+	snprintf(c->severity, sizeof(c->severity), "%s", a->severity);
+	snprintf(c->message, sizeof(c->message), "%s", a->message);
+	c->row.twin = c->twin;
+	c->row.rule = c->rule;
+	c->row.severity = c->severity;
+	c->row.message = c->message;
+	if (a->val.type == VAL_STR) {
+		snprintf(c->str, sizeof(c->str), "%s", a->val.str);
+		c->row.val.str = c->str;
+	}
+	c->found = 1;
+	return 0;
+}
+
 /* ---- rules ---- */
 
 struct eval_ctx {
@@ -1235,25 +1265,20 @@ rule_raise(struct sync *s, struct twin *t, struct rule_state *st, const char *co
 static int
 rule_clear(struct sync *s, struct twin *t, struct rule_state *st, int64_t now)
 {
-	struct store_alert_row a = { .twin = t->id, .rule = st->rule->name,
-	    .severity = st->rule->severity, .active = 0, .cleared_ts = now,
-	    .raised_ts = st->raised_ts, .shelved_until_ts = st->shelved_until };
-	char msg[512];
+	struct alert_copy a = { 0 };
 
-	render_message(st->rule, t, msg, sizeof(msg));
-	a.id = st->alert_id;
-	a.message = msg;
 	/*
-	 * The acknowledgement of the alert must survive its clearing: the row
-	 * is read back so that only active and cleared_ts change.
+	 * Only active and cleared_ts change: the message and value that raised
+	 * it, and its acknowledgement, stay; what is published is the row.
 	 */
-	if (sync_begin(s) != TW_OK || store_alert_clear(s->store, a.id, now) != TW_OK)
+	if (sync_begin(s) != TW_OK || store_alert_clear(s->store, st->alert_id, now) != TW_OK ||
+	    store_alert_get(s->store, st->alert_id, copy_alert, &a) != TW_OK)
 		return TW_ERR_DB;
 	st->alert_id = 0;
 	st->true_since = 0;
 	atomic_fetch_add(&st->rule->stats->clears, 1);
 	log_info("twin %s: alert %s cleared", t->id, st->rule->name);
-	sync_queue_alert(s, t->id, &a);
+	sync_queue_alert(s, t->id, &a.row);
 	return TW_OK;
 }
 
@@ -1337,7 +1362,8 @@ rules_eval(struct sync *s, struct twin *t, const char *const *names, int nnames,
 static int
 rules_tick_twin(void *arg, struct twin *t)
 {
-	return rules_eval(arg, t, NULL, 0, 0) != TW_OK;
+	/* Raised by the timer: the newest update is the one that made it so. */
+	return rules_eval(arg, t, NULL, 0, t->newest_ts) != TW_OK;
 }
 
 /* Feeds the windows of `t` that follow property `name`. */
@@ -1431,14 +1457,19 @@ rules_bind_twin(struct sync *s, struct twin *t)
 		if (!rules_match(r, t->id, t->model_id))
 			continue;
 		rs[nrs].rule = r;
+		/*
+		 * State goes with the rule's name: an edited rule keeps its open
+		 * alert (now judged by its new clear), never leaves an orphan.
+		 */
 		for (uint16_t j = 0; j < t->nrs; j++)
-			if (strcmp(t->rs[j].rule->source, r->source) == 0) {
+			if (strcmp(t->rs[j].rule->name, r->name) == 0) {
 				rs[nrs] = t->rs[j];
 				rs[nrs].rule = r;
 			}
 		for (int j = 0; j < s->nopened; j++)
 			if (strcmp(s->opened[j].twin, t->id) == 0 &&
-			    strcmp(s->opened[j].rule, r->name) == 0) {
+			    strcmp(s->opened[j].rule, r->name) == 0 &&
+			    s->opened[j].raised_ts >= rs[nrs].raised_ts) {
 				rs[nrs].alert_id = s->opened[j].id;
 				rs[nrs].raised_ts = s->opened[j].raised_ts;
 				rs[nrs].shelved_until = s->opened[j].shelved_until;
@@ -2008,34 +2039,6 @@ sync_req_command(struct sync *s, struct sync_req *r)
 		r->result = alert_command_json(&row);
 	}
 	r->status = 202;
-}
-
-struct alert_copy {
-	struct store_alert_row row;
-	char twin[TWIN_ID_MAX + 1], rule[128], severity[16], message[512], str[STR_VALUE_MAX + 1];
-	int found;
-};
-
-static int
-copy_alert(void *arg, const struct store_alert_row *a)
-{
-	struct alert_copy *c = arg;
-
-	c->row = *a;
-	snprintf(c->twin, sizeof(c->twin), "%s", a->twin);
-	snprintf(c->rule, sizeof(c->rule), "%s", a->rule);
-	snprintf(c->severity, sizeof(c->severity), "%s", a->severity);
-	snprintf(c->message, sizeof(c->message), "%s", a->message);
-	c->row.twin = c->twin;
-	c->row.rule = c->rule;
-	c->row.severity = c->severity;
-	c->row.message = c->message;
-	if (a->val.type == VAL_STR) {
-		snprintf(c->str, sizeof(c->str), "%s", a->val.str);
-		c->row.val.str = c->str;
-	}
-	c->found = 1;
-	return 0;
 }
 
 /* Acknowledge or shelve an alert: the operator's side of its life (ISA-18.2). */

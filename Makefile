@@ -8,6 +8,7 @@ WITH_SYSTEMD ?= yes
 SANITIZE ?=
 PYTHON ?= /usr/bin/python3
 SIM_RATE ?= 20
+SIM_ACCEL ?= 10
 
 CC ?= cc
 PKGS := libmosquitto libcjson sqlite3 libmicrohttpd inih
@@ -96,7 +97,7 @@ run: deps
 		echo "mosquitto did not start: is port 1883 taken by another broker?"; exit 1; }; \
 	../twind -c ../config/twind.conf -o storage.database=twind.db & tw=$$!; \
 	for i in $$(seq 50); do curl -sf http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.1; done; \
-	../twind-sim -p 1883 -r $(SIM_RATE) > sim.log 2>&1 & sim=$$!; \
+	../twind-sim -p 1883 -r $(SIM_RATE) -a $(SIM_ACCEL) > sim.log 2>&1 & sim=$$!; \
 	echo; echo "twind is running: broker 127.0.0.1:1883, simulator at $(SIM_RATE) msg/s"; \
 	echo "  http://127.0.0.1:8080/api/v1/twins"; \
 	echo "  http://127.0.0.1:8080/api/v1/twins/pump-1"; \

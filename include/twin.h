@@ -14,17 +14,17 @@
 #include "value.h"
 #include "window.h"
 
+/* One reported property. Kept small: a plant has hundreds of thousands. */
 struct prop {
 	const char *name;	/* interned: owned by the map, shared by all twins */
 	const struct model_prop *mp;	/* in the twin's model, or NULL */
 	int64_t series;		/* history series id in the store */
 	int64_t ts;		/* measurement time of `val`; 0 before the first value */
-	int64_t arrival_ms;	/* wall time `val` arrived */
 	struct tw_val val;	/* a string value is owned by the prop */
 	double prev_num;	/* the value before `val`, for prev(); numbers and booleans */
-	int prev_type;		/* its type; 0: none */
-	int out_of_range;	/* outside the model's minimum/maximum */
-	int dirty;		/* changed since the last flush to the store */
+	uint8_t prev_type;	/* its type; 0: none */
+	uint8_t out_of_range;	/* outside the model's minimum/maximum */
+	uint8_t dirty;		/* changed since the last flush to the store */
 };
 
 /* A window a rule reads, fed from every numeric update of its property. */

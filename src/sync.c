@@ -153,7 +153,6 @@ load_series(void *arg, const struct store_series_row *row)
 	if (row->val.type != 0 && twin_prop_set(p, row->ts, &row->val) < 0)
 		return 1;
 	p->out_of_range = row->out_of_range;
-	p->arrival_ms = t->last_seen_ts;
 	p->dirty = 0;
 	/* The twin clock goes on from the newest value and the time since it arrived. */
 	if (row->ts > t->newest_ts) {
@@ -978,7 +977,6 @@ sync_apply(struct sync *s, const struct rec *r)
 		if (rc == 0)
 			continue;
 		changed = 1;
-		p->arrival_ms = r->arrival_ms;
 		/* A sensor that reads out of range is news: stored, flagged and counted. */
 		p->out_of_range = out_of_range(p->mp, &val);
 		if (p->out_of_range)

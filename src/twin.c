@@ -181,7 +181,8 @@ twin_prop_add(struct twin_map *m, struct twin *t, const char *name, int64_t seri
 	if ((int)t->nprops >= m->max_props)
 		return NULL;
 	if (t->nprops == t->cap) {
-		uint32_t cap = t->cap == 0 ? 4 : t->cap * 2;
+		/* Twins have a handful of properties: grow by a few, not by doubling. */
+		uint32_t cap = t->cap < 64 ? t->cap + 4 : t->cap + t->cap / 4;
 
 		if ((p = realloc(t->props, cap * sizeof(*p))) == NULL)
 			return NULL;

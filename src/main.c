@@ -109,6 +109,10 @@ reload(struct sync *sync, const char *path, char **overrides, int noverrides)
 	}
 	log_set_level(fresh.log_level);
 	sync_request(sync, &req);
+	/* What the engine did not take (it refused the request) is ours to free. */
+	model_set_unref(req.models);
+	rules_unref(req.rules);
+	plant_cleanup(&req.plant);
 	if (req.status == 200)
 		log_info("SIGHUP: models, twins and rules reloaded; log level applied; other "
 		    "settings take a restart");

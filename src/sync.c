@@ -40,6 +40,7 @@ struct inflight {
 	char *rule;		/* NULL for an operator's */
 	int64_t source_ts, issued_ts, sent_ts;
 	int published;		/* handed to libmosquitto */
+	int committed;		/* its row is on disk (only then is it published) */
 };
 
 /* A message and/or live event to send once the batch that made it is committed. */
@@ -82,6 +83,7 @@ struct sync {
 	uint64_t batch_msgs, batch_vals;
 	uint32_t failed_gen;		/* records of this generation or older are dropped */
 	int map_invalid;		/* a reload after a rollback failed: the twins are unknown */
+	int started_loading;		/* the first load is done: later loads follow a rollback */
 	struct twin **publish;		/* twins whose delta changed in this batch */
 	unsigned npublish, cap_publish;
 	struct pending_msg *msgs;	/* alerts raised or cleared in this batch */
@@ -100,6 +102,7 @@ struct sync {
 	uint64_t committed_seq;		/* every record up to here is on disk */
 	uint64_t failed_seq;		/* records up to here were not stored */
 	int stopping;
+	int closed;			/* the thread has ended: requests are refused */
 	struct model_set *models;	/* in force; swapped under lock on reload */
 	struct rule_set *rules;		/* in force; swapped under lock on reload */
 	struct rule_bind *binds;	/* per rule of `rules`: interned names its expressions read */
@@ -212,6 +215,9 @@ load_alert(void *arg, const struct store_alert_row *row)
 
 static int load_command(void *arg, const struct store_command_row *row);
 static void inflight_clear(struct sync *s);
+static void inflight_forget_uncommitted(struct sync *s);
+static int rebind_rules(void *arg, struct twin *t);
+static int want_pending(void *arg, struct twin *t);
 static int command_answer(struct sync *s, const struct rec *r);
 static void commands_publish(struct sync *s);
 static int commands_expire(struct sync *s);
@@ -223,11 +229,33 @@ sync_load(struct sync *s)
 		load_twin, load_series, load_desired, load_alert, load_command,
 	};
 	int64_t t0 = clock_mono_us();
+	struct outstanding *o, *tmp;
+	int rc;
 
+	/* Publications awaiting a PUBACK point at twins about to be rebuilt. */
+	HASH_ITER(hh, s->outstanding, o, tmp) {
+		if (o->cmd[0] != '\0')
+			continue;	/* commands are found by id, they stay */
+		HASH_DEL(s->outstanding, o);
+		free(o);
+	}
+	s->npublish = 0;
 	twin_map_clear(s->twins);
-	inflight_clear(s);
-	if (store_load(s->store, &loader, s) != TW_OK)
-		return TW_ERR_DB;
+	free(s->opened);
+	s->opened = NULL;
+	s->nopened = 0;
+	rc = store_load(s->store, &loader, s);
+	s->started_loading = 1;
+	/* Rules come back with their open alerts; then the list has served. */
+	if (rc == TW_OK && s->binds != NULL && twin_each(s->twins, rebind_rules, s) != 0)
+		rc = TW_ERR_NOMEM;
+	free(s->opened);
+	s->opened = NULL;
+	s->nopened = 0;
+	if (rc != TW_OK)
+		return rc;
+	/* Deltas whose acknowledgement was lost with the rollback go out again. */
+	twin_each(s->twins, want_pending, s);
 	atomic_store(&metrics.twins, twin_count(s->twins));
 	log_info("loaded %u twins in %.1f ms", twin_count(s->twins),
 	    (double)(clock_mono_us() - t0) / 1000.0);
@@ -281,8 +309,6 @@ sync_begin(struct sync *s)
 static void
 sync_fail(struct sync *s, const char *what)
 {
-	struct outstanding *o, *tmp;
-
 	log_warnx("database: %s failed (%s); rolling back %llu messages, the broker will "
 	    "redeliver them", what, store_errmsg(s->store), (unsigned long long)s->batch_msgs);
 	store_rollback(s->store);
@@ -290,13 +316,8 @@ sync_fail(struct sync *s, const char *what)
 	atomic_store(&s->failing, 1);
 	atomic_store(&metrics.db_failing, 1);
 	s->failed_gen = s->batch_gen;
-	s->npublish = 0;
 	msgs_clear(s);
-	/* The twins they point to are about to be rebuilt. */
-	HASH_ITER(hh, s->outstanding, o, tmp) {
-		HASH_DEL(s->outstanding, o);
-		free(o);
-	}
+	inflight_forget_uncommitted(s);
 	/* Until a reload works, the map is not the truth: nothing may be applied to it. */
 	s->map_invalid = sync_load(s) != TW_OK;
 	if (s->map_invalid)
@@ -373,6 +394,8 @@ sync_commit(struct sync *s)
 		log_info("database: commits work again");
 	}
 	sync_progress(s, s->batch_seq, 0);
+	for (unsigned i = 0; i < s->ncmds; i++)
+		s->cmds[i].committed = 1;
 	/* Only what is committed is published: nothing may run ahead of the disk. */
 	sync_publish_deltas(s);
 	sync_publish_msgs(s);
@@ -481,11 +504,15 @@ sync_publish_delta(struct sync *s, struct twin *t)
 		cJSON_Delete(ev);
 	}
 	if (delta->child != NULL) {
-		payload = cJSON_PrintUnformatted(delta);
-		len = payload != NULL ? (int)strlen(payload) : 0;
+		/* Out of memory: publish nothing rather than an empty "all reached". */
+		if ((payload = cJSON_PrintUnformatted(delta)) == NULL) {
+			cJSON_Delete(delta);
+			return;
+		}
+		len = (int)strlen(payload);
 	}
 	cJSON_Delete(delta);
-	if (len > 0 || payload == NULL) {
+	{
 		if (mqtt_publish(s->mqtt, topic, payload, len, 1, &mid) == TW_OK &&
 		    (o = calloc(1, sizeof(*o))) != NULL) {
 			/* A reused mid replaces an entry the broker will never acknowledge again. */
@@ -519,11 +546,12 @@ sync_publish_deltas(struct sync *s)
 	s->npublish = 0;
 }
 
+/* A pending delta goes out (again) after the next commit. */
 static int
-republish_pending(void *arg, struct twin *t)
+want_pending(void *arg, struct twin *t)
 {
 	if (t->delta_pending)
-		sync_publish_delta(arg, t);
+		want_publish(arg, t);
 	return 0;
 }
 
@@ -823,12 +851,10 @@ sync_tick(struct sync *s)
 {
 	int64_t now = clock_mono_ms();
 
-	if (now < s->next_tick)
+	if (now < s->next_tick || s->map_invalid)
 		return;
 	s->next_tick = now + TICK_MS;
 	twin_each(s->twins, check_status, s);
-	if (s->conf->state_topic[0] != '\0' && s->mqtt != NULL)
-		twin_each(s->twins, publish_state, s);
 	if (commands_expire(s) != TW_OK) {
 		sync_fail(s, "writing a command's status");
 		return;
@@ -845,6 +871,9 @@ sync_tick(struct sync *s)
 		sync_fail(s, "writing an alert");
 	else if (s->in_txn)
 		sync_commit(s);
+	/* Only committed state goes out on the state topic. */
+	if (!s->in_txn && s->conf->state_topic[0] != '\0' && s->mqtt != NULL)
+		twin_each(s->twins, publish_state, s);
 }
 
 /* ---- telemetry ---- */
@@ -1008,7 +1037,12 @@ sync_record(struct sync *s, const struct rec *r)
 		else
 			s->failed_gen = r->gen;
 	}
-	if (r->gen <= s->failed_gen) {
+	/*
+	 * Records read on a connection whose batch failed are refused (their
+	 * acknowledgements are never written), except what acknowledges
+	 * nothing to the broker: PUBACKs and connection news.
+	 */
+	if (r->gen <= s->failed_gen && r->kind != REC_PUBACK && r->kind != REC_CONNECTED) {
 		sync_progress(s, 0, r->seq);
 		return TW_OK;
 	}
@@ -1046,7 +1080,7 @@ sync_record(struct sync *s, const struct rec *r)
 		return command_answer(s, r);
 	case REC_CONNECTED:
 		/* Deltas the broker never acknowledged (also from before a restart) go out again. */
-		twin_each(s->twins, republish_pending, s);
+		twin_each(s->twins, want_pending, s);
 		s->cmds_to_publish = 1;
 		return TW_OK;
 	}
@@ -1227,6 +1261,7 @@ rule_raise(struct sync *s, struct twin *t, struct rule_state *st, const char *co
 	    .active = 1, .raised_ts = now };
 	char msg[512], id[32];
 	struct prop *p;
+	int rc;
 
 	render_message(r, t, msg, sizeof(msg));
 	a.message = msg;
@@ -1252,9 +1287,15 @@ rule_raise(struct sync *s, struct twin *t, struct rule_state *st, const char *co
 			atomic_fetch_add(&r->stats->errors, 1);
 			continue;
 		}
-		if (command_issue(s, t->id, ra->command, ra->json, r->name, source_ts, id,
-		    sizeof(id)) == TW_ERR_DB)
+		rc = command_issue(s, t->id, ra->command, ra->json, r->name, source_ts, id,
+		    sizeof(id));
+		if (rc == TW_ERR_DB)
 			return TW_ERR_DB;
+		if (rc != TW_OK) {
+			log_limited(&s->drop_log, "rule %s: command %s on %s refused: too many in "
+			    "flight", r->name, ra->command, t->id);
+			atomic_fetch_add(&r->stats->errors, 1);
+		}
 	}
 	sync_desired_action(s, t, r);
 	return TW_OK;
@@ -1390,9 +1431,12 @@ bind_names(struct sync *s, const struct expr *e, const char **out)
 static int
 rules_bind_names(struct sync *s)
 {
-	free(s->binds);
-	if ((s->binds = calloc((size_t)s->rules->n + 1, sizeof(*s->binds))) == NULL)
+	struct rule_bind *b = calloc((size_t)s->rules->n + 1, sizeof(*b));
+
+	if (b == NULL)
 		return TW_ERR_NOMEM;
+	free(s->binds);
+	s->binds = b;
 	for (int i = 0; i < s->rules->n; i++)
 		if (bind_names(s, s->rules->v[i].when, s->binds[i].when) != TW_OK ||
 		    (s->rules->v[i].clear != NULL &&
@@ -1511,6 +1555,19 @@ rebind_rules(void *arg, struct twin *t)
 	return rules_bind_twin(arg, t) != TW_OK;
 }
 
+static int
+drop_rules(void *arg, struct twin *t)
+{
+	(void)arg;
+	free(t->rs);
+	free(t->windows);
+	t->rs = NULL;
+	t->windows = NULL;
+	t->nrs = 0;
+	t->nwindows = 0;
+	return 0;
+}
+
 /* The operator acknowledged or shelved an alert: a shelved rule does not raise. */
 static void
 rules_alert_changed(struct sync *s, const struct store_alert_row *a)
@@ -1546,6 +1603,17 @@ inflight_remove(struct sync *s, struct inflight *c)
 {
 	inflight_free(c);
 	*c = s->cmds[--s->ncmds];
+}
+
+/* After a rollback: commands issued in the failed batch never existed. */
+static void
+inflight_forget_uncommitted(struct sync *s)
+{
+	for (unsigned i = 0; i < s->ncmds;)
+		if (!s->cmds[i].committed)
+			inflight_remove(s, &s->cmds[i]);
+		else
+			i++;
 }
 
 static void
@@ -1695,7 +1763,7 @@ command_sent(struct sync *s, const char *id)
 		return;
 	c->sent_ts = clock_now_ms();
 	if (command_status(s, c, "sent", NULL, 0) != TW_OK)
-		log_warnx("command %s: cannot store its sending", id);
+		sync_fail(s, "storing a command's sending");
 }
 
 /* The asset answered: done, rejected or failed, with its detail. */
@@ -1748,11 +1816,15 @@ static int
 load_command(void *arg, const struct store_command_row *row)
 {
 	struct sync *s = arg;
-	struct inflight *c = inflight_add(s, row->twin, row->command, row->params, row->rule,
-	    row->source_ts);
+	struct inflight *c;
 
-	if (c == NULL)
+	/* After a rollback the list in memory is the truth: it knows what was published. */
+	if (s->started_loading)
 		return 0;
+	if ((c = inflight_add(s, row->twin, row->command, row->params, row->rule,
+	    row->source_ts)) == NULL)
+		return 0;
+	c->committed = 1;
 	snprintf(c->id, sizeof(c->id), "%s", row->id);
 	c->issued_ts = row->issued_ts;
 	c->sent_ts = row->sent_ts;
@@ -1983,8 +2055,13 @@ sync_req_reload(struct sync *s, struct sync_req *r)
 	r->models = NULL;
 	r->rules = NULL;
 	/* Unchanged rules keep their state: the old set lives until every twin is rebound. */
-	if (rules_bind_names(s) != TW_OK || twin_each(s->twins, rebind_model, s) != 0 ||
-	    twin_each(s->twins, rebind_rules, s) != 0 || sync_begin(s) != TW_OK ||
+	if (rules_bind_names(s) != TW_OK || twin_each(s->twins, rebind_rules, s) != 0) {
+		/* No twin may keep a state pointing into the set freed below. */
+		twin_each(s->twins, drop_rules, s);
+		log_warnx("reload: out of memory binding the rules; no rule runs until the next "
+		    "reload");
+	}
+	if (twin_each(s->twins, rebind_model, s) != 0 || sync_begin(s) != TW_OK ||
 	    sync_apply_plant(s, &r->plant) != TW_OK || sync_commit(s) != TW_OK) {
 		req_fail(r, 500, "internal", "reload failed; see the log");
 	} else {
@@ -2083,6 +2160,8 @@ sync_requests(struct sync *s)
 {
 	struct sync_req *r;
 
+	if (s->map_invalid && !s->in_txn && sync_load(s) == TW_OK)
+		s->map_invalid = 0;
 	while (atomic_load(&s->nreqs) > 0) {
 		pthread_mutex_lock(&s->lock);
 		r = s->reqs;
@@ -2090,7 +2169,17 @@ sync_requests(struct sync *s)
 		atomic_fetch_sub(&s->nreqs, 1);
 		pthread_mutex_unlock(&s->lock);
 
-		switch (r->type) {
+		/* The twins in memory are not the truth until a load works. */
+		if (s->map_invalid) {
+			req_fail(r, 503, "unavailable", "the database is failing; try again");
+			if (r->type == SYNC_REQ_RELOAD) {
+				model_set_unref(r->models);
+				rules_unref(r->rules);
+				plant_cleanup(&r->plant);
+				r->models = NULL;
+				r->rules = NULL;
+			}
+		} else switch (r->type) {
 		case SYNC_REQ_DESIRED:
 			sync_req_desired(s, r);
 			break;
@@ -2111,23 +2200,71 @@ sync_requests(struct sync *s)
 	}
 }
 
+#define REQUEST_WAIT_MS	10000	/* a request not taken up by then is answered 503 */
+
+/* Unlinks `r` if it is still queued (caller holds the lock); 1 if it was. */
+static int
+req_unlink(struct sync *s, struct sync_req *r)
+{
+	for (struct sync_req **p = &s->reqs; *p != NULL; p = &(*p)->next)
+		if (*p == r) {
+			*p = r->next;
+			atomic_fetch_sub(&s->nreqs, 1);
+			return 1;
+		}
+	return 0;
+}
+
 void
 sync_request(struct sync *s, struct sync_req *r)
 {
 	struct sync_req **tail;
+	struct timespec deadline;
 
 	r->done = 0;
 	r->next = NULL;
 	pthread_mutex_lock(&s->lock);
+	if (s->closed) {
+		pthread_mutex_unlock(&s->lock);
+		req_fail(r, 503, "unavailable", "twind is stopping");
+		return;
+	}
 	for (tail = &s->reqs; *tail != NULL; tail = &(*tail)->next)
 		;
 	*tail = r;
 	atomic_fetch_add(&s->nreqs, 1);
 	pthread_mutex_unlock(&s->lock);
 	ring_wake(s->ring);
+	clock_deadline(&deadline, REQUEST_WAIT_MS);
 	pthread_mutex_lock(&s->lock);
-	while (!r->done)
-		pthread_cond_wait(&s->progress, &s->lock);
+	while (!r->done) {
+		if (pthread_cond_timedwait(&s->progress, &s->lock, &deadline) != ETIMEDOUT)
+			continue;
+		/* Not taken up in time (the engine is stuck on a busy database): give up. */
+		if (req_unlink(s, r)) {
+			req_fail(r, 503, "busy", "the sync engine did not take the request in time");
+			break;
+		}
+		/* Taken up: it is being answered, which is bounded; wait on. */
+		clock_deadline(&deadline, REQUEST_WAIT_MS);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* At exit: nothing waits forever on an engine that is gone. */
+static void
+sync_close_requests(struct sync *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->closed = 1;
+	while (s->reqs != NULL) {
+		struct sync_req *r = s->reqs;
+
+		req_unlink(s, r);
+		req_fail(r, 503, "unavailable", "twind is stopping");
+		r->done = 1;
+	}
+	pthread_cond_broadcast(&s->progress);
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -2198,6 +2335,7 @@ sync_main(void *arg)
 	}
 	if (s->in_txn)
 		sync_commit(s);
+	sync_close_requests(s);
 	return NULL;
 }
 
@@ -2225,13 +2363,10 @@ sync_new(const struct conf *c, struct ring *r, struct store *store, struct model
 	pthread_cond_init(&s->progress, NULL);
 	s->twins = twin_map_new(c->max_twins, c->max_props_per_twin);
 	s->names = calloc((size_t)c->max_properties, sizeof(*s->names));
-	if (s->twins == NULL || s->names == NULL || sync_load(s) != TW_OK ||
-	    rules_bind_names(s) != TW_OK || twin_each(s->twins, rebind_rules, s) != 0)
+	/* Names first: the load binds every twin to its rules and open alerts. */
+	if (s->twins == NULL || s->names == NULL || rules_bind_names(s) != TW_OK ||
+	    sync_load(s) != TW_OK)
 		goto fail;
-	/* Open alerts are bound to their rules now; the list has served. */
-	free(s->opened);
-	s->opened = NULL;
-	s->nopened = 0;
 	if (store_begin(s->store) != TW_OK || sync_apply_plant(s, plant) != TW_OK ||
 	    twin_flush_dirty(s->twins, flush_twin, s) != TW_OK || store_commit(s->store) != TW_OK) {
 		log_warnx("cannot apply the twins file: %s", store_errmsg(s->store));

@@ -458,7 +458,8 @@ api_twins_desired(struct http_req *req, struct http_reply *rep)
 	if ((id = twin_id_param(req, rep)) == NULL)
 		return;
 	sr.twin = id;
-	if ((im = http_header(req, "If-Match")) != NULL) {
+	/* "If-Match: *" matches any current version (RFC 7232): no condition. */
+	if ((im = http_header(req, "If-Match")) != NULL && strcmp(im, "*") != 0) {
 		if (if_match_parse(im, &sr.if_match) != 0) {
 			http_error(rep, 400, "bad_request", "If-Match must be a version, such as \"42\"");
 			return;

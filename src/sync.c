@@ -213,6 +213,39 @@ load_alert(void *arg, const struct store_alert_row *row)
 	return 0;
 }
 
+static int
+opened_cmp2(const struct open_alert *a, const char *twin, const char *rule)
+{
+	int c = strcmp(a->twin, twin);
+
+	return c != 0 ? c : strcmp(a->rule, rule);
+}
+
+static int
+opened_cmp(const void *x, const void *y)
+{
+	const struct open_alert *a = x, *b = y;
+
+	return opened_cmp2(a, b->twin, b->rule);
+}
+
+/* The first entry for (twin, rule) in the sorted list, or nopened: binding stays O(log n). */
+static int
+opened_first(const struct sync *s, const char *twin, const char *rule)
+{
+	int lo = 0, hi = s->nopened;
+
+	while (lo < hi) {
+		int mid = lo + (hi - lo) / 2;
+
+		if (opened_cmp2(&s->opened[mid], twin, rule) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 static int load_command(void *arg, const struct store_command_row *row);
 static void inflight_clear(struct sync *s);
 static void inflight_forget_uncommitted(struct sync *s);
@@ -246,6 +279,8 @@ sync_load(struct sync *s)
 	s->nopened = 0;
 	rc = store_load(s->store, &loader, s);
 	s->started_loading = 1;
+	if (s->nopened > 1)
+		qsort(s->opened, (size_t)s->nopened, sizeof(*s->opened), opened_cmp);
 	/* Rules come back with their open alerts; then the list has served. */
 	if (rc == TW_OK && s->binds != NULL && twin_each(s->twins, rebind_rules, s) != 0)
 		rc = TW_ERR_NOMEM;
@@ -1508,10 +1543,9 @@ rules_bind_twin(struct sync *s, struct twin *t)
 				rs[nrs] = t->rs[j];
 				rs[nrs].rule = r;
 			}
-		for (int j = 0; j < s->nopened; j++)
-			if (strcmp(s->opened[j].twin, t->id) == 0 &&
-			    strcmp(s->opened[j].rule, r->name) == 0 &&
-			    s->opened[j].raised_ts >= rs[nrs].raised_ts) {
+		for (int j = opened_first(s, t->id, r->name); j < s->nopened &&
+		    opened_cmp2(&s->opened[j], t->id, r->name) == 0; j++)
+			if (s->opened[j].raised_ts >= rs[nrs].raised_ts) {
 				rs[nrs].alert_id = s->opened[j].id;
 				rs[nrs].raised_ts = s->opened[j].raised_ts;
 				rs[nrs].shelved_until = s->opened[j].shelved_until;

@@ -10,7 +10,6 @@ enum {
 	TW_ERR_DB = 4,		/* SQLite reported an error */
 	TW_ERR_FULL = 5,	/* a bounded container is full */
 	TW_ERR_NOTFOUND = 6,	/* no such object */
-	TW_ERR_STOPPED = 7,	/* the owner is shutting down */
 	TW_ERR_TIMEOUT = 8,	/* a bounded wait ran out */
 };
 

@@ -18,8 +18,8 @@ void ring_free(struct ring *r);
 /*
  * Copies a record of `len` bytes in. Blocks while the ring is full: that
  * stops the MQTT thread reading, which is how backpressure reaches the
- * broker. Returns 0, TW_ERR_INVAL (larger than a quarter of the ring) or
- * TW_ERR_STOPPED (ring_close was called while waiting).
+ * broker; the consumer never stops before the producer, so the wait ends.
+ * Returns 0, or TW_ERR_INVAL (larger than a quarter of the ring).
  */
 int ring_push(struct ring *r, const void *rec, size_t len);
 
@@ -34,8 +34,6 @@ void ring_pop(struct ring *r);
 /* Makes a waiting ring_peek return (NULL) now, so the consumer can look at other work. */
 void ring_wake(struct ring *r);
 
-/* Wakes and refuses a blocked producer from then on (shutdown). */
-void ring_close(struct ring *r);
 
 size_t ring_used(struct ring *r);	/* bytes, headers and padding included */
 size_t ring_capacity(const struct ring *r);

@@ -12,7 +12,6 @@ tw_strerror(int err)
 	case TW_ERR_DB:		return "database error";
 	case TW_ERR_FULL:	return "container full";
 	case TW_ERR_NOTFOUND:	return "not found";
-	case TW_ERR_STOPPED:	return "stopped";
 	case TW_ERR_TIMEOUT:	return "timed out";
 	}
 	return "unknown error";

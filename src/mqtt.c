@@ -126,8 +126,9 @@ push(struct mqtt *m, struct rec *r, size_t len)
 	 * so this waits, it cannot deadlock. TW_ERR_INVAL cannot happen: the
 	 * scratch record is at most a quarter of the smallest ring.
 	 */
-	if (ring_push(m->ring, r, len) == TW_OK)
-		m->seq = r->seq;
+	if (ring_push(m->ring, r, len) != TW_OK)
+		fatalx("ring: a record of %zu bytes does not fit (broken invariant)", len);
+	m->seq = r->seq;
 }
 
 /*

@@ -23,7 +23,6 @@ struct ring {
 	uint64_t rpos;		/* bytes ever released, consumer side */
 	uint64_t records;
 	size_t peeked;		/* bytes of the record under ring_peek, 0 if none */
-	int closed;
 	/* Who sleeps: signalling only then saves a futex call per record. */
 	int consumer_waiting;
 	int producer_waiting;
@@ -80,10 +79,6 @@ ring_push(struct ring *r, const void *rec, size_t len)
 		return TW_ERR_INVAL;
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
-		if (r->closed) {
-			pthread_mutex_unlock(&r->lock);
-			return TW_ERR_STOPPED;
-		}
 		off = (size_t)(r->wpos % r->cap);
 		need = ring_need(r, off, len);
 		if (r->cap - (size_t)(r->wpos - r->rpos) >= need)
@@ -127,7 +122,7 @@ ring_peek(struct ring *r, size_t *len, int timeout_ms)
 	if (r->wpos == r->rpos && timeout_ms > 0) {
 		clock_deadline(&deadline, timeout_ms);
 		r->consumer_waiting = 1;
-		while (r->wpos == r->rpos && !r->closed && !r->woken &&
+		while (r->wpos == r->rpos && !r->woken &&
 		    pthread_cond_timedwait(&r->not_empty, &r->lock, &deadline) != ETIMEDOUT)
 			;
 		r->consumer_waiting = 0;
@@ -170,16 +165,6 @@ ring_wake(struct ring *r)
 	pthread_mutex_lock(&r->lock);
 	r->woken = 1;
 	pthread_cond_signal(&r->not_empty);
-	pthread_mutex_unlock(&r->lock);
-}
-
-void
-ring_close(struct ring *r)
-{
-	pthread_mutex_lock(&r->lock);
-	r->closed = 1;
-	pthread_cond_broadcast(&r->not_full);
-	pthread_cond_broadcast(&r->not_empty);
 	pthread_mutex_unlock(&r->lock);
 }
 

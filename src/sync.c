@@ -906,8 +906,13 @@ sync_tick(struct sync *s)
 		sync_fail(s, "writing an alert");
 	else if (s->in_txn)
 		sync_commit(s);
-	/* Only committed state goes out on the state topic. */
-	if (!s->in_txn && s->conf->state_topic[0] != '\0' && s->mqtt != NULL)
+	/*
+	 * Only committed state goes out, and only while connected: libmosquitto
+	 * would queue every document in memory while the broker is away; the
+	 * twins stay marked and go out after the reconnect.
+	 */
+	if (!s->in_txn && s->conf->state_topic[0] != '\0' && s->mqtt != NULL &&
+	    mqtt_connected(s->mqtt))
 		twin_each(s->twins, publish_state, s);
 }
 
@@ -982,7 +987,7 @@ sync_twin_for(struct sync *s, const struct rec *r, int *reason)
 			return NULL;
 		}
 	}
-	if (fresh > s->conf->max_props_per_twin - (t != NULL ? (int)t->nprops : 0)) {
+	if (t != NULL ? !twin_props_room(s->twins, t, fresh) : fresh > s->conf->max_props_per_twin) {
 		*reason = DROP_PROPERTY_LIMIT;
 		return NULL;
 	}

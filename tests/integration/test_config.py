@@ -72,3 +72,18 @@ def test_usage_errors_exit_2(tmp_path):
     assert r.returncode == 2, ("missing file", r.returncode, r.stderr)
     r = run(["--no-such-option"], tmp_path)
     assert r.returncode == 2, ("unknown option", r.returncode, r.stderr)
+
+
+def test_overrides_are_checked_like_the_file(tmp_path):
+    """-o applies before validation: a listen address beyond loopback is
+    refused, unless the override says so in plain words too."""
+    conf = write_conf(tmp_path, good_conf(tmp_path))
+    r = run(["-c", str(conf), "--check", "-o", f"http.listen=0.0.0.0:{free_port()}"], tmp_path)
+    assert r.returncode == 2 and "allow_remote_without_tokens" in r.stderr, r.stderr
+    r = run(["-c", str(conf), "--check", "-o", f"http.listen=0.0.0.0:{free_port()}",
+             "-o", "http.allow_remote_without_tokens=yes"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run(["-c", str(conf), "--check", "-o", "mqtt.port=0"], tmp_path)
+    assert r.returncode == 2 and "port" in r.stderr, r.stderr
+    r = run(["-c", str(conf), "--check", "-o", "mqtt.nope=1"], tmp_path)
+    assert r.returncode == 2 and "unknown key" in r.stderr, r.stderr

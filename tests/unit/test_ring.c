@@ -5,7 +5,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <unistd.h>
 #include <cmocka.h>
 
 #include "err.h"
@@ -98,22 +97,6 @@ test_backpressure(void **state)
 	ring_free(pr.r);
 }
 
-static void
-test_close_wakes_producer(void **state)
-{
-	struct producer pr = { .r = ring_new(256) };
-	pthread_t t;
-
-	(void)state;
-	assert_int_equal(pthread_create(&t, NULL, produce, &pr), 0);
-	while (ring_count(pr.r) < 16)
-		usleep(1000);
-	ring_close(pr.r);
-	pthread_join(t, NULL);
-	assert_true(pr.pushed < 10000);
-	ring_free(pr.r);
-}
-
 int
 main(void)
 {
@@ -121,7 +104,6 @@ main(void)
 		cmocka_unit_test(test_fifo_and_wrap),
 		cmocka_unit_test(test_too_large),
 		cmocka_unit_test(test_backpressure),
-		cmocka_unit_test(test_close_wakes_producer),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -39,8 +39,9 @@ DEPS_TEST := libcmocka-dev python3-pytest python3-paho-mqtt python3-requests sql
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-CORE := err log clock conf ring ingest value metrics model plant expr window rules twin store events alert sync mqtt http \
-	api_twins api_alerts api_models api_events api_system
+CORE := err log clock names topic conf ring ingest value metrics model plant expr window rules \
+	twin store events alert progress request outbox commands desired alerts runtime undo apply \
+	restore twin_doc engine mqtt http api_twins api_alerts api_models api_events api_system
 CORE_OBJ := $(CORE:%=$(BUILD)/%.o)
 UNIT := ring ingest conf clock twin store model plant events expr window rules
 UNIT_BIN := $(UNIT:%=$(BUILD)/tests/test_%)

@@ -2,6 +2,7 @@
 #ifndef TW_CLOCK_H
 #define TW_CLOCK_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,8 +14,14 @@ int64_t clock_mono_us(void);
 int64_t clock_mono_ns(void);
 
 struct timespec;
-/* An absolute CLOCK_REALTIME deadline `ms` from now, for pthread_cond_timedwait. */
+/*
+ * An absolute CLOCK_MONOTONIC deadline `ms` from now, for
+ * pthread_cond_timedwait on a condition made by clock_cond_init: a step
+ * of the wall clock (NTP, an operator) must not stretch or freeze a wait.
+ */
 void clock_deadline(struct timespec *ts, int ms);
+/* pthread_cond_init with CLOCK_MONOTONIC. Returns 0 or TW_ERR_NOMEM. */
+int clock_cond_init(pthread_cond_t *c);
 
 /*
  * Parses a duration: "500ms", "30s", "5m", "2h", "7d"; a bare number is

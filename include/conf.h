@@ -6,11 +6,13 @@
 #include <stdio.h>
 
 enum conf_sync { CONF_SYNC_NORMAL = 0, CONF_SYNC_FULL = 1 };
+enum conf_mqtt { CONF_MQTT_311 = 0, CONF_MQTT_5 = 1 };
 
 struct conf {
 	/* [mqtt] */
 	char *mqtt_host;
 	int mqtt_port;
+	int mqtt_protocol;		/* enum conf_mqtt */
 	char *mqtt_client_id;
 	char *mqtt_username;
 	char *mqtt_password;
@@ -35,7 +37,9 @@ struct conf {
 	/* [commands] */
 	int64_t cmd_timeout_ms;
 	int64_t cmd_ttl_ms;
-	int cmd_max_inflight;
+	int cmd_max_inflight;		/* waiting for the broker, plant-wide */
+	int cmd_max_inflight_per_twin;
+	int cmd_acknowledged;		/* assets answer on {command_topic}/ack */
 	/* [storage] */
 	char *db_path;
 	int db_sync;			/* enum conf_sync */

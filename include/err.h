@@ -11,6 +11,9 @@ enum {
 	TW_ERR_FULL = 5,	/* a bounded container is full */
 	TW_ERR_NOTFOUND = 6,	/* no such object */
 	TW_ERR_TIMEOUT = 8,	/* a bounded wait ran out */
+	TW_ERR_CONFLICT = 9,	/* a precondition (a version) does not hold */
+	TW_ERR_REFUSED = 10,	/* well-formed, but the model or a bound says no */
+	TW_ERR_UNAVAIL = 11,	/* not now: stopping, busy, broker or database away */
 };
 
 /* Returns a static, human-readable name for a TW_ERR_* code. */

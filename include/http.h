@@ -13,16 +13,15 @@
 #include "store.h"
 
 struct ring;
-struct sync;
-struct mqtt;
+struct engine;
 struct events;
+struct request;
 
 /* What the handlers may look at; all borrowed, all outlive the server. */
 struct api_ctx {
 	const struct conf *conf;
 	struct ring *ring;
-	struct sync *sync;
-	struct mqtt *mqtt;
+	struct engine *engine;
 	struct events *events;
 };
 
@@ -64,6 +63,8 @@ const char *http_header(struct http_req *req, const char *name);
 
 /* Fills `rep` with `doc` printed (doc is freed) and `status`. */
 void http_json(struct http_reply *rep, int status, cJSON *doc);
+/* Fills `rep` with the engine's refusal of `r`, its TW_ERR_* code turned into an HTTP status. */
+void http_request_error(struct http_reply *rep, const struct request *r);
 /* Fills `rep` with the error object {"error":{"code","message"}}. */
 void http_error(struct http_reply *rep, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

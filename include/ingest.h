@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "names.h"
+
 /* Why a message was dropped; each is counted in /metrics under its name. */
 enum ingest_reason {
 	INGEST_OK = 0,
@@ -43,8 +45,6 @@ enum val_type { VAL_NUM = 1, VAL_BOOL = 2, VAL_STR = 3 };
 enum rec_kind { REC_UPDATE = 1, REC_QUARANTINE = 2, REC_FLUSH = 3, REC_PUBACK = 4,
 	REC_CMD_ACK = 5, REC_CONNECTED = 6 };
 
-#define TWIN_ID_MAX	128
-#define PROP_NAME_MAX	128
 #define STR_VALUE_MAX	4096
 #define QUARANTINE_KEEP	1024	/* payload bytes kept of a poison message */
 
@@ -145,8 +145,5 @@ int ingest_message(struct ingest *in, const char *topic, const void *payload,
 /* Builds a REC_QUARANTINE record for a dropped message in the scratch buffer. */
 void ingest_quarantine(struct ingest *in, const char *topic, const void *payload,
     size_t len, int reason, int64_t now_ms, struct rec **out, size_t *outlen);
-
-/* 1 if `s` (`len` bytes) is a valid twin id: [A-Za-z0-9_.:-]{1,128}. */
-int ingest_id_valid(const char *s, size_t len);
 
 #endif

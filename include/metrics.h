@@ -14,6 +14,7 @@
 
 #define METRICS_BATCH_BUCKETS	8
 #define METRICS_COMMIT_BUCKETS	10
+#define METRICS_CMD_STATUSES	8	/* pending sent done rejected failed timed_out expired refused */
 
 struct metrics {
 	atomic_uint_fast64_t received;			/* MQTT thread */
@@ -21,8 +22,8 @@ struct metrics {
 	atomic_uint_fast64_t quarantined;		/* sync engine */
 	atomic_uint_fast64_t applied;			/* sync engine: messages committed */
 	atomic_uint_fast64_t values;			/* sync engine: values committed */
-	atomic_uint_fast64_t out_of_range;
-	atomic_uint_fast64_t alerts_raised;		/* sync engine: rule alerts raised */		/* sync engine: values outside the model's range */
+	atomic_uint_fast64_t out_of_range;		/* engine: values outside the model's range */
+	atomic_uint_fast64_t alerts_raised;		/* engine: rule alerts raised */
 	atomic_uint_fast64_t commits;			/* sync engine */
 	atomic_uint_fast64_t commit_failures;		/* sync engine */
 	atomic_uint_fast64_t batch_le[METRICS_BATCH_BUCKETS];	/* sync engine */
@@ -34,7 +35,13 @@ struct metrics {
 	atomic_uint_fast64_t reconnects;		/* MQTT thread */
 	atomic_int db_failing;				/* sync engine */
 	atomic_uint_fast64_t http_requests;		/* REST threads */
-	atomic_uint_fast64_t events_cut;		/* sync engine: slow SSE clients cut off */
+	atomic_uint_fast64_t events_cut;		/* engine: slow SSE clients cut off */
+	atomic_uint_fast64_t outbox_dropped;		/* engine: messages dropped while the broker was away */
+	atomic_uint_fast64_t commands[METRICS_CMD_STATUSES];	/* engine: by status reached */
+	atomic_uint_fast64_t commands_pending;		/* engine: waiting for the broker */
+	atomic_uint_fast64_t property_names;		/* engine: interned property names */
+	atomic_uint_fast64_t memory_bytes;		/* engine: twins, properties and names */
+	atomic_uint_fast64_t memory_budget;		/* engine: [twins] memory_max */
 };
 
 extern struct metrics metrics;
@@ -44,6 +51,9 @@ metrics_add(atomic_uint_fast64_t *c, uint64_t n)
 {
 	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
+
+/* Counts a command reaching `status` (one of the eight; others are ignored). */
+void metrics_command(const char *status);
 
 /* Records one commit of `batch` messages that took `us` microseconds. */
 void metrics_commit(uint64_t batch, int64_t us);

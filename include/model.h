@@ -36,6 +36,13 @@ struct model_prop {
 	char *unit;		/* DTDL "unit", or NULL */
 };
 
+/* A Command, with twind's extension: does the asset answer it on {command_topic}/ack? */
+struct model_command {
+	char *name;
+	int acknowledged;	/* 1, 0, or -1: as [commands] acknowledged says */
+	int64_t timeout_ms;	/* "timeout": its answer may take this long; 0: [commands] timeout */
+};
+
 struct model_rel {
 	char *name;
 	char *target;		/* an Interface id, or NULL for any */
@@ -53,7 +60,7 @@ struct model {
 	int strict;		/* twind extension "strict": unknown properties are refused */
 	struct model_prop *props;	/* own, inherited (extends) and component properties */
 	int nprops;
-	char **commands;
+	struct model_command *commands;
 	int ncommands;
 	struct model_rel *rels;
 	int nrels;
@@ -80,6 +87,14 @@ const struct model *model_find(const struct model_set *s, const char *id);
 const struct model_prop *model_prop(const struct model *m, const char *name);
 /* 1 if `m` has the Command `name`. */
 int model_has_command(const struct model *m, const char *name);
+/* The Command `name` of `m`, or NULL. */
+const struct model_command *model_command(const struct model *m, const char *name);
+
+struct tw_val;
+/* Whether `v` has the schema of `mp` (a whole number for an integer schema). */
+int model_value_ok(const struct model_prop *mp, const struct tw_val *v);
+/* Whether `v` is a number outside the minimum or maximum of `mp` (NULL: never). */
+int model_out_of_range(const struct model_prop *mp, const struct tw_val *v);
 int model_count(const struct model_set *s);
 const struct model *model_at(const struct model_set *s, int i);	/* sorted by id */
 

@@ -1,19 +1,25 @@
 /*
  * The MQTT thread: libmosquitto with our own loop, so that the broker's
- * acknowledgements are written only after the sync engine committed what
+ * acknowledgements are written only after the engine committed what
  * they acknowledge (a group commit).
  */
 #ifndef TW_MQTT_H
 #define TW_MQTT_H
 
+#include <stdint.h>
+
 #include "conf.h"
+#include "progress.h"
 #include "ring.h"
-#include "sync.h"
 
 struct mqtt;
 
-/* Borrows all three for its lifetime. NULL (logged) on failure. */
-struct mqtt *mqtt_new(const struct conf *c, struct ring *r, struct sync *s);
+/*
+ * Borrows all three for its lifetime: it pushes records into the ring and
+ * acknowledges the broker as far as `p` says they are committed. It knows
+ * nothing of the engine. NULL (logged) on failure.
+ */
+struct mqtt *mqtt_new(const struct conf *c, struct ring *r, struct progress *p);
 /* Starts the thread, which connects and reconnects by itself. 0 or TW_ERR_IO. */
 int mqtt_start(struct mqtt *m);
 /*
@@ -28,16 +34,19 @@ int mqtt_connected(struct mqtt *m);
 /* 0 when the broker refused our subscription or granted less than QoS 1. */
 int mqtt_subscribed(struct mqtt *m);
 
+/* NULL while connected and subscribed at QoS 1, else why not. */
+const char *mqtt_trouble(struct mqtt *m);
+
 /*
- * Publishes at QoS 1 from any thread. libmosquitto keeps the message
- * (also across reconnects) until the broker acknowledges it; the
- * acknowledgement reaches the sync engine as a REC_PUBACK record with
- * this *mid. Returns 0, or TW_ERR_IO / TW_ERR_NOMEM.
+ * Publishes at QoS 1 from any thread, only while connected. The broker's
+ * acknowledgement comes back through the ring as a REC_PUBACK record with
+ * this *mid. A connection that ends before it forgets the message (the
+ * client restarts empty; REC_CONNECTED tells the engine to send again
+ * what is still valid). `expiry_s` > 0 sets the MQTT v5 message expiry.
+ * Returns 0, TW_ERR_UNAVAIL (not connected: nothing queued), or
+ * TW_ERR_IO / TW_ERR_NOMEM.
  */
 int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, int len,
-    int retain, int *mid);
-
-/* Writes `tmpl` with {twin} replaced into buf; returns 0 or TW_ERR_FULL. */
-int mqtt_topic(const char *tmpl, const char *twin, char *buf, size_t len);
+    int retain, uint32_t expiry_s, int *mid);
 
 #endif

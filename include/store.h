@@ -35,8 +35,13 @@ void store_snapshot_end(struct store *s);
 
 /* Writer: a new series (twin, property); stores its id in *id. */
 int store_series_add(struct store *s, const char *twin, const char *prop, int64_t *id);
-/* Writer: one history point; a second point at the same (series, ts) replaces the first. */
-int store_history_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v);
+/*
+ * Writer: one history point; a second point at the same (series, ts)
+ * replaces the first. *fresh is 0 when the point was there already with
+ * this value (a redelivery), else 1.
+ */
+int store_history_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v,
+    int *fresh);
 /* Writer: the reported value of a series and whether it is outside the model's range. */
 int store_series_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v,
     int out_of_range);
@@ -56,6 +61,18 @@ int store_alert_put(struct store *s, const struct store_alert_row *a);
 int store_alert_clear(struct store *s, int64_t id, int64_t cleared_ts);
 /* Writer: a command, new or with a new status. */
 int store_command_put(struct store *s, const struct store_command_row *c);
+/*
+ * Writer: the answer (or time-out) of a sent command: only a command
+ * whose status is `sent` (and, if `twin` is not NULL, of that twin)
+ * changes; *changed says whether one did.
+ */
+int store_command_answer(struct store *s, const char *id, const char *twin, const char *status,
+    const char *reason, int64_t acked_ts, int *changed);
+/* Writer: up to `max` ids of sent commands whose deadline is at or before `now`. */
+int store_commands_overdue(struct store *s, int64_t now, int max, char (*ids)[24], int *n);
+/* Writer: one command by id (TW_ERR_NOTFOUND if none). */
+int store_command_get(struct store *s, const char *id,
+    int (*cb)(void *arg, const struct store_command_row *row), void *arg);
 /* Writer: a poison message, keeping only the newest `keep` of them. */
 int store_quarantine_put(struct store *s, int64_t ts, const char *topic, const char *reason,
     const void *payload, int len, int keep);
@@ -110,23 +127,33 @@ struct store_command_row {
 	const char *status;	/* pending, sent, done, rejected, failed, timed_out, expired, refused */
 	const char *reason;	/* or NULL */
 	int64_t source_ts, issued_ts, sent_ts, acked_ts;	/* 0: null */
+	int64_t expires_ts;	/* it must not be executed after this */
+	int64_t timeout_ms;	/* its answer is awaited this long after sent_ts; 0: none */
+	int64_t deadline_ts;	/* a sent command: when it times out */
 };
 
-/* Start-up load, in the writer's thread. Callbacks return 0 to go on. */
+/*
+ * Start-up load, in the writer's thread. Callbacks return 0 to go on, or
+ * a TW_ERR_* code that aborts the load and is returned by store_load.
+ */
 struct store_loader {
 	int (*twin)(void *arg, const struct store_twin_row *row);
 	int (*series)(void *arg, const struct store_series_row *row);
 	int (*desired)(void *arg, const struct store_desired_row *row);
 	/* open alerts, and the newest alert of each twin and rule */
 	int (*alert)(void *arg, const struct store_alert_row *row);
-	int (*command)(void *arg, const struct store_command_row *row);	/* pending and sent */
+	int (*command)(void *arg, const struct store_command_row *row);	/* pending, oldest first */
 };
 /* Writer: one alert by id (TW_ERR_NOTFOUND if none). */
 int store_alert_get(struct store *s, int64_t id,
     int (*cb)(void *arg, const struct store_alert_row *row), void *arg);
 int store_load(struct store *s, const struct store_loader *l, void *arg);
 
-/* Readers. Rows are borrowed until the callback returns. 0 or TW_ERR_DB / TW_ERR_NOTFOUND. */
+/*
+ * Readers. Rows are borrowed until the callback returns, which returns 0
+ * to go on or an error code that aborts the read and is returned. 0 or
+ * TW_ERR_DB / TW_ERR_NOTFOUND.
+ */
 int store_read_twins(struct store *s, const char *parent,
     int (*cb)(void *arg, const struct store_twin_row *row), void *arg);
 int store_read_twin(struct store *s, const char *id,

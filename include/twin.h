@@ -73,6 +73,9 @@ struct twin {
 	struct desired *desired;	/* ndesired used of cap_desired */
 	uint32_t ndesired, cap_desired;
 	int delta_pending;	/* the delta is published but not acknowledged by the broker */
+	int delta_queued;	/* on the list of deltas to publish after the commit */
+	uint64_t delta_seq;	/* the newest delta handed to the broker */
+	uint64_t touched;	/* the batch whose undo holds this twin's rule state */
 	int64_t alert_id;	/* open desired_not_converged alert, 0 if none */
 	int64_t alert_raised_ts;
 	int64_t newest_ts;	/* newest measurement time seen */
@@ -114,6 +117,8 @@ struct twin *twin_find(struct twin_map *m, const char *id, size_t len);
 /* Adds a twin with version 0. NULL when max_twins is reached or on allocation failure. */
 struct twin *twin_add(struct twin_map *m, const char *id, int64_t created_ts);
 unsigned twin_count(const struct twin_map *m);
+/* Property names interned. */
+unsigned twin_names_count(const struct twin_map *m);
 
 /* The interned form of a property name, or NULL on allocation failure. */
 const char *twin_intern(struct twin_map *m, const char *name);

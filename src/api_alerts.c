@@ -3,11 +3,12 @@
 #include <string.h>
 
 #include "alert.h"
+#include "names.h"
 #include "api.h"
 #include "clock.h"
 #include "err.h"
-#include "ingest.h"
-#include "sync.h"
+#include "engine.h"
+#include "request.h"
 
 #define LIST_LIMIT	1000
 
@@ -55,17 +56,17 @@ api_alerts_list(struct http_req *req, struct http_reply *rep)
 	http_json(rep, 200, doc);
 }
 
-/* Sends a request to the sync engine and replies with its result or error. */
+/* Sends a request to the engine and replies with its result (status `ok`) or its error. */
 static void
-reply_request(struct http_req *req, struct http_reply *rep, struct sync_req *sr)
+reply_request(struct http_req *req, struct http_reply *rep, struct request *sr, int ok)
 {
-	sync_request(req->ctx->sync, sr);
-	if (sr->status >= 300) {
-		http_error(rep, sr->status, sr->code, "%s", sr->message);
+	engine_request(req->ctx->engine, sr);
+	if (sr->err != TW_OK) {
+		http_request_error(rep, sr);
 		cJSON_Delete(sr->result);
 		return;
 	}
-	http_json(rep, sr->status, sr->result);
+	http_json(rep, ok, sr->result);
 }
 
 static int
@@ -85,16 +86,16 @@ alert_id_param(struct http_req *req, struct http_reply *rep, int64_t *id)
 void
 api_alerts_ack(struct http_req *req, struct http_reply *rep)
 {
-	struct sync_req sr = { .type = SYNC_REQ_ALERT_ACK };
+	struct request sr = { .type = REQ_ALERT_ACK };
 
 	if (alert_id_param(req, rep, &sr.alert_id) == 0)
-		reply_request(req, rep, &sr);
+		reply_request(req, rep, &sr, 200);
 }
 
 void
 api_alerts_shelve(struct http_req *req, struct http_reply *rep)
 {
-	struct sync_req sr = { .type = SYNC_REQ_ALERT_SHELVE };
+	struct request sr = { .type = REQ_ALERT_SHELVE };
 	cJSON *body = req->body != NULL ? cJSON_ParseWithLength(req->body, req->body_len) : NULL;
 	const cJSON *f = cJSON_GetObjectItemCaseSensitive(body, "for");
 
@@ -109,28 +110,28 @@ api_alerts_shelve(struct http_req *req, struct http_reply *rep)
 		return;
 	}
 	cJSON_Delete(body);
-	reply_request(req, rep, &sr);
+	reply_request(req, rep, &sr, 200);
 }
 
 void
 api_commands_post(struct http_req *req, struct http_reply *rep)
 {
-	struct sync_req sr = { .type = SYNC_REQ_COMMAND, .twin = req->params[0] };
+	struct request sr = { .type = REQ_COMMAND, .twin = req->params[0] };
 	cJSON *body = req->body != NULL ? cJSON_ParseWithLength(req->body, req->body_len) : NULL;
 	const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(body, "command");
 	const cJSON *params = cJSON_GetObjectItemCaseSensitive(body, "params");
 
-	if (!ingest_id_valid(sr.twin, strlen(sr.twin))) {
+	if (!name_twin_valid(sr.twin, strlen(sr.twin))) {
 		http_error(rep, 400, "bad_request", "'%.140s' is not a twin id", sr.twin);
 	} else if (!cJSON_IsObject(body) || !cJSON_IsString(cmd) ||
-	    !ingest_id_valid(cmd->valuestring, strlen(cmd->valuestring)) ||
+	    !name_twin_valid(cmd->valuestring, strlen(cmd->valuestring)) ||
 	    (params != NULL && !cJSON_IsObject(params))) {
 		http_error(rep, 400, "bad_request", "the body must be {\"command\": a name, "
 		    "\"params\": an object (optional)}");
 	} else {
 		sr.command = cmd->valuestring;
 		sr.params = params;
-		reply_request(req, rep, &sr);
+		reply_request(req, rep, &sr, 202);
 	}
 	cJSON_Delete(body);
 }

@@ -2,7 +2,7 @@
 #include "api.h"
 #include "model.h"
 #include "rules.h"
-#include "sync.h"
+#include "engine.h"
 
 static cJSON *
 prop_json(const struct model_prop *p)
@@ -47,7 +47,7 @@ model_json(const struct model *m)
 		if (!cJSON_AddItemToArray(props, prop_json(&m->props[i])))
 			goto fail;
 	for (int i = 0; i < m->ncommands; i++)
-		if (!cJSON_AddItemToArray(cmds, cJSON_CreateString(m->commands[i])))
+		if (!cJSON_AddItemToArray(cmds, cJSON_CreateString(m->commands[i].name)))
 			goto fail;
 	for (int i = 0; i < m->nrels; i++) {
 		if ((r = cJSON_CreateObject()) == NULL || !cJSON_AddItemToArray(rels, r) ||
@@ -65,7 +65,7 @@ fail:
 void
 api_models_list(struct http_req *req, struct http_reply *rep)
 {
-	struct model_set *set = sync_models(req->ctx->sync);
+	struct model_set *set = engine_models(req->ctx->engine);
 	cJSON *doc = cJSON_CreateObject(), *arr;
 	int ok = doc != NULL && (arr = cJSON_AddArrayToObject(doc, "models")) != NULL;
 
@@ -103,7 +103,7 @@ rule_json(const struct rule *r)
 void
 api_rules_list(struct http_req *req, struct http_reply *rep)
 {
-	struct rule_set *set = sync_rules(req->ctx->sync);
+	struct rule_set *set = engine_rules(req->ctx->engine);
 	cJSON *doc = cJSON_CreateObject(), *arr;
 	int ok = doc != NULL && (arr = cJSON_AddArrayToObject(doc, "rules")) != NULL;
 

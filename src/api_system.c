@@ -3,22 +3,15 @@
 
 #include "api.h"
 #include "metrics.h"
-#include "mqtt.h"
 #include "ring.h"
-#include "sync.h"
+#include "engine.h"
 
 void
 api_system_health(struct http_req *req, struct http_reply *rep)
 {
-	const char *reason = NULL;
+	const char *reason = engine_health(req->ctx->engine);
 	cJSON *doc;
 
-	if (!mqtt_connected(req->ctx->mqtt))
-		reason = "not connected to the MQTT broker";
-	else if (!mqtt_subscribed(req->ctx->mqtt))
-		reason = "the broker refused the telemetry subscription at QoS 1";
-	else if (sync_failing(req->ctx->sync))
-		reason = "database commits are failing";
 	if ((doc = cJSON_CreateObject()) == NULL ||
 	    cJSON_AddStringToObject(doc, "status", reason != NULL ? "unavailable" : "ok") == NULL ||
 	    (reason != NULL && cJSON_AddStringToObject(doc, "reason", reason) == NULL)) {

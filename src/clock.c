@@ -44,10 +44,23 @@ clock_mono_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+int
+clock_cond_init(pthread_cond_t *c)
+{
+	pthread_condattr_t a;
+	int rc;
+
+	if (pthread_condattr_init(&a) != 0)
+		return TW_ERR_NOMEM;
+	rc = pthread_condattr_setclock(&a, CLOCK_MONOTONIC) != 0 || pthread_cond_init(c, &a) != 0;
+	pthread_condattr_destroy(&a);
+	return rc ? TW_ERR_NOMEM : TW_OK;
+}
+
 void
 clock_deadline(struct timespec *ts, int ms)
 {
-	clock_gettime(CLOCK_REALTIME, ts);
+	clock_gettime(CLOCK_MONOTONIC, ts);
 	ts->tv_sec += ms / 1000;
 	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (ts->tv_nsec >= 1000000000L) {

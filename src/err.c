@@ -13,6 +13,9 @@ tw_strerror(int err)
 	case TW_ERR_FULL:	return "container full";
 	case TW_ERR_NOTFOUND:	return "not found";
 	case TW_ERR_TIMEOUT:	return "timed out";
+	case TW_ERR_CONFLICT:	return "conflict";
+	case TW_ERR_REFUSED:	return "refused";
+	case TW_ERR_UNAVAIL:	return "unavailable";
 	}
 	return "unknown error";
 }

@@ -109,7 +109,7 @@ events_subscribe(struct events *e, const char *twin_glob)
 		free(c);
 		return NULL;
 	}
-	pthread_cond_init(&c->ready, NULL);
+	clock_cond_init(&c->ready);
 	c->next = e->clients;
 	e->clients = c;
 	e->nclients++;

@@ -11,6 +11,7 @@
 #include "api.h"
 #include "err.h"
 #include "http.h"
+#include "request.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -117,6 +118,23 @@ http_json(struct http_reply *rep, int status, cJSON *doc)
 	rep->body = s;
 	rep->len = strlen(s);
 	rep->type = "application/json";
+}
+
+void
+http_request_error(struct http_reply *rep, const struct request *r)
+{
+	int status;
+
+	switch (r->err) {
+	case TW_ERR_INVAL:	status = 400; break;
+	case TW_ERR_NOTFOUND:	status = 404; break;
+	case TW_ERR_CONFLICT:	status = 412; break;
+	case TW_ERR_REFUSED:	status = 422; break;
+	case TW_ERR_FULL:	status = 429; break;
+	case TW_ERR_UNAVAIL:	status = 503; break;
+	default:		status = 500;
+	}
+	http_error(rep, status, r->code[0] != '\0' ? r->code : "internal", "%s", r->message);
 }
 
 void

@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "err.h"
 #include "ingest.h"
+#include "names.h"
 
 #define ALIGN8(n)	(((n) + 7) & ~(size_t)7)
 #define TS_MIN_MS	946684800000LL	/* 2000-01-01: earlier is a ts in seconds */
@@ -56,23 +57,6 @@ rec_val_next(const struct rec_val *v)
 	return (const struct rec_val *)((const char *)v + ALIGN8(n));
 }
 
-static int
-id_char(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	    (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':' || c == '-';
-}
-
-int
-ingest_id_valid(const char *s, size_t len)
-{
-	if (len == 0 || len > TWIN_ID_MAX)
-		return 0;
-	for (size_t i = 0; i < len; i++)
-		if (!id_char((unsigned char)s[i]))
-			return 0;
-	return 1;
-}
 
 int
 ingest_init(struct ingest *in, const char *tmpl, int max_payload, int max_depth,
@@ -164,16 +148,6 @@ builder_take(struct builder *b, size_t n)
 	return p;
 }
 
-static int
-name_valid(const char *s, size_t len)
-{
-	if (len == 0 || len > PROP_NAME_MAX || s[0] == '.' || s[len - 1] == '.')
-		return 0;
-	for (size_t i = 0; i < len; i++)
-		if (!id_char((unsigned char)s[i]))
-			return 0;
-	return 1;
-}
 
 /* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
 static int
@@ -218,7 +192,7 @@ builder_add(struct builder *b, const char *name, size_t name_len, const cJSON *i
 	size_t slen = 0;
 	int type;
 
-	if (!name_valid(name, name_len))
+	if (!name_prop_valid(name, name_len))
 		return DROP_BAD_PROPERTY;
 	if (cJSON_IsNumber(item)) {
 		if (!isfinite(item->valuedouble))
@@ -356,7 +330,7 @@ topic_map(const struct ingest *in, const char *topic, const char **id, size_t *i
 	rest += in->suffix_len;
 	*prop_len = 0;
 	if (*rest == '\0')
-		return ingest_id_valid(*id, *id_len) ? INGEST_OK : DROP_BAD_TWIN_ID;
+		return name_twin_valid(*id, *id_len) ? INGEST_OK : DROP_BAD_TWIN_ID;
 	if (*rest != '/')
 		return DROP_UNMAPPED_TOPIC;
 	rest++;
@@ -367,9 +341,9 @@ topic_map(const struct ingest *in, const char *topic, const char **id, size_t *i
 		prop[i] = rest[i] == '/' ? '.' : rest[i];
 	prop[n] = '\0';
 	*prop_len = n;
-	if (!ingest_id_valid(*id, *id_len))
+	if (!name_twin_valid(*id, *id_len))
 		return DROP_BAD_TWIN_ID;
-	return name_valid(prop, n) ? INGEST_OK : DROP_BAD_PROPERTY;
+	return name_prop_valid(prop, n) ? INGEST_OK : DROP_BAD_PROPERTY;
 }
 
 static struct rec *
@@ -493,7 +467,7 @@ ingest_ack(struct ingest *in, const char *topic, const void *payload, size_t len
 	if ((slash = strchr(t, '/')) == NULL || strcmp(slash, in->ack_suffix) != 0)
 		return DROP_UNMAPPED_TOPIC;
 	id_len = (size_t)(slash - t);
-	if (!ingest_id_valid(t, id_len))
+	if (!name_twin_valid(t, id_len))
 		return DROP_BAD_TWIN_ID;
 	if (len > 4096)
 		return DROP_TOO_LARGE;

@@ -12,6 +12,7 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "engine.h"
 #include "err.h"
 #include "events.h"
 #include "http.h"
@@ -20,10 +21,11 @@
 #include "model.h"
 #include "mqtt.h"
 #include "plant.h"
+#include "progress.h"
+#include "publish.h"
 #include "rules.h"
 #include "ring.h"
 #include "store.h"
-#include "sync.h"
 
 #define TWIND_VERSION	"0.1.0"
 #define EXIT_RUNTIME	1
@@ -90,10 +92,10 @@ plant_read(const struct conf *c, struct model_set **models, struct plant *plant,
  * into new structures; only a set without errors replaces the running one.
  */
 static void
-reload(struct sync *sync, const char *path, char **overrides, int noverrides)
+reload(struct engine *engine, const char *path, char **overrides, int noverrides)
 {
-	struct sync_req req = { .type = SYNC_REQ_RELOAD };
-	struct rule_set *prev = sync_rules(sync);
+	struct request req = { .type = REQ_RELOAD };
+	struct rule_set *prev = engine_rules(engine);
 	struct conf fresh;
 	int rc;
 
@@ -108,15 +110,35 @@ reload(struct sync *sync, const char *path, char **overrides, int noverrides)
 		return;
 	}
 	log_set_level(fresh.log_level);
-	sync_request(sync, &req);
+	engine_request(engine, &req);
 	/* What the engine did not take (it refused the request) is ours to free. */
 	model_set_unref(req.models);
 	rules_unref(req.rules);
 	plant_cleanup(&req.plant);
-	if (req.status == 200)
+	if (req.err == TW_OK)
 		log_info("SIGHUP: models, twins and rules reloaded; log level applied; other "
 		    "settings take a restart");
 	conf_cleanup(&fresh);
+}
+
+/* The engine publishes through the MQTT module without knowing it. */
+static int
+pub_publish(void *arg, const char *topic, const void *payload, int len, int retain,
+    uint32_t expiry_s, int *mid)
+{
+	return mqtt_publish(arg, topic, payload, len, retain, expiry_s, mid);
+}
+
+static int
+pub_connected(void *arg)
+{
+	return mqtt_connected(arg);
+}
+
+static const char *
+pub_trouble(void *arg)
+{
+	return mqtt_trouble(arg);
 }
 
 /*
@@ -124,7 +146,7 @@ reload(struct sync *sync, const char *path, char **overrides, int noverrides)
  * so no handler runs in an arbitrary thread's context.
  */
 static int
-wait_for_stop(const sigset_t *set, struct sync *sync, const char *path, char **overrides,
+wait_for_stop(const sigset_t *set, struct engine *engine, const char *path, char **overrides,
     int noverrides)
 {
 	struct timespec tick = { 1, 0 };
@@ -146,7 +168,7 @@ wait_for_stop(const sigset_t *set, struct sync *sync, const char *path, char **o
 			return sig;
 		if (sig == SIGHUP) {
 			notify("RELOADING=1");
-			reload(sync, path, overrides, noverrides);
+			reload(engine, path, overrides, noverrides);
 			notify("READY=1");
 		}
 	}
@@ -170,8 +192,11 @@ main(int argc, char **argv)
 	struct plant plant = { 0 };
 	struct ring *ring = NULL;
 	struct store *store;
-	struct sync *sync = NULL;
+	struct engine *engine = NULL;
 	struct mqtt *mqtt = NULL;
+	struct progress progress;
+	struct publisher pub = { NULL, pub_publish, pub_connected, pub_trouble };
+	int have_progress = 0;
 	struct http *http = NULL;
 	struct events *events = NULL;
 	sigset_t set;
@@ -239,25 +264,30 @@ main(int argc, char **argv)
 		log_warnx("cannot allocate the ring of %d bytes", conf.ring_bytes);
 		goto out;
 	}
-	sync = sync_new(&conf, ring, store, models, &plant, rules);
-	/* The sync engine owns these now, also when it failed. */
-	store = NULL;
-	models = NULL;
-	rules = NULL;
-	if (sync == NULL || (mqtt = mqtt_new(&conf, ring, sync)) == NULL) {
-		log_warnx("start-up failed");
-		goto out;
-	}
-	if ((events = events_new(conf.http_event_clients, (size_t)conf.http_event_buffer)) == NULL) {
+	if (progress_init(&progress) != TW_OK ||
+	    (events = events_new(conf.http_event_clients, (size_t)conf.http_event_buffer)) == NULL) {
 		log_warnx("start-up failed: out of memory");
 		goto out;
 	}
-	sync_set_mqtt(sync, mqtt, events);
-	api = (struct api_ctx){ .conf = &conf, .ring = ring, .sync = sync, .mqtt = mqtt,
-	    .events = events };
+	have_progress = 1;
+	if ((mqtt = mqtt_new(&conf, ring, &progress)) == NULL) {
+		log_warnx("start-up failed");
+		goto out;
+	}
+	pub.arg = mqtt;
+	engine = engine_new(&conf, ring, &progress, &pub, events, store, models, &plant, rules);
+	/* The engine owns these now, also when it failed. */
+	store = NULL;
+	models = NULL;
+	rules = NULL;
+	if (engine == NULL) {
+		log_warnx("start-up failed");
+		goto out;
+	}
+	api = (struct api_ctx){ .conf = &conf, .ring = ring, .engine = engine, .events = events };
 	if ((http = http_start(&api)) == NULL)
 		goto out;
-	if (sync_start(sync) != TW_OK || mqtt_start(mqtt) != TW_OK) {
+	if (engine_start(engine) != TW_OK || mqtt_start(mqtt) != TW_OK) {
 		log_warnx("cannot start threads");
 		goto out;
 	}
@@ -266,7 +296,7 @@ main(int argc, char **argv)
 	    conf.mqtt_host, conf.mqtt_port, conf.ring_bytes);
 	notify("READY=1\nSTATUS=ingesting");
 
-	sig = wait_for_stop(&set, sync, path, overrides, noverrides);
+	sig = wait_for_stop(&set, engine, path, overrides, noverrides);
 	log_info("%s: stopping: no new messages, draining and committing",
 	    sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	notify("STOPPING=1");
@@ -275,15 +305,17 @@ out:
 	/* The order is the promise: stop reading, commit, ack, then close. */
 	if (mqtt != NULL)
 		mqtt_stop(mqtt);
-	if (sync != NULL)
-		sync_stop(sync);
+	if (engine != NULL)
+		engine_stop(engine);
 	/* Event streams end first, so that stopping the server does not wait on them. */
 	if (events != NULL)
 		events_shutdown(events);
 	http_stop(http);
 	events_free(events);
+	engine_free(engine);
 	mqtt_free(mqtt);
-	sync_free(sync);
+	if (have_progress)
+		progress_cleanup(&progress);
 	store_close(store);
 	model_set_unref(models);
 	rules_unref(rules);

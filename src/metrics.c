@@ -127,6 +127,20 @@ render_histograms(struct out *o)
 	    (unsigned long long)load(&metrics.commits));
 }
 
+static const char *const command_statuses[METRICS_CMD_STATUSES] = {
+	"pending", "sent", "done", "rejected", "failed", "timed_out", "expired", "refused",
+};
+
+void
+metrics_command(const char *status)
+{
+	for (int i = 0; i < METRICS_CMD_STATUSES; i++)
+		if (strcmp(status, command_statuses[i]) == 0) {
+			metrics_add(&metrics.commands[i], 1);
+			return;
+		}
+}
+
 char *
 metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 {
@@ -168,6 +182,22 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	    load(&metrics.http_requests));
 	counter(&o, "twind_event_clients_cut_total",
 	    "Server-Sent Events clients cut off for not keeping up.", load(&metrics.events_cut));
+	counter(&o, "twind_outbox_dropped_total",
+	    "Alert messages dropped while the broker was away (beyond the outbox's bound).",
+	    load(&metrics.outbox_dropped));
+	out_printf(&o, "# HELP twind_commands_total Commands that reached a status.\n"
+	    "# TYPE twind_commands_total counter\n");
+	for (int i = 0; i < METRICS_CMD_STATUSES; i++)
+		out_printf(&o, "twind_commands_total{status=\"%s\"} %llu\n", command_statuses[i],
+		    (unsigned long long)load(&metrics.commands[i]));
+	gauge(&o, "twind_commands_pending", "Commands waiting for the broker to take them.",
+	    load(&metrics.commands_pending));
+	gauge(&o, "twind_property_names", "Distinct property names held (interned once).",
+	    load(&metrics.property_names));
+	gauge(&o, "twind_memory_bytes", "Bytes held by twins, properties, values and names.",
+	    load(&metrics.memory_bytes));
+	gauge(&o, "twind_memory_budget_bytes", "[twins] memory_max: the bound of twind_memory_bytes.",
+	    load(&metrics.memory_budget));
 	if (o.failed) {
 		free(o.buf);
 		return NULL;

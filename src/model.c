@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "err.h"
 #include "model.h"
+#include "value.h"
 
 #define MODEL_FILE_MAX		(1024 * 1024)	/* bytes in one model file */
 #define MODEL_FILES_MAX		1000		/* .json files in the folder */
@@ -87,6 +88,8 @@ static const struct key {
 	{ "period", C_TEL | C_PROP, 1 },
 	{ "tolerance", C_PROP, 1 },
 	{ "convergenceTimeout", C_PROP, 1 },
+	{ "acknowledged", C_CMD, 1 },
+	{ "timeout", C_CMD, 1 },
 };
 
 #define NKEYS	(sizeof(keys) / sizeof(keys[0]))
@@ -123,6 +126,8 @@ struct elem {
 	int index;		/* position in contents, for messages */
 	struct model_prop p;	/* p.name for every class; the rest for Telemetry and Property */
 	char *ref;		/* Component: its Interface; Relationship: its target or NULL */
+	int cmd_ack;		/* Command: twind extension "acknowledged"; -1 when not said */
+	int64_t cmd_timeout_ms;	/* Command: twind extension "timeout"; 0 when not said */
 };
 
 /* One Interface as read, and what resolution learns about it. */
@@ -645,6 +650,21 @@ parse_ref(struct load *l, struct iface *f, struct elem *e, const cJSON *o, const
 		say_nomem(l);
 }
 
+/* The extension of a Command: whether the asset answers it, and how long that may take. */
+static void
+parse_command(struct load *l, struct iface *f, struct elem *e, const cJSON *o)
+{
+	const cJSON *ack = get(o, "acknowledged");
+
+	e->cmd_ack = -1;
+	if (ack != NULL && !cJSON_IsBool(ack))
+		say(l, f, e->index, e->p.name, "acknowledged must be true or false");
+	else if (ack != NULL)
+		e->cmd_ack = cJSON_IsTrue(ack);
+	if (get_duration(l, f, e, o, "timeout", &e->cmd_timeout_ms) > 0 && e->cmd_ack == 0)
+		say(l, f, e->index, e->p.name, "timeout is for a command the asset acknowledges");
+}
+
 static void
 parse_elem(struct load *l, struct iface *f, int index, const cJSON *o, struct elem *e)
 {
@@ -685,6 +705,9 @@ parse_elem(struct load *l, struct iface *f, int index, const cJSON *o, struct el
 		break;
 	case EL_RELATIONSHIP:
 		parse_ref(l, f, e, o, "target", 0);
+		break;
+	case EL_COMMAND:
+		parse_command(l, f, e, o);
 		break;
 	}
 }
@@ -1281,7 +1304,7 @@ model_cleanup(struct model *m)
 	}
 	free(m->props);
 	for (int i = 0; i < m->ncommands; i++)
-		free(m->commands[i]);
+		free(m->commands[i].name);
 	free(m->commands);
 	for (int i = 0; i < m->nrels; i++) {
 		free(m->rels[i].name);
@@ -1364,7 +1387,11 @@ add_elems(const struct load *l, const struct iface *f, const char *prefix, struc
 					m->ncommands++;
 					break;
 				}
-				if ((m->commands[m->ncommands++] = full_name(prefix, e->p.name)) == NULL)
+				m->commands[m->ncommands] = (struct model_command){
+					.name = full_name(prefix, e->p.name),
+					.acknowledged = e->cmd_ack, .timeout_ms = e->cmd_timeout_ms,
+				};
+				if (m->commands[m->ncommands++].name == NULL)
 					return TW_ERR_NOMEM;
 				break;
 			case EL_RELATIONSHIP:
@@ -1389,6 +1416,14 @@ add_elems(const struct load *l, const struct iface *f, const char *prefix, struc
 		}
 	}
 	return TW_OK;
+}
+
+static int
+command_cmp(const void *a, const void *b)
+{
+	const struct model_command *x = a, *y = b;
+
+	return strcmp(x->name, y->name);
 }
 
 static int
@@ -1421,7 +1456,7 @@ build_model(const struct load *l, const struct iface *f, struct model *m)
 		return TW_ERR_NOMEM;
 	/* By name: model_prop is on the ingest path and searches by halving. */
 	qsort(m->props, (size_t)m->nprops, sizeof(*m->props), prop_cmp);
-	qsort(m->commands, (size_t)m->ncommands, sizeof(*m->commands), str_cmp);
+	qsort(m->commands, (size_t)m->ncommands, sizeof(*m->commands), command_cmp);
 	qsort(m->rels, (size_t)m->nrels, sizeof(*m->rels), rel_cmp);
 	return TW_OK;
 }
@@ -1557,25 +1592,46 @@ model_prop(const struct model *m, const char *name)
 	return NULL;
 }
 
-int
-model_has_command(const struct model *m, const char *name)
+const struct model_command *
+model_command(const struct model *m, const char *name)
 {
 	int lo = 0, hi;
 
 	if (m == NULL || name == NULL)
-		return 0;
+		return NULL;
 	hi = m->ncommands - 1;
 	while (lo <= hi) {
-		int mid = lo + (hi - lo) / 2, c = strcmp(m->commands[mid], name);
+		int mid = lo + (hi - lo) / 2, c = strcmp(m->commands[mid].name, name);
 
 		if (c == 0)
-			return 1;
+			return &m->commands[mid];
 		if (c < 0)
 			lo = mid + 1;
 		else
 			hi = mid - 1;
 	}
-	return 0;
+	return NULL;
+}
+
+int
+model_has_command(const struct model *m, const char *name)
+{
+	return model_command(m, name) != NULL;
+}
+
+int
+model_value_ok(const struct model_prop *mp, const struct tw_val *v)
+{
+	if (v->type != mp->schema)
+		return 0;
+	return !mp->integer || v->num == (double)(int64_t)v->num;
+}
+
+int
+model_out_of_range(const struct model_prop *mp, const struct tw_val *v)
+{
+	return v->type == VAL_NUM && mp != NULL &&
+	    ((mp->has_min && v->num < mp->min) || (mp->has_max && v->num > mp->max));
 }
 
 int

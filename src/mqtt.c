@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <mosquitto.h>
+#include <mqtt_protocol.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -15,17 +16,20 @@
 #include "log.h"
 #include "metrics.h"
 #include "mqtt.h"
+#include "progress.h"
 
 #define BURST_MAX	4096	/* packets read before the commit is awaited */
 #define STABLE_MS	10000	/* a connection that lasted this long resets the backoff */
 #define FINAL_WRITE_MS	2000	/* the last acknowledgements get this long at shutdown */
 #define TOPIC_MAX	512
+#define RECEIVE_MAX	65535	/* MQTT v5: the broker's own max_inflight_messages bounds it */
 
 struct mqtt {
 	const struct conf *conf;
 	struct ring *ring;
-	struct sync *sync;
+	struct progress *progress;
 	struct mosquitto *mosq;
+	pthread_mutex_t pub_lock;	/* publishers against a restart of the client (mqtt_fresh) */
 	struct ingest ingest;		/* MQTT thread only */
 	pthread_t thread;
 	int started;
@@ -47,6 +51,7 @@ struct mqtt {
 };
 
 static void push(struct mqtt *m, struct rec *r, size_t len);
+static void mqtt_drop(struct mqtt *m);
 
 static void
 on_connect(struct mosquitto *mosq, void *arg, int rc)
@@ -59,13 +64,17 @@ on_connect(struct mosquitto *mosq, void *arg, int rc)
 		    mosquitto_connack_string(rc));
 		return;
 	}
-	/* Subscribing here means every reconnect subscribes again. */
+	/*
+	 * Subscribing here means every reconnect subscribes again. "a/#" also
+	 * matches "a", so one filter covers both telemetry forms: two
+	 * overlapping filters would make an MQTT v5 broker deliver every
+	 * message twice.
+	 */
 	ingest_subscriptions(&m->ingest, obj, single, sizeof(obj));
 	ingest_ack_subscription(&m->ingest, ack, sizeof(ack));
-	if (mosquitto_subscribe(mosq, NULL, obj, 1) != MOSQ_ERR_SUCCESS ||
-	    mosquitto_subscribe(mosq, NULL, single, 1) != MOSQ_ERR_SUCCESS ||
+	if (mosquitto_subscribe(mosq, NULL, single, 1) != MOSQ_ERR_SUCCESS ||
 	    mosquitto_subscribe(mosq, NULL, ack, 1) != MOSQ_ERR_SUCCESS)
-		log_warnx("mqtt: cannot subscribe to %s, %s and %s", obj, single, ack);
+		log_warnx("mqtt: cannot subscribe to %s and %s", single, ack);
 	if (m->ever_connected)
 		metrics_add(&metrics.reconnects, 1);
 	m->ever_connected = 1;
@@ -81,8 +90,9 @@ on_connect(struct mosquitto *mosq, void *arg, int rc)
 
 		push(m, &r, sizeof(r));
 	}
-	log_info("mqtt: connected to %s:%d, subscribed to %s and %s", m->conf->mqtt_host,
-	    m->conf->mqtt_port, obj, single);
+	log_info("mqtt: connected to %s:%d (MQTT %s), subscribed to %s (which covers %s) and %s",
+	    m->conf->mqtt_host, m->conf->mqtt_port,
+	    m->conf->mqtt_protocol == CONF_MQTT_5 ? "5" : "3.1.1", single, obj, ack);
 }
 
 /* A refused or downgraded subscription would lose telemetry quietly: say so loudly. */
@@ -190,26 +200,34 @@ on_publish(struct mosquitto *mosq, void *arg, int mid)
 }
 
 int
-mqtt_topic(const char *tmpl, const char *twin, char *buf, size_t len)
-{
-	const char *p = strstr(tmpl, "{twin}");
-	int n;
-
-	if (p == NULL)
-		return TW_ERR_INVAL;
-	n = snprintf(buf, len, "%.*s%s%s", (int)(p - tmpl), tmpl, twin, p + 6);
-	return n < 0 || (size_t)n >= len ? TW_ERR_FULL : TW_OK;
-}
-
-int
 mqtt_publish(struct mqtt *m, const char *topic, const void *payload, int len, int retain,
-    int *mid)
+    uint32_t expiry_s, int *mid)
 {
+	mosquitto_property *props = NULL;
 	char c = 0;
 	int rc;
 
-	rc = mosquitto_publish(m->mosq, mid, topic, len, payload, 1, retain != 0);
-	if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
+	/*
+	 * Only while connected: libmosquitto would queue everything else in
+	 * memory without bound and send it on reconnect, however late.
+	 */
+	pthread_mutex_lock(&m->pub_lock);
+	if (!atomic_load(&m->connected)) {
+		pthread_mutex_unlock(&m->pub_lock);
+		return TW_ERR_UNAVAIL;
+	}
+	if (expiry_s > 0 && m->conf->mqtt_protocol == CONF_MQTT_5 &&
+	    mosquitto_property_add_int32(&props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, expiry_s) !=
+	    MOSQ_ERR_SUCCESS) {
+		pthread_mutex_unlock(&m->pub_lock);
+		return TW_ERR_NOMEM;
+	}
+	rc = mosquitto_publish_v5(m->mosq, mid, topic, len, payload, 1, retain != 0, props);
+	pthread_mutex_unlock(&m->pub_lock);
+	mosquitto_property_free_all(&props);
+	if (rc == MOSQ_ERR_NO_CONN)
+		return TW_ERR_UNAVAIL;
+	if (rc != MOSQ_ERR_SUCCESS) {
 		log_warnx("mqtt: cannot publish on %s: %s", topic, mosquitto_strerror(rc));
 		return rc == MOSQ_ERR_NOMEM ? TW_ERR_NOMEM : TW_ERR_IO;
 	}
@@ -219,8 +237,43 @@ mqtt_publish(struct mqtt *m, const char *topic, const void *payload, int len, in
 	return TW_OK;
 }
 
+/*
+ * Settings of a client, fresh or restarted: mosquitto_reinitialise forgets
+ * them with everything else.
+ */
+static int
+mqtt_setup(struct mqtt *m)
+{
+	const struct conf *c = m->conf;
+
+	/*
+	 * Threaded mode makes libmosquitto queue outgoing packets (our
+	 * PUBACKs) instead of writing them from inside the read; we write
+	 * them ourselves once the commit is done.
+	 */
+	mosquitto_threaded_set(m->mosq, true);
+	if (c->mqtt_protocol == CONF_MQTT_5 &&
+	    (mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5) !=
+	    MOSQ_ERR_SUCCESS ||
+	    /* v5's default of 20 in flight would cap the group commit at 20 messages. */
+	    mosquitto_int_option(m->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, RECEIVE_MAX) !=
+	    MOSQ_ERR_SUCCESS ||
+	    mosquitto_int_option(m->mosq, MOSQ_OPT_SEND_MAXIMUM, RECEIVE_MAX) != MOSQ_ERR_SUCCESS))
+		return TW_ERR_INVAL;
+	mosquitto_connect_callback_set(m->mosq, on_connect);
+	mosquitto_disconnect_callback_set(m->mosq, on_disconnect);
+	mosquitto_message_callback_set(m->mosq, on_message);
+	mosquitto_publish_callback_set(m->mosq, on_publish);
+	mosquitto_subscribe_callback_set(m->mosq, on_subscribe);
+	if (c->mqtt_username[0] != '\0' &&
+	    mosquitto_username_pw_set(m->mosq, c->mqtt_username,
+	    c->mqtt_password[0] != '\0' ? c->mqtt_password : NULL) != MOSQ_ERR_SUCCESS)
+		return TW_ERR_NOMEM;
+	return TW_OK;
+}
+
 struct mqtt *
-mqtt_new(const struct conf *c, struct ring *r, struct sync *s)
+mqtt_new(const struct conf *c, struct ring *r, struct progress *p)
 {
 	struct mqtt *m = calloc(1, sizeof(*m));
 
@@ -228,9 +281,10 @@ mqtt_new(const struct conf *c, struct ring *r, struct sync *s)
 		return NULL;
 	m->conf = c;
 	m->ring = r;
-	m->sync = s;
+	m->progress = p;
 	m->wake[0] = m->wake[1] = -1;
 	m->backoff_ms = c->mqtt_reconnect_min_ms;
+	pthread_mutex_init(&m->pub_lock, NULL);
 	if (ingest_init(&m->ingest, c->telemetry_topic, c->max_payload, c->max_depth,
 	    c->max_properties, c->max_future_ms) != TW_OK ||
 	    ingest_set_commands(&m->ingest, c->command_topic) != TW_OK)
@@ -245,20 +299,7 @@ mqtt_new(const struct conf *c, struct ring *r, struct sync *s)
 		log_warn("mqtt: mosquitto_new");
 		goto fail;
 	}
-	/*
-	 * Threaded mode makes libmosquitto queue outgoing packets (our
-	 * PUBACKs) instead of writing them from inside the read; we write
-	 * them ourselves once the commit is done.
-	 */
-	mosquitto_threaded_set(m->mosq, true);
-	mosquitto_connect_callback_set(m->mosq, on_connect);
-	mosquitto_disconnect_callback_set(m->mosq, on_disconnect);
-	mosquitto_message_callback_set(m->mosq, on_message);
-	mosquitto_publish_callback_set(m->mosq, on_publish);
-	mosquitto_subscribe_callback_set(m->mosq, on_subscribe);
-	if (c->mqtt_username[0] != '\0' &&
-	    mosquitto_username_pw_set(m->mosq, c->mqtt_username,
-	    c->mqtt_password[0] != '\0' ? c->mqtt_password : NULL) != MOSQ_ERR_SUCCESS)
+	if (mqtt_setup(m) != TW_OK)
 		goto fail;
 	return m;
 fail:
@@ -279,6 +320,7 @@ mqtt_free(struct mqtt *m)
 		close(m->wake[0]);
 	if (m->wake[1] >= 0)
 		close(m->wake[1]);
+	pthread_mutex_destroy(&m->pub_lock);
 	free(m);
 }
 
@@ -294,13 +336,37 @@ mqtt_subscribed(struct mqtt *m)
 	return !atomic_load(&m->sub_refused);
 }
 
-/* Sleeps up to ms, returning early when asked to stop. */
+const char *
+mqtt_trouble(struct mqtt *m)
+{
+	if (!mqtt_connected(m))
+		return "not connected to the MQTT broker";
+	if (!mqtt_subscribed(m))
+		return "the broker refused the telemetry subscription at QoS 1";
+	return NULL;
+}
+
+/* Empties the wake pipe: a byte left in it would make every later poll return at once. */
+static void
+mqtt_drain_wake(struct mqtt *m)
+{
+	char buf[64];
+
+	while (read(m->wake[0], buf, sizeof(buf)) > 0)
+		;
+}
+
+/* Sleeps up to ms, returning early only when asked to stop. */
 static void
 mqtt_pause(struct mqtt *m, int64_t ms)
 {
+	int64_t until = clock_mono_ms() + ms, left;
 	struct pollfd p = { .fd = m->wake[0], .events = POLLIN };
 
-	poll(&p, 1, (int)ms);
+	while (!atomic_load(&m->stop) && (left = until - clock_mono_ms()) > 0) {
+		if (poll(&p, 1, (int)left) > 0)
+			mqtt_drain_wake(m);
+	}
 }
 
 /*
@@ -321,6 +387,44 @@ mqtt_backoff(struct mqtt *m)
 		m->backoff_ms = m->conf->mqtt_reconnect_max_ms;
 }
 
+/*
+ * A connection is over: the client is restarted empty. libmosquitto would
+ * otherwise send its unacknowledged QoS 1 messages again on reconnect,
+ * however late: a command that expired meanwhile would still reach the
+ * machine. The engine's outbox knows what was not acknowledged and sends
+ * again what is still valid (REC_CONNECTED).
+ */
+static void
+mqtt_drop(struct mqtt *m)
+{
+	atomic_store(&m->connected, 0);
+	atomic_store(&metrics.broker_connected, 0);
+	pthread_mutex_lock(&m->pub_lock);
+	if (mosquitto_reinitialise(m->mosq, m->conf->mqtt_client_id, false, m) != MOSQ_ERR_SUCCESS ||
+	    mqtt_setup(m) != TW_OK)
+		fatalx("mqtt: cannot restart the client (out of memory)");
+	pthread_mutex_unlock(&m->pub_lock);
+}
+
+static int
+mqtt_connect(struct mqtt *m)
+{
+	mosquitto_property *props = NULL;
+	int rc;
+
+	if (m->conf->mqtt_protocol != CONF_MQTT_5)
+		return mosquitto_connect(m->mosq, m->conf->mqtt_host, m->conf->mqtt_port,
+		    (int)(m->conf->mqtt_keepalive_ms / 1000));
+	/* v5 ends a session at disconnect unless told otherwise: ours must outlive twind. */
+	if (mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, UINT32_MAX) !=
+	    MOSQ_ERR_SUCCESS)
+		return MOSQ_ERR_NOMEM;
+	rc = mosquitto_connect_bind_v5(m->mosq, m->conf->mqtt_host, m->conf->mqtt_port,
+	    (int)(m->conf->mqtt_keepalive_ms / 1000), NULL, props);
+	mosquitto_property_free_all(&props);
+	return rc;
+}
+
 static void
 mqtt_try_connect(struct mqtt *m)
 {
@@ -330,11 +434,9 @@ mqtt_try_connect(struct mqtt *m)
 		mqtt_backoff(m);
 	if (atomic_load(&m->stop))
 		return;
-	if (m->gen == 0)
-		rc = mosquitto_connect(m->mosq, m->conf->mqtt_host, m->conf->mqtt_port,
-		    (int)(m->conf->mqtt_keepalive_ms / 1000));
-	else
-		rc = mosquitto_reconnect(m->mosq);
+	if (m->gen > 0)
+		mqtt_drop(m);
+	rc = mqtt_connect(m);
 	m->gen++;
 	if (rc == MOSQ_ERR_SUCCESS)
 		return;
@@ -383,7 +485,7 @@ mqtt_settle(struct mqtt *m)
 		return TW_OK;
 	flush.kind = REC_FLUSH;
 	push(m, &flush, sizeof(flush));
-	while ((rc = sync_wait(m->sync, m->acked, m->seq, 1000)) == TW_ERR_TIMEOUT)
+	while ((rc = progress_wait(m->progress, m->acked, m->seq, 1000)) == TW_ERR_TIMEOUT)
 		;
 	if (rc == TW_OK) {
 		m->acked = m->seq;
@@ -392,10 +494,9 @@ mqtt_settle(struct mqtt *m)
 	log_limited(&m->conn_log,
 	    "mqtt: dropping the connection without acknowledging: the commit failed");
 	m->acked = m->seq;
-	/* mosquitto_reconnect discards the queued PUBACKs before it reconnects. */
-	mqtt_backoff(m);
-	if (mosquitto_reconnect(m->mosq) == MOSQ_ERR_SUCCESS)
-		m->gen++;
+	/* A fresh client holds none of the queued PUBACKs: the broker redelivers. */
+	mosquitto_disconnect(m->mosq);
+	mqtt_drop(m);
 	return rc;
 }
 
@@ -413,12 +514,8 @@ mqtt_loop_once(struct mqtt *m)
 		p[0].events |= POLLOUT;
 	if (poll(p, 2, 1000) < 0 && errno != EINTR)
 		log_warn("mqtt: poll");
-	if (p[1].revents & POLLIN) {
-		char buf[64];
-
-		while (read(m->wake[0], buf, sizeof(buf)) > 0)
-			;
-	}
+	if (p[1].revents & POLLIN)
+		mqtt_drain_wake(m);
 	if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
 		rc = mqtt_read_burst(m);
 	if (mqtt_settle(m) != TW_OK)

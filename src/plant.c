@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "err.h"
+#include "names.h"
 #include "ingest.h"
 #include "plant.h"
 
@@ -87,7 +88,7 @@ plant_add(struct plant *p, const char *path, int i, const cJSON *e,
 		fprintf(err, "%s: [%d]: expected an object {\"id\",\"model\",\"parent\"}\n", path, i);
 		return 1;
 	}
-	if (!cJSON_IsString(id) || !ingest_id_valid(id->valuestring, strlen(id->valuestring))) {
+	if (!cJSON_IsString(id) || !name_twin_valid(id->valuestring, strlen(id->valuestring))) {
 		fprintf(err, "%s: [%d]: \"id\" must be a string of [A-Za-z0-9_.:-], 1 to 128 "
 		    "characters\n", path, i);
 		return 1;
@@ -112,7 +113,7 @@ plant_add(struct plant *p, const char *path, int i, const cJSON *e,
 		return 1;
 	}
 	if (parent != NULL && !cJSON_IsNull(parent) && (!cJSON_IsString(parent) ||
-	    !ingest_id_valid(parent->valuestring, strlen(parent->valuestring)))) {
+	    !name_twin_valid(parent->valuestring, strlen(parent->valuestring)))) {
 		fprintf(err, "%s: [%d] %s: \"parent\" must be a twin id\n", path, i, id->valuestring);
 		return 1;
 	}
@@ -177,7 +178,8 @@ plant_load(struct plant *p, const char *path, const struct model_set *models, FI
 	}
 	root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
 	if (root == NULL) {
-		plant_position(buf, (size_t)(cJSON_GetErrorPtr() - buf), &line, &col);
+		/* return_parse_end, not cJSON_GetErrorPtr(): that is a global other threads write. */
+		plant_position(buf, (size_t)(end != NULL ? end - buf : 0), &line, &col);
 		fprintf(err, "%s:%d:%d: JSON syntax error\n", path, line, col);
 		free(buf);
 		return TW_ERR_INVAL;

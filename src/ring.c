@@ -43,8 +43,8 @@ ring_new(size_t capacity)
 	}
 	r->cap = capacity;
 	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->not_empty, NULL);
-	pthread_cond_init(&r->not_full, NULL);
+	clock_cond_init(&r->not_empty);
+	clock_cond_init(&r->not_full);
 	return r;
 }
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "names.h"
 #include "err.h"
 #include "ingest.h"
 #include "plant.h"
@@ -160,7 +161,7 @@ rule_actions(struct check *c, struct rule *r, const cJSON *acts)
 		struct rule_action *ra = &r->actions[r->nactions];
 
 		if (cJSON_IsString(cmd) && des == NULL &&
-		    ingest_id_valid(cmd->valuestring, strlen(cmd->valuestring)) &&
+		    name_twin_valid(cmd->valuestring, strlen(cmd->valuestring)) &&
 		    (params == NULL || cJSON_IsObject(params))) {
 			ra->type = ACTION_COMMAND;
 			ra->command = strdup(cmd->valuestring);
@@ -330,7 +331,7 @@ rules_load(const char *path, const struct rule_set *prev, FILE *err)
 			bad++;
 			continue;
 		}
-		if (!cJSON_IsString(name) || !ingest_id_valid(name->valuestring,
+		if (!cJSON_IsString(name) || !name_twin_valid(name->valuestring,
 		    strlen(name->valuestring))) {
 			problem(&c, "\"name\" must be a string of [A-Za-z0-9_.:-], 1 to 128 characters");
 		} else {

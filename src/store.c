@@ -51,6 +51,14 @@ static const char *const migrations[] = {
 	"  rule TEXT, status TEXT NOT NULL, reason TEXT, source_ts INTEGER,"
 	"  issued_ts INTEGER NOT NULL, sent_ts INTEGER, acked_ts INTEGER) WITHOUT ROWID;"
 	"CREATE INDEX commands_twin ON commands(twin, issued_ts);",
+	/*
+	 * 4: a command's expiry (it must not be executed after it), its answer
+	 * timeout, and when a sent one times out: sent commands live here only.
+	 */
+	"ALTER TABLE commands ADD COLUMN expires_ts INTEGER;"
+	"ALTER TABLE commands ADD COLUMN timeout_ms INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE commands ADD COLUMN deadline_ts INTEGER;"
+	"CREATE INDEX commands_deadline ON commands(deadline_ts) WHERE status = 'sent';",
 };
 
 enum stmt_id {
@@ -58,7 +66,7 @@ enum stmt_id {
 	ST_SERIES_ADD, ST_HISTORY_PUT, ST_SERIES_PUT, ST_TWIN_PUT,
 	ST_QUARANTINE_PUT, ST_QUARANTINE_TRIM,
 	ST_DESIRED_PUT, ST_DESIRED_DEL, ST_ALERT_ADD, ST_ALERT_PUT, ST_ALERT_GET, ST_ALERT_CLEAR,
-	ST_CMD_PUT,
+	ST_CMD_PUT, ST_CMD_ANSWER, ST_CMDS_OVERDUE, ST_CMD_GET,
 	ST_LOAD_TWINS, ST_LOAD_SERIES, ST_LOAD_DESIRED, ST_LOAD_ALERTS, ST_LOAD_CMDS,
 	ST_READ_TWINS, ST_READ_TWINS_PARENT, ST_READ_TWIN, ST_READ_CHILDREN,
 	ST_READ_REPORTED, ST_SERIES_FIND, ST_HISTORY_ASC, ST_HISTORY_NEWEST, ST_BUCKETS,
@@ -72,15 +80,17 @@ enum stmt_id {
 #define ALERT_COLS	"id, twin, rule, severity, message, value, active, acknowledged, " \
 	"shelved_until_ts, raised_ts, acked_ts, cleared_ts"
 #define CMD_COLS	"id, twin, command, params, rule, status, reason, source_ts, issued_ts, " \
-	"sent_ts, acked_ts"
+	"sent_ts, acked_ts, expires_ts, timeout_ms, deadline_ts"
 
 static const char *const stmt_sql[ST__COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_SERIES_ADD] = "INSERT INTO series(twin, property) VALUES(?, ?)",
+	/* A redelivery (same ts, same value) changes no row: sqlite3_changes() says so. */
 	[ST_HISTORY_PUT] = "INSERT INTO history(series, ts, value) VALUES(?, ?, ?) "
-	    "ON CONFLICT(series, ts) DO UPDATE SET value = excluded.value",
+	    "ON CONFLICT(series, ts) DO UPDATE SET value = excluded.value "
+	    "WHERE value IS NOT excluded.value",
 	[ST_SERIES_PUT] = "UPDATE series SET value = ?, ts = ?, out_of_range = ? WHERE id = ?",
 	[ST_TWIN_PUT] = "INSERT INTO twins(id, model, parent, version, last_seen_ts, created_ts, "
 	    "delta_pending) VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -101,9 +111,17 @@ static const char *const stmt_sql[ST__COUNT] = {
 	    "shelved_until_ts = ?, acked_ts = ?, cleared_ts = ? WHERE id = ?",
 	[ST_ALERT_GET] = "SELECT " ALERT_COLS " FROM alerts WHERE id = ?",
 	[ST_ALERT_CLEAR] = "UPDATE alerts SET active = 0, cleared_ts = ? WHERE id = ?",
-	[ST_CMD_PUT] = "INSERT INTO commands(" CMD_COLS ") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+	[ST_CMD_PUT] = "INSERT INTO commands(" CMD_COLS ") "
+	    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
 	    "ON CONFLICT(id) DO UPDATE SET status = excluded.status, reason = excluded.reason, "
-	    "sent_ts = excluded.sent_ts, acked_ts = excluded.acked_ts",
+	    "sent_ts = excluded.sent_ts, acked_ts = excluded.acked_ts, "
+	    "deadline_ts = excluded.deadline_ts",
+	/* Only a sent command takes an answer or a time-out: a settled one stays settled. */
+	[ST_CMD_ANSWER] = "UPDATE commands SET status = ?1, reason = ?2, acked_ts = ?3, "
+	    "deadline_ts = NULL WHERE id = ?4 AND status = 'sent' AND (?5 IS NULL OR twin = ?5)",
+	[ST_CMDS_OVERDUE] = "SELECT id FROM commands WHERE status = 'sent' AND deadline_ts <= ? "
+	    "ORDER BY deadline_ts LIMIT ?",
+	[ST_CMD_GET] = "SELECT " CMD_COLS " FROM commands WHERE id = ?",
 	[ST_LOAD_TWINS] = "SELECT " TWIN_COLS " FROM twins",
 	[ST_LOAD_SERIES] = "SELECT id, twin, property, ts, value, out_of_range FROM series",
 	[ST_LOAD_DESIRED] = "SELECT twin, property, value, ts, pending_since_ts, published, "
@@ -111,7 +129,9 @@ static const char *const stmt_sql[ST__COUNT] = {
 	/* Open alerts, and the last of each twin and rule: its raise time holds the cooldown. */
 	[ST_LOAD_ALERTS] = "SELECT " ALERT_COLS " FROM alerts WHERE active = 1 "
 	    "OR id IN (SELECT max(id) FROM alerts GROUP BY twin, rule) ORDER BY id",
-	[ST_LOAD_CMDS] = "SELECT " CMD_COLS " FROM commands WHERE status IN ('pending', 'sent')",
+	/* Sent ones stay in SQLite: their answer and their time-out find them there. */
+	[ST_LOAD_CMDS] = "SELECT " CMD_COLS " FROM commands WHERE status = 'pending' "
+	    "ORDER BY issued_ts",
 	[ST_READ_TWINS] = "SELECT " TWIN_COLS " FROM twins ORDER BY id",
 	[ST_READ_TWINS_PARENT] = "SELECT " TWIN_COLS " FROM twins WHERE parent = ? ORDER BY id",
 	[ST_READ_TWIN] = "SELECT " TWIN_COLS " FROM twins WHERE id = ?",
@@ -361,14 +381,18 @@ store_series_add(struct store *s, const char *twin, const char *prop, int64_t *i
 }
 
 int
-store_history_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v)
+store_history_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v,
+    int *fresh)
 {
 	sqlite3_stmt *st = s->st[ST_HISTORY_PUT];
 
 	sqlite3_bind_int64(st, 1, series);
 	sqlite3_bind_int64(st, 2, ts);
 	bind_value(st, 3, v);
-	return step_done(s, st);
+	if (step_done(s, st) != TW_OK)
+		return TW_ERR_DB;
+	*fresh = sqlite3_changes(s->db) > 0;
+	return TW_OK;
 }
 
 int
@@ -487,7 +511,49 @@ store_command_put(struct store *s, const struct store_command_row *c)
 	sqlite3_bind_int64(st, 9, c->issued_ts);
 	bind_ts_or_null(st, 10, c->sent_ts);
 	bind_ts_or_null(st, 11, c->acked_ts);
+	bind_ts_or_null(st, 12, c->expires_ts);
+	sqlite3_bind_int64(st, 13, c->timeout_ms);
+	bind_ts_or_null(st, 14, c->deadline_ts);
 	return step_done(s, st);
+}
+
+int
+store_command_answer(struct store *s, const char *id, const char *twin, const char *status,
+    const char *reason, int64_t acked_ts, int *changed)
+{
+	sqlite3_stmt *st = s->st[ST_CMD_ANSWER];
+
+	sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC);
+	bind_text_or_null(st, 2, reason);
+	bind_ts_or_null(st, 3, acked_ts);
+	sqlite3_bind_text(st, 4, id, -1, SQLITE_STATIC);
+	bind_text_or_null(st, 5, twin);
+	if (step_done(s, st) != TW_OK)
+		return TW_ERR_DB;
+	*changed = sqlite3_changes(s->db) > 0;
+	return TW_OK;
+}
+
+int
+store_commands_overdue(struct store *s, int64_t now, int max, char (*ids)[24], int *n)
+{
+	sqlite3_stmt *st = s->st[ST_CMDS_OVERDUE];
+	int rc;
+
+	*n = 0;
+	sqlite3_bind_int64(st, 1, now);
+	sqlite3_bind_int(st, 2, max);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < max) {
+		snprintf(ids[*n], 24, "%s", (const char *)sqlite3_column_text(st, 0));
+		(*n)++;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		log_warnx("database: %s", sqlite3_errmsg(s->db));
+		return TW_ERR_DB;
+	}
+	return TW_OK;
 }
 
 int
@@ -575,6 +641,9 @@ command_row(sqlite3_stmt *st, struct store_command_row *r)
 	r->issued_ts = sqlite3_column_int64(st, 8);
 	r->sent_ts = sqlite3_column_int64(st, 9);
 	r->acked_ts = sqlite3_column_int64(st, 10);
+	r->expires_ts = sqlite3_column_int64(st, 11);
+	r->timeout_ms = sqlite3_column_int64(st, 12);
+	r->deadline_ts = sqlite3_column_int64(st, 13);
 }
 
 static void
@@ -594,21 +663,27 @@ alert_row(sqlite3_stmt *st, struct store_alert_row *r)
 	r->cleared_ts = sqlite3_column_int64(st, 11);
 }
 
-/* Steps through rows, handing each to `row`; stops early when it returns non-zero. */
+/*
+ * Steps through rows, handing each to `row`. A non-zero return aborts the
+ * walk and is returned as it is: a callback that ran out of memory must
+ * not look like one that finished.
+ */
 static int
 step_rows(struct store *s, sqlite3_stmt *st, int (*row)(void *, sqlite3_stmt *), void *arg)
 {
-	int rc, n = 0;
+	int rc, n = 0, cb = 0;
 
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		n++;
-		if (row(arg, st) != 0) {
+		if ((cb = row(arg, st)) != 0) {
 			rc = SQLITE_DONE;
 			break;
 		}
 	}
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
+	if (cb != 0)
+		return cb;
 	if (rc != SQLITE_DONE) {
 		log_warnx("database: %s", sqlite3_errmsg(s->db));
 		return TW_ERR_DB;
@@ -695,6 +770,17 @@ store_load(struct store *s, const struct store_loader *l, void *arg)
 	if ((rc = found_or_empty(step_rows(s, s->st[ST_LOAD_ALERTS], alert_row_cb, &ac))) != TW_OK)
 		return rc;
 	return found_or_empty(step_rows(s, s->st[ST_LOAD_CMDS], command_row_cb, &cc));
+}
+
+int
+store_command_get(struct store *s, const char *id,
+    int (*cb)(void *, const struct store_command_row *), void *arg)
+{
+	struct command_cb cc = { cb, arg };
+	sqlite3_stmt *st = s->st[ST_CMD_GET];
+
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	return step_rows(s, st, command_row_cb, &cc);
 }
 
 int

@@ -13,6 +13,7 @@ struct name {
 struct twin_map {
 	struct twin *twins;		/* uthash head */
 	struct name *names;		/* interned property names */
+	unsigned nnames;
 	struct twin **dirty;		/* twins changed since the last flush */
 	unsigned ndirty, cap_dirty;
 	unsigned count;
@@ -133,6 +134,12 @@ twin_count(const struct twin_map *m)
 	return m->count;
 }
 
+unsigned
+twin_names_count(const struct twin_map *m)
+{
+	return m->nnames;
+}
+
 const char *
 twin_intern(struct twin_map *m, const char *name)
 {
@@ -146,6 +153,7 @@ twin_intern(struct twin_map *m, const char *name)
 		return NULL;
 	memcpy(n->s, name, len + 1);
 	HASH_ADD_KEYPTR(hh, m->names, n->s, len, n);
+	m->nnames++;
 	return n->s;
 }
 

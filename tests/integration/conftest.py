@@ -124,6 +124,83 @@ def metric_value(metrics, name, default=0.0, **labels):
 
 
 # --------------------------------------------------------------------------
+# how a twind ended: its exit code and the sanitizer reports in its log
+
+# A sanitizer writes its report to stderr, which is twind's log file. A leak
+# found at exit also makes the exit code non-zero (1 under ASan, 23 under a
+# lone LeakSanitizer); a UBSan finding with halt_on_error=1 ends the process,
+# one without it changes nothing but the log. The harness looks at both.
+SANITIZER_MARKERS = (
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "runtime error:",                       # UBSan: file:line:col: runtime error: ...
+    "WARNING: ThreadSanitizer",
+    "SUMMARY: AddressSanitizer",
+    "SUMMARY: UndefinedBehaviorSanitizer",
+)
+_SANITIZER_RE = re.compile("|".join(re.escape(m) for m in SANITIZER_MARKERS))
+
+
+def sanitizer_reports(text):
+    """The lines of `text` that are sanitizer reports: [(index, line)]."""
+    return [(i, ln) for i, ln in enumerate(text.splitlines()) if _SANITIZER_RE.search(ln)]
+
+
+def read_from(path, offset=0):
+    """The text of the file from byte `offset` on ("" if it is missing)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def describe_exit(rc):
+    if rc is None:
+        return "still running"
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit code {rc}"
+
+
+def log_excerpt(text, reports, before=5, head=120, tail_n=20):
+    """From a little before the first report on (a leak report is long: its
+    first stacks and its SUMMARY are what counts), or the tail without one."""
+    lines = text.splitlines()
+    if not reports:
+        return "\n".join(lines[-60:])
+    start = max(0, reports[0][0] - before)
+    part = lines[start:]
+    if len(part) <= head + tail_n:
+        return "\n".join(part)
+    return "\n".join(part[:head] + [f"[... {len(part) - head - tail_n} lines ...]"]
+                     + part[-tail_n:])
+
+
+def exit_problem(name, rc, how, allowed, text, logfile):
+    """None if a lifetime that ended with `rc` (after `how`) is fine: rc is
+    one of `allowed` and the log part `text` has no sanitizer report.
+    Otherwise the message that fails the test."""
+    reports = sanitizer_reports(text)
+    if rc in allowed and not reports:
+        return None
+    want = " or ".join(describe_exit(c) for c in sorted(allowed)) or "no exit by itself"
+    msg = [f"{name}: {describe_exit(rc)} {how} (expected: {want})"]
+    if reports:
+        msg[0] += f"; {len(reports)} sanitizer report line(s) in its log"
+        msg += ["  " + ln for _, ln in reports[:30]]
+        if len(reports) > 30:
+            msg.append(f"  [... {len(reports) - 30} more]")
+    msg.append(f"---- {logfile}, this run of twind only:")
+    msg.append(log_excerpt(text, reports))
+    return "\n".join(msg)
+
+
+# --------------------------------------------------------------------------
 # the broker
 
 
@@ -220,11 +297,23 @@ class Broker:
 class Twind:
     """The real ./twind against a Broker, with its config, log and database in
     a private folder. start() may be called again after stop() or kill9():
-    same config, same client id, same database."""
+    same config, same client id, same database.
 
-    def __init__(self, workdir, broker, extra=None, extra_text=""):
-        if not TWIND_BIN.exists():
-            pytest.fail(f"{TWIND_BIN} is missing: run make first", pytrace=False)
+    Every lifetime (start() to its end) is checked when it ends: its exit code
+    and the part of the log written meanwhile. Fine are: exit code 0 after
+    SIGTERM or SIGINT from stop() (or from the cleanup at the end of the
+    test), death by the signal a test sent deliberately (kill9(),
+    stop(sig=SIGKILL)), and the codes a test declared with expect_exit() or
+    waited for with wait_exit(). Anything else (an exit by itself, another
+    signal, a code other than 0 after SIGTERM) and any sanitizer report in the
+    log fail the test: stop(), kill9(), start() and wait_exit() raise
+    AssertionError at once, and what is found at the cleanup (Stack) makes the
+    teardown an error."""
+
+    def __init__(self, workdir, broker, extra=None, extra_text="", binary=None):
+        self.bin = Path(binary) if binary is not None else TWIND_BIN
+        if not self.bin.exists():
+            pytest.fail(f"{self.bin} is missing: run make first", pytrace=False)
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.broker = broker
@@ -235,6 +324,12 @@ class Twind:
         self.logfile = self.dir / "twind.log"
         self.proc = None
         self.http = requests.Session()
+        # the lifetime being checked: started, not yet ended
+        self._alive = False
+        self._log_offset = 0
+        self._expect = set()
+        self.lifetimes = []       # one dict per ended lifetime: rc, how, problem
+        self._unreported = []     # problems no exception has carried yet
         sections = {
             "mqtt": {"host": "127.0.0.1", "port": str(broker.port),
                      "client_id": self.client_id},
@@ -254,15 +349,18 @@ class Twind:
         """Start twind; with wait, until /healthz is 200 (fails the test if
         it is not within `timeout`)."""
         assert not self.running(), "twind already running"
+        self._raise(self._end_if_exited())      # the last run ended by itself
         log = open(self.logfile, "ab")
         try:
+            self._log_offset = log.tell()
             log.write(f"==== harness: start {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [str(TWIND_BIN), "-c", str(self.conf)],
+                [str(self.bin), "-c", str(self.conf)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=self.dir,
             )
+            self._alive = True
         finally:
             log.close()
         if not wait:
@@ -271,9 +369,11 @@ class Twind:
         last = None
         while True:
             if self.proc.poll() is not None:
+                problem = self._end("during start-up")
+                self._unreport(problem)
                 raise AssertionError(
                     f"twind exited with {self.proc.returncode} during start-up:\n"
-                    f"{tail(self.logfile)}")
+                    + (problem or tail(self.logfile)))
             try:
                 r = self.http.get(self.url("/healthz"), timeout=1)
                 last = (r.status_code, r.text[:200])
@@ -282,36 +382,127 @@ class Twind:
             except requests.RequestException as e:
                 last = e
             if time.monotonic() > deadline:
-                self.kill9()
+                problem = self._kill()
+                self._unreport(problem)
                 raise AssertionError(
                     f"twind /healthz not 200 within {timeout}s (last: {last!r}):\n"
-                    f"{tail(self.logfile)}")
+                    + (problem or tail(self.logfile)))
             time.sleep(0.03)
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def expect_exit(self, *codes):
+        """The running lifetime (or, if none runs, the next one started) may
+        end with one of `codes` (e.g. 2: a config twind refuses; -15: killed
+        by SIGTERM) without failing the test. Sanitizer reports still fail."""
+        self._expect.update(codes)
+        return self
+
     def stop(self, sig=signal.SIGTERM, timeout=15):
         """Send `sig` and wait; returns the exit code (negative = killed by a
-        signal). Fails the test if twind is still running after `timeout`."""
+        signal). Fails the test if twind is still running after `timeout`, if
+        the exit is not the expected one (0 after SIGTERM or SIGINT, death by
+        any other signal sent here; see expect_exit) or if its log has a
+        sanitizer report."""
         if self.proc is None:
             return None
         if self.proc.poll() is not None:
+            self._raise(self._end_if_exited())
             return self.proc.returncode
         self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+            problem = self._end(f"after {signal.Signals(sig).name} and SIGKILL",
+                                allowed={-signal.SIGKILL})
+            self._unreport(problem)
             raise AssertionError(
-                f"twind still running {timeout}s after signal {sig}:\n{tail(self.logfile)}")
+                f"twind still running {timeout}s after signal {sig}:\n"
+                + (problem or tail(self.logfile)))
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            allowed = {0}
+        else:
+            allowed = {-sig}
+        self._raise(self._end(f"after {signal.Signals(sig).name}", allowed))
+        return self.proc.returncode
 
     def kill9(self):
+        """SIGKILL, deliberately: the -9 is expected (a twind that had
+        already exited by itself is not)."""
+        self._raise(self._kill())
+        return self.proc.returncode if self.proc else None
+
+    def wait_exit(self, timeout=10, expect=None):
+        """Wait until twind exits by itself and return its exit code, which is
+        the caller's to assert; `expect` (a code or a list) makes it the
+        harness's: another code fails. Sanitizer reports fail either way."""
+        assert self.proc is not None, "twind was never started"
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"twind still running after {timeout}s:\n{tail(self.logfile)}") from None
+        if expect is None:
+            allowed = {self.proc.returncode}
+        else:
+            allowed = set(expect) if isinstance(expect, (list, tuple, set)) else {expect}
+        self._raise(self._end_if_exited(allowed))
+        return self.proc.returncode
+
+    def finish(self):
+        """For the cleanup: stop twind if it runs (SIGTERM, exit code 0),
+        check a lifetime that ended unobserved, and return every problem not
+        raised yet (they are then reported)."""
+        try:
+            if self.running():
+                self.stop(timeout=15)
+            else:
+                self._end_if_exited()
+        except AssertionError as e:
+            self._unreported.append(str(e))
+        problems, self._unreported = self._unreported, []
+        return problems
+
+    def _kill(self):
+        """SIGKILL and wait; the check of the lifetime: a problem or None."""
         if self.running():
             self.proc.kill()
             self.proc.wait(5)
-        return self.proc.returncode if self.proc else None
+            return self._end("after SIGKILL", allowed={-signal.SIGKILL})
+        return self._end_if_exited()
+
+    def _end_if_exited(self, allowed=()):
+        """The lifetime ended without the harness ending it."""
+        if not self._alive or self.proc is None or self.proc.poll() is None:
+            return None
+        return self._end("by itself", allowed)
+
+    def _end(self, how, allowed=()):
+        """Checks the lifetime that just ended; returns the problem or None."""
+        if not self._alive:
+            return None
+        self._alive = False
+        rc = self.proc.returncode
+        allowed = set(allowed) | self._expect
+        self._expect = set()
+        text = read_from(self.logfile, self._log_offset)
+        problem = exit_problem(f"twind ({self.dir})", rc, how, allowed, text, self.logfile)
+        self.lifetimes.append({"rc": rc, "how": how, "problem": problem})
+        if problem is not None:
+            self._unreported.append(problem)
+        return problem
+
+    def _unreport(self, problem):
+        if problem is not None and problem in self._unreported:
+            self._unreported.remove(problem)
+
+    def _raise(self, problem):
+        if problem is not None:
+            self._unreport(problem)
+            raise AssertionError(problem)
 
     def hup(self):
         """SIGHUP: reload the config's models and twins file."""
@@ -535,26 +726,28 @@ def _failed(request):
 
 
 class Stack:
-    """Things to clean up at the end of a test or module, in reverse order."""
+    """Things to clean up at the end of a test or module, in reverse order.
+    cleanup() stops what still runs and then fails (AssertionError: a
+    teardown error in a fixture) if a twind did not end as it should or wrote
+    a sanitizer report (see Twind)."""
 
     def __init__(self):
         self.brokers, self.twinds, self.pubs = [], [], []
 
     def cleanup(self, show_logs):
+        problems = []
         for p in self.pubs:
             p.close()
         for t in self.twinds:
-            if t.running():
-                try:
-                    t.stop(timeout=15)
-                except AssertionError as e:
-                    print(e)
+            problems += t.finish()
             if show_logs:
                 print(f"---- twind log {t.logfile} (tail)\n{tail(t.logfile, 80)}")
         for b in self.brokers:
             b.stop()
             if show_logs:
                 print(f"---- mosquitto log {b.logfile} (tail)\n{tail(b.logfile, 30)}")
+        if problems:
+            raise AssertionError("\n\n".join(problems))
 
 
 @pytest.fixture

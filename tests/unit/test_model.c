@@ -73,7 +73,7 @@ static int
 has_command(const struct model *m, const char *name)
 {
 	for (int i = 0; i < m->ncommands; i++)
-		if (strcmp(m->commands[i], name) == 0)
+		if (strcmp(m->commands[i].name, name) == 0)
 			return 1;
 	return 0;
 }

@@ -1,0 +1,115 @@
+/*
+ * Commands to assets, from operators and rules. A command is stored
+ * `pending` before it is published, so it is on disk before it can reach
+ * a machine. Only commands waiting for the broker's PUBACK live in memory,
+ * found in O(1) by id (and by MQTT message id through the outbox, which
+ * maps it to the id); once the broker took one it
+ * is `sent` (or `done`, for an asset that does not answer) and lives in
+ * SQLite alone, where its answer finds it by id and a timer sweep times it
+ * out. So a bridge that never answers holds no memory and blocks nothing.
+ *
+ * Bounds: `max_per_twin` pending per twin and `max` plant-wide; a command
+ * beyond either is stored `refused` with the reason, and counted.
+ * Owned by the engine's thread.
+ */
+#ifndef TW_COMMANDS_H
+#define TW_COMMANDS_H
+
+#include <stdint.h>
+#include <uthash.h>
+
+#include "names.h"
+#include "outbox.h"
+#include "store.h"
+
+#define COMMAND_ID_MAX	24
+
+struct command {
+	char id[COMMAND_ID_MAX];
+	char twin[TWIN_ID_MAX + 1];
+	char *command, *params, *rule;	/* params as JSON text; rule NULL for an operator's */
+	int64_t source_ts, issued_ts, expires_ts;
+	int64_t timeout_ms;		/* 0: the asset does not answer; done at the PUBACK */
+	int committed;			/* its pending row is on disk */
+	UT_hash_handle hh;		/* by id; the outbox maps its MQTT message id to this id */
+	struct command *prev, *next;	/* issue order: the oldest expires first */
+	struct command *qnext;		/* on the to-publish queue, or on the batch's fresh list */
+	int queued;
+	/* A settled command waits here until its new row is committed. */
+	const char *status;
+	const char *reason;
+	int64_t sent_ts, acked_ts;
+	char *detail;
+};
+
+struct commands_twin;
+
+struct commands {
+	struct command *by_id;
+	struct command *first, *last;	/* issue order */
+	struct command *queue, **queue_tail;	/* committed, to hand to the broker */
+	struct command *fresh;		/* issued in the open batch */
+	struct command *settled;	/* left memory in the open batch; freed at commit */
+	int rewrite;			/* a rollback lost the settled rows: write them again */
+	struct commands_twin *twins;	/* pending per twin */
+	unsigned n;			/* pending, plant-wide */
+	unsigned max, max_per_twin;
+	int64_t ttl_ms;
+	const char *topic_tmpl;		/* borrowed: [mqtt] command_topic */
+};
+
+void commands_init(struct commands *c, unsigned max, unsigned max_per_twin, int64_t ttl_ms,
+    const char *topic_tmpl);
+void commands_cleanup(struct commands *c);
+
+/* What to issue; strings borrowed for the call. */
+struct command_spec {
+	const char *twin, *command, *params, *rule;	/* params JSON text or NULL; rule NULL: operator */
+	int64_t source_ts;
+	int64_t timeout_ms;		/* 0: the asset does not answer */
+};
+
+/*
+ * Issues a command in the open batch: its row is written `pending` (or
+ * `refused` with the reason beyond a bound), and it is published after
+ * the commit. Its id goes into `id` (COMMAND_ID_MAX bytes). Returns 0,
+ * TW_ERR_FULL (refused: stored and counted, *reason says why), or
+ * TW_ERR_DB / TW_ERR_NOMEM.
+ */
+int commands_issue(struct commands *c, struct store *st, struct outbox *o,
+    const struct command_spec *spec, char *id, const char **reason);
+
+/* The batch is on disk: its commands may go out. */
+void commands_commit(struct commands *c);
+/* The batch is void: its commands never existed; settled rows are written again. */
+void commands_rollback(struct commands *c);
+/* In a new batch after a rollback: writes the settled rows again. 0 or TW_ERR_DB. */
+int commands_redo(struct commands *c, struct store *st, struct outbox *o);
+
+/* Hands queued, committed commands to the broker while it is connected. */
+void commands_publish(struct commands *c, struct outbox *o);
+/* A new connection: every pending command not acknowledged goes out again. */
+void commands_reconnected(struct commands *c);
+
+/* The broker took command `id` (a PUBACK routed by the outbox): sent or done. 0 or TW_ERR_DB. */
+int commands_taken(struct commands *c, struct store *st, struct outbox *o, const char *id);
+/*
+ * The asset answered: status done, rejected or failed, with its detail.
+ * Returns 0 (also for an unknown or settled id, which is logged by the
+ * caller through *known = 0) or TW_ERR_DB.
+ */
+int commands_answer(struct commands *c, struct store *st, struct outbox *o, const char *twin,
+    const char *id, const char *status, const char *detail, int64_t ts, int *known);
+/*
+ * The timer: pending commands past the TTL are expired, sent ones past
+ * their deadline timed out (at most a bounded number per call). 0 or TW_ERR_DB.
+ */
+int commands_expire(struct commands *c, struct store *st, struct outbox *o, int64_t now);
+
+/* Start-up: a pending command from the store. 0 or TW_ERR_NOMEM. */
+int commands_restore(struct commands *c, const struct store_command_row *row);
+
+/* Pending commands in memory (for /metrics). */
+unsigned commands_pending(const struct commands *c);
+
+#endif

@@ -1,0 +1,522 @@
+/* Commands in flight: pending ones in memory, hashed twice; sent ones in SQLite only. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alert.h"
+#include "clock.h"
+#include "commands.h"
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "topic.h"
+
+#define SWEEP_MAX	256	/* sent commands timed out per tick; the rest wait a second */
+
+/* Pending commands of one twin, for the per-twin bound. */
+struct commands_twin {
+	char twin[TWIN_ID_MAX + 1];
+	unsigned n;
+	UT_hash_handle hh;
+};
+
+void
+commands_init(struct commands *c, unsigned max, unsigned max_per_twin, int64_t ttl_ms,
+    const char *topic_tmpl)
+{
+	memset(c, 0, sizeof(*c));
+	c->max = max;
+	c->max_per_twin = max_per_twin;
+	c->ttl_ms = ttl_ms;
+	c->topic_tmpl = topic_tmpl;
+	c->queue_tail = &c->queue;
+}
+
+static void
+command_free(struct command *cmd)
+{
+	if (cmd == NULL)
+		return;
+	free(cmd->command);
+	free(cmd->params);
+	free(cmd->rule);
+	free(cmd->detail);
+	free(cmd);
+}
+
+unsigned
+commands_pending(const struct commands *c)
+{
+	return c->n;
+}
+
+static void
+row_of(const struct command *cmd, const char *status, const char *reason,
+    struct store_command_row *row)
+{
+	*row = (struct store_command_row){
+		.id = cmd->id, .twin = cmd->twin, .command = cmd->command, .params = cmd->params,
+		.rule = cmd->rule, .status = status, .reason = reason,
+		.source_ts = cmd->source_ts, .issued_ts = cmd->issued_ts,
+		.expires_ts = cmd->expires_ts, .sent_ts = cmd->sent_ts, .acked_ts = cmd->acked_ts,
+	};
+	if (strcmp(status, "sent") == 0)
+		row->deadline_ts = cmd->sent_ts + cmd->timeout_ms;
+}
+
+/* Writes the row in the open batch, queues its event and counts the status. */
+static int
+write_row(struct store *st, struct outbox *o, const struct store_command_row *row)
+{
+	if (store_command_put(st, row) != TW_OK)
+		return TW_ERR_DB;
+	metrics_command(row->status);
+	if (outbox_listening(o))
+		outbox_queue(o, NULL, "command", row->twin, alert_command_json(row));
+	return TW_OK;
+}
+
+static struct commands_twin *
+twin_count(struct commands *c, const char *twin, int create)
+{
+	struct commands_twin *t;
+
+	HASH_FIND_STR(c->twins, twin, t);
+	if (t == NULL && create && (t = calloc(1, sizeof(*t))) != NULL) {
+		snprintf(t->twin, sizeof(t->twin), "%s", twin);
+		HASH_ADD_STR(c->twins, twin, t);
+	}
+	return t;
+}
+
+static void
+twin_release(struct commands *c, const char *twin)
+{
+	struct commands_twin *t = twin_count(c, twin, 0);
+
+	if (t != NULL && --t->n == 0) {
+		HASH_DEL(c->twins, t);
+		free(t);
+	}
+}
+
+/* Takes `cmd` out of every index of pending commands (not off the fresh or queue lists). */
+static void
+unlink_pending(struct commands *c, struct command *cmd)
+{
+	HASH_DEL(c->by_id, cmd);
+	if (cmd->prev != NULL)
+		cmd->prev->next = cmd->next;
+	else
+		c->first = cmd->next;
+	if (cmd->next != NULL)
+		cmd->next->prev = cmd->prev;
+	else
+		c->last = cmd->prev;
+	cmd->prev = cmd->next = NULL;
+	twin_release(c, cmd->twin);
+	c->n--;
+}
+
+/* Drops `cmd` from the to-publish queue, if it is on it. */
+static void
+unqueue(struct commands *c, struct command *cmd)
+{
+	struct command **p;
+
+	if (!cmd->queued)
+		return;
+	for (p = &c->queue; *p != NULL; p = &(*p)->qnext)
+		if (*p == cmd) {
+			*p = cmd->qnext;
+			break;
+		}
+	c->queue_tail = &c->queue;
+	while (*c->queue_tail != NULL)
+		c->queue_tail = &(*c->queue_tail)->qnext;
+	cmd->queued = 0;
+	cmd->qnext = NULL;
+}
+
+static void
+enqueue(struct commands *c, struct command *cmd)
+{
+	if (cmd->queued)
+		return;
+	cmd->qnext = NULL;
+	*c->queue_tail = cmd;
+	c->queue_tail = &cmd->qnext;
+	cmd->queued = 1;
+}
+
+/*
+ * `cmd` leaves memory with a new status: the row is written in the open
+ * batch, and the command is kept on the settled list until the commit, so
+ * that a rollback can write it again.
+ */
+static int
+settle(struct commands *c, struct store *st, struct outbox *o, struct command *cmd,
+    const char *status, const char *reason)
+{
+	struct store_command_row row;
+
+	unqueue(c, cmd);
+	unlink_pending(c, cmd);
+	cmd->status = status;
+	cmd->reason = reason;
+	cmd->qnext = c->settled;
+	c->settled = cmd;
+	row_of(cmd, status, reason, &row);
+	return write_row(st, o, &row);
+}
+
+static struct command *
+command_new(const struct command_spec *spec, int64_t now, int64_t ttl_ms)
+{
+	struct command *cmd = calloc(1, sizeof(*cmd));
+
+	if (cmd == NULL)
+		return NULL;
+	alert_command_id(cmd->id, sizeof(cmd->id));
+	snprintf(cmd->twin, sizeof(cmd->twin), "%s", spec->twin);
+	cmd->command = strdup(spec->command);
+	cmd->params = strdup(spec->params != NULL ? spec->params : "{}");
+	cmd->rule = spec->rule != NULL ? strdup(spec->rule) : NULL;
+	cmd->source_ts = spec->source_ts;
+	cmd->issued_ts = now;
+	cmd->expires_ts = now + ttl_ms;
+	cmd->timeout_ms = spec->timeout_ms;
+	if (cmd->command == NULL || cmd->params == NULL || (spec->rule != NULL && cmd->rule == NULL)) {
+		command_free(cmd);
+		return NULL;
+	}
+	return cmd;
+}
+
+/* Adds `cmd` to the pending indexes, at the end of the issue order. */
+static void
+link_pending(struct commands *c, struct command *cmd, struct commands_twin *t)
+{
+	HASH_ADD_STR(c->by_id, id, cmd);
+	cmd->prev = c->last;
+	if (c->last != NULL)
+		c->last->next = cmd;
+	else
+		c->first = cmd;
+	c->last = cmd;
+	t->n++;
+	c->n++;
+}
+
+int
+commands_issue(struct commands *c, struct store *st, struct outbox *o,
+    const struct command_spec *spec, char *id, const char **reason)
+{
+	struct store_command_row row;
+	struct commands_twin *t;
+	struct command *cmd;
+	int rc;
+
+	*reason = NULL;
+	if ((cmd = command_new(spec, clock_now_ms(), c->ttl_ms)) == NULL)
+		return TW_ERR_NOMEM;
+	memcpy(id, cmd->id, COMMAND_ID_MAX);
+	t = twin_count(c, spec->twin, 0);
+	/* Per twin first: one asset that stopped taking commands must not starve the others. */
+	if (t != NULL && t->n >= c->max_per_twin)
+		*reason = "too many commands of this twin wait for the broker ([commands] max_inflight_per_twin)";
+	else if (c->n >= c->max)
+		*reason = "too many commands wait for the broker ([commands] max_inflight)";
+	if (*reason != NULL) {
+		row_of(cmd, "refused", *reason, &row);
+		rc = write_row(st, o, &row);
+		command_free(cmd);
+		return rc != TW_OK ? rc : TW_ERR_FULL;
+	}
+	if (t == NULL && (t = twin_count(c, spec->twin, 1)) == NULL) {
+		command_free(cmd);
+		return TW_ERR_NOMEM;
+	}
+	link_pending(c, cmd, t);
+	row_of(cmd, "pending", NULL, &row);
+	if (write_row(st, o, &row) != TW_OK) {
+		unlink_pending(c, cmd);
+		command_free(cmd);
+		return TW_ERR_DB;
+	}
+	cmd->qnext = c->fresh;
+	c->fresh = cmd;
+	return TW_OK;
+}
+
+static void
+free_settled(struct commands *c)
+{
+	while (c->settled != NULL) {
+		struct command *cmd = c->settled;
+
+		c->settled = cmd->qnext;
+		command_free(cmd);
+	}
+	c->rewrite = 0;
+}
+
+void
+commands_commit(struct commands *c)
+{
+	struct command *fresh = NULL;
+
+	/* The fresh list is newest first: reversed, they go out in issue order. */
+	while (c->fresh != NULL) {
+		struct command *cmd = c->fresh;
+
+		c->fresh = cmd->qnext;
+		cmd->qnext = fresh;
+		fresh = cmd;
+	}
+	while (fresh != NULL) {
+		struct command *cmd = fresh;
+
+		fresh = cmd->qnext;
+		cmd->committed = 1;
+		cmd->qnext = NULL;
+		enqueue(c, cmd);
+	}
+	free_settled(c);
+}
+
+void
+commands_rollback(struct commands *c)
+{
+	while (c->fresh != NULL) {
+		struct command *cmd = c->fresh;
+
+		c->fresh = cmd->qnext;
+		cmd->qnext = NULL;
+		unlink_pending(c, cmd);
+		command_free(cmd);
+	}
+	c->rewrite = c->settled != NULL;
+}
+
+int
+commands_redo(struct commands *c, struct store *st, struct outbox *o)
+{
+	struct store_command_row row;
+
+	if (!c->rewrite)
+		return TW_OK;
+	for (struct command *cmd = c->settled; cmd != NULL; cmd = cmd->qnext) {
+		row_of(cmd, cmd->status, cmd->reason, &row);
+		if (write_row(st, o, &row) != TW_OK)
+			return TW_ERR_DB;
+	}
+	c->rewrite = 0;
+	return TW_OK;
+}
+
+/* The payload on plant/{twin}/cmd. */
+static char *
+wire_payload(const struct command *cmd)
+{
+	struct store_command_row row;
+	cJSON *o;
+	char *js;
+
+	row_of(cmd, "pending", NULL, &row);
+	if ((o = alert_command_wire(&row)) == NULL)
+		return NULL;
+	js = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return js;
+}
+
+void
+commands_publish(struct commands *c, struct outbox *o)
+{
+	char topic[TOPIC_MAX];
+	int64_t now = clock_now_ms();
+
+	while (c->queue != NULL && outbox_connected(o)) {
+		struct command *cmd = c->queue;
+		char *js;
+		int rc = TW_ERR_NOMEM;
+
+		/* The timer expires it; an expired command is never handed over. */
+		if (now >= cmd->expires_ts)
+			return;
+		if (topic_format(c->topic_tmpl, cmd->twin, topic, sizeof(topic)) != TW_OK)
+			rc = TW_ERR_INVAL;
+		else if ((js = wire_payload(cmd)) != NULL) {
+			/* The broker drops it at expires_ts too (MQTT v5), for a bridge that was away. */
+			uint32_t expiry = (uint32_t)((cmd->expires_ts - now + 999) / 1000);
+
+			rc = outbox_send(o, OUTBOX_COMMAND, cmd->id, 0, topic, js, (int)strlen(js), 0,
+			    expiry);
+			cJSON_free(js);
+		}
+		if (rc == TW_ERR_UNAVAIL || rc == TW_ERR_NOMEM)
+			return;		/* stays first in the queue */
+		c->queue = cmd->qnext;
+		if (c->queue == NULL)
+			c->queue_tail = &c->queue;
+		cmd->queued = 0;
+		cmd->qnext = NULL;
+		if (rc != TW_OK) {
+			log_warnx("command %s: cannot be published on the topic of %s", cmd->id,
+			    cmd->twin);
+			continue;	/* the timer expires it */
+		}
+	}
+}
+
+void
+commands_reconnected(struct commands *c)
+{
+	/* In issue order, rebuilt from the pending list; in-flight ids are void now. */
+	c->queue = NULL;
+	c->queue_tail = &c->queue;
+	for (struct command *cmd = c->first; cmd != NULL; cmd = cmd->next) {
+		cmd->queued = 0;
+		if (cmd->committed)
+			enqueue(c, cmd);
+	}
+}
+
+int
+commands_taken(struct commands *c, struct store *st, struct outbox *o, const char *id)
+{
+	struct command *cmd;
+
+	HASH_FIND_STR(c->by_id, id, cmd);
+	if (cmd == NULL)
+		return TW_OK;	/* answered before the PUBACK came, or expired */
+	cmd->sent_ts = clock_now_ms();
+	if (cmd->timeout_ms == 0) {
+		cmd->acked_ts = cmd->sent_ts;
+		return settle(c, st, o, cmd, "done", "the asset does not answer commands: done when "
+		    "the broker took it");
+	}
+	return settle(c, st, o, cmd, "sent", NULL);
+}
+
+static int
+event_row(void *arg, const struct store_command_row *row)
+{
+	return outbox_queue(arg, NULL, "command", row->twin, alert_command_json(row));
+}
+
+/* The event of a command that lives in SQLite only, read back after its change. */
+static int
+queue_event(struct store *st, struct outbox *o, const char *id)
+{
+	if (!outbox_listening(o))
+		return TW_OK;
+	return store_command_get(st, id, event_row, o) == TW_ERR_DB ? TW_ERR_DB : TW_OK;
+}
+
+int
+commands_answer(struct commands *c, struct store *st, struct outbox *o, const char *twin,
+    const char *id, const char *status, const char *detail, int64_t ts, int *known)
+{
+	const char *reason = detail != NULL && detail[0] != '\0' ? detail : NULL;
+	struct command *cmd;
+	int changed = 0;
+
+	*known = 0;
+	HASH_FIND_STR(c->by_id, id, cmd);
+	if (cmd != NULL) {
+		/* The asset was faster than the broker's PUBACK: settled from memory. */
+		if (strcmp(cmd->twin, twin) != 0)
+			return TW_OK;
+		*known = 1;
+		cmd->acked_ts = ts;
+		if (cmd->sent_ts == 0)
+			cmd->sent_ts = ts;
+		if (reason != NULL && (cmd->detail = strdup(reason)) == NULL)
+			return TW_ERR_NOMEM;
+		return settle(c, st, o, cmd, status, cmd->detail);
+	}
+	if (store_command_answer(st, id, twin, status, reason, ts, &changed) != TW_OK)
+		return TW_ERR_DB;
+	if (!changed)
+		return TW_OK;
+	*known = 1;
+	metrics_command(status);
+	return queue_event(st, o, id);
+}
+
+int
+commands_expire(struct commands *c, struct store *st, struct outbox *o, int64_t now)
+{
+	char ids[SWEEP_MAX][COMMAND_ID_MAX];
+	int n = 0;
+
+	while (c->first != NULL && now >= c->first->expires_ts)
+		if (settle(c, st, o, c->first, "expired", "the broker did not take it before "
+		    "expires_ts; it was not sent (or, if it was in flight, its PUBACK never came)") !=
+		    TW_OK)
+			return TW_ERR_DB;
+	if (store_commands_overdue(st, now, SWEEP_MAX, ids, &n) != TW_OK)
+		return TW_ERR_DB;
+	for (int i = 0; i < n; i++) {
+		int changed;
+
+		if (store_command_answer(st, ids[i], NULL, "timed_out",
+		    "no answer from the asset in time", 0, &changed) != TW_OK)
+			return TW_ERR_DB;
+		if (changed) {
+			metrics_command("timed_out");
+			if (queue_event(st, o, ids[i]) != TW_OK)
+				return TW_ERR_DB;
+		}
+	}
+	return TW_OK;
+}
+
+int
+commands_restore(struct commands *c, const struct store_command_row *row)
+{
+	struct commands_twin *t;
+	struct command *cmd;
+
+	if ((t = twin_count(c, row->twin, 1)) == NULL || (cmd = calloc(1, sizeof(*cmd))) == NULL)
+		return TW_ERR_NOMEM;
+	snprintf(cmd->id, sizeof(cmd->id), "%s", row->id);
+	snprintf(cmd->twin, sizeof(cmd->twin), "%s", row->twin);
+	cmd->command = strdup(row->command);
+	cmd->params = strdup(row->params != NULL ? row->params : "{}");
+	cmd->rule = row->rule != NULL ? strdup(row->rule) : NULL;
+	if (cmd->command == NULL || cmd->params == NULL || (row->rule != NULL && cmd->rule == NULL)) {
+		command_free(cmd);
+		return TW_ERR_NOMEM;
+	}
+	cmd->source_ts = row->source_ts;
+	cmd->issued_ts = row->issued_ts;
+	cmd->expires_ts = row->expires_ts > 0 ? row->expires_ts : row->issued_ts + c->ttl_ms;
+	cmd->timeout_ms = row->timeout_ms;
+	cmd->committed = 1;
+	link_pending(c, cmd, t);
+	/* Published once the broker is there. */
+	enqueue(c, cmd);
+	return TW_OK;
+}
+
+void
+commands_cleanup(struct commands *c)
+{
+	struct commands_twin *t, *tmp;
+
+	while (c->first != NULL) {
+		struct command *cmd = c->first;
+
+		unlink_pending(c, cmd);
+		command_free(cmd);
+	}
+	free_settled(c);
+	HASH_ITER(hh, c->twins, t, tmp) {
+		HASH_DEL(c->twins, t);
+		free(t);
+	}
+	commands_init(c, c->max, c->max_per_twin, c->ttl_ms, c->topic_tmpl);
+}

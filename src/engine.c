@@ -1,0 +1,1037 @@
+/* The engine: the record loop, the batch and its commit, the timer, and requests served. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alert.h"
+#include "alerts.h"
+#include "apply.h"
+#include "clock.h"
+#include "commands.h"
+#include "desired.h"
+#include "engine.h"
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "outbox.h"
+#include "restore.h"
+#include "runtime.h"
+#include "topic.h"
+#include "twin.h"
+#include "twin_doc.h"
+#include "undo.h"
+
+#define TICK_MS		1000	/* status, convergence, rules and command timers */
+
+struct engine {
+	const struct conf *conf;
+	struct ring *ring;
+	struct progress *progress;	/* borrowed: main owns it, the MQTT thread waits on it */
+	struct store *store;		/* owned; this thread only */
+	struct twin_map *twins;		/* owned; this thread only */
+	struct status_rule status_rule;
+	struct outbox outbox;
+	struct commands commands;
+	struct desired_out desired;
+	struct alerts alerts;
+	struct runtime runtime;
+	struct apply apply;
+	struct effects effects;
+	struct undo undo;
+	struct request_queue requests;
+	const char **names;		/* scratch: interned names of one record */
+	pthread_t thread;
+	int started;
+
+	/* The open batch; this thread only. */
+	int in_txn;
+	uint64_t batch_no;		/* grows per transaction: twins touched in it know it */
+	uint64_t batch_seq;		/* highest record seq in it */
+	uint32_t batch_gen;		/* highest connection generation in it */
+	uint64_t batch_msgs, batch_vals;
+	uint32_t failed_gen;		/* records of this generation or older are refused */
+	int map_invalid;		/* a reload after a rollback failed: the twins are unknown */
+	int64_t next_tick;
+	struct log_limit drop_log;
+
+	/* Shared with other threads. */
+	pthread_mutex_t lock;		/* guards the three below */
+	int stopping;
+	struct model_set *models;	/* in force; swapped on reload */
+	struct rule_set *rules;		/* in force; swapped on reload */
+	atomic_int failing;		/* the last commit failed */
+};
+
+static void engine_tick(struct engine *e);
+
+/* ---- the batch and its commit ---- */
+
+static int
+batch_begin(struct engine *e)
+{
+	if (e->in_txn)
+		return TW_OK;
+	if (store_begin(e->store) != TW_OK)
+		return TW_ERR_DB;
+	e->in_txn = 1;
+	e->batch_no++;
+	e->batch_msgs = e->batch_vals = 0;
+	/* What a rollback took from the commands (their PUBACKs will not come again). */
+	return commands_redo(&e->commands, e->store, &e->outbox);
+}
+
+/* Reloads the twins from the store, keeping the rule state memory holds. */
+static int
+engine_reload_twins(struct engine *e)
+{
+	struct restore r = {
+		.twins = e->twins, .models = e->models, .status = &e->status_rule,
+		.runtime = &e->runtime, .commands = NULL,
+	};
+
+	desired_out_clear(&e->desired);
+	return restore_load(&r, e->store, 1);
+}
+
+/*
+ * A failed batch: roll back, put back the rule state it changed, rebuild
+ * the twins from what is on disk, and refuse everything read on the same
+ * connection, because its acknowledgements are queued behind those of
+ * the failed records. The MQTT thread reconnects without writing them and
+ * the broker redelivers.
+ */
+static void
+batch_fail(struct engine *e, const char *what)
+{
+	log_warnx("database: %s failed (%s); rolling back %llu messages, the broker will "
+	    "redeliver them", what, store_errmsg(e->store), (unsigned long long)e->batch_msgs);
+	store_rollback(e->store);
+	e->in_txn = 0;
+	metrics_add(&metrics.commit_failures, 1);
+	atomic_store(&e->failing, 1);
+	atomic_store(&metrics.db_failing, 1);
+	e->failed_gen = e->batch_gen;
+	outbox_rollback(&e->outbox);
+	commands_rollback(&e->commands);
+	undo_restore(&e->undo, e->twins);
+	/* Until a reload works, the map is not the truth: nothing may be applied to it. */
+	e->map_invalid = engine_reload_twins(e) != TW_OK;
+	if (e->map_invalid)
+		log_warnx("database: reloading the twins failed; will retry with the next batch");
+	progress_advance(e->progress, 0, e->batch_seq);
+}
+
+/* The "twin" live event: the new version and the reported values this batch changed. */
+static void
+queue_twin_event(struct engine *e, const struct twin *t)
+{
+	int64_t now = clock_now_ms();
+	cJSON *o = cJSON_CreateObject(), *rep;
+
+	if (o == NULL || cJSON_AddStringToObject(o, "twin", t->id) == NULL ||
+	    cJSON_AddNumberToObject(o, "version", (double)t->version) == NULL ||
+	    (t->last_seen_ts > 0 ? cJSON_AddNumberToObject(o, "last_seen_ts",
+	    (double)t->last_seen_ts) : cJSON_AddNullToObject(o, "last_seen_ts")) == NULL ||
+	    (rep = cJSON_AddObjectToObject(o, "reported")) == NULL) {
+		cJSON_Delete(o);
+		return;
+	}
+	for (uint32_t i = 0; i < t->nprops; i++) {
+		const struct prop *p = &t->props[i];
+		cJSON *v;
+
+		if (!p->dirty)
+			continue;
+		/* The same entry as the document's, so a screen can merge it in. */
+		v = twin_doc_reported(p->mp, &p->val, p->ts, p->out_of_range,
+		    twin_doc_stale(p->mp, p->ts, now, e->conf->stale_factor));
+		if (v == NULL || !cJSON_AddItemToObject(rep, p->name, v)) {
+			cJSON_Delete(v);
+			break;
+		}
+	}
+	outbox_queue(&e->outbox, NULL, "twin", t->id, o);
+}
+
+static int
+flush_twin(void *arg, struct twin *t)
+{
+	struct engine *e = arg;
+	struct store_twin_row row = {
+		.id = t->id, .model = t->model_id, .parent = t->parent, .version = t->version,
+		.last_seen_ts = t->last_seen_ts, .created_ts = t->created_ts,
+		.delta_pending = t->delta_pending,
+	};
+
+	if (store_twin_put(e->store, &row) != TW_OK)
+		return TW_ERR_DB;
+	t->state_dirty = 1;
+	/* Formatting costs: only when someone listens, and only for a new version. */
+	if (t->version != t->event_version && outbox_listening(&e->outbox))
+		queue_twin_event(e, t);
+	t->event_version = t->version;
+	for (uint32_t i = 0; i < t->nprops; i++) {
+		struct prop *p = &t->props[i];
+
+		if (!p->dirty)
+			continue;
+		if (store_series_put(e->store, p->series, p->ts, &p->val, p->out_of_range) != TW_OK)
+			return TW_ERR_DB;
+		p->dirty = 0;
+	}
+	for (uint32_t i = 0; i < t->ndesired; i++) {
+		struct desired *d = &t->desired[i];
+		struct store_desired_row dr = {
+			.prop = d->name, .val = d->val, .ts = d->ts,
+			.pending_since_ts = d->pending_since_ts, .published = d->published,
+			.converged_ts = d->converged_ts, .in_delta = d->in_delta,
+		};
+
+		if (!d->dirty)
+			continue;
+		if ((d->removed ? store_desired_del(e->store, t->id, d->name) :
+		    store_desired_put(e->store, t->id, &dr)) != TW_OK)
+			return TW_ERR_DB;
+		d->dirty = 0;
+	}
+	twin_desired_compact(t);
+	return TW_OK;
+}
+
+/* Publishes, after a commit, what only committed state may say. */
+static void
+publish_committed(struct engine *e)
+{
+	outbox_commit(&e->outbox);
+	desired_publish(&e->desired, e->twins, &e->outbox);
+	commands_publish(&e->commands, &e->outbox);
+}
+
+static int
+batch_commit(struct engine *e)
+{
+	int64_t t0 = clock_mono_us();
+
+	if (twin_flush_dirty(e->twins, flush_twin, e) != TW_OK) {
+		batch_fail(e, "writing twin state");
+		return TW_ERR_DB;
+	}
+	if (store_commit(e->store) != TW_OK) {
+		batch_fail(e, "commit");
+		return TW_ERR_DB;
+	}
+	e->in_txn = 0;
+	metrics_commit(e->batch_msgs, clock_mono_us() - t0);
+	metrics_add(&metrics.applied, e->batch_msgs);
+	metrics_add(&metrics.values, e->batch_vals);
+	if (atomic_exchange(&e->failing, 0)) {
+		atomic_store(&metrics.db_failing, 0);
+		log_info("database: commits work again");
+	}
+	progress_advance(e->progress, e->batch_seq, 0);
+	undo_clear(&e->undo);
+	commands_commit(&e->commands);
+	/* Only what is committed goes out: nothing may run ahead of the disk. */
+	publish_committed(e);
+	atomic_store(&metrics.commands_pending, commands_pending(&e->commands));
+	return TW_OK;
+}
+
+/* ---- rules: their effects applied ---- */
+
+/* Keeps the rule state of `t` as it was before this batch, for a rollback. */
+static void
+touch(struct engine *e, struct twin *t)
+{
+	if (t->touched == e->batch_no)
+		return;
+	t->touched = e->batch_no;
+	/* Without memory for the copy a rollback keeps what this batch did to the state. */
+	undo_save(&e->undo, t);
+}
+
+/* The timeout of `command` on `t`: the model's, else the config's; 0 when the asset does not answer. */
+static int64_t
+command_timeout(const struct engine *e, const struct twin *t, const char *command)
+{
+	const struct model_command *mc = model_command(t->model, command);
+	int acked = mc != NULL && mc->acknowledged >= 0 ? mc->acknowledged :
+	    e->conf->cmd_acknowledged;
+
+	if (!acked)
+		return 0;
+	return mc != NULL && mc->timeout_ms > 0 ? mc->timeout_ms : e->conf->cmd_timeout_ms;
+}
+
+static int
+rule_actions(struct engine *e, struct twin *t, const struct rule *r, int64_t source_ts)
+{
+	struct request scratch = { 0 };
+	char id[COMMAND_ID_MAX];
+	const char *reason;
+	int changed, rc;
+
+	for (int i = 0; i < r->nactions; i++) {
+		const struct rule_action *ra = &r->actions[i];
+		cJSON *patch;
+
+		if (ra->type == ACTION_COMMAND) {
+			struct command_spec spec = { t->id, ra->command, ra->json, r->name, source_ts,
+			    command_timeout(e, t, ra->command) };
+
+			if (t->model != NULL && !model_has_command(t->model, ra->command)) {
+				log_limited(&e->drop_log, "rule %s: %s has no command %s", r->name,
+				    t->model_id, ra->command);
+				atomic_fetch_add(&r->stats->errors, 1);
+				continue;
+			}
+			rc = commands_issue(&e->commands, e->store, &e->outbox, &spec, id, &reason);
+			if (rc == TW_ERR_FULL) {
+				log_limited(&e->drop_log, "rule %s: command %s on %s refused: %s",
+				    r->name, ra->command, t->id, reason);
+				atomic_fetch_add(&r->stats->errors, 1);
+			} else if (rc != TW_OK) {
+				return rc;
+			}
+			continue;
+		}
+		if ((patch = cJSON_Parse(ra->json)) == NULL)
+			return TW_ERR_NOMEM;
+		/* Checked like an operator's PATCH: a rule cannot write what an operator may not. */
+		rc = desired_check(t, patch, &scratch);
+		if (rc == TW_OK)
+			rc = desired_apply(&e->desired, e->twins, t, patch, clock_now_ms(), &changed);
+		cJSON_Delete(patch);
+		if (rc == TW_ERR_REFUSED) {
+			log_limited(&e->drop_log, "rule %s: desired action on %s refused: %s",
+			    r->name, t->id, scratch.message);
+			atomic_fetch_add(&r->stats->errors, 1);
+		} else if (rc != TW_OK) {
+			return rc;
+		}
+	}
+	return TW_OK;
+}
+
+/* Applies what the runtime decided: alert rows, then the raise's actions. */
+static int
+apply_effects(struct engine *e, struct twin *t, int64_t source_ts)
+{
+	for (unsigned i = 0; i < e->effects.n; i++) {
+		struct effect *f = &e->effects.v[i];
+		const struct rule *r = f->rule;
+
+		touch(e, t);
+		if (f->type == EFFECT_CLEAR) {
+			if (alerts_clear(&e->alerts, f->st->alert_id, f->at) != TW_OK)
+				return TW_ERR_DB;
+			f->st->alert_id = 0;
+			f->st->true_since = 0;
+			atomic_fetch_add(&r->stats->clears, 1);
+			log_info("twin %s: alert %s cleared", t->id, r->name);
+			continue;
+		}
+		struct store_alert_row a = { .twin = t->id, .rule = r->name,
+		    .severity = r->severity, .message = f->message, .val = f->val,
+		    .raised_ts = f->at };
+
+		if (alerts_raise(&e->alerts, &a) != TW_OK)
+			return TW_ERR_DB;
+		f->st->alert_id = a.id;
+		f->st->raised_ts = f->at;
+		metrics_add(&metrics.alerts_raised, 1);
+		atomic_fetch_add(&r->stats->raises, 1);
+		log_info("twin %s: alert %s (%s) raised: %s", t->id, r->name, r->severity, f->message);
+		if (rule_actions(e, t, r, source_ts) != TW_OK)
+			return TW_ERR_DB;
+	}
+	return TW_OK;
+}
+
+/* Runs the rules of `t` that read `names` (NULL: all) and applies their effects. */
+static int
+run_rules(struct engine *e, struct twin *t, const char *const *names, int n, int64_t source_ts)
+{
+	int rc;
+
+	if (t->nrs == 0)
+		return TW_OK;
+	e->effects.n = 0;
+	rc = runtime_eval(&e->runtime, t, names, n, twin_clock(t, clock_mono_ms()),
+	    clock_now_ms(), &e->effects);
+	if (rc == TW_OK && e->effects.n > 0 && (rc = batch_begin(e)) == TW_OK)
+		rc = apply_effects(e, t, source_ts);
+	return rc;
+}
+
+/* ---- records ---- */
+
+static int
+apply_update(struct engine *e, const struct rec *r)
+{
+	struct twin *t;
+	int reason, rc;
+
+	if ((t = apply_twin(&e->apply, r, &reason)) == NULL) {
+		metrics_add(&metrics.dropped[reason], 1);
+		log_limited(&e->drop_log, "twin %s: message dropped: %s", r->id,
+		    ingest_reason_name(reason));
+		return TW_OK;
+	}
+	if (t->nwindows > 0)
+		touch(e, t);
+	if ((rc = apply_values(&e->apply, t, r)) != TW_OK)
+		return rc;
+	e->batch_msgs++;
+	e->batch_vals += r->nvals;
+	/* Only the rules that read one of these properties. */
+	return run_rules(e, t, e->names, r->nvals, r->ts);
+}
+
+static int
+want_pending(void *arg, struct twin *t)
+{
+	struct engine *e = arg;
+
+	if (t->delta_pending)
+		desired_want(&e->desired, t);
+	return 0;
+}
+
+static int
+engine_puback(struct engine *e, const struct rec *r)
+{
+	struct outbox_ack ack;
+
+	if (!outbox_puback(&e->outbox, (int)r->mid, &ack))
+		return TW_OK;
+	if (ack.kind == OUTBOX_DELTA) {
+		desired_taken(e->twins, &ack);
+		return TW_OK;
+	}
+	return commands_taken(&e->commands, e->store, &e->outbox, ack.key);
+}
+
+static int
+engine_answer(struct engine *e, const struct rec *r)
+{
+	const char *id = rec_body(r), *status = id + strlen(id) + 1;
+	const char *detail = status + strlen(status) + 1;
+	int known;
+
+	if (commands_answer(&e->commands, e->store, &e->outbox, r->id, id, status, detail,
+	    r->arrival_ms, &known) != TW_OK)
+		return TW_ERR_DB;
+	if (!known)
+		log_limited(&e->drop_log, "twin %s: answer to unknown or settled command %s (%s)",
+		    r->id, id, status);
+	return TW_OK;
+}
+
+static int
+engine_record(struct engine *e, const struct rec *r)
+{
+	if (e->map_invalid && !e->in_txn) {
+		if (engine_reload_twins(e) == TW_OK)
+			e->map_invalid = 0;
+		else
+			e->failed_gen = r->gen;
+	}
+	/*
+	 * Records read on a connection whose batch failed are refused (their
+	 * acknowledgements are never written), except what acknowledges
+	 * nothing to the broker: PUBACKs and connection news.
+	 */
+	if (r->gen <= e->failed_gen && r->kind != REC_PUBACK && r->kind != REC_CONNECTED) {
+		progress_advance(e->progress, 0, r->seq);
+		return TW_OK;
+	}
+	if (r->kind == REC_FLUSH) {
+		if (e->in_txn) {
+			e->batch_seq = r->seq;
+			batch_commit(e);
+		} else {
+			progress_advance(e->progress, r->seq, 0);
+		}
+		return TW_OK;
+	}
+	if (batch_begin(e) != TW_OK) {
+		e->batch_gen = r->gen;
+		e->batch_seq = r->seq;
+		e->batch_msgs = 0;
+		batch_fail(e, "begin");
+		return TW_OK;
+	}
+	e->batch_seq = r->seq;
+	e->batch_gen = r->gen;
+	switch (r->kind) {
+	case REC_QUARANTINE:
+		if (e->conf->quarantine_max > 0 &&
+		    store_quarantine_put(e->store, r->arrival_ms, r->id, ingest_reason_name(r->reason),
+		    rec_body(r), (int)r->body_len, e->conf->quarantine_max) != TW_OK)
+			return TW_ERR_DB;
+		metrics_add(&metrics.quarantined, 1);
+		return TW_OK;
+	case REC_PUBACK:
+		return engine_puback(e, r);
+	case REC_CMD_ACK:
+		return engine_answer(e, r);
+	case REC_CONNECTED:
+		/* The client started afresh: whatever the broker had not acknowledged goes again. */
+		outbox_reconnected(&e->outbox);
+		commands_reconnected(&e->commands);
+		twin_each(e->twins, want_pending, e);
+		return TW_OK;
+	}
+	return apply_update(e, r);
+}
+
+/* ---- the timer ---- */
+
+/* Status moves with time alone: judged on the timer, a change is an event. */
+static int
+check_status(void *arg, struct twin *t)
+{
+	struct engine *e = arg;
+	int st = twin_status_of(&e->status_rule, t->model, t->last_seen_ts, clock_now_ms());
+	char js[320];
+
+	if (st == t->status)
+		return 0;
+	if (outbox_listening(&e->outbox)) {
+		snprintf(js, sizeof(js), "{\"twin\":\"%s\",\"status\":\"%s\",\"previous\":\"%s\","
+		    "\"last_seen_ts\":%lld}", t->id, twin_status_name(st), twin_status_name(t->status),
+		    (long long)t->last_seen_ts);
+		outbox_emit(&e->outbox, "status", t->id, js);
+	}
+	t->status = st;
+	t->state_dirty = 1;
+	return 0;
+}
+
+static int
+tick_rules(void *arg, struct twin *t)
+{
+	/* Raised by the timer: the newest update is the one that made it so. */
+	return run_rules(arg, t, NULL, 0, t->newest_ts);
+}
+
+static int
+tick_converge(void *arg, struct twin *t)
+{
+	struct engine *e = arg;
+	int64_t now = clock_now_ms();
+
+	/* Most twins have nothing to say: a transaction only for those that do. */
+	if ((desired_overdue(t, now, e->conf->converge_timeout_ms) != NULL) == (t->alert_id != 0))
+		return 0;
+	if (batch_begin(e) != TW_OK)
+		return TW_ERR_DB;
+	return alerts_converge(&e->alerts, t, now);
+}
+
+/*
+ * The optional state topic: each changed twin's document, retained, at
+ * most once per state_interval, so that a busy twin costs one message per
+ * interval however fast it reports. Built from committed state by the one
+ * document builder that REST uses.
+ */
+static int
+publish_state(void *arg, struct twin *t)
+{
+	struct engine *e = arg;
+	int64_t mono = clock_mono_ms();
+	struct twin_doc_ctx dc = { e->conf, e->models, e->store, clock_now_ms() };
+	char topic[TOPIC_MAX], *js = NULL;
+	cJSON *doc;
+
+	if (!t->state_dirty || mono - t->state_published_ms < e->conf->state_interval_ms ||
+	    topic_format(e->conf->state_topic, t->id, topic, sizeof(topic)) != TW_OK)
+		return 0;
+	if (twin_doc_build(&dc, t->id, 0, &doc, NULL) != TW_OK)
+		return 0;
+	if ((js = cJSON_PrintUnformatted(doc)) != NULL &&
+	    outbox_send(&e->outbox, OUTBOX_STATE, NULL, 0, topic, js, (int)strlen(js), 1, 0) ==
+	    TW_OK) {
+		t->state_dirty = 0;
+		t->state_published_ms = mono;
+	}
+	cJSON_free(js);
+	cJSON_Delete(doc);
+	return 0;
+}
+
+static void
+engine_tick(struct engine *e)
+{
+	int64_t now = clock_mono_ms();
+
+	if (now < e->next_tick || e->map_invalid)
+		return;
+	e->next_tick = now + TICK_MS;
+	twin_each(e->twins, check_status, e);
+	if (batch_begin(e) != TW_OK) {
+		batch_fail(e, "begin");
+		return;
+	}
+	if (commands_expire(&e->commands, e->store, &e->outbox, clock_now_ms()) != TW_OK) {
+		batch_fail(e, "writing a command's status");
+		return;
+	}
+	/* for, age() and clearing move with time: every rule is judged on the timer too. */
+	if (e->rules->n > 0 && twin_each(e->twins, tick_rules, e) != 0) {
+		batch_fail(e, "writing an alert");
+		return;
+	}
+	if (twin_each(e->twins, tick_converge, e) != 0) {
+		batch_fail(e, "writing an alert");
+		return;
+	}
+	if (e->in_txn && batch_commit(e) != TW_OK)
+		return;
+	publish_committed(e);
+	/* Only committed state goes out, and only while connected. */
+	if (e->conf->state_topic[0] != '\0' && outbox_connected(&e->outbox))
+		twin_each(e->twins, publish_state, e);
+}
+
+/* ---- requests from other threads ---- */
+
+/* Commits the open batch so that a request starts from committed state. */
+static int
+serve_begin(struct engine *e, struct request *r)
+{
+	if ((e->in_txn && batch_commit(e) != TW_OK) || batch_begin(e) != TW_OK) {
+		if (e->in_txn)
+			batch_fail(e, "begin");
+		request_fail(r, TW_ERR_UNAVAIL, "unavailable", "the database is failing; try again");
+		return TW_ERR_DB;
+	}
+	return TW_OK;
+}
+
+/* Commits what a request changed; on failure nothing of it happened. */
+static void
+serve_commit(struct engine *e, struct request *r)
+{
+	if (batch_commit(e) != TW_OK)
+		request_fail(r, TW_ERR_UNAVAIL, "unavailable",
+		    "the database is failing; nothing was changed");
+}
+
+static struct twin *
+serve_twin(struct engine *e, struct request *r)
+{
+	struct twin *t = twin_find(e->twins, r->twin, strlen(r->twin));
+
+	if (t == NULL)
+		request_fail(r, TW_ERR_NOTFOUND, "not_found", "no twin '%s'", r->twin);
+	return t;
+}
+
+static void
+serve_desired(struct engine *e, struct request *r)
+{
+	struct twin *t = serve_twin(e, r);
+	int changed;
+
+	if (t == NULL)
+		return;
+	if (r->has_if_match && r->if_match != t->version) {
+		request_fail(r, TW_ERR_CONFLICT, "version_mismatch", "twin '%s' is at version %llu, "
+		    "not %llu", t->id, (unsigned long long)t->version,
+		    (unsigned long long)r->if_match);
+		r->version = t->version;
+		return;
+	}
+	if (desired_check(t, r->patch, r) != TW_OK || serve_begin(e, r) != TW_OK)
+		return;
+	if (desired_apply(&e->desired, e->twins, t, r->patch, clock_now_ms(), &changed) != TW_OK) {
+		batch_fail(e, "desired state (out of memory)");
+		request_fail(r, TW_ERR_NOMEM, "internal", "out of memory");
+		return;
+	}
+	r->version = t->version;
+	serve_commit(e, r);
+}
+
+static int
+result_row(void *arg, const struct store_command_row *row)
+{
+	cJSON **out = arg;
+
+	*out = alert_command_json(row);
+	return *out != NULL ? 0 : TW_ERR_NOMEM;
+}
+
+static void
+serve_command(struct engine *e, struct request *r)
+{
+	struct twin *t = serve_twin(e, r);
+	struct command_spec spec;
+	char id[COMMAND_ID_MAX], *params = NULL;
+	const char *reason;
+	int rc;
+
+	if (t == NULL)
+		return;
+	if (t->model != NULL && !model_has_command(t->model, r->command)) {
+		request_fail(r, TW_ERR_REFUSED, "unknown_command", "%s has no command '%.64s'",
+		    t->model_id, r->command);
+		return;
+	}
+	if (r->params != NULL && (params = cJSON_PrintUnformatted(r->params)) == NULL) {
+		request_fail(r, TW_ERR_NOMEM, "internal", "out of memory");
+		return;
+	}
+	spec = (struct command_spec){ t->id, r->command, params, NULL, 0,
+	    command_timeout(e, t, r->command) };
+	if (serve_begin(e, r) == TW_OK) {
+		rc = commands_issue(&e->commands, e->store, &e->outbox, &spec, id, &reason);
+		if (rc == TW_OK || rc == TW_ERR_FULL)
+			serve_commit(e, r);
+		else
+			batch_fail(e, "storing a command");
+		if (rc == TW_ERR_FULL)
+			request_fail(r, TW_ERR_FULL, "refused", "%s (stored as refused: %s)", reason, id);
+		else if (rc != TW_OK)
+			request_fail(r, TW_ERR_UNAVAIL, "unavailable",
+			    "the database is failing; the command was not issued");
+		else if (r->err == TW_OK)
+			store_command_get(e->store, id, result_row, &r->result);
+	}
+	cJSON_free(params);
+}
+
+/* Acknowledge or shelve an alert: the operator's side of its life (ISA-18.2). */
+static void
+serve_alert(struct engine *e, struct request *r)
+{
+	struct alert_copy a = { 0 };
+	struct twin *t;
+
+	if (serve_begin(e, r) != TW_OK)
+		return;
+	if (alerts_operate(&e->alerts, r, clock_now_ms(), &a) != TW_OK) {
+		/* Nothing was written: the open batch commits empty. */
+		batch_commit(e);
+		return;
+	}
+	/* A shelved rule does not raise again until the shelf expires. */
+	if ((t = twin_find(e->twins, a.row.twin, strlen(a.row.twin))) != NULL) {
+		touch(e, t);
+		runtime_shelve(t, a.row.id, a.row.rule, a.row.shelved_until_ts);
+	}
+	serve_commit(e, r);
+	if (r->err == TW_OK)
+		r->result = alert_json(&a.row);
+}
+
+/* Applies the twins file: creates missing twins and sets models and parents. */
+static int
+apply_plant(struct engine *e, const struct plant *p)
+{
+	for (int i = 0; i < p->n; i++) {
+		const struct plant_entry *pe = &p->v[i];
+		struct twin *t = twin_find(e->twins, pe->id, strlen(pe->id));
+		const struct model *m = pe->model != NULL ? model_find(e->models, pe->model) : NULL;
+
+		if (t == NULL && (t = twin_add(e->twins, pe->id, clock_now_ms())) == NULL) {
+			log_warnx("twins file: %s: max_twins reached", pe->id);
+			continue;
+		}
+		if (twin_set_meta(t, pe->model, m, pe->parent) != TW_OK ||
+		    runtime_bind(&e->runtime, t, NULL) != TW_OK)
+			return TW_ERR_NOMEM;
+		twin_mark_dirty(e->twins, t);
+	}
+	atomic_store(&metrics.twins, twin_count(e->twins));
+	return TW_OK;
+}
+
+static int
+rebind(void *arg, struct twin *t)
+{
+	struct engine *e = arg;
+
+	if (twin_set_meta(t, t->model_id, t->model_id != NULL ?
+	    model_find(e->models, t->model_id) : NULL, t->parent) != TW_OK)
+		return TW_ERR_NOMEM;
+	return runtime_bind(&e->runtime, t, NULL);
+}
+
+static int
+unbind(void *arg, struct twin *t)
+{
+	(void)arg;
+	runtime_unbind(t);
+	return 0;
+}
+
+static void
+serve_reload(struct engine *e, struct request *r)
+{
+	struct model_set *old_models;
+	struct rule_set *old_rules;
+	struct runtime old_rt = e->runtime;
+
+	if (e->in_txn && batch_commit(e) != TW_OK) {
+		request_fail(r, TW_ERR_UNAVAIL, "unavailable", "the database is failing; try again");
+		return;
+	}
+	pthread_mutex_lock(&e->lock);
+	old_models = e->models;
+	e->models = r->models;
+	old_rules = e->rules;
+	e->rules = r->rules;
+	pthread_mutex_unlock(&e->lock);
+	r->models = NULL;
+	r->rules = NULL;
+	/* Unchanged rules keep their state: the old set lives until every twin is rebound. */
+	if (runtime_init(&e->runtime, e->rules, e->twins) != TW_OK ||
+	    twin_each(e->twins, rebind, e) != 0) {
+		/* No twin may keep a state pointing into the set freed below. */
+		twin_each(e->twins, unbind, e);
+		log_warnx("reload: out of memory binding the rules; no rule runs until the next "
+		    "reload");
+	}
+	runtime_cleanup(&old_rt);
+	if (batch_begin(e) != TW_OK || apply_plant(e, &r->plant) != TW_OK ||
+	    batch_commit(e) != TW_OK) {
+		if (e->in_txn)
+			batch_fail(e, "applying the twins file");
+		request_fail(r, TW_ERR_UNAVAIL, "unavailable", "reload failed; see the log");
+	} else {
+		log_info("reloaded: %d models, %d twins in the twins file, %d rules",
+		    model_count(e->models), r->plant.n, e->rules->n);
+	}
+	plant_cleanup(&r->plant);
+	/* Twins now point into the new sets only. */
+	model_set_unref(old_models);
+	rules_unref(old_rules);
+}
+
+static void
+serve_requests(struct engine *e)
+{
+	struct request *r;
+
+	if (e->map_invalid && !e->in_txn && engine_reload_twins(e) == TW_OK)
+		e->map_invalid = 0;
+	while ((r = request_next(&e->requests)) != NULL) {
+		r->err = TW_OK;
+		/* The twins in memory are not the truth until a load works. */
+		if (e->map_invalid) {
+			request_fail(r, TW_ERR_UNAVAIL, "unavailable", "the database is failing; try "
+			    "again");
+		} else switch (r->type) {
+		case REQ_DESIRED:
+			serve_desired(e, r);
+			break;
+		case REQ_RELOAD:
+			serve_reload(e, r);
+			break;
+		case REQ_COMMAND:
+			serve_command(e, r);
+			break;
+		default:
+			serve_alert(e, r);
+		}
+		request_done(&e->requests, r);
+	}
+}
+
+/* ---- the thread ---- */
+
+/*
+ * Batches end where the MQTT thread puts a flush record (after each read
+ * burst, when it wants to acknowledge), at batch_max, or when the ring
+ * stays empty for a while with a batch open. Requests and timers are
+ * served between records, so a busy ring does not starve them.
+ */
+static void *
+engine_main(void *arg)
+{
+	struct engine *e = arg;
+	const void *p;
+	size_t len;
+	int stopping;
+
+	e->next_tick = clock_mono_ms() + TICK_MS;
+	for (;;) {
+		p = ring_peek(e->ring, &len, 100);
+		if (p != NULL) {
+			int rc = engine_record(e, p);
+
+			ring_pop(e->ring);
+			if (rc != TW_OK && e->in_txn)
+				batch_fail(e, "applying an update");
+			else if (e->in_txn && e->batch_msgs >= (uint64_t)e->conf->batch_max)
+				batch_commit(e);
+		} else if (e->in_txn) {
+			batch_commit(e);
+		}
+		if (request_pending(&e->requests))
+			serve_requests(e);
+		engine_tick(e);
+		if (p != NULL)
+			continue;
+		pthread_mutex_lock(&e->lock);
+		stopping = e->stopping;
+		pthread_mutex_unlock(&e->lock);
+		if (stopping && ring_count(e->ring) == 0)
+			break;
+	}
+	if (e->in_txn)
+		batch_commit(e);
+	request_close(&e->requests);
+	return NULL;
+}
+
+static void
+wake(void *arg)
+{
+	ring_wake(arg);
+}
+
+struct engine *
+engine_new(const struct conf *c, struct ring *r, struct progress *p, const struct publisher *pub,
+    struct events *ev, struct store *store, struct model_set *models, struct plant *plant,
+    struct rule_set *rules)
+{
+	struct engine *e = calloc(1, sizeof(*e));
+	struct restore rs = { 0 };
+
+	if (e == NULL) {
+		store_close(store);
+		model_set_unref(models);
+		rules_unref(rules);
+		plant_cleanup(plant);
+		return NULL;
+	}
+	e->conf = c;
+	e->ring = r;
+	e->progress = p;
+	e->store = store;
+	e->models = models;
+	e->rules = rules;
+	e->status_rule = (struct status_rule){ c->stale_factor, c->offline_factor,
+	    c->stale_after_ms, c->offline_after_ms };
+	pthread_mutex_init(&e->lock, NULL);
+	outbox_init(&e->outbox, pub, ev);
+	commands_init(&e->commands, (unsigned)c->cmd_max_inflight,
+	    (unsigned)c->cmd_max_inflight_per_twin, c->cmd_ttl_ms, c->command_topic);
+	desired_out_init(&e->desired, c->desired_topic);
+	e->alerts = (struct alerts){ store, &e->outbox, c->alert_topic, c->converge_timeout_ms };
+	e->twins = twin_map_new(c->max_twins, c->max_props_per_twin);
+	e->names = calloc((size_t)c->max_properties, sizeof(*e->names));
+	e->apply = (struct apply){ e->twins, store, &e->desired, &e->runtime, c->auto_create,
+	    c->max_twins, c->max_props_per_twin, e->names };
+	rs = (struct restore){ .twins = e->twins, .models = e->models, .status = &e->status_rule,
+	    .runtime = &e->runtime, .commands = &e->commands };
+	/* Names first: the load binds every twin to its rules and open alerts. */
+	if (request_queue_init(&e->requests, wake, r) != TW_OK || e->twins == NULL ||
+	    e->names == NULL || runtime_init(&e->runtime, rules, e->twins) != TW_OK ||
+	    restore_load(&rs, store, 0) != TW_OK)
+		goto fail;
+	if (store_begin(store) != TW_OK || apply_plant(e, plant) != TW_OK ||
+	    twin_flush_dirty(e->twins, flush_twin, e) != TW_OK || store_commit(store) != TW_OK) {
+		log_warnx("cannot apply the twins file: %s", store_errmsg(store));
+		store_rollback(store);
+		goto fail;
+	}
+	/* Deltas the broker never acknowledged (also from before a restart) go out once connected. */
+	twin_each(e->twins, want_pending, e);
+	outbox_rollback(&e->outbox);
+	plant_cleanup(plant);
+	return e;
+fail:
+	plant_cleanup(plant);
+	engine_free(e);
+	return NULL;
+}
+
+void
+engine_free(struct engine *e)
+{
+	if (e == NULL)
+		return;
+	commands_cleanup(&e->commands);
+	outbox_cleanup(&e->outbox);
+	desired_out_cleanup(&e->desired);
+	undo_clear(&e->undo);
+	effects_cleanup(&e->effects);
+	runtime_cleanup(&e->runtime);
+	twin_map_free(e->twins);
+	store_close(e->store);
+	model_set_unref(e->models);
+	rules_unref(e->rules);
+	free(e->names);
+	request_queue_cleanup(&e->requests);
+	pthread_mutex_destroy(&e->lock);
+	free(e);
+}
+
+int
+engine_start(struct engine *e)
+{
+	if (pthread_create(&e->thread, NULL, engine_main, e) != 0)
+		return TW_ERR_IO;
+	e->started = 1;
+	return TW_OK;
+}
+
+void
+engine_stop(struct engine *e)
+{
+	if (!e->started)
+		return;
+	pthread_mutex_lock(&e->lock);
+	e->stopping = 1;
+	pthread_mutex_unlock(&e->lock);
+	pthread_join(e->thread, NULL);
+	e->started = 0;
+}
+
+void
+engine_request(struct engine *e, struct request *r)
+{
+	request_submit(&e->requests, r);
+}
+
+struct rule_set *
+engine_rules(struct engine *e)
+{
+	struct rule_set *r;
+
+	pthread_mutex_lock(&e->lock);
+	r = e->rules;
+	rules_ref(r);
+	pthread_mutex_unlock(&e->lock);
+	return r;
+}
+
+struct model_set *
+engine_models(struct engine *e)
+{
+	struct model_set *m;
+
+	pthread_mutex_lock(&e->lock);
+	m = e->models;
+	model_set_ref(m);
+	pthread_mutex_unlock(&e->lock);
+	return m;
+}
+
+const char *
+engine_health(struct engine *e)
+{
+	const struct publisher *pub = e->outbox.pub;
+	const char *why = pub != NULL ? pub->trouble(pub->arg) : NULL;
+
+	if (why != NULL)
+		return why;
+	return atomic_load(&e->failing) ? "database commits are failing" : NULL;
+}

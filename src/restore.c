@@ -1,0 +1,221 @@
+/* Restore: the store read back into the engine's memory. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "restore.h"
+
+#define CONVERGE_RULE	"desired_not_converged"
+
+/* A twin's rule states and windows, off the twin while the map is rebuilt. */
+struct restore_kept {
+	char *id;
+	struct rule_state *rs;
+	uint16_t nrs;
+	struct twin_window *windows;
+	uint16_t nwindows;
+	UT_hash_handle hh;
+};
+
+static int
+keep_twin(void *arg, struct twin *t)
+{
+	struct restore *r = arg;
+	struct restore_kept *k;
+
+	if (t->nrs == 0 && t->nwindows == 0)
+		return 0;
+	if ((k = calloc(1, sizeof(*k))) == NULL || (k->id = strdup(t->id)) == NULL) {
+		free(k);
+		return TW_ERR_NOMEM;
+	}
+	k->rs = t->rs;
+	k->nrs = t->nrs;
+	k->windows = t->windows;
+	k->nwindows = t->nwindows;
+	t->rs = NULL;
+	t->windows = NULL;
+	t->nrs = t->nwindows = 0;
+	HASH_ADD_KEYPTR(hh, r->kept, k->id, strlen(k->id), k);
+	return 0;
+}
+
+static void
+kept_free(struct restore *r)
+{
+	struct restore_kept *k, *tmp;
+
+	HASH_ITER(hh, r->kept, k, tmp) {
+		HASH_DEL(r->kept, k);
+		free(k->rs);
+		free(k->windows);
+		free(k->id);
+		free(k);
+	}
+}
+
+static int
+load_twin(void *arg, const struct store_twin_row *row)
+{
+	struct restore *r = arg;
+	struct twin *t = twin_add(r->twins, row->id, row->created_ts);
+	struct restore_kept *k;
+
+	if (t == NULL) {
+		log_warnx("database holds more twins than [twins] max_twins allows");
+		return TW_ERR_FULL;
+	}
+	t->version = row->version;
+	t->last_seen_ts = row->last_seen_ts;
+	t->delta_pending = row->delta_pending;
+	if (twin_set_meta(t, row->model, row->model != NULL ?
+	    model_find(r->models, row->model) : NULL, row->parent) != TW_OK)
+		return TW_ERR_NOMEM;
+	/* Judged now, so that a start is not a storm of status events. */
+	t->status = twin_status_of(r->status, t->model, t->last_seen_ts, clock_now_ms());
+	HASH_FIND(hh, r->kept, t->id, strlen(t->id), k);
+	if (k != NULL) {
+		t->rs = k->rs;
+		t->nrs = k->nrs;
+		t->windows = k->windows;
+		t->nwindows = k->nwindows;
+		HASH_DEL(r->kept, k);
+		free(k->id);
+		free(k);
+	}
+	return 0;
+}
+
+static int
+load_series(void *arg, const struct store_series_row *row)
+{
+	struct restore *r = arg;
+	struct twin *t = twin_find(r->twins, row->twin, strlen(row->twin));
+	const char *name;
+	struct prop *p;
+
+	if (t == NULL)
+		return 0;	/* the twin was beyond max_twins, already reported */
+	if ((name = twin_intern(r->twins, row->prop)) == NULL)
+		return TW_ERR_NOMEM;
+	if ((p = twin_prop_add(r->twins, t, name, row->id)) == NULL) {
+		log_warnx("twin %s: cannot load property %s (max_properties_per_twin?)",
+		    row->twin, row->prop);
+		return 0;
+	}
+	p->mp = t->model != NULL ? model_prop(t->model, name) : NULL;
+	if (row->val.type != 0 && twin_prop_set(p, row->ts, &row->val) < 0)
+		return TW_ERR_NOMEM;
+	p->out_of_range = row->out_of_range;
+	p->dirty = 0;
+	/* The twin clock goes on from the newest value and the time since it arrived. */
+	if (row->ts > t->newest_ts) {
+		t->newest_ts = row->ts;
+		t->newest_mono = clock_mono_ms() - (clock_now_ms() - t->last_seen_ts);
+	}
+	return 0;
+}
+
+static int
+load_desired(void *arg, const struct store_desired_row *row)
+{
+	struct restore *r = arg;
+	struct twin *t = twin_find(r->twins, row->twin, strlen(row->twin));
+	const char *name;
+	struct desired *d;
+
+	if (t == NULL)
+		return 0;
+	if ((name = twin_intern(r->twins, row->prop)) == NULL ||
+	    (d = twin_desired_set(t, name, &row->val, row->ts)) == NULL)
+		return TW_ERR_NOMEM;
+	d->pending_since_ts = row->pending_since_ts;
+	d->published = row->published;
+	d->converged_ts = row->converged_ts;
+	d->in_delta = row->in_delta;
+	d->dirty = 0;
+	return 0;
+}
+
+static int
+load_alert(void *arg, const struct store_alert_row *row)
+{
+	struct restore *r = arg;
+	struct twin *t = twin_find(r->twins, row->twin, strlen(row->twin));
+	struct runtime_open *o;
+
+	if (t == NULL)
+		return 0;
+	if (strcmp(row->rule, CONVERGE_RULE) == 0) {
+		if (row->active) {
+			t->alert_id = row->id;
+			t->alert_raised_ts = row->raised_ts;
+		}
+		return 0;
+	}
+	if ((o = realloc(r->opened.v, (size_t)(r->opened.n + 1) * sizeof(*o))) == NULL)
+		return TW_ERR_NOMEM;
+	r->opened.v = o;
+	o = &r->opened.v[r->opened.n++];
+	snprintf(o->twin, sizeof(o->twin), "%s", row->twin);
+	snprintf(o->rule, sizeof(o->rule), "%s", row->rule);
+	o->id = row->active ? row->id : 0;
+	o->raised_ts = row->raised_ts;
+	o->shelved_until = row->shelved_until_ts;
+	return 0;
+}
+
+static int
+load_command(void *arg, const struct store_command_row *row)
+{
+	struct restore *r = arg;
+
+	/* After a rollback the commands in memory are the truth: they know what was published. */
+	return r->commands != NULL ? commands_restore(r->commands, row) : 0;
+}
+
+static int
+bind_twin(void *arg, struct twin *t)
+{
+	struct restore *r = arg;
+
+	return runtime_bind(r->runtime, t, &r->opened);
+}
+
+int
+restore_load(struct restore *r, struct store *st, int keep_rules)
+{
+	static const struct store_loader loader = {
+		load_twin, load_series, load_desired, load_alert, load_command,
+	};
+	int64_t t0 = clock_mono_us();
+	int rc = TW_OK;
+
+	r->kept = NULL;
+	r->opened.v = NULL;
+	r->opened.n = 0;
+	if (keep_rules)
+		rc = twin_each(r->twins, keep_twin, r);
+	twin_map_clear(r->twins);
+	if (rc == TW_OK)
+		rc = store_load(st, &loader, r);
+	runtime_open_sort(&r->opened);
+	/* Rules come back with their open alerts; then the list has served. */
+	if (rc == TW_OK)
+		rc = twin_each(r->twins, bind_twin, r);
+	kept_free(r);
+	free(r->opened.v);
+	r->opened.v = NULL;
+	r->opened.n = 0;
+	if (rc != TW_OK)
+		return rc;
+	atomic_store(&metrics.twins, twin_count(r->twins));
+	atomic_store(&metrics.property_names, twin_names_count(r->twins));
+	log_info("loaded %u twins in %.1f ms", twin_count(r->twins),
+	    (double)(clock_mono_us() - t0) / 1000.0);
+	return TW_OK;
+}

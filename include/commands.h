@@ -109,6 +109,15 @@ int commands_expire(struct commands *c, struct store *st, struct outbox *o, int6
 /* Start-up: a pending command from the store. 0 or TW_ERR_NOMEM. */
 int commands_restore(struct commands *c, const struct store_command_row *row);
 
+struct model;
+/*
+ * How long an answer to `command` of model `m` (NULL: none) is awaited:
+ * the model's Command says, else `acknowledged` and `dflt_ms` of the
+ * config. 0 when the asset does not answer (done at the PUBACK).
+ */
+int64_t commands_timeout(const struct model *m, const char *command, int acknowledged,
+    int64_t dflt_ms);
+
 /* Pending commands in memory (for /metrics). */
 unsigned commands_pending(const struct commands *c);
 

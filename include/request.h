@@ -56,6 +56,7 @@ struct request_queue {
 	int closed;
 	void (*wake)(void *arg);	/* makes the engine look at the queue now */
 	void *wake_arg;
+	int wait_ms;			/* REQUEST_WAIT_MS; shorter in unit tests */
 };
 
 /* Returns 0 or TW_ERR_NOMEM. */

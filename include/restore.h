@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "model.h"
+#include "plant.h"
 #include "runtime.h"
 #include "store.h"
 #include "twin.h"
@@ -22,6 +23,7 @@ struct restore {
 	struct commands *commands;	/* pending commands go here; NULL: keep those in memory */
 	struct runtime_opened opened;	/* scratch */
 	struct restore_kept *kept;	/* scratch: rule state carried across a reload */
+	unsigned skipped;		/* twins beyond max_twins */
 };
 
 /*
@@ -30,5 +32,12 @@ struct restore {
  * code (the map is then partial and must not be used).
  */
 int restore_load(struct restore *r, struct store *st, int keep_rules);
+
+/*
+ * Applies the twins file in the open batch: creates missing twins, sets
+ * models and parents, binds their rules. 0 or TW_ERR_NOMEM.
+ */
+int restore_plant(struct twin_map *m, const struct model_set *models, const struct runtime *rt,
+    const struct plant *p);
 
 #endif

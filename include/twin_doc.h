@@ -37,4 +37,12 @@ cJSON *twin_doc_reported(const struct model_prop *mp, const struct tw_val *v, in
 int twin_doc_build(const struct twin_doc_ctx *dc, const char *id, int depth, cJSON **out,
     uint64_t *version);
 
+struct twin;
+/*
+ * The "twin" live event of `t`, from memory before its commit is
+ * announced: {twin, version, last_seen_ts, reported: the entries changed
+ * in this batch}, each entry as in the document. NULL on allocation failure.
+ */
+cJSON *twin_doc_event(const struct twin *t, int64_t now, int stale_factor);
+
 #endif

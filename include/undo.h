@@ -29,5 +29,6 @@ int undo_save(struct undo *u, const struct twin *t);
 void undo_restore(struct undo *u, struct twin_map *m);
 /* Drops the copies (after a commit). */
 void undo_clear(struct undo *u);
+void undo_cleanup(struct undo *u);
 
 #endif

@@ -9,6 +9,7 @@
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
+#include "model.h"
 #include "topic.h"
 
 #define SWEEP_MAX	256	/* sent commands timed out per tick; the rest wait a second */
@@ -519,4 +520,15 @@ commands_cleanup(struct commands *c)
 		free(t);
 	}
 	commands_init(c, c->max, c->max_per_twin, c->ttl_ms, c->topic_tmpl);
+}
+
+int64_t
+commands_timeout(const struct model *m, const char *command, int acknowledged, int64_t dflt_ms)
+{
+	const struct model_command *mc = model_command(m, command);
+	int acked = mc != NULL && mc->acknowledged >= 0 ? mc->acknowledged : acknowledged;
+
+	if (!acked)
+		return 0;
+	return mc != NULL && mc->timeout_ms > 0 ? mc->timeout_ms : dflt_ms;
 }

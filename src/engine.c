@@ -123,38 +123,6 @@ batch_fail(struct engine *e, const char *what)
 	progress_advance(e->progress, 0, e->batch_seq);
 }
 
-/* The "twin" live event: the new version and the reported values this batch changed. */
-static void
-queue_twin_event(struct engine *e, const struct twin *t)
-{
-	int64_t now = clock_now_ms();
-	cJSON *o = cJSON_CreateObject(), *rep;
-
-	if (o == NULL || cJSON_AddStringToObject(o, "twin", t->id) == NULL ||
-	    cJSON_AddNumberToObject(o, "version", (double)t->version) == NULL ||
-	    (t->last_seen_ts > 0 ? cJSON_AddNumberToObject(o, "last_seen_ts",
-	    (double)t->last_seen_ts) : cJSON_AddNullToObject(o, "last_seen_ts")) == NULL ||
-	    (rep = cJSON_AddObjectToObject(o, "reported")) == NULL) {
-		cJSON_Delete(o);
-		return;
-	}
-	for (uint32_t i = 0; i < t->nprops; i++) {
-		const struct prop *p = &t->props[i];
-		cJSON *v;
-
-		if (!p->dirty)
-			continue;
-		/* The same entry as the document's, so a screen can merge it in. */
-		v = twin_doc_reported(p->mp, &p->val, p->ts, p->out_of_range,
-		    twin_doc_stale(p->mp, p->ts, now, e->conf->stale_factor));
-		if (v == NULL || !cJSON_AddItemToObject(rep, p->name, v)) {
-			cJSON_Delete(v);
-			break;
-		}
-	}
-	outbox_queue(&e->outbox, NULL, "twin", t->id, o);
-}
-
 static int
 flush_twin(void *arg, struct twin *t)
 {
@@ -170,7 +138,8 @@ flush_twin(void *arg, struct twin *t)
 	t->state_dirty = 1;
 	/* Formatting costs: only when someone listens, and only for a new version. */
 	if (t->version != t->event_version && outbox_listening(&e->outbox))
-		queue_twin_event(e, t);
+		outbox_queue(&e->outbox, NULL, "twin", t->id,
+		    twin_doc_event(t, clock_now_ms(), e->conf->stale_factor));
 	t->event_version = t->version;
 	for (uint32_t i = 0; i < t->nprops; i++) {
 		struct prop *p = &t->props[i];
@@ -252,19 +221,6 @@ touch(struct engine *e, struct twin *t)
 	undo_save(&e->undo, t);
 }
 
-/* The timeout of `command` on `t`: the model's, else the config's; 0 when the asset does not answer. */
-static int64_t
-command_timeout(const struct engine *e, const struct twin *t, const char *command)
-{
-	const struct model_command *mc = model_command(t->model, command);
-	int acked = mc != NULL && mc->acknowledged >= 0 ? mc->acknowledged :
-	    e->conf->cmd_acknowledged;
-
-	if (!acked)
-		return 0;
-	return mc != NULL && mc->timeout_ms > 0 ? mc->timeout_ms : e->conf->cmd_timeout_ms;
-}
-
 static int
 rule_actions(struct engine *e, struct twin *t, const struct rule *r, int64_t source_ts)
 {
@@ -279,7 +235,8 @@ rule_actions(struct engine *e, struct twin *t, const struct rule *r, int64_t sou
 
 		if (ra->type == ACTION_COMMAND) {
 			struct command_spec spec = { t->id, ra->command, ra->json, r->name, source_ts,
-			    command_timeout(e, t, ra->command) };
+			    commands_timeout(t->model, ra->command, e->conf->cmd_acknowledged,
+			    e->conf->cmd_timeout_ms) };
 
 			if (t->model != NULL && !model_has_command(t->model, ra->command)) {
 				log_limited(&e->drop_log, "rule %s: %s has no command %s", r->name,
@@ -687,7 +644,8 @@ serve_command(struct engine *e, struct request *r)
 		return;
 	}
 	spec = (struct command_spec){ t->id, r->command, params, NULL, 0,
-	    command_timeout(e, t, r->command) };
+	    commands_timeout(t->model, r->command,
+	    e->conf->cmd_acknowledged, e->conf->cmd_timeout_ms) };
 	if (serve_begin(e, r) == TW_OK) {
 		rc = commands_issue(&e->commands, e->store, &e->outbox, &spec, id, &reason);
 		if (rc == TW_OK || rc == TW_ERR_FULL)
@@ -727,28 +685,6 @@ serve_alert(struct engine *e, struct request *r)
 	serve_commit(e, r);
 	if (r->err == TW_OK)
 		r->result = alert_json(&a.row);
-}
-
-/* Applies the twins file: creates missing twins and sets models and parents. */
-static int
-apply_plant(struct engine *e, const struct plant *p)
-{
-	for (int i = 0; i < p->n; i++) {
-		const struct plant_entry *pe = &p->v[i];
-		struct twin *t = twin_find(e->twins, pe->id, strlen(pe->id));
-		const struct model *m = pe->model != NULL ? model_find(e->models, pe->model) : NULL;
-
-		if (t == NULL && (t = twin_add(e->twins, pe->id, clock_now_ms())) == NULL) {
-			log_warnx("twins file: %s: max_twins reached", pe->id);
-			continue;
-		}
-		if (twin_set_meta(t, pe->model, m, pe->parent) != TW_OK ||
-		    runtime_bind(&e->runtime, t, NULL) != TW_OK)
-			return TW_ERR_NOMEM;
-		twin_mark_dirty(e->twins, t);
-	}
-	atomic_store(&metrics.twins, twin_count(e->twins));
-	return TW_OK;
 }
 
 static int
@@ -798,7 +734,7 @@ serve_reload(struct engine *e, struct request *r)
 		    "reload");
 	}
 	runtime_cleanup(&old_rt);
-	if (batch_begin(e) != TW_OK || apply_plant(e, &r->plant) != TW_OK ||
+	if (batch_begin(e) != TW_OK || restore_plant(e->twins, e->models, &e->runtime, &r->plant) != TW_OK ||
 	    batch_commit(e) != TW_OK) {
 		if (e->in_txn)
 			batch_fail(e, "applying the twins file");
@@ -936,7 +872,7 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	    e->names == NULL || runtime_init(&e->runtime, rules, e->twins) != TW_OK ||
 	    restore_load(&rs, store, 0) != TW_OK)
 		goto fail;
-	if (store_begin(store) != TW_OK || apply_plant(e, plant) != TW_OK ||
+	if (store_begin(store) != TW_OK || restore_plant(e->twins, e->models, &e->runtime, plant) != TW_OK ||
 	    twin_flush_dirty(e->twins, flush_twin, e) != TW_OK || store_commit(store) != TW_OK) {
 		log_warnx("cannot apply the twins file: %s", store_errmsg(store));
 		store_rollback(store);
@@ -961,7 +897,7 @@ engine_free(struct engine *e)
 	commands_cleanup(&e->commands);
 	outbox_cleanup(&e->outbox);
 	desired_out_cleanup(&e->desired);
-	undo_clear(&e->undo);
+	undo_cleanup(&e->undo);
 	effects_cleanup(&e->effects);
 	runtime_cleanup(&e->runtime);
 	twin_map_free(e->twins);

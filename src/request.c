@@ -16,6 +16,7 @@ request_queue_init(struct request_queue *q, void (*wake)(void *), void *wake_arg
 	q->closed = 0;
 	q->wake = wake;
 	q->wake_arg = wake_arg;
+	q->wait_ms = REQUEST_WAIT_MS;
 	if (pthread_mutex_init(&q->lock, NULL) != 0)
 		return TW_ERR_NOMEM;
 	if (clock_cond_init(&q->answered) != TW_OK) {
@@ -79,7 +80,7 @@ request_submit(struct request_queue *q, struct request *r)
 	pthread_mutex_unlock(&q->lock);
 	if (q->wake != NULL)
 		q->wake(q->wake_arg);
-	clock_deadline(&deadline, REQUEST_WAIT_MS);
+	clock_deadline(&deadline, q->wait_ms);
 	pthread_mutex_lock(&q->lock);
 	while (!r->done) {
 		if (pthread_cond_timedwait(&q->answered, &q->lock, &deadline) != ETIMEDOUT)
@@ -91,7 +92,7 @@ request_submit(struct request_queue *q, struct request *r)
 			break;
 		}
 		/* Taken up: it is being answered, which is bounded; wait on. */
-		clock_deadline(&deadline, REQUEST_WAIT_MS);
+		clock_deadline(&deadline, q->wait_ms);
 	}
 	pthread_mutex_unlock(&q->lock);
 }

@@ -66,8 +66,11 @@ load_twin(void *arg, const struct store_twin_row *row)
 	struct restore_kept *k;
 
 	if (t == NULL) {
-		log_warnx("database holds more twins than [twins] max_twins allows");
-		return TW_ERR_FULL;
+		/* A lowered max_twins must not keep the gateway from starting: the rest wait. */
+		if (twin_count(r->twins) > 0 && r->skipped++ == 0)
+			log_warnx("database holds more twins than [twins] max_twins allows; "
+			    "the others are not loaded");
+		return twin_count(r->twins) > 0 ? 0 : TW_ERR_NOMEM;
 	}
 	t->version = row->version;
 	t->last_seen_ts = row->last_seen_ts;
@@ -196,6 +199,7 @@ restore_load(struct restore *r, struct store *st, int keep_rules)
 	int rc = TW_OK;
 
 	r->kept = NULL;
+	r->skipped = 0;
 	r->opened.v = NULL;
 	r->opened.n = 0;
 	if (keep_rules)
@@ -217,5 +221,27 @@ restore_load(struct restore *r, struct store *st, int keep_rules)
 	atomic_store(&metrics.property_names, twin_names_count(r->twins));
 	log_info("loaded %u twins in %.1f ms", twin_count(r->twins),
 	    (double)(clock_mono_us() - t0) / 1000.0);
+	return TW_OK;
+}
+
+int
+restore_plant(struct twin_map *m, const struct model_set *models, const struct runtime *rt,
+    const struct plant *p)
+{
+	for (int i = 0; i < p->n; i++) {
+		const struct plant_entry *pe = &p->v[i];
+		struct twin *t = twin_find(m, pe->id, strlen(pe->id));
+		const struct model *md = pe->model != NULL ? model_find(models, pe->model) : NULL;
+
+		if (t == NULL && (t = twin_add(m, pe->id, clock_now_ms())) == NULL) {
+			log_warnx("twins file: %s: max_twins reached", pe->id);
+			continue;
+		}
+		if (twin_set_meta(t, pe->model, md, pe->parent) != TW_OK ||
+		    runtime_bind(rt, t, NULL) != TW_OK)
+			return TW_ERR_NOMEM;
+		twin_mark_dirty(m, t);
+	}
+	atomic_store(&metrics.twins, twin_count(m));
 	return TW_OK;
 }

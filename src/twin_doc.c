@@ -308,3 +308,33 @@ twin_doc_build(const struct twin_doc_ctx *dc, const char *id, int depth, cJSON *
 	return TW_OK;
 }
 
+
+cJSON *
+twin_doc_event(const struct twin *t, int64_t now, int stale_factor)
+{
+	cJSON *o = cJSON_CreateObject(), *rep;
+
+	if (o == NULL || cJSON_AddStringToObject(o, "twin", t->id) == NULL ||
+	    cJSON_AddNumberToObject(o, "version", (double)t->version) == NULL ||
+	    add_ts_or_null(o, "last_seen_ts", t->last_seen_ts) == NULL ||
+	    (rep = cJSON_AddObjectToObject(o, "reported")) == NULL) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < t->nprops; i++) {
+		const struct prop *p = &t->props[i];
+		cJSON *v;
+
+		if (!p->dirty)
+			continue;
+		/* The same entry as the document's, so a screen can merge it in. */
+		v = twin_doc_reported(p->mp, &p->val, p->ts, p->out_of_range,
+		    twin_doc_stale(p->mp, p->ts, now, stale_factor));
+		if (v == NULL || !cJSON_AddItemToObject(rep, p->name, v)) {
+			cJSON_Delete(v);
+			cJSON_Delete(o);
+			return NULL;
+		}
+	}
+	return o;
+}

@@ -83,3 +83,12 @@ undo_clear(struct undo *u)
 		u->cap = 0;
 	}
 }
+
+void
+undo_cleanup(struct undo *u)
+{
+	undo_clear(u);
+	free(u->v);
+	u->v = NULL;
+	u->cap = 0;
+}

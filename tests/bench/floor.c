@@ -1,4 +1,4 @@
-/* twind-floor: the bench's baseline, a bare QoS 1 subscriber that only counts telemetry, so twind's rate, CPU and memory can be stated as ratios to what the broker and libmosquitto alone cost. */
+/* twind-floor: the bench's baseline, a bare QoS 1 subscriber that only counts telemetry, so twind's rate, CPU and memory can be stated as ratios to what the broker and libmosquitto alone cost; with -c it also sends the closed loop's command for every message hotter than 100, storing nothing. */
 
 #include <errno.h>
 #include <getopt.h>
@@ -16,17 +16,22 @@
 #define FLOOR_HOST      "127.0.0.1"
 #define FLOOR_TOPIC     "plant/+/telemetry"
 #define FLOOR_UNSUB_NS  2000000000LL
+#define FLOOR_LIMIT     100.0       /* the bench rule's "temperature > 100" */
+#define FLOOR_MSG_MAX   511         /* the bench's telemetry is about 90 bytes */
 
 struct floor_opts {
 	int port;
 	long count;
 	const char *client_id;
 	long timeout_s;
+	bool closed;
 };
 
 struct floor {
 	struct floor_opts opt;
 	long received;
+	long commands;
+	long commands_acked;
 	int64_t first_ns;
 	int64_t last_ns;
 	bool ready;
@@ -99,13 +104,71 @@ static void floor_on_unsubscribe(struct mosquitto *m, void *obj, int mid)
 	fl->unsubscribed = true;
 }
 
-/* Counting only: this is the cost twind is measured against. */
-static void floor_on_message(struct mosquitto *m, void *obj, const struct mosquitto_message *msg)
+static void floor_on_publish(struct mosquitto *m, void *obj, int mid)
 {
 	struct floor *fl = obj;
 
 	(void)m;
-	(void)msg;
+	(void)mid;
+	fl->commands_acked++;
+}
+
+/* The number after "key": in a NUL-terminated payload; false when absent. */
+static bool floor_number(const char *s, const char *key, double *out)
+{
+	const char *p = strstr(s, key);
+	char *end;
+
+	if (p == NULL)
+		return false;
+	p += strlen(key);
+	*out = strtod(p, &end);
+	return end != p;
+}
+
+/*
+ * As little as a rule engine can do: find the temperature, and when it is
+ * above the limit echo the message's ts as source_ts in a QoS 1 command.
+ * The bench's load writes "key":value with no spaces, so a scan for the
+ * key stands in for a JSON parser; nothing is kept once the command is out.
+ */
+static void floor_command(struct mosquitto *m, struct floor *fl, const struct mosquitto_message *msg)
+{
+	char buf[FLOOR_MSG_MAX + 1], topic[256], cmd[256];
+	const char *twin, *slash;
+	double temp, ts;
+	int twin_len, len, rc;
+
+	if (msg->payloadlen <= 0 || msg->payloadlen > FLOOR_MSG_MAX ||
+	    strncmp(msg->topic, "plant/", strlen("plant/")) != 0)
+		return;
+	twin = msg->topic + strlen("plant/");
+	if ((slash = strchr(twin, '/')) == NULL || slash - twin > 100)
+		return;
+	memcpy(buf, msg->payload, (size_t)msg->payloadlen);
+	buf[msg->payloadlen] = '\0';
+	if (!floor_number(buf, "\"temperature\":", &temp) || !(temp > FLOOR_LIMIT) ||
+	    !floor_number(buf, "\"ts\":", &ts))
+		return;
+	twin_len = (int)(slash - twin);
+	snprintf(topic, sizeof(topic), "plant/%.*s/cmd", twin_len, twin);
+	len = snprintf(cmd, sizeof(cmd),
+	    "{\"id\":\"f-%ld\",\"twin\":\"%.*s\",\"command\":\"reduce_load\","
+	    "\"params\":{\"percent\":20},\"source_ts\":%.0f}", fl->commands, twin_len, twin, ts);
+	rc = mosquitto_publish(m, NULL, topic, len, cmd, 1, false);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		fprintf(stderr, "twind-floor: publish failed: %s\n", mosquitto_strerror(rc));
+		fl->failed = true;
+		return;
+	}
+	fl->commands++;
+}
+
+/* Counting only, or counting and commanding: this is the cost twind is measured against. */
+static void floor_on_message(struct mosquitto *m, void *obj, const struct mosquitto_message *msg)
+{
+	struct floor *fl = obj;
+
 	if (fl->received >= fl->opt.count)
 		return;
 	if (fl->received == 0)
@@ -113,15 +176,19 @@ static void floor_on_message(struct mosquitto *m, void *obj, const struct mosqui
 	fl->received++;
 	if (fl->received == fl->opt.count)
 		fl->last_ns = mono_ns();
+	if (fl->opt.closed)
+		floor_command(m, fl, msg);
 }
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: twind-floor [-p port] [-n count] [-i client_id] [-T seconds]\n"
+	    "usage: twind-floor [-c] [-p port] [-n count] [-i client_id] [-T seconds]\n"
 	    "  subscribes to " FLOOR_TOPIC " at QoS 1 on " FLOOR_HOST ":port (default 1883),\n"
 	    "  prints ready, then exits 0 after count messages (default 100000)\n"
-	    "  or 1 after a timeout (default 60 s)\n");
+	    "  or 1 after a timeout (default 60 s)\n"
+	    "  -c  closed loop: a message with temperature > 100 is answered by a QoS 1\n"
+	    "      command on plant/{twin}/cmd; exits once the broker has them all\n");
 }
 
 static int parse_long(const char *arg, long lo, long hi, long *out)
@@ -151,8 +218,11 @@ static int floor_parse_args(int argc, char **argv, struct floor_opts *o)
 	o->count = 100000;
 	o->client_id = "twind-floor";
 	o->timeout_s = 60;
-	while ((c = getopt_long(argc, argv, "p:n:i:T:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "cp:n:i:T:h", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'c':
+			o->closed = true;
+			break;
 		case 'p':
 			if (parse_long(optarg, 1, 65535, &v) != 0)
 				goto bad;
@@ -190,13 +260,19 @@ bad:
 	return 2;
 }
 
-/* Returns 0 once count messages arrived, -1 on failure, timeout or signal. */
+static bool floor_done(const struct floor *fl)
+{
+	return fl->received == fl->opt.count && fl->commands_acked == fl->commands;
+}
+
+/* Returns 0 once count messages arrived and the broker took every command,
+ * -1 on failure, timeout or signal. */
 static int floor_run(struct mosquitto *mosq, struct floor *fl)
 {
 	int64_t until = mono_ns() + fl->opt.timeout_s * 1000000000LL;
 	int rc;
 
-	while (fl->received < fl->opt.count) {
+	while (!floor_done(fl)) {
 		rc = mosquitto_loop(mosq, 100, 1);
 		if (rc != MOSQ_ERR_SUCCESS || fl->failed) {
 			if (!fl->failed)
@@ -204,8 +280,9 @@ static int floor_run(struct mosquitto *mosq, struct floor *fl)
 			return -1;
 		}
 		if (floor_stop || mono_ns() > until) {
-			fprintf(stderr, "twind-floor: gave up with %ld of %ld messages\n",
-			    fl->received, fl->opt.count);
+			fprintf(stderr, "twind-floor: gave up with %ld of %ld messages, "
+			    "%ld of %ld commands acknowledged\n", fl->received, fl->opt.count,
+			    fl->commands_acked, fl->commands);
 			return -1;
 		}
 	}
@@ -237,8 +314,11 @@ static void floor_report(const struct floor *fl)
 		    (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 		maxrss = ru.ru_maxrss;
 	}
-	printf("received %ld first_to_last_s %.3f cpu_s %.3f maxrss_kb %ld\n", fl->received,
+	printf("received %ld first_to_last_s %.3f cpu_s %.3f maxrss_kb %ld", fl->received,
 	    (double)(fl->last_ns - fl->first_ns) / 1e9, cpu, maxrss);
+	if (fl->opt.closed)
+		printf(" commands %ld", fl->commands);
+	printf("\n");
 	fflush(stdout);
 }
 
@@ -266,10 +346,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "twind-floor: mosquitto_new failed\n");
 		goto out;
 	}
+	/* The floor is the best a bare client can do, and for latency that
+	 * means no Nagle delay on its commands. */
+	if (fl.opt.closed)
+		mosquitto_int_option(mosq, MOSQ_OPT_TCP_NODELAY, 1);
 	mosquitto_connect_callback_set(mosq, floor_on_connect);
 	mosquitto_subscribe_callback_set(mosq, floor_on_subscribe);
 	mosquitto_unsubscribe_callback_set(mosq, floor_on_unsubscribe);
 	mosquitto_message_callback_set(mosq, floor_on_message);
+	mosquitto_publish_callback_set(mosq, floor_on_publish);
 	rc = mosquitto_connect(mosq, FLOOR_HOST, fl.opt.port, 60);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		fprintf(stderr, "twind-floor: cannot connect to " FLOOR_HOST ":%d: %s\n", fl.opt.port,

@@ -248,10 +248,10 @@ test_load_callback_error_aborts_and_is_returned(void **state)
 		load_twin_cb, load_series_cb, load_desired_nop, load_alert_nop, load_command_nop,
 	};
 	char db[64], p[80];
-	struct load_count c = { 0 };
+	struct load_count c = { 0 }, ok_c, twin_c;
 	struct store *w;
 	int64_t s1, s2;
-	int rc, fd;
+	int ok, rc, rc2, fd;
 
 	(void)state;
 	/* A database of its own: the group's file holds the other tests' twins. */
@@ -273,32 +273,34 @@ test_load_callback_error_aborts_and_is_returned(void **state)
 	assert_int_equal(store_commit(w), TW_OK);
 
 	/* Sanity: with callbacks that go on, the load sees both twins and returns 0. */
-	assert_int_equal(store_load(w, &loader, &c), TW_OK);
-	assert_int_equal(c.twins, 2);
-	assert_int_equal(c.series, 2);
-
+	ok = store_load(w, &loader, &c);
+	ok_c = c;
 	/* Out of memory on the first twin row: the load stops and says so. */
 	c = (struct load_count){ .fail_twin_at = 1 };
 	rc = store_load(w, &loader, &c);
-	if (rc != TW_ERR_NOMEM)
-		fail_msg("store_load returned %d (%s) after the twin callback returned "
-		    "TW_ERR_NOMEM; want TW_ERR_NOMEM (%d)", rc, tw_strerror(rc), TW_ERR_NOMEM);
-	assert_int_equal(c.twins, 1);		/* aborted at that row */
-	assert_int_equal(c.series, 0);		/* and nothing after it was loaded */
-
+	twin_c = c;
 	/* The same from a later table: the series callback fails on its first row. */
 	c = (struct load_count){ .fail_series_at = 1 };
-	rc = store_load(w, &loader, &c);
-	if (rc != TW_ERR_NOMEM)
-		fail_msg("store_load returned %d (%s) after the series callback returned "
-		    "TW_ERR_NOMEM; want TW_ERR_NOMEM (%d)", rc, tw_strerror(rc), TW_ERR_NOMEM);
-	assert_int_equal(c.series, 1);
+	rc2 = store_load(w, &loader, &c);
 	store_close(w);
 	unlink(db);
 	snprintf(p, sizeof(p), "%s-wal", db);
 	unlink(p);
 	snprintf(p, sizeof(p), "%s-shm", db);
 	unlink(p);
+
+	assert_int_equal(ok, TW_OK);
+	assert_int_equal(ok_c.twins, 2);
+	assert_int_equal(ok_c.series, 2);
+	if (rc != TW_ERR_NOMEM)
+		fail_msg("store_load returned %d (%s) after the twin callback returned "
+		    "TW_ERR_NOMEM; want TW_ERR_NOMEM (%d)", rc, tw_strerror(rc), TW_ERR_NOMEM);
+	assert_int_equal(twin_c.twins, 1);	/* aborted at that row */
+	assert_int_equal(twin_c.series, 0);	/* and nothing after it was loaded */
+	if (rc2 != TW_ERR_NOMEM)
+		fail_msg("store_load returned %d (%s) after the series callback returned "
+		    "TW_ERR_NOMEM; want TW_ERR_NOMEM (%d)", rc2, tw_strerror(rc2), TW_ERR_NOMEM);
+	assert_int_equal(c.series, 1);
 }
 
 int

@@ -1,5 +1,5 @@
 /*
- * Live events for Server-Sent Events clients. The sync engine emits;
+ * Live events for Server-Sent Events clients. The engine emits;
  * each client has a bounded buffer, and a client too slow to keep up is
  * cut off rather than allowed to hold memory or the emitter.
  */

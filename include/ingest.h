@@ -1,7 +1,7 @@
 /*
  * Ingest: an MQTT topic and payload become a compact update record, or a
  * reason to drop the message. Runs on the MQTT thread; the records it
- * builds travel through the ring to the sync engine.
+ * builds travel through the ring to the engine.
  */
 #ifndef TW_INGEST_H
 #define TW_INGEST_H
@@ -24,11 +24,11 @@ enum ingest_reason {
 	DROP_BAD_TS,
 	DROP_NO_VALUES,
 	DROP_UNMAPPED_TOPIC,
-	DROP_UNKNOWN_TWIN,	/* auto_create is off (decided by the sync engine) */
-	DROP_TWIN_LIMIT,	/* max_twins reached (sync engine) */
-	DROP_PROPERTY_LIMIT,	/* max_properties_per_twin reached (sync engine) */
-	DROP_UNKNOWN_PROPERTY,	/* not in the twin's strict model (sync engine) */
-	DROP_WRONG_TYPE,	/* not the model's schema (sync engine) */
+	DROP_UNKNOWN_TWIN,	/* auto_create is off (decided by the engine) */
+	DROP_TWIN_LIMIT,	/* max_twins reached (engine) */
+	DROP_PROPERTY_LIMIT,	/* max_properties_per_twin reached (engine) */
+	DROP_UNKNOWN_PROPERTY,	/* not in the twin's strict model (engine) */
+	DROP_WRONG_TYPE,	/* not the model's schema (engine) */
 	DROP_RETAINED_WITHOUT_TS,	/* a replayed retained message of unknown age */
 	DROP__COUNT
 };
@@ -38,7 +38,7 @@ const char *ingest_reason_name(int reason);
 enum val_type { VAL_NUM = 1, VAL_BOOL = 2, VAL_STR = 3 };
 
 /*
- * REC_FLUSH asks the sync engine to commit everything before it;
+ * REC_FLUSH asks the engine to commit everything before it;
  * REC_PUBACK says the broker acknowledged our publication `mid`;
  * REC_CONNECTED that the broker accepted a connection (publish now).
  */

@@ -18,30 +18,28 @@
 
 struct metrics {
 	atomic_uint_fast64_t received;			/* MQTT thread */
-	atomic_uint_fast64_t dropped[DROP__COUNT];	/* MQTT thread and sync engine */
-	atomic_uint_fast64_t quarantined;		/* sync engine */
-	atomic_uint_fast64_t applied;			/* sync engine: messages committed */
-	atomic_uint_fast64_t values;			/* sync engine: values committed */
+	atomic_uint_fast64_t dropped[DROP__COUNT];	/* MQTT thread and engine */
+	atomic_uint_fast64_t quarantined;		/* engine */
+	atomic_uint_fast64_t applied;			/* engine: messages committed */
+	atomic_uint_fast64_t values;			/* engine: values committed */
 	atomic_uint_fast64_t out_of_range;		/* engine: values outside the model's range */
 	atomic_uint_fast64_t alerts_raised;		/* engine: rule alerts raised */
-	atomic_uint_fast64_t commits;			/* sync engine */
-	atomic_uint_fast64_t commit_failures;		/* sync engine */
-	atomic_uint_fast64_t batch_le[METRICS_BATCH_BUCKETS];	/* sync engine */
+	atomic_uint_fast64_t commits;			/* engine */
+	atomic_uint_fast64_t commit_failures;		/* engine */
+	atomic_uint_fast64_t batch_le[METRICS_BATCH_BUCKETS];	/* engine */
 	atomic_uint_fast64_t batch_sum;
-	atomic_uint_fast64_t commit_le[METRICS_COMMIT_BUCKETS];	/* sync engine */
+	atomic_uint_fast64_t commit_le[METRICS_COMMIT_BUCKETS];	/* engine */
 	atomic_uint_fast64_t commit_us_sum;
-	atomic_uint_fast64_t twins;			/* sync engine */
+	atomic_uint_fast64_t twins;			/* engine */
 	atomic_int broker_connected;			/* MQTT thread */
 	atomic_uint_fast64_t reconnects;		/* MQTT thread */
-	atomic_int db_failing;				/* sync engine */
+	atomic_int db_failing;				/* engine */
 	atomic_uint_fast64_t http_requests;		/* REST threads */
 	atomic_uint_fast64_t events_cut;		/* engine: slow SSE clients cut off */
 	atomic_uint_fast64_t outbox_dropped;		/* engine: messages dropped while the broker was away */
 	atomic_uint_fast64_t commands[METRICS_CMD_STATUSES];	/* engine: by status reached */
 	atomic_uint_fast64_t commands_pending;		/* engine: waiting for the broker */
 	atomic_uint_fast64_t property_names;		/* engine: interned property names */
-	atomic_uint_fast64_t memory_bytes;		/* engine: twins, properties and names */
-	atomic_uint_fast64_t memory_budget;		/* engine: [twins] memory_max */
 };
 
 extern struct metrics metrics;

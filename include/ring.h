@@ -1,6 +1,6 @@
 /*
  * A bounded single-producer, single-consumer ring of variable-length
- * records, between the MQTT thread (producer) and the sync engine
+ * records, between the MQTT thread (producer) and the engine
  * (consumer). Its memory is fixed at creation: `capacity` bytes.
  */
 #ifndef TW_RING_H

@@ -1,6 +1,6 @@
 /*
  * Rules: the rules file (a JSON array) compiled into an immutable set,
- * shared read-only between the sync engine (which evaluates it) and REST
+ * shared read-only between the engine (which evaluates it) and REST
  * (which lists it), kept alive by a reference count. What a rule has done
  * (evaluations, raises, cost, last error) is counted in atomics beside it.
  */

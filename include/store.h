@@ -1,5 +1,5 @@
 /*
- * The SQLite store. One writer connection belongs to the sync engine;
+ * The SQLite store. One writer connection belongs to the engine;
  * each REST thread opens a reader of its own. WAL lets readers run while
  * the writer commits, so REST never blocks ingestion.
  */

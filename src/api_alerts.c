@@ -1,4 +1,4 @@
-/* REST: alerts and commands, listed from the store, changed through the sync engine. */
+/* REST: alerts and commands, listed from the store, changed through the engine. */
 #include <stdlib.h>
 #include <string.h>
 

@@ -132,7 +132,7 @@ push(struct mqtt *m, struct rec *r, size_t len)
 	r->gen = m->gen;
 	r->seq = m->seq + 1;
 	/*
-	 * Blocks while the ring is full; the sync engine drains it on its own,
+	 * Blocks while the ring is full; the engine drains it on its own,
 	 * so this waits, it cannot deadlock. TW_ERR_INVAL cannot happen: the
 	 * scratch record is at most a quarter of the smallest ring.
 	 */
@@ -188,7 +188,7 @@ on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *ms
 	}
 }
 
-/* The broker acknowledged one of our publications: the sync engine owns what that means. */
+/* The broker acknowledged one of our publications: the engine owns what that means. */
 static void
 on_publish(struct mosquitto *mosq, void *arg, int mid)
 {
@@ -471,7 +471,7 @@ mqtt_read_burst(struct mqtt *m)
 
 /*
  * The heart of the guarantee: acknowledgements queued while reading are
- * written only once the sync engine has committed every record pushed
+ * written only once the engine has committed every record pushed
  * so far. If a commit failed, the connection is dropped with the acks
  * unwritten, and the broker sends those messages again.
  */

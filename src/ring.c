@@ -1,4 +1,4 @@
-/* The bounded byte ring between the MQTT thread and the sync engine. */
+/* The bounded byte ring between the MQTT thread and the engine. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>

@@ -453,7 +453,8 @@ commands_expire(struct commands *c, struct store *st, struct outbox *o, int64_t 
 	char ids[SWEEP_MAX][COMMAND_ID_MAX];
 	int n = 0;
 
-	while (c->first != NULL && now >= c->first->expires_ts)
+	/* Commands of the open batch are the newest, at the tail: the walk stops before them. */
+	while (c->first != NULL && c->first->committed && now >= c->first->expires_ts)
 		if (settle(c, st, o, c->first, "expired", "the broker did not take it before "
 		    "expires_ts; it was not sent (or, if it was in flight, its PUBACK never came)") !=
 		    TW_OK)

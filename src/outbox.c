@@ -43,16 +43,16 @@ list_free(struct outbox_msg *m)
 static void
 flights_clear(struct outbox *o, int keep_messages)
 {
+	struct outbox_msg *again = NULL, **tail = &again;
 	struct outbox_flight *f, *tmp;
 
+	/* uthash walks in insertion order: the oldest publication first. */
 	HASH_ITER(hh, o->flights, f, tmp) {
 		HASH_DEL(o->flights, f);
 		if (keep_messages && f->msg != NULL) {
-			/* Sent again first: they are older than what waits. */
-			f->msg->next = o->waiting;
-			o->waiting = f->msg;
-			if (o->waiting_tail == &o->waiting)
-				o->waiting_tail = &f->msg->next;
+			f->msg->next = NULL;
+			*tail = f->msg;
+			tail = &f->msg->next;
 			o->nwaiting++;
 		} else {
 			msg_free(f->msg);
@@ -60,6 +60,13 @@ flights_clear(struct outbox *o, int keep_messages)
 		free(f);
 	}
 	o->nflights = 0;
+	/* Sent again first and in their order (a raise before its clear): they are older. */
+	if (again != NULL) {
+		*tail = o->waiting;
+		if (o->waiting == NULL)
+			o->waiting_tail = tail;
+		o->waiting = again;
+	}
 }
 
 void

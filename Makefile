@@ -43,7 +43,7 @@ CORE := err log clock names topic conf ring ingest value metrics model plant exp
 	twin store events alert progress request outbox commands desired alerts runtime undo apply \
 	restore twin_doc engine mqtt http api_twins api_alerts api_models api_events api_system
 CORE_OBJ := $(CORE:%=$(BUILD)/%.o)
-UNIT := ring ingest conf clock twin store model plant events expr window rules runtime request
+UNIT := ring ingest conf clock twin store model plant events expr window rules runtime request outbox commands
 UNIT_BIN := $(UNIT:%=$(BUILD)/tests/test_%)
 
 ifeq ($(SANITIZE),)

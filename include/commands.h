@@ -23,6 +23,7 @@
 #include "store.h"
 
 #define COMMAND_ID_MAX	24
+#define COMMAND_PARAMS_MAX	4096	/* bytes of an operator's params as JSON */
 
 struct command {
 	char id[COMMAND_ID_MAX];
@@ -33,8 +34,9 @@ struct command {
 	int committed;			/* its pending row is on disk */
 	UT_hash_handle hh;		/* by id; the outbox maps its MQTT message id to this id */
 	struct command *prev, *next;	/* issue order: the oldest expires first */
-	struct command *qnext;		/* on the to-publish queue, or on the batch's fresh list */
-	int queued;
+	struct command *qprev, *qnext;	/* on the to-publish queue */
+	int queued;			/* on it; committed and not queued: in flight */
+	struct command *bnext;		/* on the batch's fresh list, or on the settled list */
 	/* A settled command waits here until its new row is committed. */
 	const char *status;
 	const char *reason;
@@ -47,10 +49,9 @@ struct commands_twin;
 struct commands {
 	struct command *by_id;
 	struct command *first, *last;	/* issue order */
-	struct command *queue, **queue_tail;	/* committed, to hand to the broker */
+	struct command *queue, *queue_last;	/* committed, to hand to the broker, in order */
 	struct command *fresh;		/* issued in the open batch */
-	struct command *settled;	/* left memory in the open batch; freed at commit */
-	int rewrite;			/* a rollback lost the settled rows: write them again */
+	struct command *settled;	/* left memory; their rows are written at the next commit */
 	struct commands_twin *twins;	/* pending per twin */
 	unsigned n;			/* pending, plant-wide */
 	unsigned max, max_per_twin;
@@ -79,20 +80,20 @@ struct command_spec {
 int commands_issue(struct commands *c, struct store *st, struct outbox *o,
     const struct command_spec *spec, char *id, const char **reason);
 
-/* The batch is on disk: its commands may go out. */
+/* Before the commit: writes the rows of commands that settled since the last one. 0 or TW_ERR_DB. */
+int commands_flush(struct commands *c, struct store *st, struct outbox *o);
+/* The batch is on disk: its commands may go out, the settled leave memory. */
 void commands_commit(struct commands *c);
-/* The batch is void: its commands never existed; settled rows are written again. */
+/* The batch is void: its commands never existed; the settled wait for the next commit. */
 void commands_rollback(struct commands *c);
-/* In a new batch after a rollback: writes the settled rows again. 0 or TW_ERR_DB. */
-int commands_redo(struct commands *c, struct store *st, struct outbox *o);
 
 /* Hands queued, committed commands to the broker while it is connected. */
 void commands_publish(struct commands *c, struct outbox *o);
 /* A new connection: every pending command not acknowledged goes out again. */
 void commands_reconnected(struct commands *c);
 
-/* The broker took command `id` (a PUBACK routed by the outbox): sent or done. 0 or TW_ERR_DB. */
-int commands_taken(struct commands *c, struct store *st, struct outbox *o, const char *id);
+/* The broker took command `id` (a PUBACK routed by the outbox): sent, or done. In memory. */
+void commands_taken(struct commands *c, const char *id);
 /*
  * The asset answered: status done, rejected or failed, with its detail.
  * Returns 0 (also for an unknown or settled id, which is logged by the
@@ -103,6 +104,7 @@ int commands_answer(struct commands *c, struct store *st, struct outbox *o, cons
 /*
  * The timer: pending commands past the TTL are expired, sent ones past
  * their deadline timed out (at most a bounded number per call). 0 or TW_ERR_DB.
+ * One in flight (handed over, no PUBACK) expires too, with a reason that says so.
  */
 int commands_expire(struct commands *c, struct store *st, struct outbox *o, int64_t now);
 

@@ -31,6 +31,8 @@ void mqtt_free(struct mqtt *m);
 
 /* 1 while connected to the broker (CONNACK accepted). */
 int mqtt_connected(struct mqtt *m);
+/* The generation of the live connection (as REC_CONNECTED records carry it), or 0. */
+uint32_t mqtt_link(struct mqtt *m);
 /* 0 when the broker refused our subscription or granted less than QoS 1. */
 int mqtt_subscribed(struct mqtt *m);
 
@@ -38,7 +40,8 @@ int mqtt_subscribed(struct mqtt *m);
 const char *mqtt_trouble(struct mqtt *m);
 
 /*
- * Publishes at QoS 1 from any thread, only while connected. The broker's
+ * Publishes at QoS 1 from any thread, only on connection `link` (see
+ * mqtt_link), refused on any other. The broker's
  * acknowledgement comes back through the ring as a REC_PUBACK record with
  * this *mid. A connection that ends before it forgets the message (the
  * client restarts empty; REC_CONNECTED tells the engine to send again
@@ -46,7 +49,7 @@ const char *mqtt_trouble(struct mqtt *m);
  * Returns 0, TW_ERR_UNAVAIL (not connected: nothing queued), or
  * TW_ERR_IO / TW_ERR_NOMEM.
  */
-int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, int len,
-    int retain, uint32_t expiry_s, int *mid);
+int mqtt_publish(struct mqtt *m, uint32_t link, const char *topic, const void *payload,
+    int len, int retain, uint32_t expiry_s, int *mid);
 
 #endif

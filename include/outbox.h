@@ -23,6 +23,12 @@
 #include "publish.h"
 
 #define OUTBOX_MAX	10000	/* messages waiting for the broker; the oldest go beyond it */
+/*
+ * Publications handed over and not acknowledged; beyond it the owners wait
+ * (a slow or frozen broker). Below 65535, so that a 16-bit MQTT message id
+ * never names two publications at once.
+ */
+#define OUTBOX_FLIGHTS_MAX	10000
 
 struct outbox_msg {
 	char *topic;		/* NULL: a live event only */
@@ -58,12 +64,16 @@ struct outbox {
 	unsigned nwaiting;
 	struct outbox_flight *flights;	/* by mid: handed over, not acknowledged yet */
 	unsigned nflights;
+	uint32_t link;			/* the connection the engine heard of; 0: none yet */
 };
 
 void outbox_init(struct outbox *o, const struct publisher *pub, struct events *events);
 void outbox_cleanup(struct outbox *o);
 
-/* 1 while the broker is connected. */
+/*
+ * 1 while the connection the engine heard of (REC_CONNECTED) is the live
+ * one, and fewer than OUTBOX_FLIGHTS_MAX publications wait for its PUBACK.
+ */
 int outbox_connected(const struct outbox *o);
 /* 1 when some live-event client listens: formatting can be skipped otherwise. */
 int outbox_listening(const struct outbox *o);
@@ -98,6 +108,6 @@ int outbox_puback(struct outbox *o, int mid, struct outbox_ack *ack);
  * acknowledged is forgotten. Messages are sent again; deltas and commands
  * are their owners' to send again.
  */
-void outbox_reconnected(struct outbox *o);
+void outbox_reconnected(struct outbox *o, uint32_t link);
 
 #endif

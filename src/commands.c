@@ -30,7 +30,6 @@ commands_init(struct commands *c, unsigned max, unsigned max_per_twin, int64_t t
 	c->max_per_twin = max_per_twin;
 	c->ttl_ms = ttl_ms;
 	c->topic_tmpl = topic_tmpl;
-	c->queue_tail = &c->queue;
 }
 
 static void
@@ -101,7 +100,7 @@ twin_release(struct commands *c, const char *twin)
 	}
 }
 
-/* Takes `cmd` out of every index of pending commands (not off the fresh or queue lists). */
+/* Takes `cmd` out of every index of pending commands (not off the fresh list). */
 static void
 unlink_pending(struct commands *c, struct command *cmd)
 {
@@ -119,24 +118,22 @@ unlink_pending(struct commands *c, struct command *cmd)
 	c->n--;
 }
 
-/* Drops `cmd` from the to-publish queue, if it is on it. */
+/* Drops `cmd` from the to-publish queue, if it is on it: O(1), a list both ways. */
 static void
 unqueue(struct commands *c, struct command *cmd)
 {
-	struct command **p;
-
 	if (!cmd->queued)
 		return;
-	for (p = &c->queue; *p != NULL; p = &(*p)->qnext)
-		if (*p == cmd) {
-			*p = cmd->qnext;
-			break;
-		}
-	c->queue_tail = &c->queue;
-	while (*c->queue_tail != NULL)
-		c->queue_tail = &(*c->queue_tail)->qnext;
+	if (cmd->qprev != NULL)
+		cmd->qprev->qnext = cmd->qnext;
+	else
+		c->queue = cmd->qnext;
+	if (cmd->qnext != NULL)
+		cmd->qnext->qprev = cmd->qprev;
+	else
+		c->queue_last = cmd->qprev;
+	cmd->qprev = cmd->qnext = NULL;
 	cmd->queued = 0;
-	cmd->qnext = NULL;
 }
 
 static void
@@ -145,30 +142,29 @@ enqueue(struct commands *c, struct command *cmd)
 	if (cmd->queued)
 		return;
 	cmd->qnext = NULL;
-	*c->queue_tail = cmd;
-	c->queue_tail = &cmd->qnext;
+	cmd->qprev = c->queue_last;
+	if (c->queue_last != NULL)
+		c->queue_last->qnext = cmd;
+	else
+		c->queue = cmd;
+	c->queue_last = cmd;
 	cmd->queued = 1;
 }
 
 /*
- * `cmd` leaves memory with a new status: the row is written in the open
- * batch, and the command is kept on the settled list until the commit, so
- * that a rollback can write it again.
+ * `cmd` leaves memory with a new status. Its row is written when the
+ * batch commits (commands_flush), and it is kept until then: a rollback
+ * does not lose a PUBACK or an expiry, which nobody would send again.
  */
-static int
-settle(struct commands *c, struct store *st, struct outbox *o, struct command *cmd,
-    const char *status, const char *reason)
+static void
+settle(struct commands *c, struct command *cmd, const char *status, const char *reason)
 {
-	struct store_command_row row;
-
 	unqueue(c, cmd);
 	unlink_pending(c, cmd);
 	cmd->status = status;
 	cmd->reason = reason;
-	cmd->qnext = c->settled;
+	cmd->bnext = c->settled;
 	c->settled = cmd;
-	row_of(cmd, status, reason, &row);
-	return write_row(st, o, &row);
 }
 
 static struct command *
@@ -245,7 +241,7 @@ commands_issue(struct commands *c, struct store *st, struct outbox *o,
 		command_free(cmd);
 		return TW_ERR_DB;
 	}
-	cmd->qnext = c->fresh;
+	cmd->bnext = c->fresh;
 	c->fresh = cmd;
 	return TW_OK;
 }
@@ -256,10 +252,22 @@ free_settled(struct commands *c)
 	while (c->settled != NULL) {
 		struct command *cmd = c->settled;
 
-		c->settled = cmd->qnext;
+		c->settled = cmd->bnext;
 		command_free(cmd);
 	}
-	c->rewrite = 0;
+}
+
+int
+commands_flush(struct commands *c, struct store *st, struct outbox *o)
+{
+	struct store_command_row row;
+
+	for (struct command *cmd = c->settled; cmd != NULL; cmd = cmd->bnext) {
+		row_of(cmd, cmd->status, cmd->reason, &row);
+		if (write_row(st, o, &row) != TW_OK)
+			return TW_ERR_DB;
+	}
+	return TW_OK;
 }
 
 void
@@ -271,16 +279,16 @@ commands_commit(struct commands *c)
 	while (c->fresh != NULL) {
 		struct command *cmd = c->fresh;
 
-		c->fresh = cmd->qnext;
-		cmd->qnext = fresh;
+		c->fresh = cmd->bnext;
+		cmd->bnext = fresh;
 		fresh = cmd;
 	}
 	while (fresh != NULL) {
 		struct command *cmd = fresh;
 
-		fresh = cmd->qnext;
+		fresh = cmd->bnext;
+		cmd->bnext = NULL;
 		cmd->committed = 1;
-		cmd->qnext = NULL;
 		enqueue(c, cmd);
 	}
 	free_settled(c);
@@ -292,28 +300,11 @@ commands_rollback(struct commands *c)
 	while (c->fresh != NULL) {
 		struct command *cmd = c->fresh;
 
-		c->fresh = cmd->qnext;
-		cmd->qnext = NULL;
+		c->fresh = cmd->bnext;
 		unlink_pending(c, cmd);
 		command_free(cmd);
 	}
-	c->rewrite = c->settled != NULL;
-}
-
-int
-commands_redo(struct commands *c, struct store *st, struct outbox *o)
-{
-	struct store_command_row row;
-
-	if (!c->rewrite)
-		return TW_OK;
-	for (struct command *cmd = c->settled; cmd != NULL; cmd = cmd->qnext) {
-		row_of(cmd, cmd->status, cmd->reason, &row);
-		if (write_row(st, o, &row) != TW_OK)
-			return TW_ERR_DB;
-	}
-	c->rewrite = 0;
-	return TW_OK;
+	/* The settled stay: their rows are written with the next commit. */
 }
 
 /* The payload on plant/{twin}/cmd. */
@@ -358,11 +349,7 @@ commands_publish(struct commands *c, struct outbox *o)
 		}
 		if (rc == TW_ERR_UNAVAIL || rc == TW_ERR_NOMEM)
 			return;		/* stays first in the queue */
-		c->queue = cmd->qnext;
-		if (c->queue == NULL)
-			c->queue_tail = &c->queue;
-		cmd->queued = 0;
-		cmd->qnext = NULL;
+		unqueue(c, cmd);	/* in flight until its PUBACK, or until a reconnect */
 		if (rc != TW_OK) {
 			log_warnx("command %s: cannot be published on the topic of %s", cmd->id,
 			    cmd->twin);
@@ -375,30 +362,31 @@ void
 commands_reconnected(struct commands *c)
 {
 	/* In issue order, rebuilt from the pending list; in-flight ids are void now. */
-	c->queue = NULL;
-	c->queue_tail = &c->queue;
+	c->queue = c->queue_last = NULL;
 	for (struct command *cmd = c->first; cmd != NULL; cmd = cmd->next) {
 		cmd->queued = 0;
+		cmd->qprev = cmd->qnext = NULL;
 		if (cmd->committed)
 			enqueue(c, cmd);
 	}
 }
 
-int
-commands_taken(struct commands *c, struct store *st, struct outbox *o, const char *id)
+void
+commands_taken(struct commands *c, const char *id)
 {
 	struct command *cmd;
 
 	HASH_FIND_STR(c->by_id, id, cmd);
-	if (cmd == NULL)
-		return TW_OK;	/* answered before the PUBACK came, or expired */
+	if (cmd == NULL || cmd->queued)
+		return;	/* answered before the PUBACK came, or a PUBACK of another connection */
 	cmd->sent_ts = clock_now_ms();
 	if (cmd->timeout_ms == 0) {
 		cmd->acked_ts = cmd->sent_ts;
-		return settle(c, st, o, cmd, "done", "the asset does not answer commands: done when "
-		    "the broker took it");
+		settle(c, cmd, "done", "the asset does not answer commands: done when the broker "
+		    "took it");
+		return;
 	}
-	return settle(c, st, o, cmd, "sent", NULL);
+	settle(c, cmd, "sent", NULL);
 }
 
 static int
@@ -428,7 +416,7 @@ commands_answer(struct commands *c, struct store *st, struct outbox *o, const ch
 	HASH_FIND_STR(c->by_id, id, cmd);
 	if (cmd != NULL) {
 		/* The asset was faster than the broker's PUBACK: settled from memory. */
-		if (strcmp(cmd->twin, twin) != 0)
+		if (strcmp(cmd->twin, twin) != 0 || !cmd->committed)
 			return TW_OK;
 		*known = 1;
 		cmd->acked_ts = ts;
@@ -436,7 +424,8 @@ commands_answer(struct commands *c, struct store *st, struct outbox *o, const ch
 			cmd->sent_ts = ts;
 		if (reason != NULL && (cmd->detail = strdup(reason)) == NULL)
 			return TW_ERR_NOMEM;
-		return settle(c, st, o, cmd, status, cmd->detail);
+		settle(c, cmd, status, cmd->detail);
+		return TW_OK;
 	}
 	if (store_command_answer(st, id, twin, status, reason, ts, &changed) != TW_OK)
 		return TW_ERR_DB;
@@ -453,12 +442,20 @@ commands_expire(struct commands *c, struct store *st, struct outbox *o, int64_t 
 	char ids[SWEEP_MAX][COMMAND_ID_MAX];
 	int n = 0;
 
-	/* Commands of the open batch are the newest, at the tail: the walk stops before them. */
-	while (c->first != NULL && c->first->committed && now >= c->first->expires_ts)
-		if (settle(c, st, o, c->first, "expired", "the broker did not take it before "
-		    "expires_ts; it was not sent (or, if it was in flight, its PUBACK never came)") !=
-		    TW_OK)
-			return TW_ERR_DB;
+	struct command *cmd, *next;
+
+	/*
+	 * Expired ones are the oldest (one TTL for all): a prefix of the issue
+	 * order. Commands of the open batch are the newest, so the walk stops
+	 * before them.
+	 */
+	for (cmd = c->first; cmd != NULL && cmd->committed && now >= cmd->expires_ts; cmd = next) {
+		next = cmd->next;
+		settle(c, cmd, "expired", cmd->queued ?
+		    "not sent: the broker did not take it before expires_ts" :
+		    "handed to the broker, which did not acknowledge it before expires_ts; "
+		    "a bridge must not execute it after expires_ts");
+	}
 	if (store_commands_overdue(st, now, SWEEP_MAX, ids, &n) != TW_OK)
 		return TW_ERR_DB;
 	for (int i = 0; i < n; i++) {

@@ -65,6 +65,7 @@ struct engine {
 };
 
 static void engine_tick(struct engine *e);
+static int want_pending(void *arg, struct twin *t);
 
 /* ---- the batch and its commit ---- */
 
@@ -78,8 +79,9 @@ batch_begin(struct engine *e)
 	e->in_txn = 1;
 	e->batch_no++;
 	e->batch_msgs = e->batch_vals = 0;
-	/* What a rollback took from the commands (their PUBACKs will not come again). */
-	return commands_redo(&e->commands, e->store, &e->outbox);
+	/* A batch of requests or of the timer alone refuses no connection when it fails. */
+	e->batch_gen = 0;
+	return TW_OK;
 }
 
 /* Reloads the twins from the store, keeping the rule state memory holds. */
@@ -92,7 +94,11 @@ engine_reload_twins(struct engine *e)
 	};
 
 	desired_out_clear(&e->desired);
-	return restore_load(&r, e->store, 1);
+	if (restore_load(&r, e->store, 1) != TW_OK)
+		return TW_ERR_DB;
+	/* Deltas not acknowledged by the broker (pending on disk) go out again. */
+	twin_each(e->twins, want_pending, e);
+	return TW_OK;
 }
 
 /*
@@ -112,7 +118,8 @@ batch_fail(struct engine *e, const char *what)
 	metrics_add(&metrics.commit_failures, 1);
 	atomic_store(&e->failing, 1);
 	atomic_store(&metrics.db_failing, 1);
-	e->failed_gen = e->batch_gen;
+	if (e->batch_gen > e->failed_gen)
+		e->failed_gen = e->batch_gen;
 	outbox_rollback(&e->outbox);
 	commands_rollback(&e->commands);
 	undo_restore(&e->undo, e->twins);
@@ -183,7 +190,8 @@ batch_commit(struct engine *e)
 {
 	int64_t t0 = clock_mono_us();
 
-	if (twin_flush_dirty(e->twins, flush_twin, e) != TW_OK) {
+	if (commands_flush(&e->commands, e->store, &e->outbox) != TW_OK ||
+	    twin_flush_dirty(e->twins, flush_twin, e) != TW_OK) {
 		batch_fail(e, "writing twin state");
 		return TW_ERR_DB;
 	}
@@ -337,7 +345,8 @@ apply_update(struct engine *e, const struct rec *r)
 		    ingest_reason_name(reason));
 		return TW_OK;
 	}
-	if (t->nwindows > 0)
+	/* Windows and `for` timers as they were, should this batch fail. */
+	if (t->nrs > 0)
 		touch(e, t);
 	if ((rc = apply_values(&e->apply, t, r)) != TW_OK)
 		return rc;
@@ -357,18 +366,30 @@ want_pending(void *arg, struct twin *t)
 	return 0;
 }
 
-static int
-engine_puback(struct engine *e, const struct rec *r)
+/*
+ * Broker news (a PUBACK, a new connection) is applied in memory, whatever
+ * the database does: the broker will not say it again. Its rows are
+ * written with the next commit.
+ */
+static void
+engine_news(struct engine *e, const struct rec *r)
 {
 	struct outbox_ack ack;
 
-	if (!outbox_puback(&e->outbox, (int)r->mid, &ack))
-		return TW_OK;
-	if (ack.kind == OUTBOX_DELTA) {
-		desired_taken(e->twins, &ack);
-		return TW_OK;
+	if (r->kind == REC_CONNECTED) {
+		/* The client started afresh: whatever the broker had not acknowledged goes again. */
+		outbox_reconnected(&e->outbox, r->gen);
+		commands_reconnected(&e->commands);
+		if (!e->map_invalid)
+			twin_each(e->twins, want_pending, e);
+		return;
 	}
-	return commands_taken(&e->commands, e->store, &e->outbox, ack.key);
+	if (!outbox_puback(&e->outbox, (int)r->mid, &ack))
+		return;
+	if (ack.kind == OUTBOX_COMMAND)
+		commands_taken(&e->commands, ack.key);
+	else if (!e->map_invalid)
+		desired_taken(e->twins, &ack);
 }
 
 static int
@@ -405,6 +426,13 @@ engine_record(struct engine *e, const struct rec *r)
 		progress_advance(e->progress, 0, r->seq);
 		return TW_OK;
 	}
+	if (r->kind == REC_PUBACK || r->kind == REC_CONNECTED) {
+		engine_news(e, r);
+		/* Committed with the next batch; opened here so that it comes. */
+		if (!e->map_invalid && batch_begin(e) != TW_OK)
+			batch_fail(e, "begin");
+		return TW_OK;
+	}
 	if (r->kind == REC_FLUSH) {
 		if (e->in_txn) {
 			e->batch_seq = r->seq;
@@ -431,16 +459,8 @@ engine_record(struct engine *e, const struct rec *r)
 			return TW_ERR_DB;
 		metrics_add(&metrics.quarantined, 1);
 		return TW_OK;
-	case REC_PUBACK:
-		return engine_puback(e, r);
 	case REC_CMD_ACK:
 		return engine_answer(e, r);
-	case REC_CONNECTED:
-		/* The client started afresh: whatever the broker had not acknowledged goes again. */
-		outbox_reconnected(&e->outbox);
-		commands_reconnected(&e->commands);
-		twin_each(e->twins, want_pending, e);
-		return TW_OK;
 	}
 	return apply_update(e, r);
 }
@@ -641,6 +661,13 @@ serve_command(struct engine *e, struct request *r)
 	}
 	if (r->params != NULL && (params = cJSON_PrintUnformatted(r->params)) == NULL) {
 		request_fail(r, TW_ERR_NOMEM, "internal", "out of memory");
+		return;
+	}
+	/* Each waiting command holds its params: their size is part of the memory bound. */
+	if (params != NULL && strlen(params) > COMMAND_PARAMS_MAX) {
+		request_fail(r, TW_ERR_INVAL, "bad_request", "params are over %d bytes as JSON",
+		    COMMAND_PARAMS_MAX);
+		cJSON_free(params);
 		return;
 	}
 	spec = (struct command_spec){ t->id, r->command, params, NULL, 0,

@@ -123,16 +123,16 @@ reload(struct engine *engine, const char *path, char **overrides, int noverrides
 
 /* The engine publishes through the MQTT module without knowing it. */
 static int
-pub_publish(void *arg, const char *topic, const void *payload, int len, int retain,
-    uint32_t expiry_s, int *mid)
+pub_publish(void *arg, uint32_t link, const char *topic, const void *payload, int len,
+    int retain, uint32_t expiry_s, int *mid)
 {
-	return mqtt_publish(arg, topic, payload, len, retain, expiry_s, mid);
+	return mqtt_publish(arg, link, topic, payload, len, retain, expiry_s, mid);
 }
 
-static int
-pub_connected(void *arg)
+static uint32_t
+pub_link(void *arg)
 {
-	return mqtt_connected(arg);
+	return mqtt_link(arg);
 }
 
 static const char *
@@ -195,7 +195,7 @@ main(int argc, char **argv)
 	struct engine *engine = NULL;
 	struct mqtt *mqtt = NULL;
 	struct progress progress;
-	struct publisher pub = { NULL, pub_publish, pub_connected, pub_trouble };
+	struct publisher pub = { NULL, pub_publish, pub_link, pub_trouble };
 	int have_progress = 0;
 	struct http *http = NULL;
 	struct events *events = NULL;

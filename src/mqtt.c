@@ -35,7 +35,7 @@ struct mqtt {
 	int started;
 	int wake[2];			/* a pipe that interrupts poll() for stop */
 	atomic_int stop;
-	atomic_int connected;
+	atomic_uint connected;		/* the generation of the live connection; 0: none */
 	atomic_int sub_refused;		/* the broker refused or downgraded a subscription */
 
 	/* MQTT thread only. */
@@ -79,7 +79,7 @@ on_connect(struct mosquitto *mosq, void *arg, int rc)
 		metrics_add(&metrics.reconnects, 1);
 	m->ever_connected = 1;
 	m->connected_at = clock_mono_ms();
-	atomic_store(&m->connected, 1);
+	atomic_store(&m->connected, m->gen);
 	atomic_store(&metrics.broker_connected, 1);
 	{
 		/*
@@ -200,8 +200,8 @@ on_publish(struct mosquitto *mosq, void *arg, int mid)
 }
 
 int
-mqtt_publish(struct mqtt *m, const char *topic, const void *payload, int len, int retain,
-    uint32_t expiry_s, int *mid)
+mqtt_publish(struct mqtt *m, uint32_t link, const char *topic, const void *payload, int len,
+    int retain, uint32_t expiry_s, int *mid)
 {
 	mosquitto_property *props = NULL;
 	char c = 0;
@@ -212,7 +212,11 @@ mqtt_publish(struct mqtt *m, const char *topic, const void *payload, int len, in
 	 * memory without bound and send it on reconnect, however late.
 	 */
 	pthread_mutex_lock(&m->pub_lock);
-	if (!atomic_load(&m->connected)) {
+	/*
+	 * Only on the connection the engine has heard of (its REC_CONNECTED):
+	 * one made since then would be reset by that news and sent twice.
+	 */
+	if (link == 0 || atomic_load(&m->connected) != link) {
 		pthread_mutex_unlock(&m->pub_lock);
 		return TW_ERR_UNAVAIL;
 	}
@@ -326,6 +330,12 @@ mqtt_free(struct mqtt *m)
 
 int
 mqtt_connected(struct mqtt *m)
+{
+	return atomic_load(&m->connected) != 0;
+}
+
+uint32_t
+mqtt_link(struct mqtt *m)
 {
 	return atomic_load(&m->connected);
 }

@@ -81,7 +81,8 @@ outbox_cleanup(struct outbox *o)
 int
 outbox_connected(const struct outbox *o)
 {
-	return o->pub != NULL && o->pub->connected(o->pub->arg);
+	return o->pub != NULL && o->link != 0 && o->pub->link(o->pub->arg) == o->link &&
+	    o->nflights < OUTBOX_FLIGHTS_MAX;
 }
 
 int
@@ -155,8 +156,8 @@ send_msg(struct outbox *o, struct outbox_msg *m)
 
 	if (!outbox_connected(o))
 		return TW_ERR_UNAVAIL;
-	rc = o->pub->publish(o->pub->arg, m->topic, m->payload, (int)strlen(m->payload), 0, 0,
-	    &mid);
+	rc = o->pub->publish(o->pub->arg, o->link, m->topic, m->payload, (int)strlen(m->payload),
+	    0, 0, &mid);
 	if (rc == TW_OK && flight_add(o, mid, OUTBOX_MESSAGE, NULL, 0, m) != TW_OK)
 		msg_free(m);	/* sent, but untracked: not sent again after a reconnect */
 	return rc;
@@ -242,12 +243,10 @@ outbox_send(struct outbox *o, int kind, const char *key, uint64_t seq, const cha
 
 	if (!outbox_connected(o))
 		return TW_ERR_UNAVAIL;
-	if ((rc = o->pub->publish(o->pub->arg, topic, payload, len, retain, expiry_s, &mid)) !=
-	    TW_OK)
+	if ((rc = o->pub->publish(o->pub->arg, o->link, topic, payload, len, retain, expiry_s,
+	    &mid)) != TW_OK)
 		return rc;
-	if (kind == OUTBOX_STATE)
-		return TW_OK;
-	/* Untracked, its owner would wait for a PUBACK forever: say so, it is out of memory. */
+	/* State documents are tracked too: they count against the bound on what is in flight. */
 	return flight_add(o, mid, kind, key, seq, NULL);
 }
 
@@ -274,8 +273,9 @@ outbox_puback(struct outbox *o, int mid, struct outbox_ack *ack)
 }
 
 void
-outbox_reconnected(struct outbox *o)
+outbox_reconnected(struct outbox *o, uint32_t link)
 {
+	o->link = link;
 	flights_clear(o, 1);
 	while (o->nwaiting > OUTBOX_MAX) {
 		struct outbox_msg *m = o->waiting;

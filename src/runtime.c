@@ -144,6 +144,11 @@ runtime_bind(const struct runtime *rt, struct twin *t, const struct runtime_open
 	struct twin_window *ws = NULL;
 	int nrs = 0, nws = 0, maxw = 0;
 
+	/* A reload that ran out of memory left no names bound: no rule runs until the next. */
+	if (rt->binds == NULL) {
+		runtime_unbind(t);
+		return TW_OK;
+	}
 	for (int i = 0; i < rs_set->n; i++)
 		if (rules_match(&rs_set->v[i], t->id, t->model_id)) {
 			nrs++;

@@ -58,7 +58,11 @@ static const char *const migrations[] = {
 	"ALTER TABLE commands ADD COLUMN expires_ts INTEGER;"
 	"ALTER TABLE commands ADD COLUMN timeout_ms INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE commands ADD COLUMN deadline_ts INTEGER;"
-	"CREATE INDEX commands_deadline ON commands(deadline_ts) WHERE status = 'sent';",
+	"CREATE INDEX commands_deadline ON commands(deadline_ts) WHERE status = 'sent';"
+	/* Rows from step 3 were issued under the old defaults: a 30 s answer timeout, a 5 min TTL. */
+	"UPDATE commands SET timeout_ms = 30000, expires_ts = issued_ts + 300000 "
+	"  WHERE status IN ('pending', 'sent');"
+	"UPDATE commands SET deadline_ts = sent_ts + 30000 WHERE status = 'sent';",
 };
 
 enum stmt_id {

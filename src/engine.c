@@ -431,6 +431,9 @@ engine_record(struct engine *e, const struct rec *r)
 		/* Committed with the next batch; opened here so that it comes. */
 		if (!e->map_invalid && batch_begin(e) != TW_OK)
 			batch_fail(e, "begin");
+		/* A new connection: what waited for it goes out now, not with the next batch. */
+		else if (r->kind == REC_CONNECTED && e->in_txn)
+			batch_commit(e);
 		return TW_OK;
 	}
 	if (r->kind == REC_FLUSH) {

@@ -42,6 +42,7 @@ struct mqtt {
 	uint32_t gen;			/* connection generation, grows per connect */
 	uint64_t seq;			/* last record pushed */
 	uint64_t acked;			/* last record whose ack may be written */
+	uint64_t owed;			/* last record the broker awaits a PUBACK for */
 	uint64_t messages;		/* PUBLISH packets handled */
 	int ever_connected;
 	int64_t backoff_ms;
@@ -139,6 +140,9 @@ push(struct mqtt *m, struct rec *r, size_t len)
 	if (ring_push(m->ring, r, len) != TW_OK)
 		fatalx("ring: a record of %zu bytes does not fit (broken invariant)", len);
 	m->seq = r->seq;
+	/* The broker's PUBACKs and connection news acknowledge nothing to it. */
+	if (r->kind != REC_PUBACK && r->kind != REC_CONNECTED && r->kind != REC_FLUSH)
+		m->owed = r->seq;
 }
 
 /*
@@ -256,6 +260,8 @@ mqtt_setup(struct mqtt *m)
 	 * them ourselves once the commit is done.
 	 */
 	mosquitto_threaded_set(m->mosq, true);
+	/* A command is a small packet: Nagle would hold it back for the next one. */
+	mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
 	if (c->mqtt_protocol == CONF_MQTT_5 &&
 	    (mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5) !=
 	    MOSQ_ERR_SUCCESS ||
@@ -493,6 +499,15 @@ mqtt_settle(struct mqtt *m)
 
 	if (m->seq == m->acked)
 		return TW_OK;
+	/*
+	 * Only what the broker awaits an acknowledgement for needs the commit
+	 * first: a burst of its PUBACKs (our commands taken) waits for no
+	 * transaction, and is committed with the next batch.
+	 */
+	if (m->owed <= m->acked) {
+		m->acked = m->seq;
+		return TW_OK;
+	}
 	flush.kind = REC_FLUSH;
 	push(m, &flush, sizeof(flush));
 	while ((rc = progress_wait(m->progress, m->acked, m->seq, 1000)) == TW_ERR_TIMEOUT)

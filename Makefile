@@ -40,7 +40,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CORE := err log clock names topic conf ring ingest value metrics model plant expr window rules \
-	twin store events alert progress request outbox commands desired alerts runtime undo apply \
+	twin store events alert progress request outbox commands desired alerts runtime actions undo apply \
 	restore twin_doc engine mqtt http api_twins api_alerts api_models api_events api_system
 CORE_OBJ := $(CORE:%=$(BUILD)/%.o)
 UNIT := ring ingest conf clock twin store model plant events expr window rules runtime request outbox commands

@@ -120,6 +120,18 @@ struct model;
 int64_t commands_timeout(const struct model *m, const char *command, int acknowledged,
     int64_t dflt_ms);
 
+struct twin;
+struct request;
+/*
+ * An operator's REQ_COMMAND on `t` in the open batch: the model must name
+ * the command, params are bounded, then it is issued. Returns 0 (the
+ * command object in r->result), TW_ERR_REFUSED / TW_ERR_INVAL (answer in
+ * `r`, nothing written), TW_ERR_FULL (stored `refused`, answer in `r`), or
+ * TW_ERR_DB / TW_ERR_NOMEM.
+ */
+int commands_request(struct commands *c, struct store *st, struct outbox *o, const struct twin *t,
+    struct request *r, int acknowledged, int64_t timeout_ms);
+
 /* Pending commands in memory (for /metrics). */
 unsigned commands_pending(const struct commands *c);
 

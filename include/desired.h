@@ -55,6 +55,14 @@ int desired_check(const struct twin *t, const cJSON *patch, struct request *r);
 int desired_apply(struct desired_out *d, struct twin_map *m, struct twin *t,
     const cJSON *patch, int64_t now, int *changed);
 
+/*
+ * An operator's REQ_DESIRED on `t` in the open batch: If-Match, then the
+ * checks, then the patch. Returns 0 (r->version set), TW_ERR_CONFLICT or
+ * TW_ERR_REFUSED (with the answer in `r`; nothing changed), or TW_ERR_NOMEM.
+ */
+int desired_request(struct desired_out *d, struct twin_map *m, struct twin *t, struct request *r,
+    int64_t now);
+
 /* After the commit: publishes the delta of every twin on the list, while connected. */
 void desired_publish(struct desired_out *d, struct twin_map *m, struct outbox *o);
 /* A PUBACK of a delta: the twin is no longer pending unless a newer delta is out. */

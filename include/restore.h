@@ -40,4 +40,11 @@ int restore_load(struct restore *r, struct store *st, int keep_rules);
 int restore_plant(struct twin_map *m, const struct model_set *models, const struct runtime *rt,
     const struct plant *p);
 
+/*
+ * After a reload: every twin gets its model from `models` and its rules
+ * from `rt`, keeping rule state by name. On TW_ERR_NOMEM no twin has rule
+ * state left (none points into a freed set).
+ */
+int restore_rebind(struct twin_map *m, const struct model_set *models, const struct runtime *rt);
+
 #endif

@@ -10,6 +10,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "model.h"
+#include "request.h"
+#include "twin.h"
 #include "topic.h"
 
 #define SWEEP_MAX	256	/* sent commands timed out per tick; the rest wait a second */
@@ -77,7 +79,7 @@ write_row(struct store *st, struct outbox *o, const struct store_command_row *ro
 }
 
 static struct commands_twin *
-twin_count(struct commands *c, const char *twin, int create)
+pending_of(struct commands *c, const char *twin, int create)
 {
 	struct commands_twin *t;
 
@@ -92,7 +94,7 @@ twin_count(struct commands *c, const char *twin, int create)
 static void
 twin_release(struct commands *c, const char *twin)
 {
-	struct commands_twin *t = twin_count(c, twin, 0);
+	struct commands_twin *t = pending_of(c, twin, 0);
 
 	if (t != NULL && --t->n == 0) {
 		HASH_DEL(c->twins, t);
@@ -218,7 +220,7 @@ commands_issue(struct commands *c, struct store *st, struct outbox *o,
 	if ((cmd = command_new(spec, clock_now_ms(), c->ttl_ms)) == NULL)
 		return TW_ERR_NOMEM;
 	memcpy(id, cmd->id, COMMAND_ID_MAX);
-	t = twin_count(c, spec->twin, 0);
+	t = pending_of(c, spec->twin, 0);
 	/* Per twin first: one asset that stopped taking commands must not starve the others. */
 	if (t != NULL && t->n >= c->max_per_twin)
 		*reason = "too many commands of this twin wait for the broker ([commands] max_inflight_per_twin)";
@@ -230,7 +232,7 @@ commands_issue(struct commands *c, struct store *st, struct outbox *o,
 		command_free(cmd);
 		return rc != TW_OK ? rc : TW_ERR_FULL;
 	}
-	if (t == NULL && (t = twin_count(c, spec->twin, 1)) == NULL) {
+	if (t == NULL && (t = pending_of(c, spec->twin, 1)) == NULL) {
 		command_free(cmd);
 		return TW_ERR_NOMEM;
 	}
@@ -479,7 +481,7 @@ commands_restore(struct commands *c, const struct store_command_row *row)
 	struct commands_twin *t;
 	struct command *cmd;
 
-	if ((t = twin_count(c, row->twin, 1)) == NULL || (cmd = calloc(1, sizeof(*cmd))) == NULL)
+	if ((t = pending_of(c, row->twin, 1)) == NULL || (cmd = calloc(1, sizeof(*cmd))) == NULL)
 		return TW_ERR_NOMEM;
 	snprintf(cmd->id, sizeof(cmd->id), "%s", row->id);
 	snprintf(cmd->twin, sizeof(cmd->twin), "%s", row->twin);
@@ -529,4 +531,50 @@ commands_timeout(const struct model *m, const char *command, int acknowledged, i
 	if (!acked)
 		return 0;
 	return mc != NULL && mc->timeout_ms > 0 ? mc->timeout_ms : dflt_ms;
+}
+
+static int
+result_row(void *arg, const struct store_command_row *row)
+{
+	cJSON **out = arg;
+
+	*out = alert_command_json(row);
+	return *out != NULL ? 0 : TW_ERR_NOMEM;
+}
+
+int
+commands_request(struct commands *c, struct store *st, struct outbox *o, const struct twin *t,
+    struct request *r, int acknowledged, int64_t timeout_ms)
+{
+	struct command_spec spec;
+	char id[COMMAND_ID_MAX], *params = NULL;
+	const char *reason;
+	int rc;
+
+	if (t->model != NULL && !model_has_command(t->model, r->command)) {
+		request_fail(r, TW_ERR_REFUSED, "unknown_command", "%s has no command '%.64s'",
+		    t->model_id, r->command);
+		return TW_ERR_REFUSED;
+	}
+	if (r->params != NULL && (params = cJSON_PrintUnformatted(r->params)) == NULL)
+		return TW_ERR_NOMEM;
+	/* Each waiting command holds its params: their size is part of the memory bound. */
+	if (params != NULL && strlen(params) > COMMAND_PARAMS_MAX) {
+		request_fail(r, TW_ERR_INVAL, "bad_request", "params are over %d bytes as JSON",
+		    COMMAND_PARAMS_MAX);
+		cJSON_free(params);
+		return TW_ERR_INVAL;
+	}
+	spec = (struct command_spec){ t->id, r->command, params, NULL, 0,
+	    commands_timeout(t->model, r->command, acknowledged, timeout_ms) };
+	rc = commands_issue(c, st, o, &spec, id, &reason);
+	cJSON_free(params);
+	if (rc == TW_ERR_FULL) {
+		request_fail(r, TW_ERR_FULL, "refused", "%s (stored as refused: %s)", reason, id);
+		return TW_ERR_FULL;
+	}
+	if (rc != TW_OK)
+		return rc;
+	/* Its row, as the REST answer shows it (in the open batch, on the writer). */
+	return store_command_get(st, id, result_row, &r->result) == TW_ERR_DB ? TW_ERR_DB : TW_OK;
 }

@@ -297,3 +297,24 @@ desired_overdue(const struct twin *t, int64_t now, int64_t dflt_ms)
 	}
 	return NULL;
 }
+
+int
+desired_request(struct desired_out *d, struct twin_map *m, struct twin *t, struct request *r,
+    int64_t now)
+{
+	int changed;
+
+	if (r->has_if_match && r->if_match != t->version) {
+		request_fail(r, TW_ERR_CONFLICT, "version_mismatch", "twin '%s' is at version %llu, "
+		    "not %llu", t->id, (unsigned long long)t->version,
+		    (unsigned long long)r->if_match);
+		r->version = t->version;
+		return TW_ERR_CONFLICT;
+	}
+	if (desired_check(t, r->patch, r) != TW_OK)
+		return TW_ERR_REFUSED;
+	if (desired_apply(d, m, t, r->patch, now, &changed) != TW_OK)
+		return TW_ERR_NOMEM;
+	r->version = t->version;
+	return TW_OK;
+}

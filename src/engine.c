@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "alert.h"
+#include "actions.h"
 #include "alerts.h"
 #include "apply.h"
 #include "clock.h"
@@ -39,6 +40,7 @@ struct engine {
 	struct runtime runtime;
 	struct apply apply;
 	struct effects effects;
+	struct actions actions;
 	struct undo undo;
 	struct request_queue requests;
 	const char **names;		/* scratch: interned names of one record */
@@ -229,92 +231,6 @@ touch(struct engine *e, struct twin *t)
 	undo_save(&e->undo, t);
 }
 
-static int
-rule_actions(struct engine *e, struct twin *t, const struct rule *r, int64_t source_ts)
-{
-	struct request scratch = { 0 };
-	char id[COMMAND_ID_MAX];
-	const char *reason;
-	int changed, rc;
-
-	for (int i = 0; i < r->nactions; i++) {
-		const struct rule_action *ra = &r->actions[i];
-		cJSON *patch;
-
-		if (ra->type == ACTION_COMMAND) {
-			struct command_spec spec = { t->id, ra->command, ra->json, r->name, source_ts,
-			    commands_timeout(t->model, ra->command, e->conf->cmd_acknowledged,
-			    e->conf->cmd_timeout_ms) };
-
-			if (t->model != NULL && !model_has_command(t->model, ra->command)) {
-				log_limited(&e->drop_log, "rule %s: %s has no command %s", r->name,
-				    t->model_id, ra->command);
-				atomic_fetch_add(&r->stats->errors, 1);
-				continue;
-			}
-			rc = commands_issue(&e->commands, e->store, &e->outbox, &spec, id, &reason);
-			if (rc == TW_ERR_FULL) {
-				log_limited(&e->drop_log, "rule %s: command %s on %s refused: %s",
-				    r->name, ra->command, t->id, reason);
-				atomic_fetch_add(&r->stats->errors, 1);
-			} else if (rc != TW_OK) {
-				return rc;
-			}
-			continue;
-		}
-		if ((patch = cJSON_Parse(ra->json)) == NULL)
-			return TW_ERR_NOMEM;
-		/* Checked like an operator's PATCH: a rule cannot write what an operator may not. */
-		rc = desired_check(t, patch, &scratch);
-		if (rc == TW_OK)
-			rc = desired_apply(&e->desired, e->twins, t, patch, clock_now_ms(), &changed);
-		cJSON_Delete(patch);
-		if (rc == TW_ERR_REFUSED) {
-			log_limited(&e->drop_log, "rule %s: desired action on %s refused: %s",
-			    r->name, t->id, scratch.message);
-			atomic_fetch_add(&r->stats->errors, 1);
-		} else if (rc != TW_OK) {
-			return rc;
-		}
-	}
-	return TW_OK;
-}
-
-/* Applies what the runtime decided: alert rows, then the raise's actions. */
-static int
-apply_effects(struct engine *e, struct twin *t, int64_t source_ts)
-{
-	for (unsigned i = 0; i < e->effects.n; i++) {
-		struct effect *f = &e->effects.v[i];
-		const struct rule *r = f->rule;
-
-		touch(e, t);
-		if (f->type == EFFECT_CLEAR) {
-			if (alerts_clear(&e->alerts, f->st->alert_id, f->at) != TW_OK)
-				return TW_ERR_DB;
-			f->st->alert_id = 0;
-			f->st->true_since = 0;
-			atomic_fetch_add(&r->stats->clears, 1);
-			log_info("twin %s: alert %s cleared", t->id, r->name);
-			continue;
-		}
-		struct store_alert_row a = { .twin = t->id, .rule = r->name,
-		    .severity = r->severity, .message = f->message, .val = f->val,
-		    .raised_ts = f->at };
-
-		if (alerts_raise(&e->alerts, &a) != TW_OK)
-			return TW_ERR_DB;
-		f->st->alert_id = a.id;
-		f->st->raised_ts = f->at;
-		metrics_add(&metrics.alerts_raised, 1);
-		atomic_fetch_add(&r->stats->raises, 1);
-		log_info("twin %s: alert %s (%s) raised: %s", t->id, r->name, r->severity, f->message);
-		if (rule_actions(e, t, r, source_ts) != TW_OK)
-			return TW_ERR_DB;
-	}
-	return TW_OK;
-}
-
 /* Runs the rules of `t` that read `names` (NULL: all) and applies their effects. */
 static int
 run_rules(struct engine *e, struct twin *t, const char *const *names, int n, int64_t source_ts)
@@ -326,9 +242,10 @@ run_rules(struct engine *e, struct twin *t, const char *const *names, int n, int
 	e->effects.n = 0;
 	rc = runtime_eval(&e->runtime, t, names, n, twin_clock(t, clock_mono_ms()),
 	    clock_now_ms(), &e->effects);
-	if (rc == TW_OK && e->effects.n > 0 && (rc = batch_begin(e)) == TW_OK)
-		rc = apply_effects(e, t, source_ts);
-	return rc;
+	if (rc != TW_OK || e->effects.n == 0 || (rc = batch_begin(e)) != TW_OK)
+		return rc;
+	touch(e, t);
+	return actions_apply(&e->actions, t, &e->effects, source_ts);
 }
 
 /* ---- records ---- */
@@ -611,86 +528,30 @@ serve_twin(struct engine *e, struct request *r)
 	return t;
 }
 
+/* A desired patch or a command: the room's work in a batch of its own. */
 static void
-serve_desired(struct engine *e, struct request *r)
+serve_twin_request(struct engine *e, struct request *r)
 {
 	struct twin *t = serve_twin(e, r);
-	int changed;
-
-	if (t == NULL)
-		return;
-	if (r->has_if_match && r->if_match != t->version) {
-		request_fail(r, TW_ERR_CONFLICT, "version_mismatch", "twin '%s' is at version %llu, "
-		    "not %llu", t->id, (unsigned long long)t->version,
-		    (unsigned long long)r->if_match);
-		r->version = t->version;
-		return;
-	}
-	if (desired_check(t, r->patch, r) != TW_OK || serve_begin(e, r) != TW_OK)
-		return;
-	if (desired_apply(&e->desired, e->twins, t, r->patch, clock_now_ms(), &changed) != TW_OK) {
-		batch_fail(e, "desired state (out of memory)");
-		request_fail(r, TW_ERR_NOMEM, "internal", "out of memory");
-		return;
-	}
-	r->version = t->version;
-	serve_commit(e, r);
-}
-
-static int
-result_row(void *arg, const struct store_command_row *row)
-{
-	cJSON **out = arg;
-
-	*out = alert_command_json(row);
-	return *out != NULL ? 0 : TW_ERR_NOMEM;
-}
-
-static void
-serve_command(struct engine *e, struct request *r)
-{
-	struct twin *t = serve_twin(e, r);
-	struct command_spec spec;
-	char id[COMMAND_ID_MAX], *params = NULL;
-	const char *reason;
 	int rc;
 
-	if (t == NULL)
+	if (t == NULL || serve_begin(e, r) != TW_OK)
 		return;
-	if (t->model != NULL && !model_has_command(t->model, r->command)) {
-		request_fail(r, TW_ERR_REFUSED, "unknown_command", "%s has no command '%.64s'",
-		    t->model_id, r->command);
-		return;
-	}
-	if (r->params != NULL && (params = cJSON_PrintUnformatted(r->params)) == NULL) {
-		request_fail(r, TW_ERR_NOMEM, "internal", "out of memory");
-		return;
-	}
-	/* Each waiting command holds its params: their size is part of the memory bound. */
-	if (params != NULL && strlen(params) > COMMAND_PARAMS_MAX) {
-		request_fail(r, TW_ERR_INVAL, "bad_request", "params are over %d bytes as JSON",
-		    COMMAND_PARAMS_MAX);
-		cJSON_free(params);
+	if (r->type == REQ_DESIRED)
+		rc = desired_request(&e->desired, e->twins, t, r, clock_now_ms());
+	else
+		rc = commands_request(&e->commands, e->store, &e->outbox, t, r,
+		    e->conf->cmd_acknowledged, e->conf->cmd_timeout_ms);
+	if (rc == TW_ERR_DB || rc == TW_ERR_NOMEM) {
+		batch_fail(e, "serving a request");
+		cJSON_Delete(r->result);
+		r->result = NULL;
+		request_fail(r, TW_ERR_UNAVAIL, "unavailable",
+		    "the database is failing; nothing was changed");
 		return;
 	}
-	spec = (struct command_spec){ t->id, r->command, params, NULL, 0,
-	    commands_timeout(t->model, r->command,
-	    e->conf->cmd_acknowledged, e->conf->cmd_timeout_ms) };
-	if (serve_begin(e, r) == TW_OK) {
-		rc = commands_issue(&e->commands, e->store, &e->outbox, &spec, id, &reason);
-		if (rc == TW_OK || rc == TW_ERR_FULL)
-			serve_commit(e, r);
-		else
-			batch_fail(e, "storing a command");
-		if (rc == TW_ERR_FULL)
-			request_fail(r, TW_ERR_FULL, "refused", "%s (stored as refused: %s)", reason, id);
-		else if (rc != TW_OK)
-			request_fail(r, TW_ERR_UNAVAIL, "unavailable",
-			    "the database is failing; the command was not issued");
-		else if (r->err == TW_OK)
-			store_command_get(e->store, id, result_row, &r->result);
-	}
-	cJSON_free(params);
+	/* A refusal commits too: a refused command is stored with its reason. */
+	serve_commit(e, r);
 }
 
 /* Acknowledge or shelve an alert: the operator's side of its life (ISA-18.2). */
@@ -717,25 +578,6 @@ serve_alert(struct engine *e, struct request *r)
 		r->result = alert_json(&a.row);
 }
 
-static int
-rebind(void *arg, struct twin *t)
-{
-	struct engine *e = arg;
-
-	if (twin_set_meta(t, t->model_id, t->model_id != NULL ?
-	    model_find(e->models, t->model_id) : NULL, t->parent) != TW_OK)
-		return TW_ERR_NOMEM;
-	return runtime_bind(&e->runtime, t, NULL);
-}
-
-static int
-unbind(void *arg, struct twin *t)
-{
-	(void)arg;
-	runtime_unbind(t);
-	return 0;
-}
-
 static void
 serve_reload(struct engine *e, struct request *r)
 {
@@ -757,12 +599,9 @@ serve_reload(struct engine *e, struct request *r)
 	r->rules = NULL;
 	/* Unchanged rules keep their state: the old set lives until every twin is rebound. */
 	if (runtime_init(&e->runtime, e->rules, e->twins) != TW_OK ||
-	    twin_each(e->twins, rebind, e) != 0) {
-		/* No twin may keep a state pointing into the set freed below. */
-		twin_each(e->twins, unbind, e);
+	    restore_rebind(e->twins, e->models, &e->runtime) != TW_OK)
 		log_warnx("reload: out of memory binding the rules; no rule runs until the next "
 		    "reload");
-	}
 	runtime_cleanup(&old_rt);
 	if (batch_begin(e) != TW_OK || restore_plant(e->twins, e->models, &e->runtime, &r->plant) != TW_OK ||
 	    batch_commit(e) != TW_OK) {
@@ -794,13 +633,11 @@ serve_requests(struct engine *e)
 			    "again");
 		} else switch (r->type) {
 		case REQ_DESIRED:
-			serve_desired(e, r);
+		case REQ_COMMAND:
+			serve_twin_request(e, r);
 			break;
 		case REQ_RELOAD:
 			serve_reload(e, r);
-			break;
-		case REQ_COMMAND:
-			serve_command(e, r);
 			break;
 		default:
 			serve_alert(e, r);
@@ -891,7 +728,10 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	    (unsigned)c->cmd_max_inflight_per_twin, c->cmd_ttl_ms, c->command_topic);
 	desired_out_init(&e->desired, c->desired_topic);
 	e->alerts = (struct alerts){ store, &e->outbox, c->alert_topic, c->converge_timeout_ms };
+	e->actions = (struct actions){ &e->alerts, &e->commands, &e->desired, NULL, store,
+	    &e->outbox, c->cmd_acknowledged, c->cmd_timeout_ms, &e->drop_log };
 	e->twins = twin_map_new(c->max_twins, c->max_props_per_twin);
+	e->actions.twins = e->twins;
 	e->names = calloc((size_t)c->max_properties, sizeof(*e->names));
 	e->apply = (struct apply){ e->twins, store, &e->desired, &e->runtime, c->auto_create,
 	    c->max_twins, c->max_props_per_twin, e->names };

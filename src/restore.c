@@ -245,3 +245,39 @@ restore_plant(struct twin_map *m, const struct model_set *models, const struct r
 	atomic_store(&metrics.twins, twin_count(m));
 	return TW_OK;
 }
+
+struct rebind {
+	const struct model_set *models;
+	const struct runtime *rt;
+};
+
+static int
+rebind_one(void *arg, struct twin *t)
+{
+	struct rebind *rb = arg;
+
+	if (twin_set_meta(t, t->model_id, t->model_id != NULL ?
+	    model_find(rb->models, t->model_id) : NULL, t->parent) != TW_OK)
+		return TW_ERR_NOMEM;
+	return runtime_bind(rb->rt, t, NULL);
+}
+
+static int
+unbind_one(void *arg, struct twin *t)
+{
+	(void)arg;
+	runtime_unbind(t);
+	return 0;
+}
+
+int
+restore_rebind(struct twin_map *m, const struct model_set *models, const struct runtime *rt)
+{
+	struct rebind rb = { models, rt };
+
+	if (twin_each(m, rebind_one, &rb) == 0)
+		return TW_OK;
+	/* No twin may keep a rule state pointing into a set about to be freed. */
+	twin_each(m, unbind_one, NULL);
+	return TW_ERR_NOMEM;
+}

@@ -1,0 +1,93 @@
+/* The live side of the rules: what the runtime decided, made real in the open batch. */
+#include <stdatomic.h>
+
+#include "actions.h"
+#include "clock.h"
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "model.h"
+
+static int
+rule_actions(struct actions *e, struct twin *t, const struct rule *r, int64_t source_ts)
+{
+	struct request scratch = { 0 };
+	char id[COMMAND_ID_MAX];
+	const char *reason;
+	int changed, rc;
+
+	for (int i = 0; i < r->nactions; i++) {
+		const struct rule_action *ra = &r->actions[i];
+		cJSON *patch;
+
+		if (ra->type == ACTION_COMMAND) {
+			struct command_spec spec = { t->id, ra->command, ra->json, r->name, source_ts,
+			    commands_timeout(t->model, ra->command, e->acknowledged,
+			    e->timeout_ms) };
+
+			if (t->model != NULL && !model_has_command(t->model, ra->command)) {
+				log_limited(e->log, "rule %s: %s has no command %s", r->name,
+				    t->model_id, ra->command);
+				atomic_fetch_add(&r->stats->errors, 1);
+				continue;
+			}
+			rc = commands_issue(e->commands, e->store, e->outbox, &spec, id, &reason);
+			if (rc == TW_ERR_FULL) {
+				log_limited(e->log, "rule %s: command %s on %s refused: %s",
+				    r->name, ra->command, t->id, reason);
+				atomic_fetch_add(&r->stats->errors, 1);
+			} else if (rc != TW_OK) {
+				return rc;
+			}
+			continue;
+		}
+		if ((patch = cJSON_Parse(ra->json)) == NULL)
+			return TW_ERR_NOMEM;
+		/* Checked like an operator's PATCH: a rule cannot write what an operator may not. */
+		rc = desired_check(t, patch, &scratch);
+		if (rc == TW_OK)
+			rc = desired_apply(e->desired, e->twins, t, patch, clock_now_ms(), &changed);
+		cJSON_Delete(patch);
+		if (rc == TW_ERR_REFUSED) {
+			log_limited(e->log, "rule %s: desired action on %s refused: %s",
+			    r->name, t->id, scratch.message);
+			atomic_fetch_add(&r->stats->errors, 1);
+		} else if (rc != TW_OK) {
+			return rc;
+		}
+	}
+	return TW_OK;
+}
+
+int
+actions_apply(struct actions *a, struct twin *t, const struct effects *fx, int64_t source_ts)
+{
+	for (unsigned i = 0; i < fx->n; i++) {
+		struct effect *f = &fx->v[i];
+		const struct rule *r = f->rule;
+		struct store_alert_row row;
+
+		if (f->type == EFFECT_CLEAR) {
+			if (alerts_clear(a->alerts, f->st->alert_id, f->at) != TW_OK)
+				return TW_ERR_DB;
+			f->st->alert_id = 0;
+			f->st->true_since = 0;
+			atomic_fetch_add(&r->stats->clears, 1);
+			log_info("twin %s: alert %s cleared", t->id, r->name);
+			continue;
+		}
+		row = (struct store_alert_row){ .twin = t->id, .rule = r->name,
+		    .severity = r->severity, .message = f->message, .val = f->val,
+		    .raised_ts = f->at };
+		if (alerts_raise(a->alerts, &row) != TW_OK)
+			return TW_ERR_DB;
+		f->st->alert_id = row.id;
+		f->st->raised_ts = f->at;
+		metrics_add(&metrics.alerts_raised, 1);
+		atomic_fetch_add(&r->stats->raises, 1);
+		log_info("twin %s: alert %s (%s) raised: %s", t->id, r->name, r->severity, f->message);
+		if (rule_actions(a, t, r, source_ts) != TW_OK)
+			return TW_ERR_DB;
+	}
+	return TW_OK;
+}

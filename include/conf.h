@@ -55,6 +55,7 @@ struct conf {
 	char *models_dir;
 	char *twins_file;
 	int auto_create;
+	int memory_max_mb;		/* the byte budget of twins, values and names, in MiB */
 	int max_twins;
 	int max_props_per_twin;
 	int64_t stale_after_ms;

@@ -30,6 +30,7 @@ enum ingest_reason {
 	DROP_UNKNOWN_PROPERTY,	/* not in the twin's strict model (engine) */
 	DROP_WRONG_TYPE,	/* not the model's schema (engine) */
 	DROP_RETAINED_WITHOUT_TS,	/* a replayed retained message of unknown age */
+	DROP_MEMORY_LIMIT,	/* [twins] memory_max reached (engine) */
 	DROP__COUNT
 };
 

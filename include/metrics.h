@@ -40,6 +40,8 @@ struct metrics {
 	atomic_uint_fast64_t commands[METRICS_CMD_STATUSES];	/* engine: by status reached */
 	atomic_uint_fast64_t commands_pending;		/* engine: waiting for the broker */
 	atomic_uint_fast64_t property_names;		/* engine: interned property names */
+	atomic_uint_fast64_t memory_bytes;		/* engine: what the twins and names hold */
+	atomic_uint_fast64_t memory_budget;		/* engine: [twins] memory_max */
 };
 
 extern struct metrics metrics;

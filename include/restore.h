@@ -24,6 +24,8 @@ struct restore {
 	struct runtime_opened opened;	/* scratch */
 	struct restore_kept *kept;	/* scratch: rule state carried across a reload */
 	unsigned skipped;		/* twins beyond max_twins */
+	struct twin *last;		/* scratch: the twin of the last row */
+	int64_t now, mono;		/* the clocks when the load began */
 };
 
 /*

@@ -10,6 +10,7 @@
 #include <uthash.h>
 
 #include "model.h"
+#include "names.h"
 #include "rules.h"
 #include "value.h"
 #include "window.h"
@@ -76,6 +77,7 @@ struct twin {
 	int delta_queued;	/* on the list of deltas to publish after the commit */
 	uint64_t delta_seq;	/* the newest delta handed to the broker */
 	uint64_t touched;	/* the batch whose undo holds this twin's rule state */
+	size_t bytes;		/* what it holds, as last charged to the map's budget */
 	int64_t alert_id;	/* open desired_not_converged alert, 0 if none */
 	int64_t alert_raised_ts;
 	int64_t newest_ts;	/* newest measurement time seen */
@@ -119,6 +121,20 @@ struct twin *twin_add(struct twin_map *m, const char *id, int64_t created_ts);
 unsigned twin_count(const struct twin_map *m);
 /* Property names interned. */
 unsigned twin_names_count(const struct twin_map *m);
+
+/*
+ * The byte budget of [twins] memory_max: what twins, their properties,
+ * values, desired state, rule state and windows, and the interned names
+ * hold (the bytes asked of malloc, not its overhead). 0: no budget.
+ */
+void twin_map_set_budget(struct twin_map *m, size_t bytes);
+size_t twin_map_bytes(const struct twin_map *m);
+/* 1 when `more` bytes still fit the budget. */
+int twin_map_room(const struct twin_map *m, size_t more);
+/* Recounts what `t` holds after it changed. O(its properties). */
+void twin_charge(struct twin_map *m, struct twin *t);
+/* An upper bound of what one new property costs (its slot and a new name). */
+#define TWIN_PROP_COST	(sizeof(struct prop) * 2 + 64 + PROP_NAME_MAX)
 
 /* The interned form of a property name, or NULL on allocation failure. */
 const char *twin_intern(struct twin_map *m, const char *name);

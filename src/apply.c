@@ -17,15 +17,18 @@ rec_value(const struct rec_val *v, struct tw_val *out)
 
 /* Checks the values of `r` against the model of `t` (NULL: a twin to create). */
 static int
-check_values(struct apply *a, struct twin *t, const struct rec *r, int *fresh)
+check_values(struct apply *a, struct twin *t, const struct rec *r, int *fresh, size_t *strs)
 {
 	const struct rec_val *v = rec_val_first(r);
 
 	*fresh = 0;
+	*strs = 0;
 	for (uint16_t i = 0; i < r->nvals; i++, v = rec_val_next(v)) {
 		const struct model_prop *mp;
 		struct tw_val val;
 
+		if (v->type == VAL_STR)
+			*strs += (size_t)v->str_len + 1;
 		a->names[i] = twin_intern_find(a->twins, v->name);
 		if (t == NULL || a->names[i] == NULL || twin_prop(t, a->names[i]) == NULL)
 			(*fresh)++;
@@ -47,6 +50,7 @@ apply_twin(struct apply *a, const struct rec *r, int *reason)
 {
 	struct twin *t = twin_find(a->twins, r->id, r->id_len);
 	const struct rec_val *v;
+	size_t strs, cost;
 	int fresh;
 
 	if (t == NULL && !a->auto_create) {
@@ -58,10 +62,17 @@ apply_twin(struct apply *a, const struct rec *r, int *reason)
 		*reason = DROP_TWIN_LIMIT;
 		return NULL;
 	}
-	if ((*reason = check_values(a, t, r, &fresh)) != INGEST_OK)
+	if ((*reason = check_values(a, t, r, &fresh, &strs)) != INGEST_OK)
 		return NULL;
 	if (t != NULL ? !twin_props_room(a->twins, t, fresh) : fresh > a->max_props_per_twin) {
 		*reason = DROP_PROPERTY_LIMIT;
+		return NULL;
+	}
+	/* An upper bound of what accepting it costs: no publisher can push twind past its budget. */
+	cost = (size_t)fresh * TWIN_PROP_COST + strs +
+	    (t == NULL ? sizeof(struct twin) + r->id_len + 1 : 0);
+	if (!twin_map_room(a->twins, cost)) {
+		*reason = DROP_MEMORY_LIMIT;
 		return NULL;
 	}
 	/* Accepted: only now do new names and a new twin come into being. */
@@ -147,5 +158,6 @@ apply_values(struct apply *a, struct twin *t, const struct rec *r)
 		t->newest_mono = clock_mono_ms();
 	}
 	twin_mark_dirty(a->twins, t);
+	twin_charge(a->twins, t);
 	return TW_OK;
 }

@@ -72,6 +72,7 @@ static const struct opt opts[] = {
 	{ "twins", "models", OPT_PATH, F(models_dir), "", 0, 0, NULL },
 	{ "twins", "file", OPT_PATH, F(twins_file), "", 0, 0, NULL },
 	{ "twins", "auto_create", OPT_BOOL, F(auto_create), "true", 0, 0, NULL },
+	{ "twins", "memory_max", OPT_INT, F(memory_max_mb), "128", 1, 65536, NULL },
 	{ "twins", "max_twins", OPT_INT, F(max_twins), "100000", 1, 10000000, NULL },
 	{ "twins", "max_properties_per_twin", OPT_INT, F(max_props_per_twin), "1024", 1, 65535, NULL },
 	{ "twins", "stale_after", OPT_DURATION, F(stale_after_ms), "5m", 1000, 365 * DAY_MS, NULL },

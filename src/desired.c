@@ -174,6 +174,7 @@ desired_apply(struct desired_out *d, struct twin_map *m, struct twin *t,
 	if (*changed) {
 		t->version++;
 		twin_mark_dirty(m, t);
+		twin_charge(m, t);
 	}
 	return TW_OK;
 }

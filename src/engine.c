@@ -215,6 +215,7 @@ batch_commit(struct engine *e)
 	/* Only what is committed goes out: nothing may run ahead of the disk. */
 	publish_committed(e);
 	atomic_store(&metrics.commands_pending, commands_pending(&e->commands));
+	atomic_store(&metrics.memory_bytes, twin_map_bytes(e->twins));
 	return TW_OK;
 }
 
@@ -732,6 +733,9 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	    &e->outbox, c->cmd_acknowledged, c->cmd_timeout_ms, &e->drop_log };
 	e->twins = twin_map_new(c->max_twins, c->max_props_per_twin);
 	e->actions.twins = e->twins;
+	if (e->twins != NULL)
+		twin_map_set_budget(e->twins, (size_t)c->memory_max_mb << 20);
+	atomic_store(&metrics.memory_budget, (uint64_t)c->memory_max_mb << 20);
 	e->names = calloc((size_t)c->max_properties, sizeof(*e->names));
 	e->apply = (struct apply){ e->twins, store, &e->desired, &e->runtime, c->auto_create,
 	    c->max_twins, c->max_props_per_twin, e->names };

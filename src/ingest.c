@@ -31,6 +31,7 @@ static const char *const reason_names[DROP__COUNT] = {
 	[DROP_UNKNOWN_PROPERTY] = "unknown_property",
 	[DROP_WRONG_TYPE] = "wrong_type",
 	[DROP_RETAINED_WITHOUT_TS] = "retained_without_ts",
+	[DROP_MEMORY_LIMIT] = "memory_limit",
 };
 
 const char *

@@ -194,6 +194,10 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	    load(&metrics.commands_pending));
 	gauge(&o, "twind_property_names", "Distinct property names held (interned once).",
 	    load(&metrics.property_names));
+	gauge(&o, "twind_memory_bytes", "Bytes the twins, their values, rule state and the names "
+	    "hold.", load(&metrics.memory_bytes));
+	gauge(&o, "twind_memory_budget_bytes", "[twins] memory_max, the bound of twind_memory_bytes.",
+	    load(&metrics.memory_budget));
 	if (o.failed) {
 		free(o.buf);
 		return NULL;

@@ -62,14 +62,16 @@ static int
 load_twin(void *arg, const struct store_twin_row *row)
 {
 	struct restore *r = arg;
-	struct twin *t = twin_add(r->twins, row->id, row->created_ts);
+	struct twin *t = NULL;
 	struct restore_kept *k;
 
+	/* Over max_twins or [twins] memory_max, the rest are not loaded: the gateway still starts. */
+	if (twin_map_room(r->twins, sizeof(*t) + strlen(row->id) + 1))
+		t = twin_add(r->twins, row->id, row->created_ts);
 	if (t == NULL) {
-		/* A lowered max_twins must not keep the gateway from starting: the rest wait. */
 		if (twin_count(r->twins) > 0 && r->skipped++ == 0)
-			log_warnx("database holds more twins than [twins] max_twins allows; "
-			    "the others are not loaded");
+			log_warnx("database holds more twins than [twins] max_twins or memory_max "
+			    "allow; the others are not loaded");
 		return twin_count(r->twins) > 0 ? 0 : TW_ERR_NOMEM;
 	}
 	t->version = row->version;
@@ -79,7 +81,7 @@ load_twin(void *arg, const struct store_twin_row *row)
 	    model_find(r->models, row->model) : NULL, row->parent) != TW_OK)
 		return TW_ERR_NOMEM;
 	/* Judged now, so that a start is not a storm of status events. */
-	t->status = twin_status_of(r->status, t->model, t->last_seen_ts, clock_now_ms());
+	t->status = twin_status_of(r->status, t->model, t->last_seen_ts, r->now);
 	HASH_FIND(hh, r->kept, t->id, strlen(t->id), k);
 	if (k != NULL) {
 		t->rs = k->rs;
@@ -90,19 +92,36 @@ load_twin(void *arg, const struct store_twin_row *row)
 		free(k->id);
 		free(k);
 	}
+	twin_charge(r->twins, t);
 	return 0;
+}
+
+/* The twin of a row: rows come grouped by twin, so the last one found is most often it. */
+static struct twin *
+twin_of(struct restore *r, const char *id)
+{
+	if (r->last == NULL || strcmp(r->last->id, id) != 0)
+		r->last = twin_find(r->twins, id, strlen(id));
+	return r->last;
 }
 
 static int
 load_series(void *arg, const struct store_series_row *row)
 {
 	struct restore *r = arg;
-	struct twin *t = twin_find(r->twins, row->twin, strlen(row->twin));
+	struct twin *t = twin_of(r, row->twin);
 	const char *name;
 	struct prop *p;
 
 	if (t == NULL)
 		return 0;	/* the twin was beyond max_twins, already reported */
+	if (!twin_map_room(r->twins, TWIN_PROP_COST + (row->val.type == VAL_STR ?
+	    strlen(row->val.str) + 1 : 0))) {
+		if (r->skipped++ == 0)
+			log_warnx("twin %s: property %s not loaded: [twins] memory_max", row->twin,
+			    row->prop);
+		return 0;
+	}
 	if ((name = twin_intern(r->twins, row->prop)) == NULL)
 		return TW_ERR_NOMEM;
 	if ((p = twin_prop_add(r->twins, t, name, row->id)) == NULL) {
@@ -115,10 +134,11 @@ load_series(void *arg, const struct store_series_row *row)
 		return TW_ERR_NOMEM;
 	p->out_of_range = row->out_of_range;
 	p->dirty = 0;
+	twin_charge(r->twins, t);
 	/* The twin clock goes on from the newest value and the time since it arrived. */
 	if (row->ts > t->newest_ts) {
 		t->newest_ts = row->ts;
-		t->newest_mono = clock_mono_ms() - (clock_now_ms() - t->last_seen_ts);
+		t->newest_mono = r->mono - (r->now - t->last_seen_ts);
 	}
 	return 0;
 }
@@ -127,7 +147,7 @@ static int
 load_desired(void *arg, const struct store_desired_row *row)
 {
 	struct restore *r = arg;
-	struct twin *t = twin_find(r->twins, row->twin, strlen(row->twin));
+	struct twin *t = twin_of(r, row->twin);
 	const char *name;
 	struct desired *d;
 
@@ -141,6 +161,7 @@ load_desired(void *arg, const struct store_desired_row *row)
 	d->converged_ts = row->converged_ts;
 	d->in_delta = row->in_delta;
 	d->dirty = 0;
+	twin_charge(r->twins, t);
 	return 0;
 }
 
@@ -185,8 +206,10 @@ static int
 bind_twin(void *arg, struct twin *t)
 {
 	struct restore *r = arg;
+	int rc = runtime_bind(r->runtime, t, &r->opened);
 
-	return runtime_bind(r->runtime, t, &r->opened);
+	twin_charge(r->twins, t);
+	return rc;
 }
 
 int
@@ -200,6 +223,9 @@ restore_load(struct restore *r, struct store *st, int keep_rules)
 
 	r->kept = NULL;
 	r->skipped = 0;
+	r->last = NULL;
+	r->now = clock_now_ms();
+	r->mono = clock_mono_ms();
 	r->opened.v = NULL;
 	r->opened.n = 0;
 	if (keep_rules)
@@ -219,6 +245,7 @@ restore_load(struct restore *r, struct store *st, int keep_rules)
 		return rc;
 	atomic_store(&metrics.twins, twin_count(r->twins));
 	atomic_store(&metrics.property_names, twin_names_count(r->twins));
+	atomic_store(&metrics.memory_bytes, twin_map_bytes(r->twins));
 	log_info("loaded %u twins in %.1f ms", twin_count(r->twins),
 	    (double)(clock_mono_us() - t0) / 1000.0);
 	return TW_OK;
@@ -240,6 +267,7 @@ restore_plant(struct twin_map *m, const struct model_set *models, const struct r
 		if (twin_set_meta(t, pe->model, md, pe->parent) != TW_OK ||
 		    runtime_bind(rt, t, NULL) != TW_OK)
 			return TW_ERR_NOMEM;
+		twin_charge(m, t);
 		twin_mark_dirty(m, t);
 	}
 	atomic_store(&metrics.twins, twin_count(m));
@@ -247,6 +275,7 @@ restore_plant(struct twin_map *m, const struct model_set *models, const struct r
 }
 
 struct rebind {
+	struct twin_map *m;
 	const struct model_set *models;
 	const struct runtime *rt;
 };
@@ -256,10 +285,14 @@ rebind_one(void *arg, struct twin *t)
 {
 	struct rebind *rb = arg;
 
+	int rc;
+
 	if (twin_set_meta(t, t->model_id, t->model_id != NULL ?
 	    model_find(rb->models, t->model_id) : NULL, t->parent) != TW_OK)
 		return TW_ERR_NOMEM;
-	return runtime_bind(rb->rt, t, NULL);
+	rc = runtime_bind(rb->rt, t, NULL);
+	twin_charge(rb->m, t);
+	return rc;
 }
 
 static int
@@ -273,7 +306,7 @@ unbind_one(void *arg, struct twin *t)
 int
 restore_rebind(struct twin_map *m, const struct model_set *models, const struct runtime *rt)
 {
-	struct rebind rb = { models, rt };
+	struct rebind rb = { m, models, rt };
 
 	if (twin_each(m, rebind_one, &rb) == 0)
 		return TW_OK;

@@ -90,7 +90,12 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
-	[ST_SERIES_ADD] = "INSERT INTO series(twin, property) VALUES(?, ?)",
+	/*
+	 * A series that memory does not hold may exist on disk (a start that
+	 * loaded only what fits the budget): its id, not a constraint error.
+	 */
+	[ST_SERIES_ADD] = "INSERT INTO series(twin, property) VALUES(?, ?) "
+	    "ON CONFLICT(twin, property) DO UPDATE SET property = excluded.property RETURNING id",
 	/* A redelivery (same ts, same value) changes no row: sqlite3_changes() says so. */
 	[ST_HISTORY_PUT] = "INSERT INTO history(series, ts, value) VALUES(?, ?, ?) "
 	    "ON CONFLICT(series, ts) DO UPDATE SET value = excluded.value "
@@ -376,11 +381,20 @@ store_series_add(struct store *s, const char *twin, const char *prop, int64_t *i
 {
 	sqlite3_stmt *st = s->st[ST_SERIES_ADD];
 
+	int rc;
+
 	sqlite3_bind_text(st, 1, twin, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, prop, -1, SQLITE_STATIC);
-	if (step_done(s, st) != TW_OK)
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		*id = sqlite3_column_int64(st, 0);
+		rc = sqlite3_step(st);
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE) {
+		log_warnx("database: %s", sqlite3_errmsg(s->db));
 		return TW_ERR_DB;
-	*id = sqlite3_last_insert_rowid(s->db);
+	}
 	return TW_OK;
 }
 

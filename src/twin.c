@@ -14,6 +14,8 @@ struct twin_map {
 	struct twin *twins;		/* uthash head */
 	struct name *names;		/* interned property names */
 	unsigned nnames;
+	size_t bytes;			/* what the twins and names hold: the budget counts this */
+	size_t budget;			/* 0: none */
 	struct twin **dirty;		/* twins changed since the last flush */
 	unsigned ndirty, cap_dirty;
 	unsigned count;
@@ -80,6 +82,7 @@ twin_map_clear(struct twin_map *m)
 
 	HASH_ITER(hh, m->twins, t, tmp) {
 		HASH_DEL(m->twins, t);
+		m->bytes -= t->bytes;
 		twin_free(t);
 	}
 	m->count = 0;
@@ -140,6 +143,51 @@ twin_names_count(const struct twin_map *m)
 	return m->nnames;
 }
 
+void
+twin_map_set_budget(struct twin_map *m, size_t bytes)
+{
+	m->budget = bytes;
+}
+
+size_t
+twin_map_bytes(const struct twin_map *m)
+{
+	return m->bytes;
+}
+
+int
+twin_map_room(const struct twin_map *m, size_t more)
+{
+	return m->budget == 0 || m->bytes + more <= m->budget;
+}
+
+static size_t
+str_bytes(const char *s)
+{
+	return s != NULL ? strlen(s) + 1 : 0;
+}
+
+static size_t
+val_bytes(const struct tw_val *v)
+{
+	return v->type == VAL_STR ? str_bytes(v->str) : 0;
+}
+
+void
+twin_charge(struct twin_map *m, struct twin *t)
+{
+	size_t b = sizeof(*t) + str_bytes(t->id) + str_bytes(t->model_id) + str_bytes(t->parent) +
+	    (size_t)t->cap * sizeof(*t->props) + (size_t)t->cap_desired * sizeof(*t->desired) +
+	    (size_t)t->nwindows * sizeof(*t->windows) + (size_t)t->nrs * sizeof(*t->rs);
+
+	for (uint32_t i = 0; i < t->nprops; i++)
+		b += val_bytes(&t->props[i].val);
+	for (uint32_t i = 0; i < t->ndesired; i++)
+		b += val_bytes(&t->desired[i].val);
+	m->bytes += b - t->bytes;
+	t->bytes = b;
+}
+
 const char *
 twin_intern(struct twin_map *m, const char *name)
 {
@@ -154,6 +202,7 @@ twin_intern(struct twin_map *m, const char *name)
 	memcpy(n->s, name, len + 1);
 	HASH_ADD_KEYPTR(hh, m->names, n->s, len, n);
 	m->nnames++;
+	m->bytes += sizeof(*n) + len + 1;
 	return n->s;
 }
 

@@ -1,0 +1,55 @@
+"""The byte budget ([twins] memory_max): no publisher can push twind past it,
+at ingest or at start, and what was accepted keeps working."""
+
+from conftest import now_ms, wait_until
+
+
+def _fill(tw, publisher, n, size):
+    T = now_ms()
+    publisher.publish_many(
+        (f"plant/mem-{i}/telemetry", {"ts": T, "note": "x" * size, "v": i})
+        for i in range(n))
+
+
+def test_budget_holds_at_ingest(make_twind, publisher):
+    tw = make_twind(extra={"twins": {"memory_max": "1"}})
+    budget = tw.metric("twind_memory_budget_bytes")
+    assert budget == 1 << 20
+    _fill(tw, publisher, 600, 2000)
+    # Every message either became a twin or was dropped for the budget.
+    def settled():
+        m = tw.metrics()
+        d = m.get('twind_messages_dropped_total{reason="memory_limit"}', 0)
+        return m if d > 0 and m["twind_twins"] + d == 600 else None
+    m = wait_until(settled, 10, what="600 messages applied or dropped at the memory budget")
+    used = m["twind_memory_bytes"]
+    assert 0.5 * budget < used <= budget, (used, budget)
+    # What was accepted keeps working: a number to an existing twin still applies.
+    v = tw.version("mem-0")
+    publisher.publish("plant/mem-0/telemetry", {"ts": now_ms() + 1, "v": 42})
+    tw.wait_version("mem-0", v + 1)
+    assert tw.get("/healthz").status_code == 200
+
+
+def test_budget_holds_at_start(make_twind, publisher):
+    tw = make_twind(extra={"twins": {"memory_max": "4"}})
+    _fill(tw, publisher, 600, 2000)
+    wait_until(lambda: tw.metric("twind_twins") == 600, 10, what="600 twins in memory")
+    assert tw.stop() == 0
+    # The same database under a smaller budget: twind starts with what fits.
+    tw.conf.write_text(tw.conf.read_text().replace("memory_max = 4", "memory_max = 1"))
+    tw.start()
+    m = tw.metrics()
+    assert m["twind_memory_bytes"] <= 1 << 20
+    assert "memory_max" in tw.log()
+    # Twins whose properties did not fit memory still take telemetry: their
+    # series on disk are found again, not an error that would wedge every batch.
+    T = now_ms() + 10
+    publisher.publish_many((f"plant/mem-{i}/telemetry", {"ts": T, "v": -i})
+                           for i in range(590, 600))
+    wait_until(lambda: tw.metric("twind_updates_applied_total") +
+               tw.metric("twind_messages_dropped_total", reason="memory_limit") >= 10, 10,
+               what="the ten messages applied or dropped for the budget")
+    assert tw.metric("twind_commit_failures_total") == 0
+    assert tw.get("/healthz").status_code == 200
+    assert tw.metrics()["twind_memory_bytes"] <= 1 << 20

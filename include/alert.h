@@ -14,7 +14,7 @@ cJSON *alert_command_json(const struct store_command_row *c);
 
 /*
  * The payload published on plant/{twin}/cmd:
- * {"id","twin","command","params","rule","source_ts","issued_ts"}; rule
+ * {"id","twin","command","params","rule","source_ts","issued_ts","expires_ts"}; rule
  * is left out for an operator's command.
  */
 cJSON *alert_command_wire(const struct store_command_row *c);

@@ -37,6 +37,7 @@ struct command {
 	struct command *qprev, *qnext;	/* on the to-publish queue */
 	int queued;			/* on it; committed and not queued: in flight */
 	struct command *bnext;		/* on the batch's fresh list, or on the settled list */
+	UT_hash_handle hh_settled;	/* by id, while settled: a prompt answer finds it */
 	/* A settled command waits here until its new row is committed. */
 	const char *status;
 	const char *reason;
@@ -52,6 +53,7 @@ struct commands {
 	struct command *queue, *queue_last;	/* committed, to hand to the broker, in order */
 	struct command *fresh;		/* issued in the open batch */
 	struct command *settled;	/* left memory; their rows are written at the next commit */
+	struct command *settled_by_id;
 	struct commands_twin *twins;	/* pending per twin */
 	unsigned n;			/* pending, plant-wide */
 	unsigned max, max_per_twin;

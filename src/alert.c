@@ -60,7 +60,7 @@ alert_command_json(const struct store_command_row *c)
 	    !add_str(o, "rule", c->rule) || !add_str(o, "status", c->status) ||
 	    !add_str(o, "reason", c->reason) || !add_ts(o, "source_ts", c->source_ts) ||
 	    !add_ts(o, "issued_ts", c->issued_ts) || !add_ts(o, "sent_ts", c->sent_ts) ||
-	    !add_ts(o, "acked_ts", c->acked_ts)) {
+	    !add_ts(o, "acked_ts", c->acked_ts) || !add_ts(o, "expires_ts", c->expires_ts)) {
 		cJSON_Delete(o);
 		return NULL;
 	}
@@ -77,7 +77,9 @@ alert_command_wire(const struct store_command_row *c)
 	    !cJSON_AddItemToObject(o, "params", params_json(c->params)) ||
 	    (c->rule != NULL && !add_str(o, "rule", c->rule)) ||
 	    (c->source_ts > 0 && !add_ts(o, "source_ts", c->source_ts)) ||
-	    !add_ts(o, "issued_ts", c->issued_ts)) {
+	    !add_ts(o, "issued_ts", c->issued_ts) ||
+	    /* A bridge must not execute it after this: it may have been queued somewhere. */
+	    !add_ts(o, "expires_ts", c->expires_ts)) {
 		cJSON_Delete(o);
 		return NULL;
 	}

@@ -167,6 +167,7 @@ settle(struct commands *c, struct command *cmd, const char *status, const char *
 	cmd->reason = reason;
 	cmd->bnext = c->settled;
 	c->settled = cmd;
+	HASH_ADD(hh_settled, c->settled_by_id, id, strlen(cmd->id), cmd);
 }
 
 static struct command *
@@ -255,6 +256,7 @@ free_settled(struct commands *c)
 		struct command *cmd = c->settled;
 
 		c->settled = cmd->bnext;
+		HASH_DELETE(hh_settled, c->settled_by_id, cmd);
 		command_free(cmd);
 	}
 }
@@ -406,6 +408,18 @@ queue_event(struct store *st, struct outbox *o, const char *id)
 	return store_command_get(st, id, event_row, o) == TW_ERR_DB ? TW_ERR_DB : TW_OK;
 }
 
+/* The answers an asset may give, as static strings: the record they came in is gone soon. */
+static const char *
+answer_status(const char *s)
+{
+	static const char *const known[] = { "done", "rejected", "failed" };
+
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (strcmp(s, known[i]) == 0)
+			return known[i];
+	return NULL;
+}
+
 int
 commands_answer(struct commands *c, struct store *st, struct outbox *o, const char *twin,
     const char *id, const char *status, const char *detail, int64_t ts, int *known)
@@ -415,19 +429,30 @@ commands_answer(struct commands *c, struct store *st, struct outbox *o, const ch
 	int changed = 0;
 
 	*known = 0;
+	if ((status = answer_status(status)) == NULL)
+		return TW_OK;
 	HASH_FIND_STR(c->by_id, id, cmd);
-	if (cmd != NULL) {
+	if (cmd != NULL && strcmp(cmd->twin, twin) == 0 && cmd->committed) {
 		/* The asset was faster than the broker's PUBACK: settled from memory. */
-		if (strcmp(cmd->twin, twin) != 0 || !cmd->committed)
-			return TW_OK;
+		cmd->sent_ts = cmd->sent_ts != 0 ? cmd->sent_ts : ts;
+		settle(c, cmd, status, NULL);
+	} else if (cmd == NULL) {
+		/* Sent, but its row not committed yet: the answer goes into that row. */
+		HASH_FIND(hh_settled, c->settled_by_id, id, strlen(id), cmd);
+		if (cmd == NULL || strcmp(cmd->twin, twin) != 0 || strcmp(cmd->status, "sent") != 0)
+			cmd = NULL;
+		else
+			cmd->status = status;
+	} else {
+		return TW_OK;
+	}
+	if (cmd != NULL) {
 		*known = 1;
 		cmd->acked_ts = ts;
-		if (cmd->sent_ts == 0)
-			cmd->sent_ts = ts;
-		if (reason != NULL && (cmd->detail = strdup(reason)) == NULL)
-			return TW_ERR_NOMEM;
-		settle(c, cmd, status, cmd->detail);
-		return TW_OK;
+		free(cmd->detail);
+		cmd->detail = reason != NULL ? strdup(reason) : NULL;
+		cmd->reason = cmd->detail;
+		return reason != NULL && cmd->detail == NULL ? TW_ERR_NOMEM : TW_OK;
 	}
 	if (store_command_answer(st, id, twin, status, reason, ts, &changed) != TW_OK)
 		return TW_ERR_DB;

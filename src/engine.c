@@ -81,6 +81,8 @@ batch_begin(struct engine *e)
 	e->in_txn = 1;
 	e->batch_no++;
 	e->batch_msgs = e->batch_vals = 0;
+	/* Records set these; a batch of requests or of the timer alone covers none. */
+	e->batch_seq = 0;
 	/* A batch of requests or of the timer alone refuses no connection when it fails. */
 	e->batch_gen = 0;
 	return TW_OK;
@@ -281,6 +283,8 @@ want_pending(void *arg, struct twin *t)
 
 	if (t->delta_pending)
 		desired_want(&e->desired, t);
+	/* A state document in flight may have been lost with the connection: send it again. */
+	t->state_dirty = 1;
 	return 0;
 }
 
@@ -688,6 +692,9 @@ engine_main(void *arg)
 		if (stopping && ring_count(e->ring) == 0)
 			break;
 	}
+	/* What settled since a failed batch (commands the broker took) is written now. */
+	if (!e->in_txn && e->commands.settled != NULL && batch_begin(e) != TW_OK)
+		log_warnx("database: at stop, %s", store_errmsg(e->store));
 	if (e->in_txn)
 		batch_commit(e);
 	request_close(&e->requests);

@@ -192,6 +192,78 @@ test_no_answer_means_done_at_puback(void **state)
 	fix_cleanup(&f);
 }
 
+/* In flight, as commands_publish leaves the head of the queue once the broker has it. */
+static void
+hand_over(struct fix *f)
+{
+	f->c.queue->queued = 0;
+	f->c.queue = f->c.queue->qnext;
+	if (f->c.queue == NULL)
+		f->c.queue_last = NULL;
+	else
+		f->c.queue->qprev = NULL;
+}
+
+static void
+test_answer_after_puback_in_the_same_batch(void **state)
+{
+	struct fix f;
+	char id[COMMAND_ID_MAX], status[16];
+	int known;
+
+	(void)state;
+	fix_init(&f, 10, 10);
+	assert_int_equal(store_begin(f.st), TW_OK);
+	assert_int_equal(issue(&f, "p1", id), TW_OK);
+	commit(&f);
+	assert_int_equal(store_begin(f.st), TW_OK);
+	hand_over(&f);
+	commands_taken(&f.c, id);		/* sent, its row not committed yet */
+	/* The answer comes in a record the ring reuses at once: it must not be kept. */
+	snprintf(status, sizeof(status), "done");
+	assert_int_equal(commands_answer(&f.c, f.st, &f.o, "p1", id, status, "ok", 123, &known),
+	    TW_OK);
+	assert_int_equal(known, 1);
+	snprintf(status, sizeof(status), "pending");
+	commit(&f);
+	assert_string_equal(status_of(&f, id), "done");
+	/* A second answer to a settled command changes nothing. */
+	assert_int_equal(store_begin(f.st), TW_OK);
+	assert_int_equal(commands_answer(&f.c, f.st, &f.o, "p1", id, "failed", NULL, 124, &known),
+	    TW_OK);
+	assert_int_equal(known, 0);
+	commit(&f);
+	assert_string_equal(status_of(&f, id), "done");
+	fix_cleanup(&f);
+}
+
+static void
+test_answer_before_puback_and_of_another_twin(void **state)
+{
+	struct fix f;
+	char id[COMMAND_ID_MAX];
+	int known;
+
+	(void)state;
+	fix_init(&f, 10, 10);
+	assert_int_equal(store_begin(f.st), TW_OK);
+	assert_int_equal(issue(&f, "p1", id), TW_OK);
+	commit(&f);
+	assert_int_equal(store_begin(f.st), TW_OK);
+	hand_over(&f);
+	/* Another twin cannot answer p1's command. */
+	assert_int_equal(commands_answer(&f.c, f.st, &f.o, "p2", id, "done", NULL, 5, &known),
+	    TW_OK);
+	assert_int_equal(known, 0);
+	assert_int_equal(commands_answer(&f.c, f.st, &f.o, "p1", id, "rejected", "busy", 6,
+	    &known), TW_OK);
+	assert_int_equal(known, 1);
+	commands_taken(&f.c, id);		/* the PUBACK after the answer: nothing left to do */
+	commit(&f);
+	assert_string_equal(status_of(&f, id), "rejected");
+	fix_cleanup(&f);
+}
+
 int
 main(void)
 {
@@ -200,6 +272,8 @@ main(void)
 		cmocka_unit_test(test_rollback_forgets_new_keeps_settled),
 		cmocka_unit_test(test_bounds_refuse_per_twin_first),
 		cmocka_unit_test(test_no_answer_means_done_at_puback),
+		cmocka_unit_test(test_answer_after_puback_in_the_same_batch),
+		cmocka_unit_test(test_answer_before_puback_and_of_another_twin),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -568,7 +568,9 @@ def test_command_action_acked_by_asset(plant):
     send(pub, "cm-2", t0, temperature=96)          # never answered: timed_out
     m = sub.wait_for(lambda m: True, 5, topic="plant/cm-1/cmd", what="the command on MQTT")
     cmd = m.json()
-    assert set(cmd) == {"id", "twin", "command", "params", "rule", "source_ts", "issued_ts"}, cmd
+    assert set(cmd) == {"id", "twin", "command", "params", "rule", "source_ts", "issued_ts",
+                        "expires_ts"}, cmd
+    assert cmd["expires_ts"] - cmd["issued_ts"] == 300000, cmd   # [commands] ttl, 5 min
     assert cmd["twin"] == "cm-1" and cmd["command"] == "reduce_load", cmd
     assert cmd["params"] == {"percent": 20} and cmd["rule"] == "cm_cmd", cmd
     assert cmd["source_ts"] == t0, (cmd, t0)

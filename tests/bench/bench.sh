@@ -139,8 +139,9 @@ hwm_kb() {
 
 # The current value of METRIC, or nothing when twind does not export it.
 metric_now() {
+	# awk reads to the end: leaving early would make curl fail on a closed pipe (pipefail).
 	curl -s --max-time 2 "http://127.0.0.1:$HTTP_PORT/metrics" |
-		awk -v m="$METRIC" '$1 == m { printf "%.0f\n", $2; exit }'
+		awk -v m="$METRIC" '$1 == m && !seen { printf "%.0f\n", $2; seen = 1 }'
 }
 
 # "sum count" of twind_commit_batch_size, or nothing when twind does not export it.

@@ -22,6 +22,7 @@ struct apply {
 	int max_twins;
 	int max_props_per_twin;
 	const char **names;		/* scratch: the interned names of one record, max_properties */
+	int partial;			/* the last load left twins on disk that memory lacks */
 };
 
 /*

@@ -41,11 +41,13 @@ int desired_eval(struct twin *t, struct desired *de, int64_t now);
 /*
  * Checks every entry of a patch ({prop: value or null}) against the
  * model: a writable Property, the right type, a finite number within
- * range. Returns 0, or TW_ERR_REFUSED with the answer filled in `r`
- * (codes not_writable, wrong_type, bad_value, out_of_range). A refused
- * patch changes nothing.
+ * range, and room in the byte budget of `m`. Returns 0, or
+ * TW_ERR_REFUSED with the answer filled in `r` (codes not_writable,
+ * wrong_type, bad_value, out_of_range, memory_limit). A refused patch
+ * changes nothing.
  */
-int desired_check(const struct twin *t, const cJSON *patch, struct request *r);
+int desired_check(const struct twin_map *m, const struct twin *t, const cJSON *patch,
+    struct request *r);
 
 /*
  * Applies a checked patch to `t` at wall time `now`: new values start a

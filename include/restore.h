@@ -23,7 +23,10 @@ struct restore {
 	struct commands *commands;	/* pending commands go here; NULL: keep those in memory */
 	struct runtime_opened opened;	/* scratch */
 	struct restore_kept *kept;	/* scratch: rule state carried across a reload */
-	unsigned skipped;		/* twins beyond max_twins */
+	unsigned skipped;		/* twins beyond max_twins or memory_max */
+	unsigned skipped_props;		/* properties beyond memory_max */
+	int partial;			/* out: twins on disk were not loaded */
+	size_t reserved;		/* scratch: what binding the loaded twins' rules will cost */
 	struct twin *last;		/* scratch: the twin of the last row */
 	int64_t now, mono;		/* the clocks when the load began */
 };

@@ -13,6 +13,7 @@
 #ifndef TW_RUNTIME_H
 #define TW_RUNTIME_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "names.h"
@@ -74,6 +75,8 @@ void runtime_cleanup(struct runtime *rt);
  * NULL. Returns 0 or TW_ERR_NOMEM (then `t` is as before).
  */
 int runtime_bind(const struct runtime *rt, struct twin *t, const struct runtime_opened *opened);
+/* An upper bound of what binding a twin of this id and model (NULL: none) costs, in bytes. */
+size_t runtime_cost(const struct runtime *rt, const char *twin, const char *model);
 /* Drops `t`'s rule states and windows. */
 void runtime_unbind(struct twin *t);
 

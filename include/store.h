@@ -33,8 +33,16 @@ void store_rollback(struct store *s);
 int store_snapshot_begin(struct store *s);
 void store_snapshot_end(struct store *s);
 
-/* Writer: a new series (twin, property); stores its id in *id. */
-int store_series_add(struct store *s, const char *twin, const char *prop, int64_t *id);
+struct store_series_row;
+/*
+ * Writer: the series (twin, property), made if new; its id in *id. When
+ * it was there already with a reported value (memory did not hold it),
+ * `cb` (if not NULL) gets that row, and its return is returned.
+ */
+int store_series_add(struct store *s, const char *twin, const char *prop, int64_t *id,
+    int (*cb)(void *arg, const struct store_series_row *row), void *arg);
+/* Writer: 1 if the twin `id` is in the database. */
+int store_twin_exists(struct store *s, const char *id);
 /*
  * Writer: one history point; a second point at the same (series, ts)
  * replaces the first. *fresh is 0 when the point was there already with

@@ -129,12 +129,16 @@ unsigned twin_names_count(const struct twin_map *m);
  */
 void twin_map_set_budget(struct twin_map *m, size_t bytes);
 size_t twin_map_bytes(const struct twin_map *m);
-/* 1 when `more` bytes still fit the budget. */
+/* 1 when `more` bytes still fit the budget; what costs nothing always does. */
 int twin_map_room(const struct twin_map *m, size_t more);
 /* Recounts what `t` holds after it changed. O(its properties). */
 void twin_charge(struct twin_map *m, struct twin *t);
-/* An upper bound of what one new property costs (its slot and a new name). */
-#define TWIN_PROP_COST	(sizeof(struct prop) * 2 + 64 + PROP_NAME_MAX)
+/* What interning `name` would cost: 0 when it is known. */
+size_t twin_name_cost(const struct twin_map *m, const char *name);
+/* What the property slots of `t` (NULL: a new twin) grow by for `more` new properties. */
+size_t twin_props_growth(const struct twin *t, uint32_t more);
+/* What the desired slots of `t` grow by for `more` new entries. */
+size_t twin_desired_growth(const struct twin *t, uint32_t more);
 
 /* The interned form of a property name, or NULL on allocation failure. */
 const char *twin_intern(struct twin_map *m, const char *name);

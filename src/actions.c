@@ -44,7 +44,7 @@ rule_actions(struct actions *e, struct twin *t, const struct rule *r, int64_t so
 		if ((patch = cJSON_Parse(ra->json)) == NULL)
 			return TW_ERR_NOMEM;
 		/* Checked like an operator's PATCH: a rule cannot write what an operator may not. */
-		rc = desired_check(t, patch, &scratch);
+		rc = desired_check(e->twins, t, patch, &scratch);
 		if (rc == TW_OK)
 			rc = desired_apply(e->desired, e->twins, t, patch, clock_now_ms(), &changed);
 		cJSON_Delete(patch);

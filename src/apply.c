@@ -16,22 +16,37 @@ rec_value(const struct rec_val *v, struct tw_val *out)
 }
 
 /* Checks the values of `r` against the model of `t` (NULL: a twin to create). */
+/*
+ * Checks the values of `r` against the model of `t` (NULL: a twin to
+ * create), and adds up what accepting them would cost: the string bytes
+ * they add and the names they intern.
+ */
 static int
-check_values(struct apply *a, struct twin *t, const struct rec *r, int *fresh, size_t *strs)
+check_values(struct apply *a, struct twin *t, const struct rec *r, int *fresh, size_t *cost)
 {
 	const struct rec_val *v = rec_val_first(r);
 
 	*fresh = 0;
-	*strs = 0;
+	*cost = 0;
 	for (uint16_t i = 0; i < r->nvals; i++, v = rec_val_next(v)) {
 		const struct model_prop *mp;
+		struct prop *p = NULL;
 		struct tw_val val;
 
-		if (v->type == VAL_STR)
-			*strs += (size_t)v->str_len + 1;
 		a->names[i] = twin_intern_find(a->twins, v->name);
-		if (t == NULL || a->names[i] == NULL || twin_prop(t, a->names[i]) == NULL)
+		if (t != NULL && a->names[i] != NULL)
+			p = twin_prop(t, a->names[i]);
+		if (p == NULL) {
 			(*fresh)++;
+			*cost += twin_name_cost(a->twins, v->name);
+		}
+		/* A string replaces a string: only what it adds counts. */
+		if (v->type == VAL_STR) {
+			size_t old = p != NULL && p->val.type == VAL_STR ? strlen(p->val.str) + 1 : 0;
+
+			if ((size_t)v->str_len + 1 > old)
+				*cost += (size_t)v->str_len + 1 - old;
+		}
 		if (t == NULL || t->model == NULL)
 			continue;
 		rec_value(v, &val);
@@ -50,7 +65,7 @@ apply_twin(struct apply *a, const struct rec *r, int *reason)
 {
 	struct twin *t = twin_find(a->twins, r->id, r->id_len);
 	const struct rec_val *v;
-	size_t strs, cost;
+	size_t cost;
 	int fresh;
 
 	if (t == NULL && !a->auto_create) {
@@ -62,16 +77,27 @@ apply_twin(struct apply *a, const struct rec *r, int *reason)
 		*reason = DROP_TWIN_LIMIT;
 		return NULL;
 	}
-	if ((*reason = check_values(a, t, r, &fresh, &strs)) != INGEST_OK)
+	if ((*reason = check_values(a, t, r, &fresh, &cost)) != INGEST_OK)
 		return NULL;
 	if (t != NULL ? !twin_props_room(a->twins, t, fresh) : fresh > a->max_props_per_twin) {
 		*reason = DROP_PROPERTY_LIMIT;
 		return NULL;
 	}
-	/* An upper bound of what accepting it costs: no publisher can push twind past its budget. */
-	cost = (size_t)fresh * TWIN_PROP_COST + strs +
-	    (t == NULL ? sizeof(struct twin) + r->id_len + 1 : 0);
+	/*
+	 * An upper bound of what accepting it costs, so that no publisher can
+	 * push twind past its budget: new slots (grown as twin_prop_add grows
+	 * them), names and string bytes, and for a new twin itself and the rule
+	 * states and windows it will be bound to.
+	 */
+	cost += twin_props_growth(t, (uint32_t)fresh);
+	if (t == NULL)
+		cost += sizeof(struct twin) + r->id_len + 1 + runtime_cost(a->runtime, r->id, NULL);
 	if (!twin_map_room(a->twins, cost)) {
+		*reason = DROP_MEMORY_LIMIT;
+		return NULL;
+	}
+	/* A twin a budget-limited start left on disk is not made anew: it would lose its model. */
+	if (t == NULL && a->partial && store_twin_exists(a->store, r->id)) {
 		*reason = DROP_MEMORY_LIMIT;
 		return NULL;
 	}
@@ -96,25 +122,36 @@ apply_twin(struct apply *a, const struct rec *r, int *reason)
 	return t;
 }
 
+/* A series on disk that memory did not hold: the property starts from its reported value. */
+static int
+seed_prop(void *arg, const struct store_series_row *row)
+{
+	struct prop *p = arg;
+
+	if (row->val.type != 0 && twin_prop_set(p, row->ts, &row->val) < 0)
+		return TW_ERR_NOMEM;
+	p->out_of_range = row->out_of_range;
+	p->dirty = 0;
+	return TW_OK;
+}
+
 /* The property `name` of `t`, created (with its history series) when new. */
 static struct prop *
 prop_of(struct apply *a, struct twin *t, const char *name, int *err)
 {
 	struct prop *p = twin_prop(t, name);
-	int64_t series;
 
 	*err = TW_OK;
 	if (p != NULL)
 		return p;
-	if (store_series_add(a->store, t->id, name, &series) != TW_OK) {
-		*err = TW_ERR_DB;
-		return NULL;
-	}
-	if ((p = twin_prop_add(a->twins, t, name, series)) == NULL) {
+	if ((p = twin_prop_add(a->twins, t, name, 0)) == NULL) {
 		*err = TW_ERR_NOMEM;
 		return NULL;
 	}
 	p->mp = t->model != NULL ? model_prop(t->model, name) : NULL;
+	/* On failure the batch rolls back and the twins are reloaded: the slot goes with them. */
+	if ((*err = store_series_add(a->store, t->id, name, &p->series, seed_prop, p)) != TW_OK)
+		return NULL;
 	return p;
 }
 

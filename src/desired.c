@@ -120,8 +120,26 @@ check_entry(const struct twin *t, const cJSON *it, struct tw_val *v, struct requ
 	return TW_OK;
 }
 
+/* An upper bound of what applying `patch` to `t` costs in bytes. */
+static size_t
+patch_cost(const struct twin_map *m, const struct twin *t, const cJSON *patch)
+{
+	const cJSON *it;
+	size_t cost = 0;
+	uint32_t fresh = 0;
+
+	cJSON_ArrayForEach(it, patch) {
+		cost += twin_name_cost(m, it->string);
+		fresh++;
+		if (cJSON_IsString(it))
+			cost += strlen(it->valuestring) + 1;
+	}
+	return cost + twin_desired_growth(t, fresh);
+}
+
 int
-desired_check(const struct twin *t, const cJSON *patch, struct request *r)
+desired_check(const struct twin_map *m, const struct twin *t, const cJSON *patch,
+    struct request *r)
 {
 	struct tw_val v;
 	const cJSON *it;
@@ -129,6 +147,11 @@ desired_check(const struct twin *t, const cJSON *patch, struct request *r)
 	cJSON_ArrayForEach(it, patch)
 		if (check_entry(t, it, &v, r) != TW_OK)
 			return TW_ERR_REFUSED;
+	if (!twin_map_room(m, patch_cost(m, t, patch))) {
+		request_fail(r, TW_ERR_REFUSED, "memory_limit", "the twins hold [twins] memory_max "
+		    "already; nothing was changed");
+		return TW_ERR_REFUSED;
+	}
 	return TW_OK;
 }
 
@@ -312,7 +335,7 @@ desired_request(struct desired_out *d, struct twin_map *m, struct twin *t, struc
 		r->version = t->version;
 		return TW_ERR_CONFLICT;
 	}
-	if (desired_check(t, r->patch, r) != TW_OK)
+	if (desired_check(m, t, r->patch, r) != TW_OK)
 		return TW_ERR_REFUSED;
 	if (desired_apply(d, m, t, r->patch, now, &changed) != TW_OK)
 		return TW_ERR_NOMEM;

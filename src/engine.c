@@ -100,6 +100,7 @@ engine_reload_twins(struct engine *e)
 	desired_out_clear(&e->desired);
 	if (restore_load(&r, e->store, 1) != TW_OK)
 		return TW_ERR_DB;
+	e->apply.partial = r.partial;
 	/* Deltas not acknowledged by the broker (pending on disk) go out again. */
 	twin_each(e->twins, want_pending, e);
 	return TW_OK;
@@ -177,6 +178,7 @@ flush_twin(void *arg, struct twin *t)
 		d->dirty = 0;
 	}
 	twin_desired_compact(t);
+	twin_charge(e->twins, t);
 	return TW_OK;
 }
 
@@ -745,7 +747,7 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	atomic_store(&metrics.memory_budget, (uint64_t)c->memory_max_mb << 20);
 	e->names = calloc((size_t)c->max_properties, sizeof(*e->names));
 	e->apply = (struct apply){ e->twins, store, &e->desired, &e->runtime, c->auto_create,
-	    c->max_twins, c->max_props_per_twin, e->names };
+	    c->max_twins, c->max_props_per_twin, e->names, 0 };
 	rs = (struct restore){ .twins = e->twins, .models = e->models, .status = &e->status_rule,
 	    .runtime = &e->runtime, .commands = &e->commands };
 	/* Names first: the load binds every twin to its rules and open alerts. */
@@ -753,6 +755,7 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	    e->names == NULL || runtime_init(&e->runtime, rules, e->twins) != TW_OK ||
 	    restore_load(&rs, store, 0) != TW_OK)
 		goto fail;
+	e->apply.partial = rs.partial;
 	if (store_begin(store) != TW_OK || restore_plant(e->twins, e->models, &e->runtime, plant) != TW_OK ||
 	    twin_flush_dirty(e->twins, flush_twin, e) != TW_OK || store_commit(store) != TW_OK) {
 		log_warnx("cannot apply the twins file: %s", store_errmsg(store));

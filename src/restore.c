@@ -65,10 +65,20 @@ load_twin(void *arg, const struct store_twin_row *row)
 	struct twin *t = NULL;
 	struct restore_kept *k;
 
-	/* Over max_twins or [twins] memory_max, the rest are not loaded: the gateway still starts. */
-	if (twin_map_room(r->twins, sizeof(*t) + strlen(row->id) + 1))
-		t = twin_add(r->twins, row->id, row->created_ts);
+	size_t rules = runtime_cost(r->runtime, row->id, row->model);
+	size_t cost = sizeof(*t) + strlen(row->id) + 1 + (row->model ? strlen(row->model) + 1 : 0) +
+	    (row->parent ? strlen(row->parent) + 1 : 0) + rules;
+
+	/*
+	 * Over max_twins or [twins] memory_max, the rest are not loaded: the
+	 * gateway still starts. Rules are bound once all is read: what they
+	 * will cost is reserved meanwhile.
+	 */
+	if (twin_map_room(r->twins, cost + r->reserved) &&
+	    (t = twin_add(r->twins, row->id, row->created_ts)) != NULL)
+		r->reserved += rules;
 	if (t == NULL) {
+		r->partial = 1;
 		if (twin_count(r->twins) > 0 && r->skipped++ == 0)
 			log_warnx("database holds more twins than [twins] max_twins or memory_max "
 			    "allow; the others are not loaded");
@@ -115,9 +125,10 @@ load_series(void *arg, const struct store_series_row *row)
 
 	if (t == NULL)
 		return 0;	/* the twin was beyond max_twins, already reported */
-	if (!twin_map_room(r->twins, TWIN_PROP_COST + (row->val.type == VAL_STR ?
-	    strlen(row->val.str) + 1 : 0))) {
-		if (r->skipped++ == 0)
+	if (!twin_map_room(r->twins, r->reserved + twin_props_growth(t, 1) +
+	    twin_name_cost(r->twins, row->prop) +
+	    (row->val.type == VAL_STR ? strlen(row->val.str) + 1 : 0))) {
+		if (r->skipped_props++ == 0)
 			log_warnx("twin %s: property %s not loaded: [twins] memory_max", row->twin,
 			    row->prop);
 		return 0;
@@ -153,6 +164,14 @@ load_desired(void *arg, const struct store_desired_row *row)
 
 	if (t == NULL)
 		return 0;
+	if (!twin_map_room(r->twins, r->reserved + twin_desired_growth(t, 1) +
+	    twin_name_cost(r->twins, row->prop) +
+	    (row->val.type == VAL_STR ? strlen(row->val.str) + 1 : 0))) {
+		if (r->skipped_props++ == 0)
+			log_warnx("twin %s: desired %s not loaded: [twins] memory_max", row->twin,
+			    row->prop);
+		return 0;
+	}
 	if ((name = twin_intern(r->twins, row->prop)) == NULL ||
 	    (d = twin_desired_set(t, name, &row->val, row->ts)) == NULL)
 		return TW_ERR_NOMEM;
@@ -222,7 +241,9 @@ restore_load(struct restore *r, struct store *st, int keep_rules)
 	int rc = TW_OK;
 
 	r->kept = NULL;
-	r->skipped = 0;
+	r->skipped = r->skipped_props = 0;
+	r->partial = 0;
+	r->reserved = 0;
 	r->last = NULL;
 	r->now = clock_now_ms();
 	r->mono = clock_mono_ms();
@@ -298,8 +319,8 @@ rebind_one(void *arg, struct twin *t)
 static int
 unbind_one(void *arg, struct twin *t)
 {
-	(void)arg;
 	runtime_unbind(t);
+	twin_charge(arg, t);
 	return 0;
 }
 
@@ -311,6 +332,6 @@ restore_rebind(struct twin_map *m, const struct model_set *models, const struct 
 	if (twin_each(m, rebind_one, &rb) == 0)
 		return TW_OK;
 	/* No twin may keep a rule state pointing into a set about to be freed. */
-	twin_each(m, unbind_one, NULL);
+	twin_each(m, unbind_one, m);
 	return TW_ERR_NOMEM;
 }

@@ -452,3 +452,22 @@ runtime_eval(const struct runtime *rt, struct twin *t, const char *const *names,
 	}
 	return TW_OK;
 }
+
+size_t
+runtime_cost(const struct runtime *rt, const char *twin, const char *model)
+{
+	size_t b = 0;
+
+	if (rt->binds == NULL)
+		return 0;
+	/* An upper bound: windows that rules share are counted once per rule here. */
+	for (int i = 0; i < rt->rules->n; i++) {
+		const struct rule *r = &rt->rules->v[i];
+
+		if (!rules_match(r, twin, model))
+			continue;
+		b += sizeof(struct rule_state) + sizeof(struct twin_window) *
+		    (size_t)(expr_refs(r->when)->nwindows + (r->clear ? expr_refs(r->clear)->nwindows : 0));
+	}
+	return b;
+}

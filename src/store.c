@@ -70,7 +70,7 @@ enum stmt_id {
 	ST_SERIES_ADD, ST_HISTORY_PUT, ST_SERIES_PUT, ST_TWIN_PUT,
 	ST_QUARANTINE_PUT, ST_QUARANTINE_TRIM,
 	ST_DESIRED_PUT, ST_DESIRED_DEL, ST_ALERT_ADD, ST_ALERT_PUT, ST_ALERT_GET, ST_ALERT_CLEAR,
-	ST_CMD_PUT, ST_CMD_ANSWER, ST_CMDS_OVERDUE, ST_CMD_GET,
+	ST_CMD_PUT, ST_CMD_ANSWER, ST_CMDS_OVERDUE, ST_CMD_GET, ST_TWIN_EXISTS,
 	ST_LOAD_TWINS, ST_LOAD_SERIES, ST_LOAD_DESIRED, ST_LOAD_ALERTS, ST_LOAD_CMDS,
 	ST_READ_TWINS, ST_READ_TWINS_PARENT, ST_READ_TWIN, ST_READ_CHILDREN,
 	ST_READ_REPORTED, ST_SERIES_FIND, ST_HISTORY_ASC, ST_HISTORY_NEWEST, ST_BUCKETS,
@@ -95,7 +95,8 @@ static const char *const stmt_sql[ST__COUNT] = {
 	 * loaded only what fits the budget): its id, not a constraint error.
 	 */
 	[ST_SERIES_ADD] = "INSERT INTO series(twin, property) VALUES(?, ?) "
-	    "ON CONFLICT(twin, property) DO UPDATE SET property = excluded.property RETURNING id",
+	    "ON CONFLICT(twin, property) DO UPDATE SET property = excluded.property "
+	    "RETURNING id, twin, property, ts, value, out_of_range",
 	/* A redelivery (same ts, same value) changes no row: sqlite3_changes() says so. */
 	[ST_HISTORY_PUT] = "INSERT INTO history(series, ts, value) VALUES(?, ?, ?) "
 	    "ON CONFLICT(series, ts) DO UPDATE SET value = excluded.value "
@@ -131,6 +132,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_CMDS_OVERDUE] = "SELECT id FROM commands WHERE status = 'sent' AND deadline_ts <= ? "
 	    "ORDER BY deadline_ts LIMIT ?",
 	[ST_CMD_GET] = "SELECT " CMD_COLS " FROM commands WHERE id = ?",
+	[ST_TWIN_EXISTS] = "SELECT 1 FROM twins WHERE id = ?",
 	[ST_LOAD_TWINS] = "SELECT " TWIN_COLS " FROM twins",
 	[ST_LOAD_SERIES] = "SELECT id, twin, property, ts, value, out_of_range FROM series",
 	[ST_LOAD_DESIRED] = "SELECT twin, property, value, ts, pending_since_ts, published, "
@@ -187,6 +189,8 @@ store_errmsg(struct store *s)
 {
 	return sqlite3_errmsg(s->db);
 }
+
+static void series_row(sqlite3_stmt *st, struct store_series_row *r);
 
 static int
 store_exec(struct store *s, const char *sql)
@@ -377,16 +381,22 @@ column_value(sqlite3_stmt *st, int col, struct tw_val *v)
 }
 
 int
-store_series_add(struct store *s, const char *twin, const char *prop, int64_t *id)
+store_series_add(struct store *s, const char *twin, const char *prop, int64_t *id,
+    int (*cb)(void *arg, const struct store_series_row *row), void *arg)
 {
 	sqlite3_stmt *st = s->st[ST_SERIES_ADD];
-
-	int rc;
+	struct store_series_row row;
+	int rc, cbrc = 0;
 
 	sqlite3_bind_text(st, 1, twin, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, prop, -1, SQLITE_STATIC);
 	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		*id = sqlite3_column_int64(st, 0);
+		/* It was there already, with its reported value: the caller starts from it. */
+		if (sqlite3_column_type(st, 3) != SQLITE_NULL && cb != NULL) {
+			series_row(st, &row);
+			cbrc = cb(arg, &row);
+		}
 		rc = sqlite3_step(st);
 	}
 	sqlite3_reset(st);
@@ -395,7 +405,20 @@ store_series_add(struct store *s, const char *twin, const char *prop, int64_t *i
 		log_warnx("database: %s", sqlite3_errmsg(s->db));
 		return TW_ERR_DB;
 	}
-	return TW_OK;
+	return cbrc;
+}
+
+int
+store_twin_exists(struct store *s, const char *id)
+{
+	sqlite3_stmt *st = s->st[ST_TWIN_EXISTS];
+	int rc;
+
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_ROW;
 }
 
 int

@@ -158,7 +158,42 @@ twin_map_bytes(const struct twin_map *m)
 int
 twin_map_room(const struct twin_map *m, size_t more)
 {
-	return m->budget == 0 || m->bytes + more <= m->budget;
+	/* What costs nothing is never refused: over the budget, twind still ingests in place. */
+	return more == 0 || m->budget == 0 || m->bytes + more <= m->budget;
+}
+
+size_t
+twin_name_cost(const struct twin_map *m, const char *name)
+{
+	return twin_intern_find((struct twin_map *)m, name) != NULL ? 0 :
+	    sizeof(struct name) + strlen(name) + 1;
+}
+
+/* The capacity after growing `cap` to hold `n`, as twin_prop_add grows it. */
+static uint32_t
+props_cap(uint32_t cap, uint32_t n)
+{
+	while (cap < n)
+		cap = cap < 64 ? cap + 4 : cap + cap / 4;
+	return cap;
+}
+
+size_t
+twin_props_growth(const struct twin *t, uint32_t more)
+{
+	uint32_t have = t != NULL ? t->cap : 0, n = (t != NULL ? t->nprops : 0) + more;
+
+	return (size_t)(props_cap(have, n) - have) * sizeof(struct prop);
+}
+
+size_t
+twin_desired_growth(const struct twin *t, uint32_t more)
+{
+	uint32_t cap = t->cap_desired, n = t->ndesired + more;
+
+	while (cap < n)
+		cap = cap == 0 ? 4 : cap * 2;
+	return (size_t)(cap - t->cap_desired) * sizeof(struct desired);
 }
 
 static size_t
@@ -239,7 +274,7 @@ twin_prop_add(struct twin_map *m, struct twin *t, const char *name, int64_t seri
 		return NULL;
 	if (t->nprops == t->cap) {
 		/* Twins have a handful of properties: grow by a few, not by doubling. */
-		uint32_t cap = t->cap < 64 ? t->cap + 4 : t->cap + t->cap / 4;
+		uint32_t cap = props_cap(t->cap, t->cap + 1);
 
 		if ((p = realloc(t->props, cap * sizeof(*p))) == NULL)
 			return NULL;

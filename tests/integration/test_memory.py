@@ -1,6 +1,8 @@
 """The byte budget ([twins] memory_max): no publisher can push twind past it,
 at ingest or at start, and what was accepted keeps working."""
 
+import json
+
 from conftest import now_ms, wait_until
 
 
@@ -11,8 +13,17 @@ def _fill(tw, publisher, n, size):
         for i in range(n))
 
 
-def test_budget_holds_at_ingest(make_twind, publisher):
-    tw = make_twind(extra={"twins": {"memory_max": "1"}})
+def window_rules(tmp_path, n=8):
+    """Rules whose windows every new twin is bound to: part of what a twin costs."""
+    f = tmp_path / "rules.json"
+    f.write_text(json.dumps([{"name": f"w{i}", "match": {"twins": "mem-*"},
+                              "when": f"avg_over(v, {i + 1}m) > 1e12"} for i in range(n)]))
+    return str(f)
+
+
+def test_budget_holds_at_ingest(tmp_path, make_twind, publisher):
+    tw = make_twind(extra={"twins": {"memory_max": "1"},
+                           "rules": {"file": window_rules(tmp_path)}})
     budget = tw.metric("twind_memory_budget_bytes")
     assert budget == 1 << 20
     _fill(tw, publisher, 600, 2000)
@@ -31,10 +42,12 @@ def test_budget_holds_at_ingest(make_twind, publisher):
     assert tw.get("/healthz").status_code == 200
 
 
-def test_budget_holds_at_start(make_twind, publisher):
-    tw = make_twind(extra={"twins": {"memory_max": "4"}})
+def test_budget_holds_at_start(tmp_path, make_twind, publisher):
+    tw = make_twind(extra={"twins": {"memory_max": "4"},
+                           "rules": {"file": window_rules(tmp_path, 2)}})
     _fill(tw, publisher, 600, 2000)
     wait_until(lambda: tw.metric("twind_twins") == 600, 10, what="600 twins in memory")
+    models_before = {i: tw.twin(f"mem-{i}")["model"] for i in (0, 599)}
     assert tw.stop() == 0
     # The same database under a smaller budget: twind starts with what fits.
     tw.conf.write_text(tw.conf.read_text().replace("memory_max = 4", "memory_max = 1"))
@@ -53,3 +66,9 @@ def test_budget_holds_at_start(make_twind, publisher):
     assert tw.metric("twind_commit_failures_total") == 0
     assert tw.get("/healthz").status_code == 200
     assert tw.metrics()["twind_memory_bytes"] <= 1 << 20
+    # A twin the start left on disk is not made anew over its stored row.
+    assert {i: tw.twin(f"mem-{i}")["model"] for i in (0, 599)} == models_before
+    # And what memory holds keeps ingesting: numbers cost nothing new.
+    v = tw.version("mem-0")
+    publisher.publish("plant/mem-0/telemetry", {"ts": now_ms() + 20, "v": 7})
+    tw.wait_version("mem-0", v + 1)

@@ -75,8 +75,8 @@ test_history_is_idempotent(void **state)
 	(void)state;
 	assert_non_null(w);
 	assert_int_equal(store_begin(w), TW_OK);
-	assert_int_equal(store_series_add(w, "p1", "t", &s1), TW_OK);
-	assert_int_equal(store_series_add(w, "p1", "on", &s2), TW_OK);
+	assert_int_equal(store_series_add(w, "p1", "t", &s1, NULL, NULL), TW_OK);
+	assert_int_equal(store_series_add(w, "p1", "on", &s2, NULL, NULL), TW_OK);
 	assert_int_not_equal(s1, s2);
 	assert_int_equal(store_history_put(w, s1, 1000, &one, &fresh), TW_OK);
 	assert_int_equal(fresh, 1);
@@ -139,7 +139,7 @@ test_buckets(void **state)
 
 	(void)state;
 	assert_int_equal(store_begin(w), TW_OK);
-	assert_int_equal(store_series_add(w, "p2", "t", &s), TW_OK);
+	assert_int_equal(store_series_add(w, "p2", "t", &s, NULL, NULL), TW_OK);
 	/* 120 points at 1 s: two one-minute buckets, 0..59 and 60..119. */
 	for (int i = 0; i < 120; i++) {
 		v.num = i;
@@ -268,8 +268,8 @@ test_load_callback_error_aborts_and_is_returned(void **state)
 		assert_int_equal(store_twin_put(w, &a), TW_OK);
 		assert_int_equal(store_twin_put(w, &b), TW_OK);
 	}
-	assert_int_equal(store_series_add(w, "ld-a", "t", &s1), TW_OK);
-	assert_int_equal(store_series_add(w, "ld-b", "t", &s2), TW_OK);
+	assert_int_equal(store_series_add(w, "ld-a", "t", &s1, NULL, NULL), TW_OK);
+	assert_int_equal(store_series_add(w, "ld-b", "t", &s2, NULL, NULL), TW_OK);
 	assert_int_equal(store_commit(w), TW_OK);
 
 	/* Sanity: with callbacks that go on, the load sees both twins and returns 0. */
@@ -303,6 +303,47 @@ test_load_callback_error_aborts_and_is_returned(void **state)
 	assert_int_equal(c.series, 1);
 }
 
+struct seen {
+	int64_t ts;
+	double num;
+	int calls;
+};
+
+static int
+seen_row(void *arg, const struct store_series_row *row)
+{
+	struct seen *s = arg;
+
+	s->ts = row->ts;
+	s->num = row->val.num;
+	s->calls++;
+	return 0;
+}
+
+/* A series memory does not hold: found again with its reported value, not a new row or an error. */
+static void
+test_series_found_again(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct tw_val v = { .type = VAL_NUM, .num = 7.25 };
+	struct seen s = { 0 };
+	int64_t a, b;
+
+	(void)state;
+	assert_non_null(w);
+	assert_int_equal(store_begin(w), TW_OK);
+	assert_int_equal(store_series_add(w, "again", "t", &a, seen_row, &s), TW_OK);
+	assert_int_equal(s.calls, 0);		/* new: nothing reported yet */
+	assert_int_equal(store_series_put(w, a, 5000, &v, 0), TW_OK);
+	assert_int_equal(store_series_add(w, "again", "t", &b, seen_row, &s), TW_OK);
+	assert_int_equal(b, a);
+	assert_int_equal(s.calls, 1);
+	assert_int_equal(s.ts, 5000);
+	assert_true(s.num == 7.25);
+	assert_int_equal(store_commit(w), TW_OK);
+	store_close(w);
+}
+
 int
 main(void)
 {
@@ -311,6 +352,7 @@ main(void)
 		cmocka_unit_test(test_buckets),
 		cmocka_unit_test(test_quarantine_is_bounded),
 		cmocka_unit_test(test_load_callback_error_aborts_and_is_returned),
+		cmocka_unit_test(test_series_found_again),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -47,6 +47,9 @@ def test_budget_holds_at_start(tmp_path, make_twind, publisher):
                            "rules": {"file": window_rules(tmp_path, 2)}})
     _fill(tw, publisher, 600, 2000)
     wait_until(lambda: tw.metric("twind_twins") == 600, 10, what="600 twins in memory")
+    # In memory is not yet on disk: REST reads what is committed.
+    wait_until(lambda: tw.twin("mem-0") is not None and tw.twin("mem-599") is not None, 10,
+               what="the twins committed")
     models_before = {i: tw.twin(f"mem-{i}")["model"] for i in (0, 599)}
     assert tw.stop() == 0
     # The same database under a smaller budget: twind starts with what fits.

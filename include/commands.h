@@ -96,6 +96,8 @@ void commands_reconnected(struct commands *c);
 
 /* The broker took command `id` (a PUBACK routed by the outbox): sent, or done. In memory. */
 void commands_taken(struct commands *c, const char *id);
+/* The broker refused command `id` (an MQTT v5 PUBACK with reason `code`): failed. In memory. */
+void commands_refused(struct commands *c, const char *id, int code);
 /*
  * The asset answered: status done, rejected or failed, with its detail.
  * Returns 0 (also for an unknown or settled id, which is logged by the

@@ -57,7 +57,7 @@ enum rec_kind { REC_UPDATE = 1, REC_QUARANTINE = 2, REC_FLUSH = 3, REC_PUBACK = 
  */
 struct rec {
 	uint16_t kind;
-	uint16_t reason;	/* REC_QUARANTINE: enum ingest_reason */
+	uint16_t reason;	/* REC_QUARANTINE: enum ingest_reason; REC_PUBACK: the broker's refusal (v5), or 0 */
 	uint16_t nvals;
 	uint16_t id_len;
 	uint32_t gen;		/* MQTT connection generation that read it */

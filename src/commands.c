@@ -408,6 +408,23 @@ queue_event(struct store *st, struct outbox *o, const char *id)
 	return store_command_get(st, id, event_row, o) == TW_ERR_DB ? TW_ERR_DB : TW_OK;
 }
 
+void
+commands_refused(struct commands *c, const char *id, int code)
+{
+	struct command *cmd;
+	char why[96];
+
+	HASH_FIND_STR(c->by_id, id, cmd);
+	if (cmd == NULL || cmd->queued)
+		return;
+	snprintf(why, sizeof(why), "the broker refused it (MQTT reason code 0x%02x%s)", code,
+	    code == 0x87 ? ", not authorized: check its ACL" : "");
+	free(cmd->detail);
+	cmd->detail = strdup(why);
+	cmd->acked_ts = clock_now_ms();
+	settle(c, cmd, "failed", cmd->detail != NULL ? cmd->detail : "the broker refused it");
+}
+
 /* The answers an asset may give, as static strings: the record they came in is gone soon. */
 static const char *
 answer_status(const char *s)

@@ -310,6 +310,14 @@ engine_news(struct engine *e, const struct rec *r)
 	}
 	if (!outbox_puback(&e->outbox, (int)r->mid, &ack))
 		return;
+	if (r->reason != 0) {
+		log_limited(&e->drop_log, "mqtt: the broker refused our publication for %s "
+		    "(reason code 0x%02x): check its ACL", ack.key, r->reason);
+		/* A refused delta stays pending: it goes again after the next reconnect. */
+		if (ack.kind == OUTBOX_COMMAND)
+			commands_refused(&e->commands, ack.key, r->reason);
+		return;
+	}
 	if (ack.kind == OUTBOX_COMMAND)
 		commands_taken(&e->commands, ack.key);
 	else if (!e->map_invalid)

@@ -203,6 +203,23 @@ on_publish(struct mosquitto *mosq, void *arg, int mid)
 	push(m, &r, sizeof(r));
 }
 
+/*
+ * MQTT v5: the PUBACK says whether the broker took it. A refusal (0x80 and
+ * up, such as 0x87 "not authorized" from an ACL) means no subscriber got it.
+ */
+static void
+on_publish_v5(struct mosquitto *mosq, void *arg, int mid, int reason,
+    const mosquitto_property *props)
+{
+	struct mqtt *m = arg;
+	struct rec r = { .kind = REC_PUBACK, .mid = (uint32_t)mid,
+	    .reason = (uint16_t)(reason >= 0x80 ? reason : 0) };
+
+	(void)mosq;
+	(void)props;
+	push(m, &r, sizeof(r));
+}
+
 int
 mqtt_publish(struct mqtt *m, uint32_t link, const char *topic, const void *payload, int len,
     int retain, uint32_t expiry_s, int *mid)
@@ -273,7 +290,10 @@ mqtt_setup(struct mqtt *m)
 	mosquitto_connect_callback_set(m->mosq, on_connect);
 	mosquitto_disconnect_callback_set(m->mosq, on_disconnect);
 	mosquitto_message_callback_set(m->mosq, on_message);
-	mosquitto_publish_callback_set(m->mosq, on_publish);
+	if (c->mqtt_protocol == CONF_MQTT_5)
+		mosquitto_publish_v5_callback_set(m->mosq, on_publish_v5);
+	else
+		mosquitto_publish_callback_set(m->mosq, on_publish);
 	mosquitto_subscribe_callback_set(m->mosq, on_subscribe);
 	if (c->mqtt_username[0] != '\0' &&
 	    mosquitto_username_pw_set(m->mosq, c->mqtt_username,

@@ -6,7 +6,7 @@ import threading
 
 import paho.mqtt.client as mqtt
 
-from conftest import CTX, now_ms, plant_extra, wait_until, write_plant
+from conftest import CTX, Broker, Publisher, Twind, now_ms, plant_extra, wait_until, write_plant
 
 MODEL = "dtmi:test:Valve;1"
 
@@ -150,3 +150,32 @@ def test_bound_per_twin_refuses_with_a_stored_reason(tmp_path, make_twind, broke
     wait_until(lambda: tw.metric("twind_commands_pending") == 0, 10,
                what="the waiting commands sent once the broker is back")
     assert now_ms() > 0
+
+
+def test_command_refused_by_the_broker_acl(tmp_path, stack, make_publisher):
+    """MQTT v5: a command the broker's ACL refuses is `failed` with the reason
+    code, never `sent` as if a machine could have it."""
+    b = Broker(tmp_path / "acl-broker")
+    acl = tmp_path / "acl"
+    acl.write_text("\n".join(f"topic readwrite {t}" for t in (
+        "plant/+/telemetry", "plant/+/telemetry/#", "plant/+/cmd/ack", "plant/ok-1/cmd",
+        "plant/+/alert", "plant/+/desired", "harness/#")) + "\n")
+    b.conf.write_text(b.conf.read_text() + f"acl_file {acl}\n")
+    stack.brokers.append(b)
+    b.start()
+    tw = Twind(tmp_path / "tw", b)
+    stack.twinds.append(tw)
+    tw.start()
+    pub = Publisher(b.port)
+    stack.pubs.append(pub)
+    T = now_ms()
+    for twin in ("ok-1", "no-1"):
+        pub.publish(f"plant/{twin}/telemetry", {"ts": T, "flow": 1})
+        tw.wait_version(twin, 1)
+    ok = post(tw, "ok-1", "open").json()["id"]
+    no = post(tw, "no-1", "open").json()["id"]
+    wait_until(lambda: commands(tw, twin="ok-1")[ok]["status"] == "sent", 5, what="ok-1 sent")
+    c = wait_until(lambda: (lambda c: c if c["status"] == "failed" else None)(
+        commands(tw, twin="no-1")[no]), 5, what="no-1 failed: refused by the broker")
+    assert "0x87" in c["reason"], c
+    assert tw.metric("twind_commands_total", status="failed") == 1

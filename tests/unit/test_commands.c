@@ -204,6 +204,18 @@ hand_over(struct fix *f)
 		f->c.queue->qprev = NULL;
 }
 
+/* A committed command of p1, handed to the broker, in a new open batch. */
+static void
+in_flight(struct fix *f, char *id)
+{
+	fix_init(f, 10, 10);
+	assert_int_equal(store_begin(f->st), TW_OK);
+	assert_int_equal(issue(f, "p1", id), TW_OK);
+	commit(f);
+	assert_int_equal(store_begin(f->st), TW_OK);
+	hand_over(f);
+}
+
 static void
 test_answer_after_puback_in_the_same_batch(void **state)
 {
@@ -212,12 +224,7 @@ test_answer_after_puback_in_the_same_batch(void **state)
 	int known;
 
 	(void)state;
-	fix_init(&f, 10, 10);
-	assert_int_equal(store_begin(f.st), TW_OK);
-	assert_int_equal(issue(&f, "p1", id), TW_OK);
-	commit(&f);
-	assert_int_equal(store_begin(f.st), TW_OK);
-	hand_over(&f);
+	in_flight(&f, id);
 	commands_taken(&f.c, id);		/* sent, its row not committed yet */
 	/* The answer comes in a record the ring reuses at once: it must not be kept. */
 	snprintf(status, sizeof(status), "done");
@@ -245,12 +252,7 @@ test_answer_before_puback_and_of_another_twin(void **state)
 	int known;
 
 	(void)state;
-	fix_init(&f, 10, 10);
-	assert_int_equal(store_begin(f.st), TW_OK);
-	assert_int_equal(issue(&f, "p1", id), TW_OK);
-	commit(&f);
-	assert_int_equal(store_begin(f.st), TW_OK);
-	hand_over(&f);
+	in_flight(&f, id);
 	/* Another twin cannot answer p1's command. */
 	assert_int_equal(commands_answer(&f.c, f.st, &f.o, "p2", id, "done", NULL, 5, &known),
 	    TW_OK);

@@ -2,6 +2,7 @@
 
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share
 SYSCONFDIR ?= /etc
 UNITDIR ?= /lib/systemd/system
 WITH_SYSTEMD ?= yes
@@ -12,7 +13,7 @@ SIM_ACCEL ?= 10
 
 CC ?= cc
 PKGS := libmosquitto libcjson sqlite3 libmicrohttpd inih
-DEFS := -D_GNU_SOURCE
+DEFS := -D_GNU_SOURCE -DTW_WWW_DIR='"$(DATADIR)/twind/www"'
 ifeq ($(WITH_SYSTEMD),yes)
 PKGS += libsystemd
 DEFS += -DWITH_SYSTEMD
@@ -33,7 +34,8 @@ endif
 DEPS_BUILD := gcc make pkg-config libmosquitto-dev libcjson-dev libsqlite3-dev \
 	libmicrohttpd-dev libinih-dev uthash-dev libsystemd-dev
 DEPS_RUN := mosquitto curl
-DEPS_TEST := libcmocka-dev python3-pytest python3-paho-mqtt python3-requests sqlite3
+DEPS_TEST := libcmocka-dev python3-pytest python3-paho-mqtt python3-requests sqlite3 \
+	chromium chromium-driver python3-selenium
 
 # Only after the dependencies exist: pkg-config fails quietly before.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -41,9 +43,10 @@ PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CORE := err log clock names topic conf ring ingest value metrics model plant expr window rules \
 	twin store events alert progress request outbox commands desired alerts runtime actions undo apply \
-	restore twin_doc engine mqtt http api_twins api_alerts api_models api_events api_system
+	restore twin_doc engine mqtt http_guard www http api_page api_twins api_alerts api_models \
+	api_events api_system
 CORE_OBJ := $(CORE:%=$(BUILD)/%.o)
-UNIT := ring ingest conf clock twin store model plant events expr window rules runtime request outbox commands
+UNIT := http_guard www ring ingest conf clock twin store model plant events expr window rules runtime request outbox commands
 UNIT_BIN := $(UNIT:%=$(BUILD)/tests/test_%)
 
 ifeq ($(SANITIZE),)
@@ -100,11 +103,10 @@ run: deps
 	for i in $$(seq 50); do curl -sf http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.1; done; \
 	../twind-sim -p 1883 -r $(SIM_RATE) -a $(SIM_ACCEL) > sim.log 2>&1 & sim=$$!; \
 	echo; echo "twind is running: broker 127.0.0.1:1883, simulator at $(SIM_RATE) msg/s"; \
-	echo "  http://127.0.0.1:8080/api/v1/twins"; \
-	echo "  http://127.0.0.1:8080/api/v1/twins/pump-1"; \
-	echo "  http://127.0.0.1:8080/api/v1/twins/pump-1/history?property=temperature&from=-5m"; \
-	echo "  http://127.0.0.1:8080/metrics     http://127.0.0.1:8080/healthz"; \
+	echo "  the API:  http://127.0.0.1:8080/api/v1/twins"; \
+	echo "  metrics:  http://127.0.0.1:8080/metrics     http://127.0.0.1:8080/healthz"; \
 	echo "Ctrl-C stops broker, twind and simulator."; echo; \
+	echo "open http://127.0.0.1:8080/"; echo; \
 	wait $$tw
 
 unit: $(UNIT_BIN)
@@ -127,9 +129,12 @@ bench: deps
 	./tests/bench/bench.sh
 
 install: $(TWIND) twind-sim
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/twind $(DESTDIR)$(UNITDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/twind $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(DATADIR)/twind/www
 	install -m 0755 $(TWIND) twind-sim $(DESTDIR)$(BINDIR)/
-	install -m 0644 config/twind.conf $(DESTDIR)$(SYSCONFDIR)/twind/twind.conf
+	install -m 0644 www/* $(DESTDIR)$(DATADIR)/twind/www/
+	sed 's|^www = .*|www = $(DATADIR)/twind/www|' config/twind.conf \
+		> $(DESTDIR)$(SYSCONFDIR)/twind/twind.conf
 	install -m 0644 config/mosquitto.conf $(DESTDIR)$(SYSCONFDIR)/twind/mosquitto.conf
 	sed 's|@BINDIR@|$(BINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/twind.service \
 		> $(DESTDIR)$(UNITDIR)/twind.service
@@ -137,6 +142,7 @@ install: $(TWIND) twind-sim
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/twind $(DESTDIR)$(BINDIR)/twind-sim \
 		$(DESTDIR)$(UNITDIR)/twind.service
+	rm -rf $(DESTDIR)$(DATADIR)/twind/www
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/twind in place: it holds your settings"
 
 clean:

@@ -24,8 +24,7 @@ struct actions {
 	struct twin_map *twins;
 	struct store *store;
 	struct outbox *outbox;
-	int acknowledged;		/* [commands] acknowledged */
-	int64_t timeout_ms;		/* [commands] timeout */
+	struct command_policy policy;	/* [commands] */
 	struct log_limit *log;		/* refusals are logged at a limited rate */
 };
 

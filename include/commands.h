@@ -115,14 +115,27 @@ int commands_expire(struct commands *c, struct store *st, struct outbox *o, int6
 /* Start-up: a pending command from the store. 0 or TW_ERR_NOMEM. */
 int commands_restore(struct commands *c, const struct store_command_row *row);
 
+/* What [commands] says of every command, operators' and rules' alike. */
+struct command_policy {
+	int acknowledged;		/* assets answer on {command_topic}/ack */
+	int64_t timeout_ms;		/* how long an answer is awaited */
+	int allow_unmodelled;		/* a twin without a model takes any command name */
+};
+
 struct model;
 /*
- * How long an answer to `command` of model `m` (NULL: none) is awaited:
- * the model's Command says, else `acknowledged` and `dflt_ms` of the
- * config. 0 when the asset does not answer (done at the PUBACK).
+ * Whether a twin of model `m` (NULL: none) takes `command`: its model must
+ * name it. A twin without a model takes none unless the policy allows it,
+ * since anyone who may publish telemetry can create such a twin.
  */
-int64_t commands_timeout(const struct model *m, const char *command, int acknowledged,
-    int64_t dflt_ms);
+int commands_named(const struct model *m, const char *command, const struct command_policy *p);
+/*
+ * How long an answer to `command` of model `m` (NULL: none) is awaited:
+ * the model's Command says, else the policy. 0 when the asset does not
+ * answer (done at the PUBACK).
+ */
+int64_t commands_timeout(const struct model *m, const char *command,
+    const struct command_policy *p);
 
 struct twin;
 struct request;
@@ -134,7 +147,7 @@ struct request;
  * TW_ERR_DB / TW_ERR_NOMEM.
  */
 int commands_request(struct commands *c, struct store *st, struct outbox *o, const struct twin *t,
-    struct request *r, int acknowledged, int64_t timeout_ms);
+    struct request *r, const struct command_policy *p);
 
 /* Pending commands in memory (for /metrics). */
 unsigned commands_pending(const struct commands *c);

@@ -34,12 +34,17 @@ struct conf {
 	int64_t http_timeout_ms;
 	int http_max_body;
 	int http_allow_remote;
+	char *http_hosts;		/* names besides IP literals and localhost allowed in Host */
+	char *http_www;			/* the page's folder */
+	/* [alerts] */
+	int64_t shelve_max_ms;
 	/* [commands] */
 	int64_t cmd_timeout_ms;
 	int64_t cmd_ttl_ms;
 	int cmd_max_inflight;		/* waiting for the broker, plant-wide */
 	int cmd_max_inflight_per_twin;
 	int cmd_acknowledged;		/* assets answer on {command_topic}/ack */
+	int cmd_allow_unmodelled;	/* a twin without a model takes any command name */
 	/* [storage] */
 	char *db_path;
 	int db_sync;			/* enum conf_sync */

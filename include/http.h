@@ -16,6 +16,7 @@ struct ring;
 struct engine;
 struct events;
 struct request;
+struct www;
 
 /* What the handlers may look at; all borrowed, all outlive the server. */
 struct api_ctx {
@@ -23,6 +24,7 @@ struct api_ctx {
 	struct ring *ring;
 	struct engine *engine;
 	struct events *events;
+	const struct www *www;		/* the page's files; NULL when not installed */
 };
 
 #define HTTP_PARAMS_MAX	4
@@ -46,6 +48,8 @@ struct http_reply {
 	char etag[48];			/* sent when not empty */
 	char header_name[32];		/* one extra header when not empty */
 	char header_value[64];
+	int page;			/* one of the page's files: sent with its Content-Security-Policy */
+	int borrowed;			/* `body` is not owned: it outlives the reply */
 	/*
 	 * A stream instead of a body (Server-Sent Events): `stream` is called
 	 * for more bytes as MHD's content reader, and may block; stream_free

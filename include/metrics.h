@@ -35,6 +35,7 @@ struct metrics {
 	atomic_uint_fast64_t reconnects;		/* MQTT thread */
 	atomic_int db_failing;				/* engine */
 	atomic_uint_fast64_t http_requests;		/* REST threads */
+	atomic_uint_fast64_t http_refused;		/* REST threads: the browser guard */
 	atomic_uint_fast64_t events_cut;		/* engine: slow SSE clients cut off */
 	atomic_uint_fast64_t outbox_dropped;		/* engine: messages dropped while the broker was away */
 	atomic_uint_fast64_t commands[METRICS_CMD_STATUSES];	/* engine: by status reached */

@@ -22,12 +22,12 @@ rule_actions(struct actions *e, struct twin *t, const struct rule *r, int64_t so
 
 		if (ra->type == ACTION_COMMAND) {
 			struct command_spec spec = { t->id, ra->command, ra->json, r->name, source_ts,
-			    commands_timeout(t->model, ra->command, e->acknowledged,
-			    e->timeout_ms) };
+			    commands_timeout(t->model, ra->command, &e->policy) };
 
-			if (t->model != NULL && !model_has_command(t->model, ra->command)) {
-				log_limited(e->log, "rule %s: %s has no command %s", r->name,
-				    t->model_id, ra->command);
+			if (!commands_named(t->model, ra->command, &e->policy)) {
+				log_limited(e->log, "rule %s: %s (model %s) takes no command %s",
+				    r->name, t->id, t->model_id != NULL ? t->model_id : "none",
+				    ra->command);
 				atomic_fetch_add(&r->stats->errors, 1);
 				continue;
 			}

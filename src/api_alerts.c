@@ -109,6 +109,13 @@ api_alerts_shelve(struct http_req *req, struct http_reply *rep)
 		http_error(rep, 400, "bad_request", "the body must be {\"for\": a duration such as \"1h\"}");
 		return;
 	}
+	/* ISA-18.2: shelving is temporary, never a way to silence an alarm for good. */
+	if (sr.shelve_ms > req->ctx->conf->shelve_max_ms) {
+		cJSON_Delete(body);
+		http_error(rep, 422, "shelve_too_long", "shelving is temporary: at most %lld minutes "
+		    "([alerts] shelve_max)", (long long)(req->ctx->conf->shelve_max_ms / 60000));
+		return;
+	}
 	cJSON_Delete(body);
 	reply_request(req, rep, &sr, 200);
 }

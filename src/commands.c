@@ -564,15 +564,21 @@ commands_cleanup(struct commands *c)
 	commands_init(c, c->max, c->max_per_twin, c->ttl_ms, c->topic_tmpl);
 }
 
+int
+commands_named(const struct model *m, const char *command, const struct command_policy *p)
+{
+	return m != NULL ? model_has_command(m, command) : p->allow_unmodelled;
+}
+
 int64_t
-commands_timeout(const struct model *m, const char *command, int acknowledged, int64_t dflt_ms)
+commands_timeout(const struct model *m, const char *command, const struct command_policy *p)
 {
 	const struct model_command *mc = model_command(m, command);
-	int acked = mc != NULL && mc->acknowledged >= 0 ? mc->acknowledged : acknowledged;
+	int acked = mc != NULL && mc->acknowledged >= 0 ? mc->acknowledged : p->acknowledged;
 
 	if (!acked)
 		return 0;
-	return mc != NULL && mc->timeout_ms > 0 ? mc->timeout_ms : dflt_ms;
+	return mc != NULL && mc->timeout_ms > 0 ? mc->timeout_ms : p->timeout_ms;
 }
 
 static int
@@ -586,16 +592,20 @@ result_row(void *arg, const struct store_command_row *row)
 
 int
 commands_request(struct commands *c, struct store *st, struct outbox *o, const struct twin *t,
-    struct request *r, int acknowledged, int64_t timeout_ms)
+    struct request *r, const struct command_policy *p)
 {
 	struct command_spec spec;
 	char id[COMMAND_ID_MAX], *params = NULL;
 	const char *reason;
 	int rc;
 
-	if (t->model != NULL && !model_has_command(t->model, r->command)) {
-		request_fail(r, TW_ERR_REFUSED, "unknown_command", "%s has no command '%.64s'",
-		    t->model_id, r->command);
+	if (!commands_named(t->model, r->command, p)) {
+		if (t->model != NULL)
+			request_fail(r, TW_ERR_REFUSED, "unknown_command", "%s has no command "
+			    "'%.64s'", t->model_id, r->command);
+		else
+			request_fail(r, TW_ERR_REFUSED, "unknown_command", "%s has no model, so it "
+			    "takes no command ([commands] allow_unmodelled = no)", t->id);
 		return TW_ERR_REFUSED;
 	}
 	if (r->params != NULL && (params = cJSON_PrintUnformatted(r->params)) == NULL)
@@ -608,7 +618,7 @@ commands_request(struct commands *c, struct store *st, struct outbox *o, const s
 		return TW_ERR_INVAL;
 	}
 	spec = (struct command_spec){ t->id, r->command, params, NULL, 0,
-	    commands_timeout(t->model, r->command, acknowledged, timeout_ms) };
+	    commands_timeout(t->model, r->command, p) };
 	rc = commands_issue(c, st, o, &spec, id, &reason);
 	cJSON_free(params);
 	if (rc == TW_ERR_FULL) {

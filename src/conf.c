@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "conf.h"
 #include "err.h"
+#include "http_guard.h"
 
 enum opt_type { OPT_STR, OPT_PATH, OPT_INT, OPT_BOOL, OPT_DURATION, OPT_ENUM };
 
@@ -30,6 +31,10 @@ struct opt {
  * Every setting, its default and its bounds. config/twind.conf documents
  * each of them; keep the two in step.
  */
+#ifndef TW_WWW_DIR
+#define TW_WWW_DIR	"/usr/local/share/twind/www"	/* the Makefile says where it installs it */
+#endif
+
 static const struct opt opts[] = {
 	{ "mqtt", "host", OPT_STR, F(mqtt_host), "127.0.0.1", 0, 0, NULL },
 	{ "mqtt", "port", OPT_INT, F(mqtt_port), "1883", 1, 65535, NULL },
@@ -54,12 +59,16 @@ static const struct opt opts[] = {
 	{ "http", "timeout", OPT_DURATION, F(http_timeout_ms), "30s", 1000, 3600000, NULL },
 	{ "http", "max_body", OPT_INT, F(http_max_body), "65536", 1024, 16777216, NULL },
 	{ "http", "allow_remote_without_tokens", OPT_BOOL, F(http_allow_remote), "no", 0, 0, NULL },
+	{ "http", "hosts", OPT_STR, F(http_hosts), "", 0, 0, NULL },
+	{ "http", "www", OPT_PATH, F(http_www), TW_WWW_DIR, 0, 0, NULL },
+	{ "alerts", "shelve_max", OPT_DURATION, F(shelve_max_ms), "8h", 60000, 366 * DAY_MS, NULL },
 	{ "commands", "timeout", OPT_DURATION, F(cmd_timeout_ms), "30s", 100, 86400000, NULL },
 	{ "commands", "ttl", OPT_DURATION, F(cmd_ttl_ms), "5m", 100, 7 * DAY_MS, NULL },
 	{ "commands", "max_inflight", OPT_INT, F(cmd_max_inflight), "10000", 1, 1000000, NULL },
 	{ "commands", "max_inflight_per_twin", OPT_INT, F(cmd_max_inflight_per_twin), "100", 1,
 	    100000, NULL },
 	{ "commands", "acknowledged", OPT_BOOL, F(cmd_acknowledged), "yes", 0, 0, NULL },
+	{ "commands", "allow_unmodelled", OPT_BOOL, F(cmd_allow_unmodelled), "no", 0, 0, NULL },
 	{ "storage", "database", OPT_PATH, F(db_path), "/var/lib/twind/twind.db", 0, 0, NULL },
 	{ "storage", "synchronous", OPT_ENUM, F(db_sync), "normal", 0, 0, "normal|full" },
 	{ "storage", "batch_max", OPT_INT, F(batch_max), "8192", 1, 1000000, NULL },
@@ -416,7 +425,8 @@ topic_template_ok(const char *t)
 int
 conf_validate(const struct conf *c, const char *path, FILE *err)
 {
-	char host[256];
+	char host[256], gerr[128];
+	struct guard g;
 	int port;
 
 	const struct { const char *name, *value; } topics[] = {
@@ -464,6 +474,10 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 		fprintf(err, "%s: [http] listen '%s' is beyond loopback and no tokens are "
 		    "configured; set allow_remote_without_tokens = yes to accept that\n",
 		    path, c->http_listen);
+		return TW_ERR_INVAL;
+	}
+	if (guard_init(&g, c->http_hosts, 0, gerr, sizeof(gerr)) != TW_OK) {
+		fprintf(err, "%s: [http] hosts: %s\n", path, gerr);
 		return TW_ERR_INVAL;
 	}
 	return TW_OK;

@@ -556,7 +556,7 @@ serve_twin_request(struct engine *e, struct request *r)
 		rc = desired_request(&e->desired, e->twins, t, r, clock_now_ms());
 	else
 		rc = commands_request(&e->commands, e->store, &e->outbox, t, r,
-		    e->conf->cmd_acknowledged, e->conf->cmd_timeout_ms);
+		    &e->actions.policy);
 	if (rc == TW_ERR_DB || rc == TW_ERR_NOMEM) {
 		batch_fail(e, "serving a request");
 		cJSON_Delete(r->result);
@@ -747,7 +747,8 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	desired_out_init(&e->desired, c->desired_topic);
 	e->alerts = (struct alerts){ store, &e->outbox, c->alert_topic, c->converge_timeout_ms };
 	e->actions = (struct actions){ &e->alerts, &e->commands, &e->desired, NULL, store,
-	    &e->outbox, c->cmd_acknowledged, c->cmd_timeout_ms, &e->drop_log };
+	    &e->outbox, { c->cmd_acknowledged, c->cmd_timeout_ms, c->cmd_allow_unmodelled },
+	    &e->drop_log };
 	e->twins = twin_map_new(c->max_twins, c->max_props_per_twin);
 	e->actions.twins = e->twins;
 	if (e->twins != NULL)

@@ -11,6 +11,7 @@
 #include "api.h"
 #include "err.h"
 #include "http.h"
+#include "http_guard.h"
 #include "request.h"
 #include "log.h"
 #include "metrics.h"
@@ -42,11 +43,14 @@ static const struct route routes[] = {
 	{ "GET", "/api/v1/events", api_events_stream },
 	{ "GET", "/healthz", api_system_health },
 	{ "GET", "/metrics", api_system_metrics },
+	{ "GET", "/", api_page_index },
+	{ "GET", "/ui/*", api_page_file },
 };
 
 struct http {
 	struct MHD_Daemon *daemon;
 	const struct api_ctx *ctx;
+	struct guard guard;
 };
 
 /* The body of one request, gathered across calls of the access handler. */
@@ -113,7 +117,9 @@ http_json(struct http_reply *rep, int status, cJSON *doc)
 		http_error(rep, 500, "internal", "out of memory");
 		return;
 	}
-	free(rep->body);
+	if (!rep->borrowed)
+		free(rep->body);
+	rep->borrowed = 0;
 	rep->status = status;
 	rep->body = s;
 	rep->len = strlen(s);
@@ -148,8 +154,11 @@ http_error(struct http_reply *rep, int status, const char *code, const char *fmt
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	free(rep->body);
+	if (!rep->borrowed)
+		free(rep->body);
+	rep->borrowed = 0;
 	rep->body = NULL;
+	rep->page = 0;
 	rep->status = status;
 	rep->type = "application/json";
 	if ((doc = cJSON_CreateObject()) == NULL ||
@@ -207,7 +216,10 @@ http_dispatch(struct http_req *req, struct http_reply *rep, char *store)
 		if (!route_match(routes[i].pattern, req->path, req, store))
 			continue;
 		path_known = 1;
-		if (strcmp(routes[i].method, req->method) != 0)
+		/* HEAD is GET without the body (MHD drops it); not for a stream that never ends. */
+		if (strcmp(routes[i].method, req->method) != 0 &&
+		    !(strcmp(req->method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0 &&
+		    routes[i].fn != api_events_stream))
 			continue;
 		routes[i].fn(req, rep);
 		return;
@@ -231,9 +243,11 @@ http_send(struct MHD_Connection *conn, struct http_reply *rep)
 		    (MHD_ContentReaderFreeCallback)rep->stream_free);
 	else
 		r = MHD_create_response_from_buffer(rep->len, rep->body != NULL ? rep->body : "",
-		    rep->body != NULL ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+		    rep->body != NULL && !rep->borrowed ? MHD_RESPMEM_MUST_FREE :
+		    MHD_RESPMEM_PERSISTENT);
 	if (r == NULL) {
-		free(rep->body);
+		if (!rep->borrowed)
+			free(rep->body);
 		if (rep->stream_free != NULL)
 			rep->stream_free(rep->stream_cls);
 		return MHD_NO;
@@ -241,6 +255,13 @@ http_send(struct MHD_Connection *conn, struct http_reply *rep)
 	rep->body = NULL;
 	MHD_add_response_header(r, "Content-Type", rep->type != NULL ? rep->type : "text/plain");
 	MHD_add_response_header(r, "Cache-Control", "no-store");
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	/* The page has buttons that move machines: no other site may frame it. */
+	MHD_add_response_header(r, "X-Frame-Options", "DENY");
+	if (rep->page)
+		MHD_add_response_header(r, "Content-Security-Policy", "default-src 'self'; "
+		    "img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+		    "form-action 'self'; frame-ancestors 'none'");
 	if (rep->etag[0] != '\0')
 		MHD_add_response_header(r, "ETag", rep->etag);
 	if (rep->header_name[0] != '\0')
@@ -258,6 +279,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 	struct body *b = *con_cls;
 	struct http_reply rep = { 0 };
 	struct http_req req = { 0 };
+	struct guard_refusal gr;
 	char *params;
 	enum MHD_Result ret;
 
@@ -297,7 +319,11 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 	req.body_len = b->len;
 	req.ctx = h->ctx;
 	req.db = reader_take(h->ctx->conf);
-	if (b->too_large)
+	if (guard_check(&h->guard, method, http_header(&req, "Host"), http_header(&req, "Origin"),
+	    http_header(&req, "Content-Type"), &gr) != TW_OK) {
+		metrics_add(&metrics.http_refused, 1);
+		http_error(&rep, gr.status, gr.code, "%s", gr.message);
+	} else if (b->too_large)
 		http_error(&rep, 413, "too_large", "the body is larger than %d bytes",
 		    h->ctx->conf->http_max_body);
 	else if (req.db == NULL)
@@ -349,13 +375,17 @@ http_start(const struct api_ctx *ctx)
 	 */
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 	    MHD_USE_ERROR_LOG;
-	char host[256], port[16];
+	char host[256], port[16], gerr[128];
 	struct http *h;
 	int p;
 
 	if ((h = calloc(1, sizeof(*h))) == NULL)
 		return NULL;
 	h->ctx = ctx;
+	if (guard_init(&h->guard, c->http_hosts, 0, gerr, sizeof(gerr)) != TW_OK) {
+		log_warnx("http: [http] hosts: %s", gerr);
+		goto fail;
+	}
 	if (conf_listen_split(c->http_listen, host, sizeof(host), &p) != TW_OK)
 		goto fail;
 	snprintf(port, sizeof(port), "%d", p);

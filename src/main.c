@@ -26,6 +26,7 @@
 #include "rules.h"
 #include "ring.h"
 #include "store.h"
+#include "www.h"
 
 #define TWIND_VERSION	"0.1.0"
 #define EXIT_RUNTIME	1
@@ -198,6 +199,8 @@ main(int argc, char **argv)
 	struct publisher pub = { NULL, pub_publish, pub_link, pub_trouble };
 	int have_progress = 0;
 	struct http *http = NULL;
+	struct www *www = NULL;
+	char werr[256];
 	struct events *events = NULL;
 	sigset_t set;
 	int64_t t0 = clock_mono_us();
@@ -284,7 +287,11 @@ main(int argc, char **argv)
 		log_warnx("start-up failed");
 		goto out;
 	}
-	api = (struct api_ctx){ .conf = &conf, .ring = ring, .engine = engine, .events = events };
+	/* The API is what plants depend on: without its page twind still serves it. */
+	if ((www = www_load(conf.http_www, werr, sizeof(werr))) == NULL)
+		log_warnx("the page is not served: %s", werr);
+	api = (struct api_ctx){ .conf = &conf, .ring = ring, .engine = engine, .events = events,
+	    .www = www };
 	if ((http = http_start(&api)) == NULL)
 		goto out;
 	if (engine_start(engine) != TW_OK || mqtt_start(mqtt) != TW_OK) {
@@ -311,6 +318,7 @@ out:
 	if (events != NULL)
 		events_shutdown(events);
 	http_stop(http);
+	www_free(www);
 	events_free(events);
 	engine_free(engine);
 	mqtt_free(mqtt);

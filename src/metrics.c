@@ -180,6 +180,8 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	    (uint64_t)atomic_load(&metrics.db_failing));
 	counter(&o, "twind_http_requests_total", "REST requests served.",
 	    load(&metrics.http_requests));
+	counter(&o, "twind_http_refused_total", "Requests refused for their Host, Origin or "
+	    "Content-Type (the browser guard).", load(&metrics.http_refused));
 	counter(&o, "twind_event_clients_cut_total",
 	    "Server-Sent Events clients cut off for not keeping up.", load(&metrics.events_cut));
 	counter(&o, "twind_outbox_dropped_total",

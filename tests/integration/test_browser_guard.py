@@ -1,0 +1,207 @@
+"""What a web page open in a browser on the gateway can do to twind, tried
+with real curl and real HTTP: no-preflight form posts, pages on other sites,
+DNS rebinding, a ten-year shelve, a command to a twin nobody modelled. Each
+is refused with a clear error and changes nothing; twind's own page and a
+script still work."""
+
+import json
+import subprocess
+
+from conftest import PUMP_ID, TWIND_BIN, now_ms, plant_extra, wait_until, write_plant
+
+RULES = [
+    {"name": "hot", "match": {"twins": "p-*"}, "when": "temperature > 90",
+     "clear": "temperature < 80", "severity": "major"},
+    {"name": "free_cmd", "match": {"twins": "free-*"}, "when": "temperature > 90",
+     "actions": [{"command": "purge"}]},
+]
+
+
+def start(tmp_path, make_twind, **sections):
+    mdir, tfile = write_plant(tmp_path / "plant", None,
+                              [{"id": "p-1", "model": PUMP_ID}])
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(RULES))
+    extra = plant_extra(mdir, tfile)
+    extra["rules"] = {"file": str(rules)}
+    for sec, kv in sections.items():
+        extra.setdefault(sec, {}).update(kv)
+    return make_twind(extra=extra)
+
+
+def curl(tw, method, path, body=None, headers=()):
+    """Real curl, as a browser's request would look on the wire: status and body."""
+    args = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, tw.url(path)]
+    for h in headers:
+        args += ["-H", h]
+    if body is not None:
+        args += ["--data-binary", body]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=10, check=True)
+    text, _, code = r.stdout.rpartition("\n")
+    return int(code), (json.loads(text) if text.startswith("{") else text)
+
+
+def commands(tw):
+    r = tw.get("/api/v1/commands")
+    assert r.status_code == 200, r.text
+    return r.json()["commands"]
+
+
+def alerts(tw, **params):
+    r = tw.get("/api/v1/alerts", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()["alerts"]
+
+
+def rule_stats(tw, name):
+    return {x["name"]: x for x in tw.get("/api/v1/rules").json()["rules"]}[name]["stats"]
+
+
+def raise_alert(tw, pub, twin="p-1"):
+    pub.publish(f"plant/{twin}/telemetry", {"ts": now_ms(), "temperature": 95})
+
+    def active():
+        al = alerts(tw, twin=twin, state="active")
+        return al[0] if al else None
+    return wait_until(active, 10, what="the alert raised")
+
+
+def test_form_post_cannot_command_a_machine(tmp_path, make_twind, publisher):
+    """A <form enctype=text/plain> posts without a preflight: refused, nothing stored."""
+    tw = start(tmp_path, make_twind)
+    publisher.publish("plant/p-1/telemetry", {"ts": now_ms(), "temperature": 50})
+    tw.wait_version("p-1", 1)
+    refused0 = tw.metric("twind_http_refused_total")
+    for ctype in ("text/plain", "application/x-www-form-urlencoded",
+                  "multipart/form-data; boundary=x"):
+        code, body = curl(tw, "POST", "/api/v1/twins/p-1/commands", '{"command":"stop"}',
+                          [f"Content-Type: {ctype}"])
+        assert code == 415 and body["error"]["code"] == "bad_content_type", (ctype, code, body)
+    code, body = curl(tw, "PATCH", "/api/v1/twins/p-1/desired", '{"speed":100}',
+                      ["Content-Type: text/plain"])
+    assert code == 415, body
+    assert commands(tw) == []
+    assert tw.twin("p-1")["desired"] == {}
+    assert tw.metric("twind_http_refused_total") == refused0 + 4
+    # A script that says what it sends is served.
+    code, body = curl(tw, "POST", "/api/v1/twins/p-1/commands", '{"command":"stop"}',
+                      ["Content-Type: application/json; charset=utf-8"])
+    assert code == 202 and body["command"] == "stop", body
+
+
+def test_pages_on_other_sites_are_refused(tmp_path, make_twind, publisher):
+    tw = start(tmp_path, make_twind)
+    a = raise_alert(tw, publisher)
+    own = f"http://127.0.0.1:{tw.http_port}"
+    for origin in ("http://evil.example", f"http://127.0.0.1:{tw.http_port + 1}", "null",
+                   f"https://127.0.0.1:{tw.http_port}"):
+        code, body = curl(tw, "POST", f"/api/v1/alerts/{a['id']}/ack", "{}",
+                          ["Content-Type: application/json", f"Origin: {origin}"])
+        assert code == 403 and body["error"]["code"] == "bad_origin", (origin, code, body)
+        # reading is refused too: an EventSource or fetch from that page learns nothing
+        code, _ = curl(tw, "GET", "/api/v1/twins", headers=[f"Origin: {origin}"])
+        assert code == 403, origin
+    assert alerts(tw, twin="p-1")[0]["acknowledged"] is False
+    # twind's own page sends its own origin, and is served
+    code, body = curl(tw, "POST", f"/api/v1/alerts/{a['id']}/ack", "{}",
+                      ["Content-Type: application/json", f"Origin: {own}"])
+    assert code == 200 and body["acknowledged"] is True, body
+
+
+def test_dns_rebinding_is_refused(tmp_path, make_twind):
+    """A rebinding page reaches 127.0.0.1 under its own name: the Host says so."""
+    tw = start(tmp_path, make_twind, http={"hosts": "gw1.plant.example"})
+    port = tw.http_port
+    for host in (f"attacker.example:{port}", f"gw1.plant.example.attacker.example:{port}"):
+        code, body = curl(tw, "GET", "/api/v1/twins", headers=[f"Host: {host}"])
+        assert code == 421 and body["error"]["code"] == "bad_host", (host, code, body)
+        code, body = curl(tw, "PATCH", "/api/v1/twins/p-1/desired", '{"speed":100}',
+                          [f"Host: {host}", "Content-Type: application/json"])
+        assert code == 421, body
+    assert tw.twin("p-1")["desired"] == {}
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"gw1.plant.example:{port}",
+                 f"GW1.Plant.Example:{port}"):
+        code, _ = curl(tw, "GET", "/api/v1/twins", headers=[f"Host: {host}"])
+        assert code == 200, host
+
+
+def test_shelving_is_temporary(tmp_path, make_twind, publisher):
+    tw = start(tmp_path, make_twind, alerts={"shelve_max": "1h"})
+    a = raise_alert(tw, publisher)
+    for dur in ("3650d", "2h", "61m"):
+        r = tw.request("POST", f"/api/v1/alerts/{a['id']}/shelve", json={"for": dur})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "shelve_too_long", r.text
+        assert "at most 60 minutes" in r.json()["error"]["message"]
+    assert alerts(tw, state="shelved") == []
+    r = tw.request("POST", f"/api/v1/alerts/{a['id']}/shelve", json={"for": "1h"})
+    assert r.status_code == 200, r.text
+    until = r.json()["shelved_until_ts"]
+    assert now_ms() + 3_500_000 <= until <= now_ms() + 3_600_000 + 1000, r.json()
+
+
+def test_default_shelve_max_is_eight_hours(tmp_path, make_twind, publisher):
+    tw = start(tmp_path, make_twind)
+    a = raise_alert(tw, publisher)
+    r = tw.request("POST", f"/api/v1/alerts/{a['id']}/shelve", json={"for": "9h"})
+    assert r.status_code == 422, r.text
+    r = tw.request("POST", f"/api/v1/alerts/{a['id']}/shelve", json={"for": "8h"})
+    assert r.status_code == 200, r.text
+
+
+def test_unmodelled_twin_takes_no_command(tmp_path, make_twind, publisher):
+    """Anyone who can publish telemetry can create a twin without a model: it
+    takes no command, from an operator or a rule, unless the config allows it."""
+    tw = start(tmp_path, make_twind)
+    publisher.publish("plant/free-1/telemetry", {"ts": now_ms(), "temperature": 95})
+    tw.wait_version("free-1", 1)
+    r = tw.request("POST", "/api/v1/twins/free-1/commands", json={"command": "purge"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_command", r.text
+    assert "allow_unmodelled" in r.json()["error"]["message"]
+    wait_until(lambda: rule_stats(tw, "free_cmd")["errors"] >= 1, 5,
+               what="the rule's command refused and counted")
+    assert commands(tw) == []
+    # the modelled pump still takes its model's command, and nothing else
+    r = tw.request("POST", "/api/v1/twins/p-1/commands", json={"command": "purge"})
+    assert r.status_code == 422, r.text
+    r = tw.request("POST", "/api/v1/twins/p-1/commands", json={"command": "stop"})
+    assert r.status_code == 202, r.text
+
+
+def test_unmodelled_commands_when_allowed(tmp_path, make_twind, publisher):
+    tw = start(tmp_path, make_twind, commands={"allow_unmodelled": "yes"})
+    publisher.publish("plant/free-2/telemetry", {"ts": now_ms(), "temperature": 95})
+    wait_until(lambda: [c for c in commands(tw) if c["rule"] == "free_cmd"], 5,
+               what="the rule's command on an unmodelled twin")
+    r = tw.request("POST", "/api/v1/twins/free-2/commands", json={"command": "purge"})
+    assert r.status_code == 202, r.text
+
+
+def test_page_is_served_with_its_guards(tmp_path, make_twind):
+    tw = start(tmp_path, make_twind)
+    r = tw.get("/")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html"), r.text
+    assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    for path in ("/ui/../../twind.conf", "/ui/%2e%2e%2ftwind.conf", "/ui/nosuch.js",
+                 "/ui/twind.conf"):
+        code, body = curl(tw, "GET", path, headers=["Content-Type: x"])
+        assert code == 404, (path, code, body)
+
+
+def test_page_missing_is_said(tmp_path, make_twind):
+    tw = start(tmp_path, make_twind, http={"www": str(tmp_path / "nowww")})
+    r = tw.get("/")
+    assert r.status_code == 404 and "not installed" in r.json()["error"]["message"], r.text
+    assert "the page is not served" in tw.log()
+    assert tw.get("/healthz").status_code == 200
+
+
+def test_check_refuses_bad_hosts(tmp_path):
+    conf = tmp_path / "twind.conf"
+    conf.write_text(f"[http]\nlisten = 127.0.0.1:1\nhosts = ok.example, bad/name\n"
+                    f"[storage]\ndatabase = {tmp_path}/twind.db\n")
+    r = subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 2 and "hosts" in r.stderr and "bad/name" in r.stderr, r.stderr

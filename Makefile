@@ -35,7 +35,7 @@ DEPS_BUILD := gcc make pkg-config libmosquitto-dev libcjson-dev libsqlite3-dev \
 	libmicrohttpd-dev libinih-dev uthash-dev libsystemd-dev
 DEPS_RUN := mosquitto curl
 DEPS_TEST := libcmocka-dev python3-pytest python3-paho-mqtt python3-requests sqlite3 \
-	chromium chromium-driver python3-selenium
+	chromium chromium-driver python3-selenium prometheus debhelper fakeroot dpkg-dev lintian git
 
 # Only after the dependencies exist: pkg-config fails quietly before.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -56,13 +56,13 @@ TWIND := $(BUILD)/twind
 endif
 
 .PHONY: all run test unit integration bench install uninstall clean deps deps-test \
-	test-sanitize
+	test-sanitize deb
 
 all: $(TWIND) twind-sim tests/bench/twind-load tests/bench/twind-floor
 
 $(BUILD)/%.o: src/%.c
 	@mkdir -p $(@D)
-	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c -o $@ $<
+	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/%.o: tests/unit/%.c
 	@mkdir -p $(@D)
@@ -72,7 +72,7 @@ $(TWIND): $(CORE_OBJ) $(BUILD)/main.o
 	$(CC) $(TW_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread -lm
 
 twind-sim: src/sim.c
-	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PKG_LIBS) -lm
+	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PKG_LIBS) -lm
 
 tests/bench/twind-load: tests/bench/load.c
 	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PKG_LIBS) -lm
@@ -129,13 +129,15 @@ bench: deps
 	./tests/bench/bench.sh
 
 install: $(TWIND) twind-sim
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/twind $(DESTDIR)$(UNITDIR) \
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/twind/models $(DESTDIR)$(UNITDIR) \
 		$(DESTDIR)$(DATADIR)/twind/www
 	install -m 0755 $(TWIND) twind-sim $(DESTDIR)$(BINDIR)/
 	install -m 0644 www/* $(DESTDIR)$(DATADIR)/twind/www/
 	sed 's|^www = .*|www = $(DATADIR)/twind/www|' config/twind.conf \
 		> $(DESTDIR)$(SYSCONFDIR)/twind/twind.conf
-	install -m 0644 config/mosquitto.conf $(DESTDIR)$(SYSCONFDIR)/twind/mosquitto.conf
+	install -m 0644 config/mosquitto.conf config/twins.json config/rules.json \
+		$(DESTDIR)$(SYSCONFDIR)/twind/
+	install -m 0644 config/models/*.json $(DESTDIR)$(SYSCONFDIR)/twind/models/
 	sed 's|@BINDIR@|$(BINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/twind.service \
 		> $(DESTDIR)$(UNITDIR)/twind.service
 
@@ -144,6 +146,21 @@ uninstall:
 		$(DESTDIR)$(UNITDIR)/twind.service
 	rm -rf $(DESTDIR)$(DATADIR)/twind/www
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/twind in place: it holds your settings"
+
+# A Debian package, built by debhelper from a copy of the tree (the working
+# files, committed or not) in build/deb/, so that nothing here is cleaned
+# and nothing is written outside the project. Ends with lintian's verdict.
+DEPS_DEB := debhelper fakeroot dpkg-dev lintian git
+deb: deps
+	@./tests/deps.sh $(DEPS_DEB)
+	rm -rf build/deb && mkdir -p build/deb/src
+	git ls-files -co --exclude-standard -z | \
+		tar --null -T - -cf - | tar -xf - -C build/deb/src
+	cd build/deb/src && dpkg-buildpackage -b -us -uc --no-sign -j2 > ../build.log 2>&1 || \
+		{ tail -40 ../build.log; exit 1; }
+	lintian --info --display-info --pedantic --tag-display-limit 0 --fail-on error,warning \
+		build/deb/twind_*.deb
+	@echo "built: $$(ls build/deb/twind_*.deb)"
 
 clean:
 	rm -rf build twind twind-sim tests/bench/twind-load tests/bench/twind-floor

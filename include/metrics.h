@@ -24,6 +24,7 @@ struct metrics {
 	atomic_uint_fast64_t values;			/* engine: values committed */
 	atomic_uint_fast64_t out_of_range;		/* engine: values outside the model's range */
 	atomic_uint_fast64_t alerts_raised;		/* engine: rule alerts raised */
+	atomic_uint_fast64_t rule_evaluations;		/* engine: rules judged on a twin */
 	atomic_uint_fast64_t commits;			/* engine */
 	atomic_uint_fast64_t commit_failures;		/* engine */
 	atomic_uint_fast64_t batch_le[METRICS_BATCH_BUCKETS];	/* engine */
@@ -37,6 +38,7 @@ struct metrics {
 	atomic_uint_fast64_t http_requests;		/* REST threads */
 	atomic_uint_fast64_t http_refused;		/* REST threads: the browser guard */
 	atomic_uint_fast64_t events_cut;		/* engine: slow SSE clients cut off */
+	atomic_int event_clients;			/* REST threads, under the hub's lock */
 	atomic_uint_fast64_t outbox_dropped;		/* engine: messages dropped while the broker was away */
 	atomic_uint_fast64_t commands[METRICS_CMD_STATUSES];	/* engine: by status reached */
 	atomic_uint_fast64_t commands_pending;		/* engine: waiting for the broker */

@@ -113,6 +113,7 @@ events_subscribe(struct events *e, const char *twin_glob)
 	c->next = e->clients;
 	e->clients = c;
 	e->nclients++;
+	atomic_store(&metrics.event_clients, e->nclients);
 	atomic_fetch_add(&e->listening, 1);
 	pthread_mutex_unlock(&e->lock);
 	return c;
@@ -158,6 +159,7 @@ events_unsubscribe(struct events_client *c)
 			break;
 		}
 	e->nclients--;
+	atomic_store(&metrics.event_clients, e->nclients);
 	atomic_fetch_sub(&e->listening, 1);
 	pthread_mutex_unlock(&e->lock);
 	pthread_cond_destroy(&c->ready);

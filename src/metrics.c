@@ -166,6 +166,8 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	    load(&metrics.out_of_range));
 	counter(&o, "twind_alerts_raised_total", "Alerts raised by rules.",
 	    load(&metrics.alerts_raised));
+	counter(&o, "twind_rule_evaluations_total", "Rules judged on a twin's update or on the "
+	    "timer.", load(&metrics.rule_evaluations));
 	counter(&o, "twind_commit_failures_total", "Database commits that failed.",
 	    load(&metrics.commit_failures));
 	render_histograms(&o);
@@ -182,6 +184,8 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	    load(&metrics.http_requests));
 	counter(&o, "twind_http_refused_total", "Requests refused for their Host, Origin or "
 	    "Content-Type (the browser guard).", load(&metrics.http_refused));
+	gauge(&o, "twind_event_clients", "Server-Sent Events clients connected now.",
+	    (uint64_t)atomic_load(&metrics.event_clients));
 	counter(&o, "twind_event_clients_cut_total",
 	    "Server-Sent Events clients cut off for not keeping up.", load(&metrics.events_cut));
 	counter(&o, "twind_outbox_dropped_total",

@@ -6,6 +6,7 @@
 #include "clock.h"
 #include "err.h"
 #include "runtime.h"
+#include "metrics.h"
 
 /* ---- start-up alerts ---- */
 
@@ -386,6 +387,7 @@ rule_step(const struct runtime *rt, struct twin *t, struct rule_state *st, int64
 	struct prop *p;
 
 	atomic_fetch_add(&r->stats->evaluations, 1);
+	metrics_add(&metrics.rule_evaluations, 1);
 	if (st->alert_id != 0) {
 		int cond = r->clear != NULL ? eval_expr(t, r->clear, b->clear, now) :
 		    !eval_expr(t, r->when, b->when, now);

@@ -1,0 +1,115 @@
+"""The Debian package and make install, as a gateway's admin gets them:
+`make deb` builds with debhelper and passes lintian; the package holds the
+daemon, the simulator, conffiles, the unit, the page and the man pages; the
+installed twind accepts the installed config and, started from the
+extracted tree, serves the installed page. `make install` and `make
+uninstall` honour PREFIX and DESTDIR."""
+
+import re
+import subprocess
+
+import pytest
+
+from conftest import REPO, Twind
+
+DEB_DIR = REPO / "build" / "deb"
+
+
+def run(args, cwd=REPO, timeout=600):
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def deb():
+    r = run(["make", "--no-print-directory", "deb"])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    debs = sorted(DEB_DIR.glob("twind_*_*.deb"))
+    assert len(debs) == 1, debs
+    return debs[0], r.stdout + r.stderr
+
+
+def test_package_builds_and_passes_lintian(deb):
+    path, out = deb
+    # make deb runs lintian with --fail-on error,warning; no tag is left unexplained
+    tags = [line for line in out.splitlines() if line[:3] in ("E: ", "W: ", "I: ", "P: ")]
+    assert not tags, tags
+    info = run(["dpkg-deb", "-f", str(path), "Package", "Depends", "Recommends"]).stdout
+    assert "Package: twind" in info and "libmosquitto1" in info and "mosquitto" in info, info
+
+
+def test_package_contents(deb, tmp_path):
+    path, _ = deb
+    files = run(["dpkg-deb", "-c", str(path)]).stdout
+    for want in ("./usr/bin/twind", "./usr/bin/twind-sim", "./etc/twind/twind.conf",
+                 "./etc/twind/models/pump.json", "./etc/twind/twins.json",
+                 "./etc/twind/rules.json", "./lib/systemd/system/twind.service",
+                 "./usr/share/twind/www/index.html", "./usr/share/twind/www/app.js",
+                 "./usr/share/man/man8/twind.8.gz", "./usr/share/man/man1/twind-sim.1.gz",
+                 "./usr/share/doc/twind/copyright"):
+        assert f" {want}\n" in files + "\n" or files.endswith(" " + want), want
+    ctl = tmp_path / "control"
+    assert run(["dpkg-deb", "-e", str(path), str(ctl)]).returncode == 0
+    conffiles = (ctl / "conffiles").read_text().split()
+    assert {"/etc/twind/twind.conf", "/etc/twind/rules.json",
+            "/etc/twind/models/pump.json"} <= set(conffiles), conffiles
+    post = (ctl / "postinst").read_text()
+    assert "install -d -m 0750 /var/lib/twind" in post, post
+    assert "systemctl --system daemon-reload" in post or "deb-systemd-helper" in post, post
+    assert "purge" in (ctl / "postrm").read_text()
+
+
+def test_installed_tree_checks_and_serves_its_page(deb, tmp_path, broker, stack):
+    path, _ = deb
+    root = tmp_path / "root"
+    assert run(["dpkg-deb", "-x", str(path), str(root)]).returncode == 0
+    conf = root / "etc" / "twind" / "twind.conf"
+    text = conf.read_text()
+    assert "www = /usr/share/twind/www" in text, "the installed config names the installed page"
+    r = run([str(root / "usr/bin/twind"), "-c", str(conf), "--check"], timeout=20)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "4 models" in r.stdout, r.stdout
+    unit = (root / "lib/systemd/system/twind.service").read_text()
+    assert "ExecStart=/usr/bin/twind -c /etc/twind/twind.conf" in unit, unit
+    assert "Documentation=man:twind(8)" in unit
+    r = run(["man", "--warnings", "-l", str(root / "usr/share/man/man8/twind.8.gz")])
+    assert r.returncode == 0 and "digital-twin" in r.stdout and not r.stderr, r.stderr
+    # the installed binary with the installed config, its ports and paths moved into the test
+    tw = Twind(tmp_path / "tw", broker, binary=root / "usr/bin/twind")
+    moved = {r"^www = .*$": f"www = {root / 'usr/share/twind/www'}",
+             r"^database = .*$": f"database = {tw.db}",
+             r"^listen = .*$": f"listen = 127.0.0.1:{tw.http_port}",
+             r"^port = .*$": f"port = {broker.port}",
+             r"^client_id = .*$": f"client_id = {tw.client_id}"}
+    for pat, rep in moved.items():
+        text, n = re.subn(pat, rep, text, count=1, flags=re.M)
+        assert n == 1, pat
+    conf.write_text(text)
+    tw.conf = conf
+    stack.twinds.append(tw)
+    tw.start()
+    page = tw.get("/")
+    assert page.status_code == 200 and "<title>twind" in page.text, page.text[:200]
+    assert tw.get("/ui/app.js").status_code == 200
+
+
+def test_make_install_and_uninstall(tmp_path):
+    dest = tmp_path / "dest"
+    r = run(["make", "--no-print-directory", "install", f"DESTDIR={dest}", "PREFIX=/opt/tw",
+             "SYSCONFDIR=/opt/tw/etc", "UNITDIR=/opt/tw/lib/systemd/system"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    for f in ("opt/tw/bin/twind", "opt/tw/bin/twind-sim", "opt/tw/etc/twind/twind.conf",
+              "opt/tw/etc/twind/models/pump.json", "opt/tw/share/twind/www/index.html",
+              "opt/tw/lib/systemd/system/twind.service"):
+        assert (dest / f).exists(), f
+    assert "www = /opt/tw/share/twind/www" in (dest / "opt/tw/etc/twind/twind.conf").read_text()
+    assert "ExecStart=/opt/tw/bin/twind -c /opt/tw/etc/twind/twind.conf" in \
+        (dest / "opt/tw/lib/systemd/system/twind.service").read_text()
+    r = run(["make", "--no-print-directory", "uninstall", f"DESTDIR={dest}", "PREFIX=/opt/tw",
+             "SYSCONFDIR=/opt/tw/etc", "UNITDIR=/opt/tw/lib/systemd/system"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (dest / "opt/tw/bin/twind").exists()
+    assert not (dest / "opt/tw/share/twind/www").exists()
+    assert not (dest / "opt/tw/lib/systemd/system/twind.service").exists()
+    # the settings stay: they are the plant's
+    assert (dest / "opt/tw/etc/twind/twind.conf").exists()

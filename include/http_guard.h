@@ -22,7 +22,7 @@ struct guard {
 
 /* What a refused request gets. */
 struct guard_refusal {
-	int status;			/* 403, 415 or 421 */
+	int status;			/* 400, 403, 415 or 421 */
 	const char *code;
 	char message[160];
 };
@@ -34,12 +34,24 @@ struct guard_refusal {
  */
 int guard_init(struct guard *g, const char *hosts, int tls, char *err, size_t errlen);
 
+/* The request as the guard sees it: headers are NULL when absent. */
+struct guard_req {
+	const char *method;
+	const char *path;
+	int http11;			/* HTTP/1.1 or newer: Host is required */
+	int nhost, norigin;		/* how many Host and Origin headers came */
+	const char *host;
+	const char *origin;
+	const char *content_type;
+	const char *fetch_site;		/* Sec-Fetch-Site */
+	const char *fetch_mode;		/* Sec-Fetch-Mode */
+};
+
 /*
  * 0 when the request may go on; otherwise TW_ERR_INVAL with `out` filled.
- * `host`, `origin` and `content_type` are the headers, NULL when absent.
- * A request with no Host (HTTP/1.0) is not a browser's and passes.
+ * Only headers, so it runs before the body is read or a database handle
+ * taken. A request with no Host must be HTTP/1.0, never a browser's.
  */
-int guard_check(const struct guard *g, const char *method, const char *host,
-    const char *origin, const char *content_type, struct guard_refusal *out);
+int guard_check(const struct guard *g, const struct guard_req *r, struct guard_refusal *out);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api.h"
 #include "err.h"
@@ -58,6 +59,7 @@ struct body {
 	char *buf;
 	size_t len;
 	int too_large;
+	int refused;		/* the guard answered at the headers: the body is dropped */
 };
 
 /*
@@ -272,6 +274,46 @@ http_send(struct MHD_Connection *conn, struct http_reply *rep)
 }
 
 static enum MHD_Result
+count_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct guard_req *g = cls;
+
+	(void)kind;
+	(void)value;
+	if (strcasecmp(key, "Host") == 0)
+		g->nhost++;
+	else if (strcasecmp(key, "Origin") == 0)
+		g->norigin++;
+	return MHD_YES;
+}
+
+/*
+ * The browser guard, on the headers alone: a refused request costs no
+ * database handle and no body buffer. Returns 1 when `rep` holds a refusal.
+ */
+static int
+guard_headers(struct http *h, struct MHD_Connection *conn, const char *url, const char *method,
+    const char *version, struct http_reply *rep)
+{
+	struct guard_req g = { .method = method, .path = url };
+	struct guard_refusal gr;
+	struct http_req req = { .conn = conn };
+
+	g.http11 = strcmp(version, MHD_HTTP_VERSION_1_0) != 0;
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &g);
+	g.host = http_header(&req, "Host");
+	g.origin = http_header(&req, "Origin");
+	g.content_type = http_header(&req, "Content-Type");
+	g.fetch_site = http_header(&req, "Sec-Fetch-Site");
+	g.fetch_mode = http_header(&req, "Sec-Fetch-Mode");
+	if (guard_check(&h->guard, &g, &gr) == TW_OK)
+		return 0;
+	metrics_add(&metrics.http_refused, 1);
+	http_error(rep, gr.status, gr.code, "%s", gr.message);
+	return 1;
+}
+
+static enum MHD_Result
 http_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
     const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
@@ -279,16 +321,22 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 	struct body *b = *con_cls;
 	struct http_reply rep = { 0 };
 	struct http_req req = { 0 };
-	struct guard_refusal gr;
 	char *params;
 	enum MHD_Result ret;
 
-	(void)version;
 	if (b == NULL) {
 		/* First call: headers only. The body, if any, comes in the next calls. */
 		if ((b = calloc(1, sizeof(*b))) == NULL)
 			return MHD_NO;
 		*con_cls = b;
+		if (!guard_headers(h, conn, url, method, version, &rep))
+			return MHD_YES;
+		metrics_add(&metrics.http_requests, 1);
+		b->refused = 1;
+		return http_send(conn, &rep);
+	}
+	if (b->refused) {
+		*upload_data_size = 0;
 		return MHD_YES;
 	}
 	if (*upload_data_size > 0) {
@@ -319,11 +367,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 	req.body_len = b->len;
 	req.ctx = h->ctx;
 	req.db = reader_take(h->ctx->conf);
-	if (guard_check(&h->guard, method, http_header(&req, "Host"), http_header(&req, "Origin"),
-	    http_header(&req, "Content-Type"), &gr) != TW_OK) {
-		metrics_add(&metrics.http_refused, 1);
-		http_error(&rep, gr.status, gr.code, "%s", gr.message);
-	} else if (b->too_large)
+	if (b->too_large)
 		http_error(&rep, 413, "too_large", "the body is larger than %d bytes",
 		    h->ctx->conf->http_max_body);
 	else if (req.db == NULL)

@@ -1,6 +1,7 @@
 /* The browser guard: Host, Origin and Content-Type checks before any endpoint. */
 #include <arpa/inet.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -87,9 +88,10 @@ host_part(const char *host, char *out, size_t outlen, int *literal)
 	}
 	if (*end == '\0')
 		return 1;
-	if (*end != ':' || end[1] == '\0' || strlen(end + 1) > 5)
+	if (*end != ':' || end[1] == '\0' || strlen(end + 1) > 5 ||
+	    strspn(end + 1, "0123456789") != strlen(end + 1))
 		return 0;
-	return strspn(end + 1, "0123456789") == strlen(end + 1);
+	return atoi(end + 1) >= 1 && atoi(end + 1) <= 65535;
 }
 
 /*
@@ -161,18 +163,48 @@ refuse(struct guard_refusal *out, int status, const char *code, const char *what
 	return TW_ERR_INVAL;
 }
 
-int
-guard_check(const struct guard *g, const char *method, const char *host,
-    const char *origin, const char *content_type, struct guard_refusal *out)
+/* The page itself, which a link from anywhere may open (its own requests are then same-origin). */
+static int
+is_page(const char *path)
 {
-	if (host != NULL && !host_allowed(g, host))
+	return strcmp(path, "/") == 0 || strncmp(path, "/ui/", 4) == 0;
+}
+
+/*
+ * Sec-Fetch-Site (every current browser sends it) says who asked: only the
+ * page itself ("same-origin") or the user ("none": typed, bookmarked). A
+ * no-cors fetch, an <img> or a <script> from another page carry no Origin
+ * but do carry this, and "same-site" is another port of 127.0.0.1: without
+ * this check such requests could hold every connection twind allows.
+ */
+static int
+fetch_allowed(const struct guard_req *r)
+{
+	if (r->fetch_site == NULL || strcmp(r->fetch_site, "same-origin") == 0 ||
+	    strcmp(r->fetch_site, "none") == 0)
+		return 1;
+	return r->fetch_mode != NULL && strcmp(r->fetch_mode, "navigate") == 0 &&
+	    !is_write(r->method) && is_page(r->path);
+}
+
+int
+guard_check(const struct guard *g, const struct guard_req *r, struct guard_refusal *out)
+{
+	if (r->nhost > 1 || r->norigin > 1)
+		return refuse(out, 400, "bad_request", "more than one Host or Origin header%s", "");
+	if (r->host == NULL && r->http11)
+		return refuse(out, 400, "bad_request", "HTTP/1.1 needs a Host header%s", "");
+	if (r->host != NULL && !host_allowed(g, r->host))
 		return refuse(out, 421, "bad_host", "Host '%.64s' is not a name of this twind; "
-		    "add it to [http] hosts", host);
-	if (origin != NULL && !origin_own(g, origin, host))
+		    "add it to [http] hosts", r->host);
+	if (r->origin != NULL && !origin_own(g, r->origin, r->host))
 		return refuse(out, 403, "bad_origin", "requests from pages at '%.64s' are refused",
-		    origin);
-	if (is_write(method) && (content_type == NULL || !type_json(content_type)))
+		    r->origin);
+	if (!fetch_allowed(r))
+		return refuse(out, 403, "cross_site", "a request another page made (Sec-Fetch-Site: "
+		    "%.32s) is refused", r->fetch_site);
+	if (is_write(r->method) && (r->content_type == NULL || !type_json(r->content_type)))
 		return refuse(out, 415, "bad_content_type", "a write needs Content-Type: "
-		    "application/json, not '%.48s'", content_type != NULL ? content_type : "none");
+		    "application/json, not '%.48s'", r->content_type != NULL ? r->content_type : "none");
 	return TW_OK;
 }

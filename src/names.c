@@ -22,6 +22,9 @@ valid(const char *s, size_t len, size_t max)
 int
 name_twin_valid(const char *s, size_t len)
 {
+	/* "." and ".." would be path segments in a URL: /api/v1/twins/.. is /api/v1/. */
+	if ((len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.'))
+		return 0;
 	return valid(s, len, TWIN_ID_MAX);
 }
 

@@ -54,7 +54,8 @@ static int
 read_file(int dirfd, const char *name, struct www_file *f)
 {
 	struct stat st;
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* O_NONBLOCK: a FIFO left in the folder must not hang the start. */
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	size_t got = 0;
 
 	if (fd < 0)
@@ -74,11 +75,17 @@ read_file(int dirfd, const char *name, struct www_file *f)
 	while (got < (size_t)st.st_size) {
 		ssize_t n = read(fd, f->data + got, (size_t)st.st_size - got);
 
-		if (n <= 0) {
-			if (n < 0 && errno == EINTR)
-				continue;
-			break;		/* shorter than fstat said: keep what was read */
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int saved = errno;
+
+			close(fd);
+			errno = saved;
+			return -1;	/* never serve half a file */
 		}
+		if (n == 0)
+			break;		/* shorter than fstat said: it shrank while read */
 		got += (size_t)n;
 	}
 	close(fd);

@@ -97,9 +97,10 @@ export function render() {
 }
 
 function csvCell(v) {
-  const s = v === null || v === undefined ? "" : String(v);
-  // A leading = + - @ would run as a formula in a spreadsheet.
-  const safe = /^[=+\-@\t\r]/.test(s) && !/^-?\d/.test(s) ? "'" + s : s;
+  const s = v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
+  // A cell starting = + - @ or a tab runs as a formula in a spreadsheet: only a plain number may.
+  const number = /^-?\d+(\.\d+)?([eE][+-]?\d+)?$/.test(s);
+  const safe = /^[=+\-@\t\r]/.test(s) && !number ? "'" + s : s;
   return /[",\n\r]/.test(safe) ? '"' + safe.replace(/"/g, '""') + '"' : safe;
 }
 

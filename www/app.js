@@ -8,14 +8,24 @@ import * as twin from "./twin.js";
 
 let current = null;
 
+// A malformed escape in an address must not stop the page: it reads as text.
+function decode(s) {
+  try {
+    return decodeURIComponent(s);
+  } catch (e) {
+    return s;
+  }
+}
+
 function route() {
   const h = location.hash || "#/alarms";
   const main = document.getElementById("main");
   if (current) current.unmount();
+  current = null;
   const m = h.match(/^#\/twin\/(.+)$/);
   document.getElementById("nav-alarms").setAttribute("aria-current", m ? "false" : "page");
   if (m) {
-    const id = decodeURIComponent(m[1]);
+    const id = decode(m[1]);
     select(id);
     current = twin;
     twin.mount(main, id);
@@ -23,7 +33,7 @@ function route() {
     const t = h.match(/[?&]twin=([^&]+)/);
     select(null);
     current = alarms;
-    alarms.mount(main, t ? decodeURIComponent(t[1]) : "");
+    alarms.mount(main, t ? decode(t[1]) : "");
   }
 }
 
@@ -76,9 +86,9 @@ async function start() {
     link("cannot read the plant: " + err.message, true);
   }
   renderTree();
+  listen();
   window.addEventListener("hashchange", route);
   route();
-  listen();
   setInterval(showLink, 5000);
   setInterval(renderTree, 5000);   // shelves end, ages move
 }

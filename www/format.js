@@ -36,7 +36,11 @@ const UNITS = {
   cubicMetrePerHour: "m³/h", bar: "bar", pascal: "Pa", kilopascal: "kPa", percent: "%",
   litrePerSecond: "l/s", hertz: "Hz", second: "s", metre: "m", millimetre: "mm",
 };
-export const fmtUnit = (u) => (u ? UNITS[u] || u : "");
+export const fmtUnit = (u) => (u ? (Object.hasOwn(UNITS, u) ? UNITS[u] : u) : "");
+
+// A property of a document from twind, never one of Object's own (a twin may
+// well report "constructor" or "__proto__").
+export const own = (o, k) => (o && Object.hasOwn(o, k) ? o[k] : undefined);
 
 // Builds an element: el("td", {class: "num"}, "text", child, ...).
 export function el(tag, attrs = {}, ...kids) {

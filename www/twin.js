@@ -1,7 +1,7 @@
 // One twin: reported beside desired with convergence, writable properties set
 // through PATCH desired with If-Match, its trend and its recent commands.
 import { api, get, q, twinPath } from "./api.js";
-import { el, fmtAge, fmtTime, fmtUnit, fmtValue } from "./format.js";
+import { el, fmtAge, fmtTime, fmtUnit, fmtValue, own } from "./format.js";
 import { plant } from "./plant.js";
 import { drawTrend, loadTrend } from "./trend.js";
 
@@ -104,8 +104,8 @@ function makeRow(doc, name) {
 }
 
 function fillRow(doc, name, row) {
-  const r = doc.reported[name];
-  const d = doc.desired[name];
+  const r = own(doc.reported, name);
+  const d = own(doc.desired, name);
   const c = row.cells;
   const marks = [];
   if (r && r.stale) marks.push(el("span", { class: "flag stale" }, "stale"));
@@ -117,9 +117,9 @@ function fillRow(doc, name, row) {
   c.marks.replaceChildren(...marks);
   c.desired.textContent = d ? fmtValue(d.value) : "";
   c.conv.replaceChildren(...convergence(d),
-    name in doc.delta ? el("span", { class: "flag pending" }, "delta") : "");
+    Object.hasOwn(doc.delta, name) ? el("span", { class: "flag pending" }, "delta") : "");
   const w = c.edit.querySelector("button.withdraw");
-  if (w) w.hidden = !d || (!d.pending_since_ts && !(name in doc.delta));
+  if (w) w.hidden = !d || (!d.pending_since_ts && !Object.hasOwn(doc.delta, name));
 }
 
 function render() {
@@ -150,7 +150,7 @@ function render() {
   }
   for (const [n, r] of view.rows) fillRow(doc, n, r);
   const sel = root.querySelector("#trend-prop");
-  const numeric = sorted.filter((n) => doc.reported[n] && typeof doc.reported[n].value === "number");
+  const numeric = sorted.filter((n) => { const r = own(doc.reported, n); return r && typeof r.value === "number"; });
   if ([...sel.options].map((o) => o.value).join("\n") !== numeric.join("\n")) {
     const was = sel.value;
     sel.replaceChildren(...numeric.map((n) => el("option", { value: n }, n)));
@@ -237,7 +237,10 @@ let cmdTimer = null;
 export function onEvent(type, ev) {
   if (!view || !view.doc || ev.twin !== view.id) return;
   if (type === "twin") {
-    Object.assign(view.doc.reported, ev.reported);
+    // Defined, not assigned: a property called __proto__ stays a property.
+    for (const [k, v] of Object.entries(ev.reported))
+      Object.defineProperty(view.doc.reported, k, { value: v, enumerable: true, writable: true,
+        configurable: true });
     view.doc.version = ev.version;
     view.version = ev.version;
     view.doc.last_seen_ts = ev.last_seen_ts;

@@ -5,9 +5,11 @@ is refused with a clear error and changes nothing; twind's own page and a
 script still work."""
 
 import json
+import shutil
+import socket
 import subprocess
 
-from conftest import PUMP_ID, TWIND_BIN, now_ms, plant_extra, wait_until, write_plant
+from conftest import PUMP_ID, REPO, TWIND_BIN, now_ms, plant_extra, wait_until, write_plant
 
 RULES = [
     {"name": "hot", "match": {"twins": "p-*"}, "when": "temperature > 90",
@@ -177,17 +179,103 @@ def test_unmodelled_commands_when_allowed(tmp_path, make_twind, publisher):
 
 
 def test_page_is_served_with_its_guards(tmp_path, make_twind):
-    tw = start(tmp_path, make_twind)
+    """Only the files of the page's folder: a file beside it is never served."""
+    www = tmp_path / "site" / "www"
+    shutil.copytree(REPO / "www", www)
+    (www.parent / "secret.js").write_text("SECRET = 1;\n")
+    tw = start(tmp_path, make_twind, http={"www": str(www)})
     r = tw.get("/")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html"), r.text
     assert "default-src 'self'" in r.headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
     assert r.headers["X-Frame-Options"] == "DENY"
     assert r.headers["X-Content-Type-Options"] == "nosniff"
-    for path in ("/ui/../../twind.conf", "/ui/%2e%2e%2ftwind.conf", "/ui/nosuch.js",
-                 "/ui/twind.conf"):
-        code, body = curl(tw, "GET", path, headers=["Content-Type: x"])
-        assert code == 404, (path, code, body)
+    assert tw.get("/ui/app.js").headers["Content-Type"].startswith("text/javascript")
+    assert tw.request("HEAD", "/").status_code == 200
+    assert tw.request("HEAD", "/api/v1/events").status_code == 405
+    # sent as written (--path-as-is): no segment may climb out of the folder
+    for path in ("/ui/..", "/ui/%2e%2e", "/ui/../secret.js", "/ui/..%2fsecret.js",
+                 "/ui/%2e%2e%2fsecret.js", "/ui/..%2f..%2fwww%2f..%2fsecret.js",
+                 "/ui/secret.js", "/ui/.%2e/secret.js", "/ui/", "/ui//secret.js"):
+        r = subprocess.run(["curl", "-s", "--path-as-is", "-w", "\n%{http_code}",
+                            tw.url(path)], capture_output=True, text=True, timeout=10)
+        body, _, code = r.stdout.rpartition("\n")
+        assert code == "404" and "SECRET" not in body, (path, code, body)
+    for path in ("/ui/..", "/ui/%2e%2e", "/ui/secret.js"):
+        r = subprocess.run(["curl", "-s", "--path-as-is", tw.url(path)], capture_output=True,
+                           text=True, timeout=10)
+        assert "no such file" in r.stdout, (path, r.stdout)
+
+
+def raw(tw, request):
+    """Sends `request` as bytes on a fresh connection; the status line back."""
+    with socket.create_connection(("127.0.0.1", tw.http_port), timeout=5) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.split(b"\r\n", 1)[0].decode()
+
+
+def test_odd_requests_a_browser_never_sends(tmp_path, make_twind):
+    tw = start(tmp_path, make_twind)
+    ok = f"127.0.0.1:{tw.http_port}".encode()
+    assert " 200 " in raw(tw, b"GET /api/v1/twins HTTP/1.1\r\nHost: " + ok + b"\r\n\r\n")
+    # HTTP/1.1 without Host; two Hosts (the second a rebinding name); two Origins
+    assert " 400 " in raw(tw, b"GET /api/v1/twins HTTP/1.1\r\n\r\n")
+    assert " 400 " in raw(tw, b"GET /api/v1/twins HTTP/1.1\r\nHost: " + ok +
+                          b"\r\nHost: attacker.example\r\n\r\n")
+    assert " 400 " in raw(tw, b"GET /api/v1/twins HTTP/1.1\r\nHost: " + ok +
+                          b"\r\nOrigin: http://" + ok + b"\r\nOrigin: http://evil\r\n\r\n")
+    # HTTP/1.0 has no Host: a script's, never a browser's
+    assert " 200 " in raw(tw, b"GET /api/v1/twins HTTP/1.0\r\n\r\n")
+    # port 0 or beyond 65535 is no port
+    assert " 421 " in raw(tw, b"GET /api/v1/twins HTTP/1.1\r\nHost: 127.0.0.1:0\r\n\r\n")
+
+
+def test_refused_at_the_headers(tmp_path, make_twind):
+    """A refused write is answered before its body is read: a page cannot make
+    twind buffer megabytes to be told 415."""
+    tw = start(tmp_path, make_twind)
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (2 * 1024 * 1024))   # beyond max_body (64 KiB): would be 413
+    code, body = curl(tw, "POST", "/api/v1/twins/p-1/commands", f"@{big}",
+                      ["Content-Type: text/plain"])
+    assert code == 415 and body["error"]["code"] == "bad_content_type", (code, body)
+    code, body = curl(tw, "POST", "/api/v1/twins/p-1/commands", f"@{big}",
+                      ["Content-Type: application/json"])
+    assert code == 413, (code, body)
+    assert tw.get("/healthz").status_code == 200
+
+
+def test_other_pages_requests_without_origin(tmp_path, make_twind):
+    """No-cors fetches, <img> and <script> of another page carry no Origin;
+    Sec-Fetch-Site says where they come from (here as Chromium sends it)."""
+    tw = start(tmp_path, make_twind)
+    for site, mode, path in (("same-site", "no-cors", "/api/v1/events"),
+                             ("cross-site", "no-cors", "/api/v1/twins"),
+                             ("cross-site", "navigate", "/api/v1/twins/p-1/history"),
+                             ("same-site", "no-cors", "/")):
+        code, body = curl(tw, "GET", path, headers=[f"Sec-Fetch-Site: {site}",
+                                                    f"Sec-Fetch-Mode: {mode}"])
+        assert code == 403 and body["error"]["code"] == "cross_site", (site, mode, path, body)
+    assert tw.metric("twind_event_clients") == 0
+    # a link to the page from anywhere opens it; the user's own typing too
+    for site, mode in (("cross-site", "navigate"), ("none", "navigate"), ("same-origin", "cors")):
+        code, _ = curl(tw, "GET", "/", headers=[f"Sec-Fetch-Site: {site}", f"Sec-Fetch-Mode: {mode}"])
+        assert code == 200, (site, mode)
+
+
+def test_dot_twin_ids_are_refused(tmp_path, make_twind, publisher):
+    tw = start(tmp_path, make_twind)
+    for bad in ("..", "."):
+        publisher.publish(f"plant/{bad}/telemetry", {"ts": now_ms(), "temperature": 1})
+    wait_until(lambda: tw.metric("twind_messages_dropped_total", reason="bad_twin_id") >= 2, 5,
+               what="both dropped as bad twin ids")
+    assert [t["id"] for t in tw.get("/api/v1/twins").json()["twins"]] == ["p-1"]
 
 
 def test_page_missing_is_said(tmp_path, make_twind):

@@ -300,3 +300,121 @@ def test_phone_width_has_no_sideways_scroll(plant):
         screenshot(p, "page-phone.png")
     finally:
         p.driver.set_window_size(1366, 768)
+
+
+def test_csv_export_defuses_formulas(plant):
+    """csv() of the page itself, run in the browser: what a hostile publisher
+    puts in a message or a string value cannot run in a spreadsheet."""
+    p = plant
+    open_view(p, "#/alarms")
+    rows = p.driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        import('/ui/alarms.js').then((m) => done(m.csv([
+          {id: 1, twin: "t", rule: "r", severity: "major", active: true, acknowledged: false,
+           shelved_until_ts: null, message: "=HYPERLINK(\\"http://evil/\\",\\"x\\")",
+           value: "-1+cmd|' /C calc'!A0", raised_ts: 0, acked_ts: null, cleared_ts: null},
+          {id: 2, twin: "t", rule: "@SUM(1)", severity: "info", active: true, acknowledged: true,
+           shelved_until_ts: null, message: "+1", value: -12.5, raised_ts: 0, acked_ts: null,
+           cleared_ts: null},
+          {id: 3, twin: "t", rule: "r", severity: "info", active: true, acknowledged: true,
+           shelved_until_ts: null, message: "\\tx", value: {"a": 1}, raised_ts: 0,
+           acked_ts: null, cleared_ts: null}])), (e) => done("error: " + e));
+    """)
+    assert not rows.startswith("error"), rows
+    parsed = list(csv.DictReader(io.StringIO(rows)))
+    assert parsed[0]["message"].startswith("'=") and parsed[0]["value"].startswith("'-1+"), parsed
+    assert parsed[1]["rule"] == "'@SUM(1)" and parsed[1]["message"] == "'+1", parsed
+    assert parsed[1]["value"] == "-12.5", parsed            # a plain number stays a number
+    assert parsed[2]["message"] == "'\tx" and parsed[2]["value"] == '{"a":1}', parsed
+
+
+def test_bad_address_does_not_stop_the_page(plant):
+    p = plant
+    for frag in ("#/twin/%E0", "#/alarms?twin=%"):
+        p.driver.get(p.origin + "/" + frag)
+        wait_until(lambda: p.driver.find_element(By.ID, "link").text == "live", 10,
+                   what=f"the page live after {frag}")
+    publish(p, "p-1", temperature=47.5)
+    p.driver.get(p.origin + "/#/twin/p-1")
+    wait_until(lambda: text_of(p, 'tr[data-prop="temperature"] .value') == "47.50", 5,
+               what="the page still works")
+
+
+HOSTILE = """<!doctype html><title>evil</title>
+<iframe name="sink" hidden></iframe>
+<form id="f" method="POST" action="{T}/api/v1/twins/p-1/commands" enctype="text/plain" target="sink">
+<input name='{{"command":"stop","x":"' value='"}}'></form>
+<script>
+const T = "{T}";
+for (let i = 0; i < 24; i++) fetch(T + "/api/v1/events", {{mode: "no-cors"}}).catch(() => {{}});
+const es = new EventSource(T + "/api/v1/events");
+fetch(T + "/api/v1/twins/p-1/commands", {{method: "POST", mode: "no-cors",
+  headers: {{"Content-Type": "text/plain"}}, body: '{{"command":"stop"}}'}}).catch(() => {{}});
+fetch(T + "/api/v1/twins/p-1/desired", {{method: "PATCH", mode: "cors",
+  headers: {{"Content-Type": "application/json"}}, body: '{{"speed":1}}'}}).catch(() => {{}});
+navigator.sendBeacon(T + "/api/v1/alerts/1/ack", new Blob(["{{}}"], {{type: "text/plain"}}));
+for (let i = 0; i < 8; i++) {{ const im = new Image(); im.src = T + "/api/v1/twins?i=" + i; }}
+document.getElementById("f").submit();
+setTimeout(() => {{ document.title = "done"; }}, 1500);
+</script>"""
+
+
+def test_another_page_in_the_browser_can_do_nothing(plant, tmp_path):
+    """A real page on another port of 127.0.0.1 (same-site, not same-origin)
+    tries all that a browser lets it: no command, no desired change, no
+    acknowledgement, no held connection; the operator's page still works."""
+    import http.server
+    import threading
+    p = plant
+    site = tmp_path / "evil"
+    site.mkdir()
+    (site / "index.html").write_text(HOSTILE.format(T=p.origin))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(site), **kw)
+
+        def log_message(self, *a):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        cmds0 = len(p.twind.get("/api/v1/commands").json()["commands"])
+        desired0 = p.twind.twin("p-1")["desired"]
+        refused0 = p.twind.metric("twind_http_refused_total")
+        p.driver.get(f"http://127.0.0.1:{srv.server_address[1]}/")
+        wait_until(lambda: p.driver.title == "done", 10, what="the hostile page ran")
+        # every one of its requests was refused at the headers
+        wait_until(lambda: p.twind.metric("twind_http_refused_total") >= refused0 + 30, 5,
+                   what="its requests refused")
+        assert p.twind.metric("twind_event_clients") == 0
+        assert len(p.twind.get("/api/v1/commands").json()["commands"]) == cmds0
+        assert p.twind.twin("p-1")["desired"] == desired0
+        # while it is still open, twind answers at once
+        t0 = time.monotonic()
+        assert p.twind.get("/healthz", timeout=2).status_code == 200
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    open_view(p, "#/alarms")
+
+
+def test_keyboard_alone_opens_a_twin(plant):
+    p = plant
+    open_view(p, "#/alarms")
+    body = p.driver.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)           # brand
+    seen = []
+    for _ in range(12):
+        active = p.driver.switch_to.active_element
+        seen.append(active.get_attribute("data-twin"))
+        if active.get_attribute("data-twin") == "p-1":
+            active.send_keys(Keys.ENTER)
+            break
+        active.send_keys(Keys.TAB)
+    else:
+        raise AssertionError(f"p-1 not reached by Tab: {seen}")
+    wait_until(lambda: p.driver.current_url.endswith("#/twin/p-1") and
+               text_of(p, "#twin-id") == "p-1", 5, what="p-1 opened by Enter")

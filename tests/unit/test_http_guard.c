@@ -17,11 +17,10 @@
 static const char JSON[] = "application/json";
 
 static int
-check(const struct guard *g, const char *method, const char *host, const char *origin,
-    const char *type, int *status)
+check_req(const struct guard *g, const struct guard_req *req, int *status)
 {
 	struct guard_refusal r = { 0 };
-	int rc = guard_check(g, method, host, origin, type, &r);
+	int rc = guard_check(g, req, &r);
 
 	*status = rc == TW_OK ? 0 : r.status;
 	if (rc != TW_OK) {
@@ -29,6 +28,18 @@ check(const struct guard *g, const char *method, const char *host, const char *o
 		assert_true(strlen(r.message) > 0);
 	}
 	return rc;
+}
+
+/* A request as curl or a script sends it: one Host, no Sec-Fetch-* headers. */
+static int
+check(const struct guard *g, const char *method, const char *host, const char *origin,
+    const char *type, int *status)
+{
+	struct guard_req req = { .method = method, .path = "/api/v1/twins", .http11 = 1,
+		.nhost = host != NULL, .norigin = origin != NULL, .host = host, .origin = origin,
+		.content_type = type };
+
+	return check_req(g, &req, status);
 }
 
 static void
@@ -39,7 +50,8 @@ test_hosts_by_address_and_configured_name(void **state)
 		"GW1.PLANT", "scada:8080", NULL };
 	static const char *const bad[] = { "attacker.example:8080", "gw1.plant.evil:8080",
 		"localhost.evil", "[::1", "[zz]:8080", "127.0.0.1:", "127.0.0.1:99999999",
-		"127.0.0.1:80x", "", ":8080", "a b", "gw1.plant:8080:1", NULL };
+		"127.0.0.1:80x", "", ":8080", "a b", "gw1.plant:8080:1", "127.0.0.1:0",
+		"127.0.0.1:65536", "[::1]:", "[fe80::1%eth0]:8080", NULL };
 	struct guard g;
 	char err[128];
 	int st;
@@ -56,8 +68,78 @@ test_hosts_by_address_and_configured_name(void **state)
 			fail_msg("Host '%s' was let through", bad[i]);
 		assert_int_equal(st, 421);
 	}
-	/* No Host at all is HTTP/1.0, never a browser. */
-	assert_int_equal(check(&g, "GET", NULL, NULL, NULL, &st), TW_OK);
+	/* No Host at all is HTTP/1.0, never a browser; HTTP/1.1 must send one. */
+	struct guard_req old = { .method = "GET", .path = "/", .http11 = 0 };
+
+	assert_int_equal(check_req(&g, &old, &st), TW_OK);
+	old.http11 = 1;
+	assert_int_equal(check_req(&g, &old, &st), TW_ERR_INVAL);
+	assert_int_equal(st, 400);
+}
+
+static void
+test_duplicate_host_or_origin(void **state)
+{
+	struct guard g;
+	char err[128];
+	int st;
+	struct guard_req req = { .method = "GET", .path = "/api/v1/twins", .http11 = 1, .nhost = 2,
+		.host = "127.0.0.1:8080" };
+
+	(void)state;
+	assert_int_equal(guard_init(&g, "", 0, err, sizeof(err)), TW_OK);
+	assert_int_equal(check_req(&g, &req, &st), TW_ERR_INVAL);
+	assert_int_equal(st, 400);
+	req.nhost = 1;
+	req.norigin = 2;
+	req.origin = "http://127.0.0.1:8080";
+	assert_int_equal(check_req(&g, &req, &st), TW_ERR_INVAL);
+	req.norigin = 1;
+	assert_int_equal(check_req(&g, &req, &st), TW_OK);
+}
+
+/*
+ * What Chromium sends for requests of another page that carry no Origin
+ * (no-cors fetch, <img>, <script>) and for the user's own navigations.
+ */
+static void
+test_fetch_metadata(void **state)
+{
+	static const struct {
+		const char *method, *path, *site, *mode;
+		int ok;
+	} cases[] = {
+		{ "GET", "/api/v1/events", "same-origin", "cors", 1 },
+		{ "GET", "/api/v1/events", "none", "navigate", 1 },
+		{ "GET", "/api/v1/events", "same-site", "no-cors", 0 },
+		{ "GET", "/api/v1/events", "cross-site", "no-cors", 0 },
+		{ "GET", "/api/v1/twins/p-1/history", "cross-site", "navigate", 0 },
+		{ "GET", "/", "cross-site", "navigate", 1 },	/* a link to the page */
+		{ "GET", "/ui/app.js", "same-site", "navigate", 1 },
+		{ "GET", "/", "cross-site", "no-cors", 0 },	/* an <img src=/> */
+		{ "POST", "/", "cross-site", "navigate", 0 },	/* a form */
+		{ "GET", "/", "same-site", "cors", 0 },
+		{ "GET", "/", NULL, NULL, 1 },			/* curl, older browsers */
+	};
+	struct guard g;
+	char err[128];
+	int st;
+
+	(void)state;
+	assert_int_equal(guard_init(&g, "", 0, err, sizeof(err)), TW_OK);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct guard_req req = { .method = cases[i].method, .path = cases[i].path,
+			.http11 = 1, .nhost = 1, .host = "127.0.0.1:8080",
+			.content_type = "application/json", .fetch_site = cases[i].site,
+			.fetch_mode = cases[i].mode };
+		int rc = check_req(&g, &req, &st);
+
+		if ((rc == TW_OK) != cases[i].ok)
+			fail_msg("%s %s site=%s mode=%s: %s", cases[i].method, cases[i].path,
+			    cases[i].site, cases[i].mode, rc == TW_OK ? "let through" : "refused");
+		if (!cases[i].ok)
+			assert_int_equal(st, 403);
+	}
 }
 
 static void
@@ -145,6 +227,8 @@ main(void)
 		cmocka_unit_test(test_origin_must_be_twinds_own),
 		cmocka_unit_test(test_writes_need_json),
 		cmocka_unit_test(test_bad_host_lists),
+		cmocka_unit_test(test_duplicate_host_or_origin),
+		cmocka_unit_test(test_fetch_metadata),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -137,6 +137,10 @@ test_drop_reasons(void **state)
 	assert_int_equal(parse("plant/a/telemetry", "{\"\":1}", &r), DROP_BAD_PROPERTY);
 	assert_int_equal(parse("plant/a$b/telemetry", "{\"v\":1}", &r), DROP_BAD_TWIN_ID);
 	assert_int_equal(parse("plant//telemetry", "{\"v\":1}", &r), DROP_BAD_TWIN_ID);
+	/* path segments in a URL: the page could never open such a twin */
+	assert_int_equal(parse("plant/../telemetry", "{\"v\":1}", &r), DROP_BAD_TWIN_ID);
+	assert_int_equal(parse("plant/./telemetry", "{\"v\":1}", &r), DROP_BAD_TWIN_ID);
+	assert_int_equal(parse("plant/.../telemetry", "{\"v\":1}", &r), INGEST_OK);
 	assert_int_equal(parse("other/a/telemetry", "{\"v\":1}", &r), DROP_UNMAPPED_TOPIC);
 	assert_int_equal(parse("plant/a/status", "{\"v\":1}", &r), DROP_UNMAPPED_TOPIC);
 

@@ -12,7 +12,7 @@ SIM_RATE ?= 20
 SIM_ACCEL ?= 10
 
 CC ?= cc
-PKGS := libmosquitto libcjson sqlite3 libmicrohttpd inih
+PKGS := libmosquitto libcjson sqlite3 libmicrohttpd inih libsodium
 DEFS := -D_GNU_SOURCE -DTW_WWW_DIR='"$(DATADIR)/twind/www"'
 ifeq ($(WITH_SYSTEMD),yes)
 PKGS += libsystemd
@@ -32,7 +32,7 @@ endif
 
 # Debian packages: what the build, `make run` and `make test` need.
 DEPS_BUILD := gcc make pkg-config libmosquitto-dev libcjson-dev libsqlite3-dev \
-	libmicrohttpd-dev libinih-dev uthash-dev libsystemd-dev
+	libmicrohttpd-dev libinih-dev uthash-dev libsystemd-dev libsodium-dev
 DEPS_RUN := mosquitto curl
 DEPS_TEST := libcmocka-dev python3-pytest python3-paho-mqtt python3-requests sqlite3 \
 	chromium chromium-driver python3-selenium prometheus debhelper fakeroot dpkg-dev lintian git
@@ -43,10 +43,10 @@ PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CORE := err log clock names topic conf ring ingest value metrics model plant expr window rules \
 	twin store events alert progress request outbox commands desired alerts runtime actions undo apply \
-	restore twin_doc engine mqtt http_guard www http api_page api_twins api_alerts api_models \
+	restore twin_doc engine mqtt tokens http_guard www http api_page api_twins api_alerts api_models \
 	api_events api_system
 CORE_OBJ := $(CORE:%=$(BUILD)/%.o)
-UNIT := http_guard www ring ingest conf clock twin store model plant events expr window rules runtime request outbox commands
+UNIT := tokens http_guard www ring ingest conf clock twin store model plant events expr window rules runtime request outbox commands
 UNIT_BIN := $(UNIT:%=$(BUILD)/tests/test_%)
 
 ifeq ($(SANITIZE),)
@@ -128,35 +128,52 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	./tests/bench/bench.sh
 
+# Settings already in $(SYSCONFDIR)/twind are the plant's: never overwritten
+# (the new example goes beside them as *.dist). Mode 0644, whatever the umask.
+ETC := $(DESTDIR)$(SYSCONFDIR)/twind
+MANDIR ?= $(DATADIR)/man
 install: $(TWIND) twind-sim
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/twind/models $(DESTDIR)$(UNITDIR) \
-		$(DESTDIR)$(DATADIR)/twind/www
+	install -d $(DESTDIR)$(BINDIR) $(ETC)/models $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(DATADIR)/twind/www $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man1
 	install -m 0755 $(TWIND) twind-sim $(DESTDIR)$(BINDIR)/
 	install -m 0644 www/* $(DESTDIR)$(DATADIR)/twind/www/
-	sed 's|^www = .*|www = $(DATADIR)/twind/www|' config/twind.conf \
-		> $(DESTDIR)$(SYSCONFDIR)/twind/twind.conf
-	install -m 0644 config/mosquitto.conf config/twins.json config/rules.json \
-		$(DESTDIR)$(SYSCONFDIR)/twind/
-	install -m 0644 config/models/*.json $(DESTDIR)$(SYSCONFDIR)/twind/models/
+	install -m 0644 man/twind.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 man/twind-sim.1 $(DESTDIR)$(MANDIR)/man1/
+	@mkdir -p build
+	sed 's|^www *=.*|www = $(DATADIR)/twind/www|' config/twind.conf > build/twind.conf.install
+	@set -e; for f in build/twind.conf.install:twind.conf config/mosquitto.conf:mosquitto.conf \
+		config/twins.json:twins.json config/rules.json:rules.json \
+		$$(for m in config/models/*.json; do echo $$m:models/$${m##*/}; done); do \
+		src=$${f%%:*}; dst=$(ETC)/$${f#*:}; \
+		if [ -e "$$dst" ]; then install -m 0644 "$$src" "$$dst.dist"; \
+			echo "kept $$dst (the new example is $$dst.dist)"; \
+		else install -m 0644 "$$src" "$$dst"; fi; \
+	done
 	sed 's|@BINDIR@|$(BINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/twind.service \
-		> $(DESTDIR)$(UNITDIR)/twind.service
+		> build/twind.service.install
+	install -m 0644 build/twind.service.install $(DESTDIR)$(UNITDIR)/twind.service
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/twind $(DESTDIR)$(BINDIR)/twind-sim \
-		$(DESTDIR)$(UNITDIR)/twind.service
+		$(DESTDIR)$(UNITDIR)/twind.service $(DESTDIR)$(MANDIR)/man8/twind.8 \
+		$(DESTDIR)$(MANDIR)/man1/twind-sim.1
 	rm -rf $(DESTDIR)$(DATADIR)/twind/www
-	@echo "left $(DESTDIR)$(SYSCONFDIR)/twind in place: it holds your settings"
+	-rmdir $(DESTDIR)$(DATADIR)/twind 2>/dev/null
+	@echo "left $(ETC) in place: it holds your settings"
 
-# A Debian package, built by debhelper from a copy of the tree (the working
-# files, committed or not) in build/deb/, so that nothing here is cleaned
-# and nothing is written outside the project. Ends with lintian's verdict.
+# A Debian package, built by debhelper in build/deb/ from the tree as git
+# has it (the committed files, with uncommitted edits to them; never
+# untracked files), so that nothing here is cleaned and nothing is written
+# outside the project. Ends with lintian's verdict.
 DEPS_DEB := debhelper fakeroot dpkg-dev lintian git
 deb: deps
 	@./tests/deps.sh $(DEPS_DEB)
 	rm -rf build/deb && mkdir -p build/deb/src
-	git ls-files -co --exclude-standard -z | \
-		tar --null -T - -cf - | tar -xf - -C build/deb/src
-	cd build/deb/src && dpkg-buildpackage -b -us -uc --no-sign -j2 > ../build.log 2>&1 || \
+	@set -e; ref=$$(git stash create); git archive -o build/deb/src.tar $${ref:-HEAD}; \
+		tar -xf build/deb/src.tar -C build/deb/src
+	@# The package is the release build, whatever this make was told (SANITIZE=...).
+	cd build/deb/src && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u SANITIZE \
+		dpkg-buildpackage -b -us -uc --no-sign -j2 > ../build.log 2>&1 || \
 		{ tail -40 ../build.log; exit 1; }
 	lintian --info --display-info --pedantic --tag-display-limit 0 --fail-on error,warning \
 		build/deb/twind_*.deb

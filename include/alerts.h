@@ -27,6 +27,7 @@ struct alerts {
 struct alert_copy {
 	struct store_alert_row row;
 	char twin[TWIN_ID_MAX + 1], rule[128], severity[16], message[512], str[STR_VALUE_MAX + 1];
+	char acked_by[TOKEN_NAME_MAX + 1], shelved_by[TOKEN_NAME_MAX + 1];
 	int found;
 };
 

@@ -27,6 +27,8 @@ void api_rules_list(struct http_req *req, struct http_reply *rep);
 /* api_system.c */
 void api_system_health(struct http_req *req, struct http_reply *rep);
 void api_system_metrics(struct http_req *req, struct http_reply *rep);
+void api_system_reload(struct http_req *req, struct http_reply *rep);
+void api_system_whoami(struct http_req *req, struct http_reply *rep);
 
 /* api_page.c */
 void api_page_index(struct http_req *req, struct http_reply *rep);

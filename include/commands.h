@@ -29,6 +29,7 @@ struct command {
 	char id[COMMAND_ID_MAX];
 	char twin[TWIN_ID_MAX + 1];
 	char *command, *params, *rule;	/* params as JSON text; rule NULL for an operator's */
+	char *by;			/* the operator's token name; NULL: anonymous or a rule */
 	int64_t source_ts, issued_ts, expires_ts;
 	int64_t timeout_ms;		/* 0: the asset does not answer; done at the PUBACK */
 	int committed;			/* its pending row is on disk */
@@ -68,6 +69,7 @@ void commands_cleanup(struct commands *c);
 /* What to issue; strings borrowed for the call. */
 struct command_spec {
 	const char *twin, *command, *params, *rule;	/* params JSON text or NULL; rule NULL: operator */
+	const char *by;			/* the operator's token name, or NULL */
 	int64_t source_ts;
 	int64_t timeout_ms;		/* 0: the asset does not answer */
 };

@@ -35,6 +35,8 @@ struct conf {
 	int http_max_body;
 	int http_allow_remote;
 	char *http_hosts;		/* names besides IP literals and localhost allowed in Host */
+	char *http_tokens;		/* the tokens file; "" when every request is anonymous */
+	int http_metrics_public;	/* /metrics without a token */
 	char *http_www;			/* the page's folder */
 	/* [alerts] */
 	int64_t shelve_max_ms;

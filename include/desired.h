@@ -51,11 +51,12 @@ int desired_check(const struct twin_map *m, const struct twin *t, const cJSON *p
 
 /*
  * Applies a checked patch to `t` at wall time `now`: new values start a
- * new episode, null withdraws. Grows the version once if anything
+ * new episode, null withdraws; `by` (a token's name, "rule:NAME", or "")
+ * is recorded on each value set. Grows the version once if anything
  * changed. Returns 0 (with *changed) or TW_ERR_NOMEM.
  */
 int desired_apply(struct desired_out *d, struct twin_map *m, struct twin *t,
-    const cJSON *patch, int64_t now, int *changed);
+    const cJSON *patch, const char *by, int64_t now, int *changed);
 
 /*
  * An operator's REQ_DESIRED on `t` in the open batch: If-Match, then the

@@ -37,6 +37,8 @@ struct http_req {
 	const char *body;
 	size_t body_len;
 	struct store *db;		/* this thread's reader; NULL if it could not open */
+	const char *who;		/* the token's name; NULL when anonymous */
+	unsigned roles;			/* ROLE_* it has (all of them without tokens) */
 	const struct api_ctx *ctx;
 };
 
@@ -50,6 +52,7 @@ struct http_reply {
 	char header_value[64];
 	int page;			/* one of the page's files: sent with its Content-Security-Policy */
 	int borrowed;			/* `body` is not owned: it outlives the reply */
+	int close;			/* refused at the headers: the connection ends with it */
 	/*
 	 * A stream instead of a body (Server-Sent Events): `stream` is called
 	 * for more bytes as MHD's content reader, and may block; stream_free
@@ -78,5 +81,8 @@ struct http;
 /* Binds the listen address and starts the pool. NULL (logged) on failure. */
 struct http *http_start(const struct api_ctx *ctx);
 void http_stop(struct http *h);
+struct token_set;
+/* Puts `set` (owned from now on; NULL: no tokens) in force; the old set is freed. */
+void http_set_tokens(struct http *h, struct token_set *set);
 
 #endif

@@ -16,6 +16,7 @@
 #include "model.h"
 #include "plant.h"
 #include "rules.h"
+#include "tokens.h"
 
 enum request_type {
 	REQ_DESIRED = 1, REQ_RELOAD, REQ_COMMAND, REQ_ALERT_ACK, REQ_ALERT_SHELVE,
@@ -37,6 +38,8 @@ struct request {
 	/* REQ_ALERT_ACK, REQ_ALERT_SHELVE */
 	int64_t alert_id;
 	int64_t shelve_ms;
+	/* Who asks: the token's name, "" when anonymous (recorded on what it changes). */
+	char who[TOKEN_NAME_MAX + 1];
 	/* The answer. */
 	int err;			/* TW_OK or a TW_ERR_* code */
 	char code[32];			/* for the REST error object: "not_writable", ... */

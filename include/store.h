@@ -113,6 +113,7 @@ struct store_desired_row {
 	int64_t published;	/* times the delta holding it was published */
 	int64_t converged_ts;	/* 0: null */
 	int in_delta;
+	const char *set_by;	/* a token's name, "rule:NAME", or NULL */
 };
 struct store_alert_row {
 	int64_t id;
@@ -124,6 +125,7 @@ struct store_alert_row {
 	int active;
 	int acknowledged;
 	int64_t shelved_until_ts, raised_ts, acked_ts, cleared_ts;	/* 0: null */
+	const char *acked_by, *shelved_by;	/* token names, or NULL */
 };
 
 struct store_command_row {
@@ -132,6 +134,7 @@ struct store_command_row {
 	const char *command;
 	const char *params;	/* JSON text, or NULL */
 	const char *rule;	/* NULL for an operator's command */
+	const char *issued_by;	/* the operator's token name, or NULL */
 	const char *status;	/* pending, sent, done, rejected, failed, timed_out, expired, refused */
 	const char *reason;	/* or NULL */
 	int64_t source_ts, issued_ts, sent_ts, acked_ts;	/* 0: null */

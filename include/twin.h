@@ -55,6 +55,7 @@ struct desired {
 	int in_delta;
 	int dirty;
 	int removed;		/* to be deleted from the store at the next flush */
+	char set_by[48];	/* a token's name, "rule:NAME", or "" (anonymous) */
 };
 
 struct twin {

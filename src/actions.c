@@ -12,7 +12,7 @@ static int
 rule_actions(struct actions *e, struct twin *t, const struct rule *r, int64_t source_ts)
 {
 	struct request scratch = { 0 };
-	char id[COMMAND_ID_MAX];
+	char id[COMMAND_ID_MAX], by[48];
 	const char *reason;
 	int changed, rc;
 
@@ -21,7 +21,7 @@ rule_actions(struct actions *e, struct twin *t, const struct rule *r, int64_t so
 		cJSON *patch;
 
 		if (ra->type == ACTION_COMMAND) {
-			struct command_spec spec = { t->id, ra->command, ra->json, r->name, source_ts,
+			struct command_spec spec = { t->id, ra->command, ra->json, r->name, NULL, source_ts,
 			    commands_timeout(t->model, ra->command, &e->policy) };
 
 			if (!commands_named(t->model, ra->command, &e->policy)) {
@@ -45,8 +45,9 @@ rule_actions(struct actions *e, struct twin *t, const struct rule *r, int64_t so
 			return TW_ERR_NOMEM;
 		/* Checked like an operator's PATCH: a rule cannot write what an operator may not. */
 		rc = desired_check(e->twins, t, patch, &scratch);
+		snprintf(by, sizeof(by), "rule:%s", r->name);
 		if (rc == TW_OK)
-			rc = desired_apply(e->desired, e->twins, t, patch, clock_now_ms(), &changed);
+			rc = desired_apply(e->desired, e->twins, t, patch, by, clock_now_ms(), &changed);
 		cJSON_Delete(patch);
 		if (rc == TW_ERR_REFUSED) {
 			log_limited(e->log, "rule %s: desired action on %s refused: %s",

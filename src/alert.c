@@ -34,7 +34,8 @@ alert_json(const struct store_alert_row *a)
 	    cJSON_AddBoolToObject(o, "acknowledged", a->acknowledged) == NULL ||
 	    !add_ts(o, "shelved_until_ts", a->shelved_until_ts) ||
 	    !add_ts(o, "raised_ts", a->raised_ts) || !add_ts(o, "acked_ts", a->acked_ts) ||
-	    !add_ts(o, "cleared_ts", a->cleared_ts)) {
+	    !add_ts(o, "cleared_ts", a->cleared_ts) || !add_str(o, "acked_by", a->acked_by) ||
+	    !add_str(o, "shelved_by", a->shelved_by)) {
 		cJSON_Delete(o);
 		return NULL;
 	}
@@ -57,7 +58,8 @@ alert_command_json(const struct store_command_row *c)
 	if (o == NULL || !add_str(o, "id", c->id) || !add_str(o, "twin", c->twin) ||
 	    !add_str(o, "command", c->command) ||
 	    !cJSON_AddItemToObject(o, "params", params_json(c->params)) ||
-	    !add_str(o, "rule", c->rule) || !add_str(o, "status", c->status) ||
+	    !add_str(o, "rule", c->rule) || !add_str(o, "issued_by", c->issued_by) ||
+	    !add_str(o, "status", c->status) ||
 	    !add_str(o, "reason", c->reason) || !add_ts(o, "source_ts", c->source_ts) ||
 	    !add_ts(o, "issued_ts", c->issued_ts) || !add_ts(o, "sent_ts", c->sent_ts) ||
 	    !add_ts(o, "acked_ts", c->acked_ts) || !add_ts(o, "expires_ts", c->expires_ts)) {

@@ -38,6 +38,11 @@ copy_row(void *arg, const struct store_alert_row *a)
 	c->row.rule = c->rule;
 	c->row.severity = c->severity;
 	c->row.message = c->message;
+	snprintf(c->acked_by, sizeof(c->acked_by), "%s", a->acked_by != NULL ? a->acked_by : "");
+	snprintf(c->shelved_by, sizeof(c->shelved_by), "%s",
+	    a->shelved_by != NULL ? a->shelved_by : "");
+	c->row.acked_by = a->acked_by != NULL ? c->acked_by : NULL;
+	c->row.shelved_by = a->shelved_by != NULL ? c->shelved_by : NULL;
 	if (a->val.type == VAL_STR) {
 		snprintf(c->str, sizeof(c->str), "%s", a->val.str);
 		c->row.val.str = c->str;
@@ -80,12 +85,22 @@ alerts_operate(struct alerts *al, struct request *r, int64_t now, struct alert_c
 		return TW_ERR_DB;
 	}
 	if (r->type == REQ_ALERT_ACK) {
+		/* The first acknowledgement stands: its time and who gave it. */
 		if (!out->row.acknowledged) {
 			out->row.acknowledged = 1;
 			out->row.acked_ts = now;
+			snprintf(out->acked_by, sizeof(out->acked_by), "%s", r->who);
+			out->row.acked_by = r->who[0] != '\0' ? out->acked_by : NULL;
+			log_info("alert %lld (%s %s) acknowledged by %s", (long long)out->row.id,
+			    out->row.twin, out->row.rule, r->who[0] != '\0' ? r->who : "anonymous");
 		}
 	} else {
 		out->row.shelved_until_ts = now + r->shelve_ms;
+		snprintf(out->shelved_by, sizeof(out->shelved_by), "%s", r->who);
+		out->row.shelved_by = r->who[0] != '\0' ? out->shelved_by : NULL;
+		log_info("alert %lld (%s %s) shelved for %llds by %s", (long long)out->row.id,
+		    out->row.twin, out->row.rule, (long long)(r->shelve_ms / 1000),
+		    r->who[0] != '\0' ? r->who : "anonymous");
 	}
 	if (store_alert_put(al->store, &out->row) != TW_OK) {
 		request_fail(r, TW_ERR_DB, "internal", "the database is failing");

@@ -60,6 +60,7 @@ api_alerts_list(struct http_req *req, struct http_reply *rep)
 static void
 reply_request(struct http_req *req, struct http_reply *rep, struct request *sr, int ok)
 {
+	snprintf(sr->who, sizeof(sr->who), "%s", req->who != NULL ? req->who : "");
 	engine_request(req->ctx->engine, sr);
 	if (sr->err != TW_OK) {
 		http_request_error(rep, sr);

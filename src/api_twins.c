@@ -198,6 +198,7 @@ api_twins_desired(struct http_req *req, struct http_reply *rep)
 		return;
 	}
 	sr.patch = patch;
+	snprintf(sr.who, sizeof(sr.who), "%s", req->who != NULL ? req->who : "");
 	engine_request(req->ctx->engine, &sr);
 	cJSON_Delete(patch);
 	cJSON_Delete(sr.result);

@@ -42,6 +42,7 @@ command_free(struct command *cmd)
 	free(cmd->command);
 	free(cmd->params);
 	free(cmd->rule);
+	free(cmd->by);
 	free(cmd->detail);
 	free(cmd);
 }
@@ -58,7 +59,7 @@ row_of(const struct command *cmd, const char *status, const char *reason,
 {
 	*row = (struct store_command_row){
 		.id = cmd->id, .twin = cmd->twin, .command = cmd->command, .params = cmd->params,
-		.rule = cmd->rule, .status = status, .reason = reason,
+		.rule = cmd->rule, .issued_by = cmd->by, .status = status, .reason = reason,
 		.source_ts = cmd->source_ts, .issued_ts = cmd->issued_ts,
 		.expires_ts = cmd->expires_ts, .sent_ts = cmd->sent_ts, .acked_ts = cmd->acked_ts,
 	};
@@ -182,11 +183,13 @@ command_new(const struct command_spec *spec, int64_t now, int64_t ttl_ms)
 	cmd->command = strdup(spec->command);
 	cmd->params = strdup(spec->params != NULL ? spec->params : "{}");
 	cmd->rule = spec->rule != NULL ? strdup(spec->rule) : NULL;
+	cmd->by = spec->by != NULL ? strdup(spec->by) : NULL;
 	cmd->source_ts = spec->source_ts;
 	cmd->issued_ts = now;
 	cmd->expires_ts = now + ttl_ms;
 	cmd->timeout_ms = spec->timeout_ms;
-	if (cmd->command == NULL || cmd->params == NULL || (spec->rule != NULL && cmd->rule == NULL)) {
+	if (cmd->command == NULL || cmd->params == NULL || (spec->rule != NULL && cmd->rule == NULL) ||
+	    (spec->by != NULL && cmd->by == NULL)) {
 		command_free(cmd);
 		return NULL;
 	}
@@ -530,7 +533,9 @@ commands_restore(struct commands *c, const struct store_command_row *row)
 	cmd->command = strdup(row->command);
 	cmd->params = strdup(row->params != NULL ? row->params : "{}");
 	cmd->rule = row->rule != NULL ? strdup(row->rule) : NULL;
-	if (cmd->command == NULL || cmd->params == NULL || (row->rule != NULL && cmd->rule == NULL)) {
+	cmd->by = row->issued_by != NULL ? strdup(row->issued_by) : NULL;
+	if (cmd->command == NULL || cmd->params == NULL || (row->rule != NULL && cmd->rule == NULL) ||
+	    (row->issued_by != NULL && cmd->by == NULL)) {
 		command_free(cmd);
 		return TW_ERR_NOMEM;
 	}
@@ -617,8 +622,8 @@ commands_request(struct commands *c, struct store *st, struct outbox *o, const s
 		cJSON_free(params);
 		return TW_ERR_INVAL;
 	}
-	spec = (struct command_spec){ t->id, r->command, params, NULL, 0,
-	    commands_timeout(t->model, r->command, p) };
+	spec = (struct command_spec){ t->id, r->command, params, NULL, r->who[0] != '\0' ? r->who : NULL,
+	    0, commands_timeout(t->model, r->command, p) };
 	rc = commands_issue(c, st, o, &spec, id, &reason);
 	cJSON_free(params);
 	if (rc == TW_ERR_FULL) {

@@ -60,6 +60,8 @@ static const struct opt opts[] = {
 	{ "http", "max_body", OPT_INT, F(http_max_body), "65536", 1024, 16777216, NULL },
 	{ "http", "allow_remote_without_tokens", OPT_BOOL, F(http_allow_remote), "no", 0, 0, NULL },
 	{ "http", "hosts", OPT_STR, F(http_hosts), "", 0, 0, NULL },
+	{ "http", "tokens", OPT_PATH, F(http_tokens), "", 0, 0, NULL },
+	{ "http", "metrics_without_token", OPT_BOOL, F(http_metrics_public), "no", 0, 0, NULL },
 	{ "http", "www", OPT_PATH, F(http_www), TW_WWW_DIR, 0, 0, NULL },
 	{ "alerts", "shelve_max", OPT_DURATION, F(shelve_max_ms), "8h", 60000, 366 * DAY_MS, NULL },
 	{ "commands", "timeout", OPT_DURATION, F(cmd_timeout_ms), "30s", 100, 86400000, NULL },
@@ -470,7 +472,7 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 	 * it stays on loopback unless someone says in plain words that it may not.
 	 */
 	if (strcmp(host, "127.0.0.1") != 0 && strcmp(host, "::1") != 0 &&
-	    strcmp(host, "localhost") != 0 && !c->http_allow_remote) {
+	    strcmp(host, "localhost") != 0 && !c->http_allow_remote && c->http_tokens[0] == '\0') {
 		fprintf(err, "%s: [http] listen '%s' is beyond loopback and no tokens are "
 		    "configured; set allow_remote_without_tokens = yes to accept that\n",
 		    path, c->http_listen);

@@ -5,6 +5,7 @@
 
 #include "desired.h"
 #include "err.h"
+#include "log.h"
 #include "model.h"
 #include "topic.h"
 
@@ -157,7 +158,7 @@ desired_check(const struct twin_map *m, const struct twin *t, const cJSON *patch
 
 int
 desired_apply(struct desired_out *d, struct twin_map *m, struct twin *t,
-    const cJSON *patch, int64_t now, int *changed)
+    const cJSON *patch, const char *by, int64_t now, int *changed)
 {
 	struct request scratch = { 0 };
 	struct tw_val v;
@@ -186,6 +187,7 @@ desired_apply(struct desired_out *d, struct twin_map *m, struct twin *t,
 		if ((de = twin_desired_set(t, name, &v, now)) == NULL)
 			return TW_ERR_NOMEM;
 		/* A new value starts a new episode: not yet published, not yet reached. */
+		snprintf(de->set_by, sizeof(de->set_by), "%s", by);
 		de->published = 0;
 		de->converged_ts = 0;
 		de->in_delta = 0;
@@ -337,8 +339,15 @@ desired_request(struct desired_out *d, struct twin_map *m, struct twin *t, struc
 	}
 	if (desired_check(m, t, r->patch, r) != TW_OK)
 		return TW_ERR_REFUSED;
-	if (desired_apply(d, m, t, r->patch, now, &changed) != TW_OK)
+	if (desired_apply(d, m, t, r->patch, r->who, now, &changed) != TW_OK)
 		return TW_ERR_NOMEM;
+	if (changed) {
+		char *what = cJSON_PrintUnformatted(r->patch);
+
+		log_info("twin %s: desired %.200s set by %s", t->id, what != NULL ? what : "?",
+		    r->who[0] != '\0' ? r->who : "anonymous");
+		cJSON_free(what);
+	}
 	r->version = t->version;
 	return TW_OK;
 }

@@ -168,6 +168,7 @@ flush_twin(void *arg, struct twin *t)
 			.prop = d->name, .val = d->val, .ts = d->ts,
 			.pending_since_ts = d->pending_since_ts, .published = d->published,
 			.converged_ts = d->converged_ts, .in_delta = d->in_delta,
+			.set_by = d->set_by[0] != '\0' ? d->set_by : NULL,
 		};
 
 		if (!d->dirty)

@@ -13,6 +13,7 @@
 #include "err.h"
 #include "http.h"
 #include "http_guard.h"
+#include "tokens.h"
 #include "request.h"
 #include "log.h"
 #include "metrics.h"
@@ -27,31 +28,38 @@ struct route {
 	const char *method;
 	const char *pattern;		/* '*' matches one path segment */
 	http_handler fn;
+	unsigned role;			/* what a token needs (once tokens exist); 0: anyone */
 };
 
+/* The page's files are public: they hold no data, and the page asks for a token. */
 static const struct route routes[] = {
-	{ "GET", "/api/v1/twins", api_twins_list },
-	{ "GET", "/api/v1/twins/*", api_twins_get },
-	{ "GET", "/api/v1/twins/*/history", api_twins_history },
-	{ "PATCH", "/api/v1/twins/*/desired", api_twins_desired },
-	{ "POST", "/api/v1/twins/*/commands", api_commands_post },
-	{ "GET", "/api/v1/commands", api_commands_list },
-	{ "GET", "/api/v1/alerts", api_alerts_list },
-	{ "POST", "/api/v1/alerts/*/ack", api_alerts_ack },
-	{ "POST", "/api/v1/alerts/*/shelve", api_alerts_shelve },
-	{ "GET", "/api/v1/models", api_models_list },
-	{ "GET", "/api/v1/rules", api_rules_list },
-	{ "GET", "/api/v1/events", api_events_stream },
-	{ "GET", "/healthz", api_system_health },
-	{ "GET", "/metrics", api_system_metrics },
-	{ "GET", "/", api_page_index },
-	{ "GET", "/ui/*", api_page_file },
+	{ "GET", "/api/v1/twins", api_twins_list, ROLE_READ },
+	{ "GET", "/api/v1/twins/*", api_twins_get, ROLE_READ },
+	{ "GET", "/api/v1/twins/*/history", api_twins_history, ROLE_READ },
+	{ "PATCH", "/api/v1/twins/*/desired", api_twins_desired, ROLE_OPERATE },
+	{ "POST", "/api/v1/twins/*/commands", api_commands_post, ROLE_COMMAND },
+	{ "GET", "/api/v1/commands", api_commands_list, ROLE_READ },
+	{ "GET", "/api/v1/alerts", api_alerts_list, ROLE_READ },
+	{ "POST", "/api/v1/alerts/*/ack", api_alerts_ack, ROLE_OPERATE },
+	{ "POST", "/api/v1/alerts/*/shelve", api_alerts_shelve, ROLE_OPERATE },
+	{ "GET", "/api/v1/models", api_models_list, ROLE_READ },
+	{ "GET", "/api/v1/rules", api_rules_list, ROLE_READ },
+	{ "GET", "/api/v1/events", api_events_stream, ROLE_READ },
+	{ "POST", "/api/v1/reload", api_system_reload, ROLE_ADMIN },
+	{ "GET", "/api/v1/whoami", api_system_whoami, ROLE_READ },
+	{ "GET", "/healthz", api_system_health, 0 },
+	{ "GET", "/metrics", api_system_metrics, ROLE_READ },
+	{ "GET", "/", api_page_index, 0 },
+	{ "GET", "/ui/*", api_page_file, 0 },
 };
 
 struct http {
 	struct MHD_Daemon *daemon;
 	const struct api_ctx *ctx;
 	struct guard guard;
+	/* Swapped by main at a reload; matched under the lock by connection threads. */
+	pthread_mutex_t tokens_lock;
+	struct token_set *tokens;	/* NULL: no tokens, every request anonymous */
 };
 
 /* The body of one request, gathered across calls of the access handler. */
@@ -60,6 +68,8 @@ struct body {
 	size_t len;
 	int too_large;
 	int refused;		/* the guard answered at the headers: the body is dropped */
+	char who[TOKEN_NAME_MAX + 1];	/* the token's name; "" when anonymous */
+	unsigned roles;
 };
 
 /*
@@ -209,6 +219,98 @@ route_match(const char *pattern, const char *path, struct http_req *req, char *s
 	return *p == '\0' && *u == '\0';
 }
 
+/* The route `method` and `path` reach, or NULL (`*path_known` says whether the path exists). */
+static const struct route *
+route_find(const char *method, const char *path, int *path_known)
+{
+	struct http_req scratch = { 0 };
+	char *store = malloc(strlen(path) + 1);
+	const struct route *found = NULL;
+
+	*path_known = 0;
+	if (store == NULL)
+		return NULL;
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]) && found == NULL; i++) {
+		if (!route_match(routes[i].pattern, path, &scratch, store))
+			continue;
+		*path_known = 1;
+		if (strcmp(routes[i].method, method) == 0 ||
+		    (strcmp(method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0 &&
+		    routes[i].fn != api_events_stream))
+			found = &routes[i];
+	}
+	free(store);
+	return found;
+}
+
+/* "Bearer <token>" -> the token, or NULL. */
+static const char *
+bearer(const char *auth)
+{
+	if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+		return NULL;
+	auth += 7;
+	auth += strspn(auth, " ");
+	return *auth != '\0' ? auth : NULL;
+}
+
+/*
+ * Who asks, and may they: with no tokens file everyone is anonymous and
+ * may do all; with one, a route's role needs a token that has it (401
+ * without a valid token, 403 with one too weak). Returns 1 when `rep`
+ * holds the refusal.
+ */
+static int
+authorize(struct http *h, struct MHD_Connection *conn, const char *method, const char *url,
+    struct body *b, struct http_reply *rep)
+{
+	struct http_req req = { .conn = conn };
+	const struct token *t;
+	const struct route *r;
+	unsigned need;
+	int known, have_tokens;
+
+	r = route_find(method, url, &known);
+	need = r != NULL ? r->role : 0;
+	if (r != NULL && r->fn == api_system_metrics && h->ctx->conf->http_metrics_public)
+		need = 0;
+	pthread_mutex_lock(&h->tokens_lock);
+	have_tokens = h->tokens != NULL;
+	if ((t = tokens_match(h->tokens, bearer(http_header(&req, "Authorization")))) != NULL) {
+		snprintf(b->who, sizeof(b->who), "%s", t->name);
+		b->roles = tokens_effective(t->roles);
+	}
+	pthread_mutex_unlock(&h->tokens_lock);
+	if (!have_tokens) {
+		b->roles = ROLE_READ | ROLE_OPERATE | ROLE_COMMAND | ROLE_ADMIN;
+		return 0;
+	}
+	if (need == 0 || (b->roles & need) == need)
+		return 0;
+	if (t == NULL) {
+		http_error(rep, 401, "unauthorized", "this needs a token: Authorization: Bearer "
+		    "<token> (a missing, unknown or revoked token)");
+		snprintf(rep->header_name, sizeof(rep->header_name), "WWW-Authenticate");
+		snprintf(rep->header_value, sizeof(rep->header_value), "Bearer realm=\"twind\"");
+	} else {
+		http_error(rep, 403, "forbidden", "token '%s' lacks the %s role", b->who,
+		    tokens_role_name(need));
+	}
+	return 1;
+}
+
+void
+http_set_tokens(struct http *h, struct token_set *set)
+{
+	struct token_set *old;
+
+	pthread_mutex_lock(&h->tokens_lock);
+	old = h->tokens;
+	h->tokens = set;
+	pthread_mutex_unlock(&h->tokens_lock);
+	tokens_free(old);
+}
+
 static void
 http_dispatch(struct http_req *req, struct http_reply *rep, char *store)
 {
@@ -266,6 +368,9 @@ http_send(struct MHD_Connection *conn, struct http_reply *rep)
 		    "form-action 'self'; frame-ancestors 'none'");
 	if (rep->etag[0] != '\0')
 		MHD_add_response_header(r, "ETag", rep->etag);
+	/* A refused client gets no idle connection to hold against the others. */
+	if (rep->close)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	if (rep->header_name[0] != '\0')
 		MHD_add_response_header(r, rep->header_name, rep->header_value);
 	ret = MHD_queue_response(conn, (unsigned)rep->status, r);
@@ -313,6 +418,20 @@ guard_headers(struct http *h, struct MHD_Connection *conn, const char *url, cons
 	return 1;
 }
 
+/* A declared body beyond max_body is refused before a byte of it is read. */
+static int
+body_too_large(struct http *h, struct MHD_Connection *conn, struct http_reply *rep)
+{
+	struct http_req req = { .conn = conn };
+	const char *cl = http_header(&req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+	if (cl == NULL || strtoull(cl, NULL, 10) <= (unsigned long long)h->ctx->conf->http_max_body)
+		return 0;
+	http_error(rep, 413, "too_large", "the body is larger than %d bytes",
+	    h->ctx->conf->http_max_body);
+	return 1;
+}
+
 static enum MHD_Result
 http_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
     const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
@@ -329,8 +448,10 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		if ((b = calloc(1, sizeof(*b))) == NULL)
 			return MHD_NO;
 		*con_cls = b;
-		if (!guard_headers(h, conn, url, method, version, &rep))
+		if (!guard_headers(h, conn, url, method, version, &rep) &&
+		    !authorize(h, conn, method, url, b, &rep) && !body_too_large(h, conn, &rep))
 			return MHD_YES;
+		rep.close = 1;
 		metrics_add(&metrics.http_requests, 1);
 		b->refused = 1;
 		return http_send(conn, &rep);
@@ -366,6 +487,8 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 	req.body = b->buf;
 	req.body_len = b->len;
 	req.ctx = h->ctx;
+	req.who = b->who[0] != '\0' ? b->who : NULL;
+	req.roles = b->roles;
 	req.db = reader_take(h->ctx->conf);
 	if (b->too_large)
 		http_error(&rep, 413, "too_large", "the body is larger than %d bytes",
@@ -426,6 +549,7 @@ http_start(const struct api_ctx *ctx)
 	if ((h = calloc(1, sizeof(*h))) == NULL)
 		return NULL;
 	h->ctx = ctx;
+	pthread_mutex_init(&h->tokens_lock, NULL);
 	if (guard_init(&h->guard, c->http_hosts, 0, gerr, sizeof(gerr)) != TW_OK) {
 		log_warnx("http: [http] hosts: %s", gerr);
 		goto fail;
@@ -473,5 +597,7 @@ http_stop(struct http *h)
 		store_close(readers[i]);
 	nreaders = 0;
 	pthread_mutex_unlock(&readers_lock);
+	tokens_free(h->tokens);
+	pthread_mutex_destroy(&h->tokens_lock);
 	free(h);
 }

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include "rules.h"
 #include "ring.h"
 #include "store.h"
+#include "tokens.h"
 #include "www.h"
 
 #define TWIND_VERSION	"0.1.0"
@@ -37,10 +39,13 @@ static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: twind -c FILE [--check] [-o section.key=value ...]\n"
+	    "       twind --new-token NAME ROLES\n"
 	    "  -c FILE   the configuration (INI); see config/twind.conf\n"
 	    "  --check   validate the configuration and exit 0 (good) or 2 (bad)\n"
 	    "  -o S.K=V  override one setting, e.g. -o storage.database=/tmp/t.db\n"
-	    "  -V        print the version\n");
+	    "  -V        print the version\n"
+	    "  --new-token NAME ROLES  make a token (ROLES: read, operate, command, admin,\n"
+	    "            comma-separated); prints it once and the line for the tokens file\n");
 }
 
 static void
@@ -51,6 +56,23 @@ notify(const char *state)
 #else
 	(void)state;
 #endif
+}
+
+/* twind --new-token NAME ROLES: the token goes to its user; only its hash is kept. */
+static int
+make_token(int argc, char **argv)
+{
+	char tok[128], line[256];
+
+	if (argc != 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (tokens_new(argv[0], argv[1], tok, sizeof(tok), line, sizeof(line), stderr) != TW_OK)
+		return EXIT_USAGE;
+	printf("token (give it to %s; twind keeps only its hash):\n  %s\n"
+	    "line for the tokens file ([http] tokens):\n  %s\n", argv[0], tok, line);
+	return 0;
 }
 
 /* Loads the file and the overrides; prints errors; returns 0 or TW_ERR_INVAL. */
@@ -88,25 +110,47 @@ plant_read(const struct conf *c, struct model_set **models, struct plant *plant,
 	return TW_OK;
 }
 
+/* The tokens file `c` names, or NULL in *out when it names none. 0 or TW_ERR_*. */
+static int
+tokens_read(const struct conf *c, struct token_set **out)
+{
+	*out = NULL;
+	if (c->http_tokens[0] == '\0')
+		return TW_OK;
+	return tokens_load(c->http_tokens, out, stderr);
+}
+
 /*
- * SIGHUP: the config file, the models and the twins file are read anew,
- * into new structures; only a set without errors replaces the running one.
+ * SIGHUP: the config file, the models, the twins file, the rules and the
+ * tokens are read anew, into new structures; only a set without errors
+ * replaces the running one.
  */
 static void
-reload(struct engine *engine, const char *path, char **overrides, int noverrides)
+reload(struct engine *engine, struct http *http, int had_tokens, const char *path,
+    char **overrides, int noverrides)
 {
 	struct request req = { .type = REQ_RELOAD };
 	struct rule_set *prev = engine_rules(engine);
+	struct token_set *tokens = NULL;
 	struct conf fresh;
 	int rc;
 
 	rc = config_read(&fresh, path, overrides, noverrides);
 	if (rc == TW_OK)
+		rc = tokens_read(&fresh, &tokens);
+	if (rc == TW_OK && had_tokens && tokens == NULL) {
+		/* Dropping every token at once would open the API to anyone: say so at a start. */
+		fprintf(stderr, "%s: [http] tokens cannot be removed by a reload; restart for that\n",
+		    path);
+		rc = TW_ERR_INVAL;
+	}
+	if (rc == TW_OK)
 		rc = plant_read(&fresh, &req.models, &req.plant, &req.rules, prev);
 	rules_unref(prev);
 	if (rc != TW_OK) {
-		log_warnx("SIGHUP: errors (above); keeping the running models, twins, rules "
-		    "and settings");
+		log_warnx("SIGHUP: errors (above); keeping the running models, twins, rules, "
+		    "tokens and settings");
+		tokens_free(tokens);
 		conf_cleanup(&fresh);
 		return;
 	}
@@ -116,9 +160,15 @@ reload(struct engine *engine, const char *path, char **overrides, int noverrides
 	model_set_unref(req.models);
 	rules_unref(req.rules);
 	plant_cleanup(&req.plant);
+	if (req.err == TW_OK && tokens != NULL) {
+		log_info("SIGHUP: %d tokens in force", tokens->n);
+		http_set_tokens(http, tokens);
+		tokens = NULL;
+	}
+	tokens_free(tokens);
 	if (req.err == TW_OK)
-		log_info("SIGHUP: models, twins and rules reloaded; log level applied; other "
-		    "settings take a restart");
+		log_info("SIGHUP: models, twins, rules and tokens reloaded; log level applied; "
+		    "other settings take a restart");
 	conf_cleanup(&fresh);
 }
 
@@ -147,8 +197,8 @@ pub_trouble(void *arg)
  * so no handler runs in an arbitrary thread's context.
  */
 static int
-wait_for_stop(const sigset_t *set, struct engine *engine, const char *path, char **overrides,
-    int noverrides)
+wait_for_stop(const sigset_t *set, struct engine *engine, struct http *http, int had_tokens,
+    const char *path, char **overrides, int noverrides)
 {
 	struct timespec tick = { 1, 0 };
 	siginfo_t info;
@@ -169,7 +219,7 @@ wait_for_stop(const sigset_t *set, struct engine *engine, const char *path, char
 			return sig;
 		if (sig == SIGHUP) {
 			notify("RELOADING=1");
-			reload(engine, path, overrides, noverrides);
+			reload(engine, http, had_tokens, path, overrides, noverrides);
 			notify("READY=1");
 		}
 	}
@@ -180,11 +230,12 @@ main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "check", no_argument, NULL, 'k' },
+		{ "new-token", no_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	char *overrides[OVERRIDES_MAX];
-	int noverrides = 0, check = 0, ch, sig, status = EXIT_RUNTIME;
+	int noverrides = 0, check = 0, new_token = 0, ch, sig, status = EXIT_RUNTIME;
 	const char *path = NULL;
 	struct conf conf = { 0 };
 	struct api_ctx api = { 0 };
@@ -200,6 +251,8 @@ main(int argc, char **argv)
 	int have_progress = 0;
 	struct http *http = NULL;
 	struct www *www = NULL;
+	struct token_set *tokens = NULL;
+	int tokens_at_start = 0;
 	char werr[256];
 	struct events *events = NULL;
 	sigset_t set;
@@ -220,6 +273,9 @@ main(int argc, char **argv)
 		case 'k':
 			check = 1;
 			break;
+		case 't':
+			new_token = 1;
+			break;
 		case 'V':
 			printf("twind %s\n", TWIND_VERSION);
 			return 0;
@@ -231,18 +287,23 @@ main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (new_token)
+		return make_token(argc - optind, argv + optind);
 	if (path == NULL || optind != argc) {
 		usage(stderr);
 		return EXIT_USAGE;
 	}
 	if (config_read(&conf, path, overrides, noverrides) != TW_OK ||
+	    tokens_read(&conf, &tokens) != TW_OK ||
 	    plant_read(&conf, &models, &plant, &rules, NULL) != TW_OK) {
+		tokens_free(tokens);
 		conf_cleanup(&conf);
 		return EXIT_USAGE;
 	}
 	if (check) {
-		printf("%s: ok (%d models, %d twins in the twins file, %d rules)\n", path,
-		    model_count(models), plant.n, rules->n);
+		printf("%s: ok (%d models, %d twins in the twins file, %d rules, %d tokens)\n",
+		    path, model_count(models), plant.n, rules->n, tokens != NULL ? tokens->n : 0);
+		tokens_free(tokens);
 		model_set_unref(models);
 		rules_unref(rules);
 		plant_cleanup(&plant);
@@ -250,6 +311,12 @@ main(int argc, char **argv)
 		return 0;
 	}
 	log_set_level(conf.log_level);
+	/*
+	 * The database, its WAL and journal hold the plant's history and who did
+	 * what: readable by twind's group at most, never by everyone, whether
+	 * systemd (UMask=) or a shell started it.
+	 */
+	umask(umask(027) | 027);
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -294,6 +361,9 @@ main(int argc, char **argv)
 	    .www = www };
 	if ((http = http_start(&api)) == NULL)
 		goto out;
+	tokens_at_start = tokens != NULL;
+	http_set_tokens(http, tokens);
+	tokens = NULL;
 	if (engine_start(engine) != TW_OK || mqtt_start(mqtt) != TW_OK) {
 		log_warnx("cannot start threads");
 		goto out;
@@ -303,7 +373,7 @@ main(int argc, char **argv)
 	    conf.mqtt_host, conf.mqtt_port, conf.ring_bytes);
 	notify("READY=1\nSTATUS=ingesting");
 
-	sig = wait_for_stop(&set, engine, path, overrides, noverrides);
+	sig = wait_for_stop(&set, engine, http, tokens_at_start, path, overrides, noverrides);
 	log_info("%s: stopping: no new messages, draining and committing",
 	    sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	notify("STOPPING=1");
@@ -318,6 +388,7 @@ out:
 	if (events != NULL)
 		events_shutdown(events);
 	http_stop(http);
+	tokens_free(tokens);
 	www_free(www);
 	events_free(events);
 	engine_free(engine);

@@ -179,6 +179,7 @@ load_desired(void *arg, const struct store_desired_row *row)
 	d->published = row->published;
 	d->converged_ts = row->converged_ts;
 	d->in_delta = row->in_delta;
+	snprintf(d->set_by, sizeof(d->set_by), "%s", row->set_by != NULL ? row->set_by : "");
 	d->dirty = 0;
 	twin_charge(r->twins, t);
 	return 0;

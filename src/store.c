@@ -63,6 +63,11 @@ static const char *const migrations[] = {
 	"UPDATE commands SET timeout_ms = 30000, expires_ts = issued_ts + 300000 "
 	"  WHERE status IN ('pending', 'sent');"
 	"UPDATE commands SET deadline_ts = sent_ts + 30000 WHERE status = 'sent';",
+	/* 5: who did it: the token's name on commands, acknowledgements, shelves, desired values */
+	"ALTER TABLE commands ADD COLUMN issued_by TEXT;"
+	"ALTER TABLE alerts ADD COLUMN acked_by TEXT;"
+	"ALTER TABLE alerts ADD COLUMN shelved_by TEXT;"
+	"ALTER TABLE desired ADD COLUMN set_by TEXT;",
 };
 
 enum stmt_id {
@@ -82,9 +87,9 @@ enum stmt_id {
 #define TWIN_COLS	"id, model, parent, version, last_seen_ts, created_ts, delta_pending, " \
 	"(SELECT count(*) FROM alerts a WHERE a.twin = twins.id AND a.active = 1)"
 #define ALERT_COLS	"id, twin, rule, severity, message, value, active, acknowledged, " \
-	"shelved_until_ts, raised_ts, acked_ts, cleared_ts"
+	"shelved_until_ts, raised_ts, acked_ts, cleared_ts, acked_by, shelved_by"
 #define CMD_COLS	"id, twin, command, params, rule, status, reason, source_ts, issued_ts, " \
-	"sent_ts, acked_ts, expires_ts, timeout_ms, deadline_ts"
+	"sent_ts, acked_ts, expires_ts, timeout_ms, deadline_ts, issued_by"
 
 static const char *const stmt_sql[ST__COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -110,19 +115,21 @@ static const char *const stmt_sql[ST__COUNT] = {
 	    "VALUES(?, ?, ?, ?)",
 	[ST_QUARANTINE_TRIM] = "DELETE FROM quarantine WHERE id <= ?",
 	[ST_DESIRED_PUT] = "INSERT INTO desired(twin, property, value, ts, pending_since_ts, "
-	    "published, converged_ts, in_delta) VALUES(?, ?, ?, ?, ?, ?, ?, ?) "
+	    "published, converged_ts, in_delta, set_by) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?) "
 	    "ON CONFLICT(twin, property) DO UPDATE SET value = excluded.value, ts = excluded.ts, "
 	    "pending_since_ts = excluded.pending_since_ts, published = excluded.published, "
-	    "converged_ts = excluded.converged_ts, in_delta = excluded.in_delta",
+	    "converged_ts = excluded.converged_ts, in_delta = excluded.in_delta, "
+	    "set_by = excluded.set_by",
 	[ST_DESIRED_DEL] = "DELETE FROM desired WHERE twin = ? AND property = ?",
 	[ST_ALERT_ADD] = "INSERT INTO alerts(twin, rule, severity, message, value, active, "
 	    "raised_ts) VALUES(?, ?, ?, ?, ?, 1, ?)",
 	[ST_ALERT_PUT] = "UPDATE alerts SET message = ?, value = ?, active = ?, acknowledged = ?, "
-	    "shelved_until_ts = ?, acked_ts = ?, cleared_ts = ? WHERE id = ?",
+	    "shelved_until_ts = ?, acked_ts = ?, cleared_ts = ?, acked_by = ?, shelved_by = ? "
+	    "WHERE id = ?",
 	[ST_ALERT_GET] = "SELECT " ALERT_COLS " FROM alerts WHERE id = ?",
 	[ST_ALERT_CLEAR] = "UPDATE alerts SET active = 0, cleared_ts = ? WHERE id = ?",
 	[ST_CMD_PUT] = "INSERT INTO commands(" CMD_COLS ") "
-	    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+	    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
 	    "ON CONFLICT(id) DO UPDATE SET status = excluded.status, reason = excluded.reason, "
 	    "sent_ts = excluded.sent_ts, acked_ts = excluded.acked_ts, "
 	    "deadline_ts = excluded.deadline_ts",
@@ -136,7 +143,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_LOAD_TWINS] = "SELECT " TWIN_COLS " FROM twins",
 	[ST_LOAD_SERIES] = "SELECT id, twin, property, ts, value, out_of_range FROM series",
 	[ST_LOAD_DESIRED] = "SELECT twin, property, value, ts, pending_since_ts, published, "
-	    "converged_ts, in_delta FROM desired",
+	    "converged_ts, in_delta, set_by FROM desired",
 	/* Open alerts, and the last of each twin and rule: its raise time holds the cooldown. */
 	[ST_LOAD_ALERTS] = "SELECT " ALERT_COLS " FROM alerts WHERE active = 1 "
 	    "OR id IN (SELECT max(id) FROM alerts GROUP BY twin, rule) ORDER BY id",
@@ -158,7 +165,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 	    "FROM history WHERE series = ?2 AND ts >= ?3 AND ts <= ?4 "
 	    "AND typeof(value) = 'real' GROUP BY b ORDER BY b LIMIT ?5",
 	[ST_READ_DESIRED] = "SELECT twin, property, value, ts, pending_since_ts, published, "
-	    "converged_ts, in_delta FROM desired WHERE twin = ? ORDER BY property",
+	    "converged_ts, in_delta, set_by FROM desired WHERE twin = ? ORDER BY property",
 	[ST_READ_ALERTS_TWIN] = "SELECT " ALERT_COLS " FROM alerts WHERE twin = ? AND active = 1 "
 	    "ORDER BY id",
 	[ST_SNAP_BEGIN] = "BEGIN",
@@ -480,6 +487,7 @@ store_desired_put(struct store *s, const char *twin, const struct store_desired_
 	sqlite3_bind_int64(st, 6, d->published);
 	bind_ts_or_null(st, 7, d->converged_ts);
 	sqlite3_bind_int(st, 8, d->in_delta);
+	bind_text_or_null(st, 9, d->set_by);
 	return step_done(s, st);
 }
 
@@ -522,7 +530,9 @@ store_alert_put(struct store *s, const struct store_alert_row *a)
 	bind_ts_or_null(st, 5, a->shelved_until_ts);
 	bind_ts_or_null(st, 6, a->acked_ts);
 	bind_ts_or_null(st, 7, a->cleared_ts);
-	sqlite3_bind_int64(st, 8, a->id);
+	bind_text_or_null(st, 8, a->acked_by);
+	bind_text_or_null(st, 9, a->shelved_by);
+	sqlite3_bind_int64(st, 10, a->id);
 	return step_done(s, st);
 }
 
@@ -555,6 +565,7 @@ store_command_put(struct store *s, const struct store_command_row *c)
 	bind_ts_or_null(st, 12, c->expires_ts);
 	sqlite3_bind_int64(st, 13, c->timeout_ms);
 	bind_ts_or_null(st, 14, c->deadline_ts);
+	bind_text_or_null(st, 15, c->issued_by);
 	return step_done(s, st);
 }
 
@@ -666,6 +677,7 @@ desired_row(sqlite3_stmt *st, struct store_desired_row *r)
 	r->published = sqlite3_column_int64(st, 5);
 	r->converged_ts = sqlite3_column_int64(st, 6);
 	r->in_delta = sqlite3_column_int(st, 7);
+	r->set_by = (const char *)sqlite3_column_text(st, 8);
 }
 
 static void
@@ -685,6 +697,7 @@ command_row(sqlite3_stmt *st, struct store_command_row *r)
 	r->expires_ts = sqlite3_column_int64(st, 11);
 	r->timeout_ms = sqlite3_column_int64(st, 12);
 	r->deadline_ts = sqlite3_column_int64(st, 13);
+	r->issued_by = (const char *)sqlite3_column_text(st, 14);
 }
 
 static void
@@ -702,6 +715,8 @@ alert_row(sqlite3_stmt *st, struct store_alert_row *r)
 	r->raised_ts = sqlite3_column_int64(st, 9);
 	r->acked_ts = sqlite3_column_int64(st, 10);
 	r->cleared_ts = sqlite3_column_int64(st, 11);
+	r->acked_by = (const char *)sqlite3_column_text(st, 12);
+	r->shelved_by = (const char *)sqlite3_column_text(st, 13);
 }
 
 /*

@@ -148,7 +148,9 @@ desired_row(void *arg, const struct store_desired_row *row)
 	    cJSON_AddNumberToObject(d, "ts", (double)row->ts) == NULL ||
 	    add_ts_or_null(d, "pending_since_ts", row->pending_since_ts) == NULL ||
 	    cJSON_AddNumberToObject(d, "published", (double)row->published) == NULL ||
-	    add_ts_or_null(d, "converged_ts", row->converged_ts) == NULL)
+	    add_ts_or_null(d, "converged_ts", row->converged_ts) == NULL ||
+	    (row->set_by != NULL ? cJSON_AddStringToObject(d, "set_by", row->set_by) :
+	    cJSON_AddNullToObject(d, "set_by")) == NULL)
 		return 1;
 	if (row->in_delta && !cJSON_AddItemToObject(dc->delta, row->prop, value_to_json(&row->val)))
 		return 1;

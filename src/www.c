@@ -77,15 +77,15 @@ read_file(int dirfd, const char *name, struct www_file *f)
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
-			int saved = errno;
+		if (n <= 0) {
+			int saved = n < 0 ? errno : EAGAIN;	/* 0: it shrank while read */
 
 			close(fd);
+			free(f->data);
+			f->data = NULL;
 			errno = saved;
 			return -1;	/* never serve half a file */
 		}
-		if (n == 0)
-			break;		/* shorter than fstat said: it shrank while read */
 		got += (size_t)n;
 	}
 	close(fd);

@@ -2,7 +2,7 @@
 // severity; acknowledge and shelve from here; filter by twin; export as CSV.
 import { api } from "./api.js";
 import { el, fmtTime, fmtValue, SEVERITY_RANK } from "./format.js";
-import { alertShelved, plant } from "./plant.js";
+import { alertShelved, may, plant } from "./plant.js";
 
 let view = null;
 const SHELVE = [["15m", "15 min"], ["1h", "1 h"], ["4h", "4 h"], ["8h", "8 h"]];
@@ -59,11 +59,13 @@ function row(a) {
       ? el("div", { class: "hint" }, a.message) : null),
     el("td", { class: "num" }, fmtValue(a.value)),
     el("td", {}, fmtTime(a.raised_ts)),
-    el("td", {}, a.acknowledged ? "acknowledged " + fmtTime(a.acked_ts)
-      : el("button", { type: "button", class: "ack", onclick: () => act(a, "ack", {}) }, "Acknowledge")),
-    el("td", {}, a.active ? [pick, " ", el("button", { type: "button", class: "shelve",
-      onclick: () => act(a, "shelve", { for: pick.value }) }, "Shelve")].reduce((td, k) =>
-      (td.append(k), td), el("span")) : ""));
+    el("td", {}, a.acknowledged
+      ? `acknowledged ${fmtTime(a.acked_ts)}` + (a.acked_by ? ` by ${a.acked_by}` : "")
+      : may("operate") ? el("button", { type: "button", class: "ack", onclick: () => act(a, "ack", {}) },
+        "Acknowledge") : "unacknowledged"),
+    el("td", {}, a.active && may("operate") ? [pick, " ", el("button", { type: "button",
+      class: "shelve", onclick: () => act(a, "shelve", { for: pick.value }) }, "Shelve")]
+      .reduce((td, k) => (td.append(k), td), el("span")) : ""));
 }
 
 function twinOptions() {

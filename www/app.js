@@ -1,8 +1,9 @@
-// The page's start: read the plant over REST, keep it live over the event
-// stream, and show the view the address names (#/alarms, #/twin/{id}).
-import { get } from "./api.js";
+// The page's start: who am I (a token when twind asks for one), read the
+// plant over REST, keep it live over the event stream, and show the view
+// the address names (#/alarms, #/twin/{id}).
+import { get, onUnauthorized, stream, token } from "./api.js";
 import * as alarms from "./alarms.js";
-import { loadAlerts, loadModels, loadTwins, plant, putAlert, renderTree, select,
+import { loadAlerts, loadModels, loadTwins, plant, putAlert, renderTree, select, session,
   statusEvent, twinEvent } from "./plant.js";
 import * as twin from "./twin.js";
 
@@ -53,33 +54,114 @@ async function health() {
   }
 }
 
-let stream = null, live = false;
+let live = false;
 async function showLink() {
   const why = await health();
   if (why) link("not ingesting: " + why, true);
   else link(live ? "live" : "reconnecting…", !live);
 }
 
-function listen() {
-  stream = new EventSource("/api/v1/events");
-  const parse = (fn) => (e) => { try { fn(JSON.parse(e.data)); } catch (err) { /* skip */ } };
-  stream.addEventListener("open", () => {
-    // Events missed while away are read again whole.
-    const first = !live && plant.twins.size === 0;
-    live = true;
+const HANDLERS = {
+  twin: (ev) => { twinEvent(ev); twin.onEvent("twin", ev); },
+  status: (ev) => { statusEvent(ev); twin.onEvent("status", ev); },
+  alert: (a) => { putAlert(a); alarms.render(); },
+  desired: (ev) => twin.onEvent("desired", ev),
+  command: (c) => twin.onEvent("command", c),
+};
+
+// The event stream, for as long as the page is open; read again after a loss.
+async function listen() {
+  let first = true;
+  for (;;) {
+    try {
+      await stream("/api/v1/events", () => {
+        live = true;
+        showLink();
+        // Events missed while away are read again whole.
+        if (!first) Promise.all([loadTwins(), loadAlerts()]).then(() => alarms.render())
+          .catch(() => {});
+        first = false;
+      }, (type, data) => {
+        const fn = HANDLERS[type];
+        if (!fn) return;
+        try { fn(JSON.parse(data)); } catch (err) { /* one bad event is skipped */ }
+      });
+    } catch (err) {
+      /* lost, refused or cut off: said below, tried again */
+    }
+    live = false;
     showLink();
-    if (!first) Promise.all([loadTwins(), loadAlerts()]).then(() => alarms.render()).catch(() => {});
+    await new Promise((r) => setTimeout(r, 3000));
+  }
+}
+
+// Asks for a token until twind takes one; resolves with /api/v1/whoami.
+function login(why) {
+  const dlg = document.getElementById("login");
+  const input = document.getElementById("token-input");
+  const msg = document.getElementById("login-msg");
+  msg.textContent = why;
+  if (!dlg.open) dlg.showModal();
+  input.focus();
+  return new Promise((resolve) => {
+    const form = document.getElementById("login-form");
+    form.onsubmit = async (e) => {
+      e.preventDefault();
+      token.set(input.value.trim());
+      try {
+        const me = await get("/api/v1/whoami");
+        input.value = "";
+        dlg.close();
+        resolve(me);
+      } catch (err) {
+        token.clear();
+        msg.textContent = err.status === 401 ? "twind does not know this token." : err.message;
+      }
+    };
   });
-  stream.addEventListener("error", () => { live = false; showLink(); });
-  stream.addEventListener("twin", parse((ev) => { twinEvent(ev); twin.onEvent("twin", ev); }));
-  stream.addEventListener("status", parse((ev) => { statusEvent(ev); twin.onEvent("status", ev); }));
-  stream.addEventListener("alert", parse((a) => { putAlert(a); alarms.render(); }));
-  stream.addEventListener("desired", parse((ev) => twin.onEvent("desired", ev)));
-  stream.addEventListener("command", parse((c) => twin.onEvent("command", c)));
+}
+
+async function whoami() {
+  try {
+    return await get("/api/v1/whoami");
+  } catch (err) {
+    if (err.status !== 401) throw err;
+    token.clear();
+    return login("twind asks for a token. It is kept only while this tab is open.");
+  }
+}
+
+function showWho(me) {
+  session.name = me.name;
+  session.roles = new Set(me.roles);
+  session.tokens = me.tokens;
+  const who = document.getElementById("who");
+  who.textContent = me.tokens ? `${me.name} (${me.roles.join(", ")})` : "";
+  document.getElementById("logout").hidden = !me.tokens;
 }
 
 async function start() {
   link("connecting…", false);
+  let me;
+  try {
+    me = await whoami();
+  } catch (err) {
+    link("twind cannot be reached: " + err.message, true);
+    me = { name: null, roles: [], tokens: false };
+  }
+  showWho(me);
+  // A token revoked while the page is open: ask again, then carry on.
+  onUnauthorized(() => {
+    token.clear();
+    login("The token was refused (revoked?). Enter one again.").then((m) => {
+      showWho(m);
+      route();
+    });
+  });
+  document.getElementById("logout").addEventListener("click", () => {
+    token.clear();
+    location.reload();
+  });
   try {
     await Promise.all([loadModels(), loadTwins(), loadAlerts()]);
   } catch (err) {

@@ -3,6 +3,10 @@
 import { get } from "./api.js";
 import { el, statusMark, STATUS_RANK } from "./format.js";
 
+// Who the page acts for: roles from /api/v1/whoami (all of them without tokens).
+export const session = { name: null, roles: new Set(), tokens: false };
+export const may = (role) => session.roles.has(role);
+
 export const plant = {
   twins: new Map(),   // id -> {id, model, parent, status, last_seen_ts, version}
   alerts: new Map(),  // id -> alert: active, unacknowledged or shelved ones

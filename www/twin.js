@@ -2,7 +2,7 @@
 // through PATCH desired with If-Match, its trend and its recent commands.
 import { api, get, q, twinPath } from "./api.js";
 import { el, fmtAge, fmtTime, fmtUnit, fmtValue, own } from "./format.js";
-import { plant } from "./plant.js";
+import { may, plant } from "./plant.js";
 import { drawTrend, loadTrend } from "./trend.js";
 
 let view = null;
@@ -96,7 +96,7 @@ function makeRow(doc, name) {
     value: el("td", { class: "num value" }), unit: el("td", {}), age: el("td", { class: "num age" }),
     marks: el("td", { class: "marks" }), desired: el("td", { class: "num desired-value" }),
     conv: el("td", { class: "convergence" }),
-    edit: mp && mp.writable ? editor(mp) : el("td", {}),
+    edit: mp && mp.writable && may("operate") ? editor(mp) : el("td", {}),
   };
   const tr = el("tr", { "data-prop": name }, el("th", { scope: "row" }, name), cells.value,
     cells.unit, cells.age, cells.marks, cells.desired, cells.conv, cells.edit);
@@ -165,7 +165,7 @@ function renderCommands(list) {
   body.replaceChildren(...list.slice(0, 10).map((c) => el("tr", { "data-command": c.id },
     el("td", {}, fmtTime(c.issued_ts)), el("td", {}, c.command),
     el("td", {}, c.params ? JSON.stringify(c.params) : ""),
-    el("td", {}, c.rule ? "rule " + c.rule : "operator"),
+    el("td", {}, c.rule ? "rule " + c.rule : c.issued_by ? c.issued_by : "operator"),
     el("td", { class: "status" }, c.status), el("td", {}, c.reason || ""))));
   view.root.querySelector("#commands-none").hidden = list.length > 0;
 }

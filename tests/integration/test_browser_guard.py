@@ -240,6 +240,24 @@ def test_refused_at_the_headers(tmp_path, make_twind):
     """A refused write is answered before its body is read: a page cannot make
     twind buffer megabytes to be told 415."""
     tw = start(tmp_path, make_twind)
+    host = f"127.0.0.1:{tw.http_port}".encode()
+    for ctype, want in ((b"text/plain", b" 415 "), (b"application/json", b" 413 ")):
+        # the headers promise 2 MiB and none of it is sent: the answer must come anyway
+        with socket.create_connection(("127.0.0.1", tw.http_port), timeout=2) as s:
+            s.sendall(b"POST /api/v1/twins/p-1/commands HTTP/1.1\r\nHost: " + host +
+                      b"\r\nContent-Type: " + ctype + b"\r\nContent-Length: 2097152\r\n\r\n")
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            except socket.timeout:
+                pass
+        head = data.split(b"\r\n\r\n")[0]
+        assert want in head.split(b"\r\n")[0], (ctype, data[:300])
+        assert b"connection: close" in head.lower(), head
     big = tmp_path / "big"
     big.write_bytes(b"x" * (2 * 1024 * 1024))   # beyond max_body (64 KiB): would be 413
     code, body = curl(tw, "POST", "/api/v1/twins/p-1/commands", f"@{big}",

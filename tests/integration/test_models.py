@@ -53,7 +53,7 @@ def test_check_ok_counts_models_and_twins(tmp_path):
     conf = check_conf(tmp_path, twins=GOOD_TWINS)
     r = run_check(conf, tmp_path)
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
-    assert f"{conf}: ok (3 models, 4 twins in the twins file, 0 rules)" in r.stdout, (r.stdout, r.stderr)
+    assert f"{conf}: ok (3 models, 4 twins in the twins file, 0 rules, 0 tokens)" in r.stdout, (r.stdout, r.stderr)
 
 
 def test_check_model_json_syntax_error(tmp_path):

@@ -5,6 +5,7 @@ installed twind accepts the installed config and, started from the
 extracted tree, serves the installed page. `make install` and `make
 uninstall` honour PREFIX and DESTDIR."""
 
+import os
 import re
 import subprocess
 
@@ -16,8 +17,10 @@ DEB_DIR = REPO / "build" / "deb"
 
 
 def run(args, cwd=REPO, timeout=600):
+    # as from a shell: not the settings of the make that runs the tests (SANITIZE=...)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,8 @@ def test_package_builds_and_passes_lintian(deb):
     tags = [line for line in out.splitlines() if line[:3] in ("E: ", "W: ", "I: ", "P: ")]
     assert not tags, tags
     info = run(["dpkg-deb", "-f", str(path), "Package", "Depends", "Recommends"]).stdout
-    assert "Package: twind" in info and "libmosquitto1" in info and "mosquitto" in info, info
+    assert "Package: twind" in info and "libmosquitto1" in info and "libsodium23" in info, info
+    assert run(["dpkg-deb", "-f", str(path), "Recommends"]).stdout.strip() == "mosquitto", info
 
 
 def test_package_contents(deb, tmp_path):
@@ -55,7 +59,12 @@ def test_package_contents(deb, tmp_path):
             "/etc/twind/models/pump.json"} <= set(conffiles), conffiles
     post = (ctl / "postinst").read_text()
     assert "install -d -m 0750 /var/lib/twind" in post, post
-    assert "systemctl --system daemon-reload" in post or "deb-systemd-helper" in post, post
+    # installed disabled (enabled again only if it was); once enabled, an upgrade
+    # restarts it (deb-systemd-invoke starts no disabled unit) and a removal stops it
+    assert "if deb-systemd-helper --quiet was-enabled 'twind.service'; then" in post, post
+    assert "_dh_action=restart" in post and "deb-systemd-invoke $_dh_action 'twind.service'" \
+        in post, post
+    assert "deb-systemd-invoke stop 'twind.service'" in (ctl / "prerm").read_text()
     assert "purge" in (ctl / "postrm").read_text()
 
 
@@ -71,6 +80,8 @@ def test_installed_tree_checks_and_serves_its_page(deb, tmp_path, broker, stack)
     assert "4 models" in r.stdout, r.stdout
     unit = (root / "lib/systemd/system/twind.service").read_text()
     assert "ExecStart=/usr/bin/twind -c /etc/twind/twind.conf" in unit, unit
+    # a bad config exits 2, which RestartPreventExitStatus honours only for the main process
+    assert "ExecStartPre" not in unit, unit
     assert "Documentation=man:twind(8)" in unit
     r = run(["man", "--warnings", "-l", str(root / "usr/share/man/man8/twind.8.gz")])
     assert r.returncode == 0 and "digital-twin" in r.stdout and not r.stderr, r.stderr
@@ -103,6 +114,18 @@ def test_make_install_and_uninstall(tmp_path):
               "opt/tw/lib/systemd/system/twind.service"):
         assert (dest / f).exists(), f
     assert "www = /opt/tw/share/twind/www" in (dest / "opt/tw/etc/twind/twind.conf").read_text()
+    assert (dest / "opt/tw/share/man/man8/twind.8").exists()
+    # installing again keeps the plant's settings; the new example goes beside them
+    conf = dest / "opt/tw/etc/twind/twind.conf"
+    conf.write_text(conf.read_text() + "\n# edited by the plant\n")
+    rules = dest / "opt/tw/etc/twind/rules.json"
+    rules.write_text("[]\n")
+    r = run(["make", "--no-print-directory", "install", f"DESTDIR={dest}", "PREFIX=/opt/tw",
+             "SYSCONFDIR=/opt/tw/etc", "UNITDIR=/opt/tw/lib/systemd/system"])
+    assert r.returncode == 0 and "kept" in r.stdout, r.stdout + r.stderr
+    assert "# edited by the plant" in conf.read_text() and rules.read_text() == "[]\n"
+    assert (dest / "opt/tw/etc/twind/rules.json.dist").exists()
+    assert oct(conf.stat().st_mode & 0o777) == "0o644"
     assert "ExecStart=/opt/tw/bin/twind -c /opt/tw/etc/twind/twind.conf" in \
         (dest / "opt/tw/lib/systemd/system/twind.service").read_text()
     r = run(["make", "--no-print-directory", "uninstall", f"DESTDIR={dest}", "PREFIX=/opt/tw",
@@ -111,5 +134,6 @@ def test_make_install_and_uninstall(tmp_path):
     assert not (dest / "opt/tw/bin/twind").exists()
     assert not (dest / "opt/tw/share/twind/www").exists()
     assert not (dest / "opt/tw/lib/systemd/system/twind.service").exists()
+    assert not (dest / "opt/tw/share/man/man8/twind.8").exists()
     # the settings stay: they are the plant's
     assert (dest / "opt/tw/etc/twind/twind.conf").exists()

@@ -380,6 +380,11 @@ def test_another_page_in_the_browser_can_do_nothing(plant, tmp_path):
     th = threading.Thread(target=srv.serve_forever, daemon=True)
     th.start()
     try:
+        # twind's own page is closed first; its stream is noticed gone at the next event
+        p.driver.get("about:blank")
+        publish(p, "p-3", temperature=40)
+        wait_until(lambda: p.twind.metric("twind_event_clients") == 0, 5,
+                   what="no event client before the hostile page")
         cmds0 = len(p.twind.get("/api/v1/commands").json()["commands"])
         desired0 = p.twind.twin("p-1")["desired"]
         refused0 = p.twind.metric("twind_http_refused_total")

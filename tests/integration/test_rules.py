@@ -116,7 +116,7 @@ for _name, _when in {**FN_POS, **FN_NEG}.items():
     RULES.append({"name": _name, "match": {"twins": "fn-*"}, "when": _when, "severity": "info"})
 
 ALERT_KEYS = {"id", "twin", "rule", "severity", "message", "value", "active", "acknowledged",
-              "shelved_until_ts", "raised_ts", "acked_ts", "cleared_ts"}
+              "shelved_until_ts", "raised_ts", "acked_ts", "cleared_ts", "acked_by", "shelved_by"}
 
 
 # --------------------------------------------------------------------------

@@ -43,7 +43,7 @@ PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CORE := err log clock names topic conf ring ingest value metrics model plant expr window rules \
 	twin store events alert progress request outbox commands desired alerts runtime actions undo apply \
-	restore twin_doc engine mqtt tokens http_guard www http api_page api_twins api_alerts api_models \
+	restore twin_doc watchdog engine mqtt tokens http_guard www http api_page api_twins api_alerts api_models \
 	api_events api_system
 CORE_OBJ := $(CORE:%=$(BUILD)/%.o)
 UNIT := tokens http_guard www ring ingest conf clock twin store model plant events expr window rules runtime request outbox commands
@@ -90,18 +90,29 @@ deps:
 deps-test:
 	@./tests/deps.sh $(DEPS_BUILD) $(DEPS_RUN) $(DEPS_TEST)
 
-# A private broker (config/mosquitto.conf), twind (config/twind.conf, its
-# database in run/) and the plant simulator; Ctrl-C stops all three.
+# A private broker (config/mosquitto.conf: passwords and an ACL), twind
+# (config/twind.conf, its database in run/) and the plant simulator; Ctrl-C
+# stops all three. The first run makes random passwords for twind and the
+# simulator in run/ (mode 0600), and the broker's password file from them.
+# (mosquitto_passwd -b shows them on its command line for a moment: fine for
+# this private broker; on a gateway run mosquitto_passwd without -b.)
 run: deps
 	@$(MAKE) --no-print-directory all
 	@mkdir -p run
+	@cd run && umask 077 && if [ ! -s mosquitto.passwd ]; then \
+		: > mosquitto.passwd; for u in twind twind-sim; do \
+		head -c 18 /dev/urandom | base64 | tr -d '/+=' > $$u.password; \
+		mosquitto_passwd -b mosquitto.passwd $$u "$$(cat $$u.password)"; done; fi; \
+	{ cat ../config/mosquitto.conf; echo "user $$(id -un)"; } > mosquitto.conf
 	@cd run && trap 'kill $$sim $$tw $$mq 2>/dev/null; wait 2>/dev/null' INT TERM EXIT; \
-	mosquitto -c ../config/mosquitto.conf > mosquitto.log 2>&1 & mq=$$!; \
+	mosquitto -c mosquitto.conf > mosquitto.log 2>&1 & mq=$$!; \
 	sleep 0.5; kill -0 $$mq 2>/dev/null || { cat mosquitto.log; \
 		echo "mosquitto did not start: is port 1883 taken by another broker?"; exit 1; }; \
-	../twind -c ../config/twind.conf -o storage.database=twind.db & tw=$$!; \
+	../twind -c ../config/twind.conf -o storage.database=twind.db -o mqtt.username=twind \
+		-o mqtt.client_id=twind -o mqtt.password_file=twind.password & tw=$$!; \
 	for i in $$(seq 50); do curl -sf http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.1; done; \
-	../twind-sim -p 1883 -r $(SIM_RATE) -a $(SIM_ACCEL) > sim.log 2>&1 & sim=$$!; \
+	../twind-sim -p 1883 -r $(SIM_RATE) -a $(SIM_ACCEL) -u twind-sim -i twind-sim \
+		-w twind-sim.password > sim.log 2>&1 & sim=$$!; \
 	echo; echo "twind is running: broker 127.0.0.1:1883, simulator at $(SIM_RATE) msg/s"; \
 	echo "  the API:  http://127.0.0.1:8080/api/v1/twins"; \
 	echo "  metrics:  http://127.0.0.1:8080/metrics     http://127.0.0.1:8080/healthz"; \
@@ -183,3 +194,6 @@ clean:
 	rm -rf build twind twind-sim tests/bench/twind-load tests/bench/twind-floor
 
 -include $(wildcard build/*/*.d build/*/tests/*.d)
+
+# libFuzzer targets of every parser (make fuzz; see tests/fuzz/fuzz.mk).
+include tests/fuzz/fuzz.mk

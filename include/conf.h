@@ -15,7 +15,10 @@ struct conf {
 	int mqtt_protocol;		/* enum conf_mqtt */
 	char *mqtt_client_id;
 	char *mqtt_username;
-	char *mqtt_password;
+	char *mqtt_password;		/* from the file, or read from password_file */
+	char *mqtt_password_file;
+	char *mqtt_tls_ca;		/* TLS to the broker when set */
+	char *mqtt_tls_cert, *mqtt_tls_key;	/* a client certificate, optional */
 	int64_t mqtt_keepalive_ms;
 	int64_t mqtt_reconnect_min_ms;
 	int64_t mqtt_reconnect_max_ms;
@@ -36,6 +39,7 @@ struct conf {
 	int http_allow_remote;
 	char *http_hosts;		/* names besides IP literals and localhost allowed in Host */
 	char *http_tokens;		/* the tokens file; "" when every request is anonymous */
+	char *http_tls_cert, *http_tls_key;	/* HTTPS when set */
 	int http_metrics_public;	/* /metrics without a token */
 	char *http_www;			/* the page's folder */
 	/* [alerts] */
@@ -95,6 +99,13 @@ int conf_set(struct conf *c, const char *assignment, FILE *err);
 
 /* Checks relations between keys (bounds of pairs, topic templates, listen address). */
 int conf_validate(const struct conf *c, const char *path, FILE *err);
+
+#define CONF_SECRET_MAX	256
+/*
+ * Reads [mqtt] password_file into mqtt_password: its first line, from a
+ * file no other user may read. 0, or TW_ERR_INVAL (said on `err`).
+ */
+int conf_read_secrets(struct conf *c, FILE *err);
 
 void conf_cleanup(struct conf *c);
 

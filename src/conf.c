@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "clock.h"
 #include "conf.h"
@@ -42,6 +43,10 @@ static const struct opt opts[] = {
 	{ "mqtt", "client_id", OPT_STR, F(mqtt_client_id), "twind", 0, 0, NULL },
 	{ "mqtt", "username", OPT_STR, F(mqtt_username), "", 0, 0, NULL },
 	{ "mqtt", "password", OPT_STR, F(mqtt_password), "", 0, 0, NULL },
+	{ "mqtt", "password_file", OPT_PATH, F(mqtt_password_file), "", 0, 0, NULL },
+	{ "mqtt", "tls_ca_file", OPT_PATH, F(mqtt_tls_ca), "", 0, 0, NULL },
+	{ "mqtt", "tls_cert_file", OPT_PATH, F(mqtt_tls_cert), "", 0, 0, NULL },
+	{ "mqtt", "tls_key_file", OPT_PATH, F(mqtt_tls_key), "", 0, 0, NULL },
 	{ "mqtt", "keepalive", OPT_DURATION, F(mqtt_keepalive_ms), "30s", 5000, 3600000, NULL },
 	{ "mqtt", "reconnect_min", OPT_DURATION, F(mqtt_reconnect_min_ms), "500ms", 100, 60000, NULL },
 	{ "mqtt", "reconnect_max", OPT_DURATION, F(mqtt_reconnect_max_ms), "30s", 100, 3600000, NULL },
@@ -61,6 +66,8 @@ static const struct opt opts[] = {
 	{ "http", "allow_remote_without_tokens", OPT_BOOL, F(http_allow_remote), "no", 0, 0, NULL },
 	{ "http", "hosts", OPT_STR, F(http_hosts), "", 0, 0, NULL },
 	{ "http", "tokens", OPT_PATH, F(http_tokens), "", 0, 0, NULL },
+	{ "http", "tls_cert_file", OPT_PATH, F(http_tls_cert), "", 0, 0, NULL },
+	{ "http", "tls_key_file", OPT_PATH, F(http_tls_key), "", 0, 0, NULL },
 	{ "http", "metrics_without_token", OPT_BOOL, F(http_metrics_public), "no", 0, 0, NULL },
 	{ "http", "www", OPT_PATH, F(http_www), TW_WWW_DIR, 0, 0, NULL },
 	{ "alerts", "shelve_max", OPT_DURATION, F(shelve_max_ms), "8h", 60000, 366 * DAY_MS, NULL },
@@ -378,6 +385,12 @@ conf_set(struct conf *c, const char *assignment, FILE *err)
 		fprintf(err, "-o %s: unknown key %s.%s\n", assignment, section, name);
 		return TW_ERR_INVAL;
 	}
+	/* Every user of the host can read a command line (ps, /proc). */
+	if (strcmp(section, "mqtt") == 0 && strcmp(name, "password") == 0) {
+		fprintf(err, "-o mqtt.password: a password on the command line is visible to every "
+		    "user of the host; use [mqtt] password_file\n");
+		return TW_ERR_INVAL;
+	}
 	if (opt_set(c, o, eq + 1, NULL, msg, sizeof(msg)) != TW_OK) {
 		fprintf(err, "-o %s: %s\n", assignment, msg);
 		return TW_ERR_INVAL;
@@ -482,7 +495,59 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 		fprintf(err, "%s: [http] hosts: %s\n", path, gerr);
 		return TW_ERR_INVAL;
 	}
+	if ((c->http_tls_cert[0] == '\0') != (c->http_tls_key[0] == '\0') ||
+	    (c->mqtt_tls_cert[0] == '\0') != (c->mqtt_tls_key[0] == '\0')) {
+		fprintf(err, "%s: a TLS certificate needs its key, and a key its certificate "
+		    "(tls_cert_file and tls_key_file)\n", path);
+		return TW_ERR_INVAL;
+	}
+	if (c->mqtt_tls_cert[0] != '\0' && c->mqtt_tls_ca[0] == '\0') {
+		fprintf(err, "%s: [mqtt] tls_cert_file needs tls_ca_file: TLS to the broker is on "
+		    "only with a CA to check it by\n", path);
+		return TW_ERR_INVAL;
+	}
+	if (c->mqtt_password[0] != '\0' && c->mqtt_password_file[0] != '\0') {
+		fprintf(err, "%s: [mqtt] password and password_file: say one\n", path);
+		return TW_ERR_INVAL;
+	}
 	return TW_OK;
+}
+
+int
+conf_read_secrets(struct conf *c, FILE *err)
+{
+	char buf[CONF_SECRET_MAX + 2];
+	struct stat st;
+	size_t n;
+	FILE *f;
+
+	if (c->mqtt_password_file[0] == '\0')
+		return TW_OK;
+	if ((f = fopen(c->mqtt_password_file, "re")) == NULL) {
+		fprintf(err, "%s: %s\n", c->mqtt_password_file, strerror(errno));
+		return TW_ERR_INVAL;
+	}
+	/* Like ssh with a private key: a secret others can read is not one. */
+	if (fstat(fileno(f), &st) != 0 || (st.st_mode & 0007) != 0) {
+		fprintf(err, "%s: readable by every user of the host; chmod o-rwx it\n",
+		    c->mqtt_password_file);
+		fclose(f);
+		return TW_ERR_INVAL;
+	}
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (n > CONF_SECRET_MAX || buf[0] == '\0') {
+		fprintf(err, "%s: want one line of 1 to %d bytes, the password\n",
+		    c->mqtt_password_file, CONF_SECRET_MAX);
+		explicit_bzero(buf, sizeof(buf));
+		return TW_ERR_INVAL;
+	}
+	free(c->mqtt_password);
+	c->mqtt_password = strdup(buf);
+	explicit_bzero(buf, sizeof(buf));
+	return c->mqtt_password != NULL ? TW_OK : TW_ERR_NOMEM;
 }
 
 void
@@ -492,6 +557,8 @@ conf_cleanup(struct conf *c)
 		if (opts[i].type == OPT_STR || opts[i].type == OPT_PATH) {
 			char **p = (char **)((char *)c + opts[i].off);
 
+			if (*p != NULL && p == &c->mqtt_password)
+				explicit_bzero(*p, strlen(*p));
 			free(*p);
 			*p = NULL;
 		}

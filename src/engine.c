@@ -23,6 +23,7 @@
 #include "twin.h"
 #include "twin_doc.h"
 #include "undo.h"
+#include "watchdog.h"
 
 #define TICK_MS		1000	/* status, convergence, rules and command timers */
 
@@ -484,6 +485,7 @@ engine_tick(struct engine *e)
 	if (now < e->next_tick || e->map_invalid)
 		return;
 	e->next_tick = now + TICK_MS;
+	watchdog_test_hang();
 	twin_each(e->twins, check_status, e);
 	if (batch_begin(e) != TW_OK) {
 		batch_fail(e, "begin");
@@ -695,6 +697,7 @@ engine_main(void *arg)
 		if (request_pending(&e->requests))
 			serve_requests(e);
 		engine_tick(e);
+		watchdog_beat(WD_ENGINE);
 		if (p != NULL)
 			continue;
 		pthread_mutex_lock(&e->lock);

@@ -21,6 +21,9 @@
 #define READERS_MAX	16		/* idle readers kept; more are opened and closed as needed */
 #define STACK_BYTES	(512 * 1024)	/* per connection thread; SQLite and cJSON fit well within */
 #define PATH_SEG_MAX	8
+#define PEM_MAX		(64 * 1024)
+/* GnuTLS priorities: TLS 1.2 and 1.3 only, GnuTLS's own choice of ciphers within them. */
+#define TLS_PRIORITIES	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
 typedef void (*http_handler)(struct http_req *, struct http_reply *);
 
@@ -60,6 +63,7 @@ struct http {
 	/* Swapped by main at a reload; matched under the lock by connection threads. */
 	pthread_mutex_t tokens_lock;
 	struct token_set *tokens;	/* NULL: no tokens, every request anonymous */
+	char *tls_cert, *tls_key;	/* PEM, held for the daemon's life (HTTPS) */
 };
 
 /* The body of one request, gathered across calls of the access handler. */
@@ -299,6 +303,14 @@ authorize(struct http *h, struct MHD_Connection *conn, const char *method, const
 	return 1;
 }
 
+int
+http_route_lookup(const char *method, const char *path, int *path_known)
+{
+	const struct route *r = route_find(method, path, path_known);
+
+	return r != NULL ? (int)(r - routes) : -1;
+}
+
 void
 http_set_tokens(struct http *h, struct token_set *set)
 {
@@ -530,6 +542,37 @@ http_log(void *cls, const char *fmt, va_list ap)
 	log_warnx("http: %s", line);
 }
 
+static void
+free_pems(struct http *h)
+{
+	if (h->tls_key != NULL)
+		explicit_bzero(h->tls_key, strlen(h->tls_key));
+	free(h->tls_key);
+	free(h->tls_cert);
+}
+
+/* A whole small file (a PEM certificate or key) as a string; NULL (logged) on failure. */
+static char *
+read_pem(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char *buf = NULL;
+	size_t n = 0;
+
+	if (f == NULL || (buf = malloc(PEM_MAX + 1)) == NULL ||
+	    (n = fread(buf, 1, PEM_MAX + 1, f)) == 0 || n > PEM_MAX) {
+		log_warnx("http: TLS: cannot read %s (missing, unreadable, empty or over %d bytes)",
+		    path, PEM_MAX);
+		free(buf);
+		buf = NULL;
+	} else {
+		buf[n] = '\0';
+	}
+	if (f != NULL)
+		fclose(f);
+	return buf;
+}
+
 struct http *
 http_start(const struct api_ctx *ctx)
 {
@@ -543,6 +586,8 @@ http_start(const struct api_ctx *ctx)
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 	    MHD_USE_ERROR_LOG;
 	char host[256], port[16], gerr[128];
+	struct MHD_OptionItem tls[4] = { { MHD_OPTION_END, 0, NULL }, { MHD_OPTION_END, 0, NULL },
+		{ MHD_OPTION_END, 0, NULL }, { MHD_OPTION_END, 0, NULL } };
 	struct http *h;
 	int p;
 
@@ -550,7 +595,18 @@ http_start(const struct api_ctx *ctx)
 		return NULL;
 	h->ctx = ctx;
 	pthread_mutex_init(&h->tokens_lock, NULL);
-	if (guard_init(&h->guard, c->http_hosts, 0, gerr, sizeof(gerr)) != TW_OK) {
+	if (c->http_tls_cert[0] != '\0') {
+		if ((h->tls_cert = read_pem(c->http_tls_cert)) == NULL ||
+		    (h->tls_key = read_pem(c->http_tls_key)) == NULL)
+			goto fail;
+		flags |= MHD_USE_TLS;
+		tls[0] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0, h->tls_cert };
+		tls[1] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0, h->tls_key };
+		tls[2] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_PRIORITIES, 0,
+		    (void *)TLS_PRIORITIES };
+	}
+	if (guard_init(&h->guard, c->http_hosts, h->tls_cert != NULL, gerr, sizeof(gerr)) !=
+	    TW_OK) {
 		log_warnx("http: [http] hosts: %s", gerr);
 		goto fail;
 	}
@@ -572,6 +628,7 @@ http_start(const struct api_ctx *ctx)
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(c->http_timeout_ms / 1000),
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
 	    MHD_OPTION_NOTIFY_COMPLETED, http_done, h,
+	    MHD_OPTION_ARRAY, tls,
 	    MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (h->daemon == NULL) {
@@ -579,9 +636,11 @@ http_start(const struct api_ctx *ctx)
 		    c->http_listen);
 		goto fail;
 	}
-	log_info("http: listening on %s", c->http_listen);
+	log_info("http: listening on %s%s", c->http_listen, h->tls_cert != NULL ? " (HTTPS)" : "");
 	return h;
 fail:
+	free_pems(h);
+	pthread_mutex_destroy(&h->tokens_lock);
 	free(h);
 	return NULL;
 }
@@ -598,6 +657,7 @@ http_stop(struct http *h)
 	nreaders = 0;
 	pthread_mutex_unlock(&readers_lock);
 	tokens_free(h->tokens);
+	free_pems(h);
 	pthread_mutex_destroy(&h->tokens_lock);
 	free(h);
 }

@@ -293,7 +293,8 @@ parse_ts(const cJSON *ts, int64_t now_ms, int64_t max_future_ms, int64_t *out)
 
 	if (cJSON_IsNumber(ts)) {
 		d = ts->valuedouble;
-		if (!isfinite(d) || d != floor(d) || d > 9.2e15)
+		/* Bounded both ways before the cast: beyond int64_t it is undefined (found by fuzzing). */
+		if (!isfinite(d) || d != floor(d) || fabs(d) > 9.2e15)
 			return DROP_BAD_TS;
 		*out = (int64_t)d;
 	} else if (cJSON_IsString(ts)) {

@@ -28,6 +28,7 @@
 #include "ring.h"
 #include "store.h"
 #include "tokens.h"
+#include "watchdog.h"
 #include "www.h"
 
 #define TWIND_VERSION	"0.1.0"
@@ -84,7 +85,9 @@ config_read(struct conf *c, const char *path, char **overrides, int noverrides)
 	for (int i = 0; i < noverrides; i++)
 		if (conf_set(c, overrides[i], stderr) != TW_OK)
 			return TW_ERR_INVAL;
-	return conf_validate(c, path, stderr);
+	if (conf_validate(c, path, stderr) != TW_OK)
+		return TW_ERR_INVAL;
+	return conf_read_secrets(c, stderr);
 }
 
 /*
@@ -193,6 +196,42 @@ pub_trouble(void *arg)
 }
 
 /*
+ * The systemd watchdog is fed only while the engine and the MQTT thread
+ * beat (within half the watchdog's interval): a hung engine stops the feed
+ * and systemd restarts twind. STATUS= carries the figures, and why not.
+ */
+static struct log_limit wd_log;	/* main's own */
+
+static void
+watchdog_feed(struct engine *engine, uint64_t wd_us)
+{
+	static uint64_t last_received;
+	static int64_t last_ms;
+	const char *stale = NULL;
+	int64_t now = clock_mono_ms();
+	uint64_t received = atomic_load(&metrics.received);
+	char status[200];
+	double rate = last_ms > 0 && now > last_ms ?
+	    (double)(received - last_received) * 1000.0 / (double)(now - last_ms) : 0;
+
+	last_received = received;
+	last_ms = now;
+	if (wd_us == 0 || watchdog_fresh(now, (int64_t)(wd_us / 2000), &stale)) {
+		notify("WATCHDOG=1");
+		snprintf(status, sizeof(status), "STATUS=%llu twins, %.0f msg/s, broker %s%s%s",
+		    (unsigned long long)atomic_load(&metrics.twins), rate,
+		    atomic_load(&metrics.broker_connected) ? "connected" : "lost",
+		    engine_health(engine) != NULL ? ", not ingesting: " : "",
+		    engine_health(engine) != NULL ? engine_health(engine) : "");
+	} else {
+		log_limited(&wd_log, "watchdog: the %s thread has not made progress for %llu ms; "
+		    "not feeding the watchdog", stale, (unsigned long long)(wd_us / 2000));
+		snprintf(status, sizeof(status), "STATUS=%s thread stalled: no watchdog ping", stale);
+	}
+	notify(status);
+}
+
+/*
  * Signals are blocked in every thread and taken here with sigtimedwait,
  * so no handler runs in an arbitrary thread's context.
  */
@@ -201,20 +240,22 @@ wait_for_stop(const sigset_t *set, struct engine *engine, struct http *http, int
     const char *path, char **overrides, int noverrides)
 {
 	struct timespec tick = { 1, 0 };
+	uint64_t wd_us = 0;
 	siginfo_t info;
 	int sig;
 
 #ifdef WITH_SYSTEMD
-	uint64_t wd_us = 0;
-
-	if (sd_watchdog_enabled(0, &wd_us) > 0 && wd_us / 2 < 1000000) {
+	if (sd_watchdog_enabled(0, &wd_us) <= 0)
+		wd_us = 0;
+	else if (wd_us / 4 < 1000000) {
+		/* Fed four times an interval: a late tick never lets the interval run out. */
 		tick.tv_sec = 0;
-		tick.tv_nsec = (long)(wd_us / 2) * 1000;
+		tick.tv_nsec = (long)(wd_us / 4) * 1000;
 	}
 #endif
 	for (;;) {
 		sig = sigtimedwait(set, &info, &tick);
-		notify("WATCHDOG=1");
+		watchdog_feed(engine, wd_us);
 		if (sig == SIGTERM || sig == SIGINT)
 			return sig;
 		if (sig == SIGHUP) {

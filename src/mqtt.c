@@ -16,8 +16,10 @@
 #include "log.h"
 #include "metrics.h"
 #include "mqtt.h"
+#include "watchdog.h"
 #include "progress.h"
 
+#define CONNECT_MAX_MS	(3 * 60 * 1000)	/* longest a blocking connect() may rightly take */
 #define BURST_MAX	4096	/* packets read before the commit is awaited */
 #define STABLE_MS	10000	/* a connection that lasted this long resets the backoff */
 #define FINAL_WRITE_MS	2000	/* the last acknowledgements get this long at shutdown */
@@ -299,6 +301,16 @@ mqtt_setup(struct mqtt *m)
 	    mosquitto_username_pw_set(m->mosq, c->mqtt_username,
 	    c->mqtt_password[0] != '\0' ? c->mqtt_password : NULL) != MOSQ_ERR_SUCCESS)
 		return TW_ERR_NOMEM;
+	/* TLS 1.2 or newer, the broker's certificate and host name checked by the CA. */
+	if (c->mqtt_tls_ca[0] != '\0' &&
+	    (mosquitto_tls_set(m->mosq, c->mqtt_tls_ca, NULL,
+	    c->mqtt_tls_cert[0] != '\0' ? c->mqtt_tls_cert : NULL,
+	    c->mqtt_tls_key[0] != '\0' ? c->mqtt_tls_key : NULL, NULL) != MOSQ_ERR_SUCCESS ||
+	    mosquitto_tls_opts_set(m->mosq, 1, "tlsv1.2", NULL) != MOSQ_ERR_SUCCESS)) {
+		log_warnx("mqtt: TLS: cannot use %s%s%s (missing, unreadable or not PEM)",
+		    c->mqtt_tls_ca, c->mqtt_tls_cert[0] != '\0' ? ", " : "", c->mqtt_tls_cert);
+		return TW_ERR_INVAL;
+	}
 	return TW_OK;
 }
 
@@ -400,7 +412,8 @@ mqtt_pause(struct mqtt *m, int64_t ms)
 	struct pollfd p = { .fd = m->wake[0], .events = POLLIN };
 
 	while (!atomic_load(&m->stop) && (left = until - clock_mono_ms()) > 0) {
-		if (poll(&p, 1, (int)left) > 0)
+		watchdog_beat(WD_MQTT);
+		if (poll(&p, 1, (int)(left > 1000 ? 1000 : left)) > 0)
 			mqtt_drain_wake(m);
 	}
 }
@@ -448,6 +461,8 @@ mqtt_connect(struct mqtt *m)
 	mosquitto_property *props = NULL;
 	int rc;
 
+	/* A broker host that drops our SYNs holds connect() for the kernel's ~2 min. */
+	watchdog_beat_ahead(WD_MQTT, CONNECT_MAX_MS);
 	if (m->conf->mqtt_protocol != CONF_MQTT_5)
 		return mosquitto_connect(m->mosq, m->conf->mqtt_host, m->conf->mqtt_port,
 		    (int)(m->conf->mqtt_keepalive_ms / 1000));
@@ -530,8 +545,9 @@ mqtt_settle(struct mqtt *m)
 	}
 	flush.kind = REC_FLUSH;
 	push(m, &flush, sizeof(flush));
+	/* Waiting on the engine is not a hang of ours: the engine's own beat tells. */
 	while ((rc = progress_wait(m->progress, m->acked, m->seq, 1000)) == TW_ERR_TIMEOUT)
-		;
+		watchdog_beat(WD_MQTT);
 	if (rc == TW_OK) {
 		m->acked = m->seq;
 		return TW_OK;
@@ -599,6 +615,7 @@ mqtt_main(void *arg)
 	struct mqtt *m = arg;
 
 	while (!atomic_load(&m->stop)) {
+		watchdog_beat(WD_MQTT);
 		if (mosquitto_socket(m->mosq) < 0) {
 			atomic_store(&m->connected, 0);
 			atomic_store(&metrics.broker_connected, 0);

@@ -45,6 +45,8 @@ struct sim_opts {
 	int qos;
 	const char *client_id;
 	double accel;
+	const char *username;	/* NULL: anonymous */
+	char password[257];	/* read from -w FILE, never given on the command line */
 };
 
 struct pump {
@@ -476,9 +478,20 @@ static void sim_on_connect(struct mosquitto *m, void *obj, int rc)
 		    mosquitto_connack_string(rc));
 		return;
 	}
-	src = mosquitto_subscribe(m, NULL, "plant/+/desired", 1);
-	if (src == MOSQ_ERR_SUCCESS)
-		src = mosquitto_subscribe(m, NULL, "plant/+/cmd", 1);
+	/*
+	 * Its own pumps' topics, one by one: a broker's ACL grants a bridge its
+	 * own twins, and refuses a wildcard over everyone's.
+	 */
+	src = MOSQ_ERR_SUCCESS;
+	for (int i = 0; i < s->opt.pumps && src == MOSQ_ERR_SUCCESS; i++) {
+		char topic[64];
+
+		snprintf(topic, sizeof(topic), "plant/pump-%d/desired", i + 1);
+		src = mosquitto_subscribe(m, NULL, topic, 1);
+		snprintf(topic, sizeof(topic), "plant/pump-%d/cmd", i + 1);
+		if (src == MOSQ_ERR_SUCCESS)
+			src = mosquitto_subscribe(m, NULL, topic, 1);
+	}
 	if (src != MOSQ_ERR_SUCCESS)
 		fprintf(stderr, "twind-sim: subscribe failed: %s\n", mosquitto_strerror(src));
 	atomic_store(&s->connected, true);
@@ -820,7 +833,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: twind-sim [-h host] [-p port] [-r rate] [-n pumps] [-d seconds]\n"
-	    "                 [-q qos] [-i client_id] [-a factor] [--help]\n"
+	    "                 [-q qos] [-i client_id] [-a factor] [-u user -w password_file]\n"
+	    "                 [--help]\n"
 	    "  -h host       broker address (default 127.0.0.1)\n"
 	    "  -p port       broker port (default 1883)\n"
 	    "  -r rate       telemetry messages per second, whole plant (default 20)\n"
@@ -829,9 +843,32 @@ static void usage(FILE *f)
 	    "  -q qos        telemetry QoS 0..2 (default 1)\n"
 	    "  -i client_id  MQTT client id (default twind-sim)\n"
 	    "  -a factor     speed up the bearing wear clock (default 1: worn out after 30 min)\n"
+	    "  -u user       MQTT username (a broker with a password file and an ACL)\n"
+	    "  -w file       its password: the first line of this file\n"
 	    "Publishes plant/{twin}/telemetry[/{property}] for line-1, pump-K and pump-K.motor;\n"
 	    "obeys plant/+/desired (speed) and plant/+/cmd (reduce_load, stop, start).\n",
 	    SIM_MAX_PUMPS);
+}
+
+/* The first line of `path` into `out`; 0, or -1 with the reason said. */
+static int read_password(const char *path, char *out, size_t outlen)
+{
+	FILE *f = fopen(path, "re");
+	size_t n;
+
+	if (f == NULL) {
+		fprintf(stderr, "twind-sim: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	n = fread(out, 1, outlen - 1, f);
+	fclose(f);
+	out[n] = '\0';
+	out[strcspn(out, "\r\n")] = '\0';
+	if (out[0] == '\0') {
+		fprintf(stderr, "twind-sim: %s: no password in it\n", path);
+		return -1;
+	}
+	return 0;
 }
 
 /* Parses a whole decimal number in [lo, hi]; returns 0 or -1. */
@@ -879,7 +916,7 @@ static int sim_parse_args(int argc, char **argv, struct sim_opts *o)
 	o->qos = 1;
 	o->client_id = "twind-sim";
 	o->accel = 1;
-	while ((c = getopt_long(argc, argv, "h:p:r:n:d:q:i:a:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h:p:r:n:d:q:i:a:u:w:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
 			o->host = optarg;
@@ -915,6 +952,13 @@ static int sim_parse_args(int argc, char **argv, struct sim_opts *o)
 		case 'a':
 			if (parse_double(optarg, 0.001, 1e6, &o->accel) != 0)
 				goto bad;
+			break;
+		case 'u':
+			o->username = optarg;
+			break;
+		case 'w':
+			if (read_password(optarg, o->password, sizeof(o->password)) != 0)
+				return 2;
 			break;
 		case 'H':
 			usage(stdout);
@@ -993,6 +1037,12 @@ int main(int argc, char **argv)
 	s.mosq = mosquitto_new(s.opt.client_id, true, &s);
 	if (s.mosq == NULL) {
 		fprintf(stderr, "twind-sim: mosquitto_new failed\n");
+		goto out;
+	}
+	if (s.opt.username != NULL &&
+	    mosquitto_username_pw_set(s.mosq, s.opt.username,
+	    s.opt.password[0] != '\0' ? s.opt.password : NULL) != MOSQ_ERR_SUCCESS) {
+		fprintf(stderr, "twind-sim: cannot set the username\n");
 		goto out;
 	}
 	mosquitto_connect_callback_set(s.mosq, sim_on_connect);

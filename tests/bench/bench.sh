@@ -33,6 +33,7 @@ CL_COUNT=${CL_COUNT:-50000}
 LAT_COUNT=${LAT_COUNT:-20000}
 LAT_RATE=${LAT_RATE:-2000}
 CL_WAIT_S=${CL_WAIT_S:-5}
+SYNC=${SYNC:-normal}		# [storage] synchronous of every twind phase: normal or full
 FLOOR_BIN=tests/bench/twind-floor
 LOAD_BIN=tests/bench/twind-load
 CL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/closed-loop" && pwd)
@@ -370,6 +371,7 @@ client_id = $TWIND_ID
 listen = 127.0.0.1:$HTTP_PORT
 [storage]
 database = $1/bench.db
+synchronous = $SYNC
 EOF
 }
 

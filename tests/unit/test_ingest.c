@@ -116,6 +116,9 @@ test_ts_forms(void **state)
 	assert_int_equal(parse("plant/a/telemetry", "{\"ts\":1895496400000,\"v\":1}", &r),
 	    DROP_BAD_TS);
 	assert_int_equal(parse("plant/a/telemetry", "{\"ts\":true,\"v\":1}", &r), DROP_BAD_TS);
+	/* beyond int64_t: the cast would be undefined (fuzz_ingest found it; UBSan says so) */
+	assert_int_equal(parse("plant/a/telemetry", "{\"ts\":-1e308,\"v\":1}", &r), DROP_BAD_TS);
+	assert_int_equal(parse("plant/a/telemetry", "{\"ts\":1e300,\"v\":1}", &r), DROP_BAD_TS);
 }
 
 static void

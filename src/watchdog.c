@@ -1,0 +1,51 @@
+/* Heartbeats for the systemd watchdog: each part stamps its own; main reads them all. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "log.h"
+#include "watchdog.h"
+
+static _Atomic int64_t beats[WD__COUNT];
+static const char *const names[WD__COUNT] = { "engine", "mqtt" };
+
+void
+watchdog_beat(enum watchdog_part part)
+{
+	atomic_store_explicit(&beats[part], clock_mono_ms(), memory_order_relaxed);
+}
+
+void
+watchdog_beat_ahead(enum watchdog_part part, int64_t ms)
+{
+	atomic_store_explicit(&beats[part], clock_mono_ms() + ms, memory_order_relaxed);
+}
+
+int
+watchdog_fresh(int64_t now_ms, int64_t max_age_ms, const char **stale)
+{
+	for (int i = 0; i < WD__COUNT; i++) {
+		int64_t b = atomic_load_explicit(&beats[i], memory_order_relaxed);
+
+		/* Never beat yet: the part is still starting (main waits for READY first). */
+		if (b != 0 && now_ms - b > max_age_ms) {
+			*stale = names[i];
+			return 0;
+		}
+	}
+	return 1;
+}
+
+void
+watchdog_test_hang(void)
+{
+	const char *path = getenv("TWIND_TEST_HANG_ENGINE");
+
+	if (path == NULL || access(path, F_OK) != 0)
+		return;
+	log_warnx("engine: hanging on purpose while %s exists (TWIND_TEST_HANG_ENGINE)", path);
+	while (access(path, F_OK) == 0)
+		usleep(100 * 1000);
+	log_info("engine: the test hang is over");
+}

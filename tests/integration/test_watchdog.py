@@ -1,0 +1,108 @@
+"""The systemd watchdog through a faked NOTIFY_SOCKET (what systemd gives a
+Type=notify service with WatchdogSec=): WATCHDOG=1 goes out only while the
+engine and the MQTT thread make progress; a hung engine stops it, so systemd
+would restart twind; STATUS= says why. The hang is twind's test hook
+(TWIND_TEST_HANG_ENGINE): the engine stops on its timer while a file exists."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import now_ms, wait_until
+
+
+class Notify:
+    """systemd's side of sd_notify: a datagram socket that records messages."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.msgs = []          # (monotonic time, one line)
+        self.lock = threading.Lock()
+        self.stop = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            now = time.monotonic()
+            with self.lock:
+                for line in data.decode().splitlines():
+                    self.msgs.append((now, line))
+
+    def since(self, t, prefix):
+        with self.lock:
+            return [m for when, m in self.msgs if when >= t and m.startswith(prefix)]
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def watched(tmp_path, make_twind, monkeypatch):
+    n = Notify(tmp_path / "notify.sock")
+    hang = tmp_path / "hang"
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
+    monkeypatch.setenv("TWIND_TEST_HANG_ENGINE", str(hang))
+    tw = make_twind()
+    yield tw, n, hang
+    hang.unlink(missing_ok=True)
+    n.close()
+
+
+def test_watchdog_fed_while_all_make_progress(watched, publisher):
+    tw, n, _ = watched
+    wait_until(lambda: n.since(0, "READY=1"), 5, what="READY=1")
+    publisher.publish("plant/w-1/telemetry", {"ts": now_ms(), "v": 1})
+    t0 = time.monotonic()
+    time.sleep(2.2)
+    pings = n.since(t0, "WATCHDOG=1")
+    assert len(pings) >= 3, pings          # fed four times per 2 s interval
+    status = n.since(t0, "STATUS=")
+    assert status and "twins" in status[-1] and "broker connected" in status[-1], status
+
+
+def test_hung_engine_is_not_pinged_for(watched, publisher):
+    tw, n, hang = watched
+    wait_until(lambda: n.since(0, "WATCHDOG=1"), 5, what="the first ping")
+    hang.write_text("")
+    # the engine stops at its next tick (1 s), is stale after half the interval (1 s)
+    wait_until(lambda: "engine: hanging on purpose" in tw.log(), 5, what="the engine hung")
+    time.sleep(1.6)
+    t_stale = time.monotonic()
+    time.sleep(1.5)
+    assert n.since(t_stale, "WATCHDOG=1") == [], "pinged for a hung engine"
+    assert any("engine thread stalled" in s for s in n.since(t_stale, "STATUS=")), \
+        n.since(t_stale, "STATUS=")
+    assert "the engine thread has not made progress" in tw.log()
+    # systemd would restart it here; let it recover instead and be fed again
+    hang.unlink()
+    wait_until(lambda: n.since(time.monotonic() - 0.3, "WATCHDOG=1"), 5,
+               what="pings again once the engine moves")
+    publisher.publish("plant/w-2/telemetry", {"ts": now_ms(), "v": 1})
+    tw.wait_version("w-2", 1)
+
+
+def test_lost_broker_is_not_a_hang(watched, broker):
+    """Reconnecting to a broker that is gone is progress: still fed."""
+    tw, n, _ = watched
+    wait_until(lambda: n.since(0, "WATCHDOG=1"), 5, what="the first ping")
+    broker.stop()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    time.sleep(2.5)
+    assert len(n.since(t0, "WATCHDOG=1")) >= 3
+    assert any("broker lost" in s for s in n.since(t0, "STATUS="))
+    broker.start()

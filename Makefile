@@ -94,15 +94,17 @@ deps-test:
 # (config/twind.conf, its database in run/) and the plant simulator; Ctrl-C
 # stops all three. The first run makes random passwords for twind and the
 # simulator in run/ (mode 0600), and the broker's password file from them.
-# (mosquitto_passwd -b shows them on its command line for a moment: fine for
-# this private broker; on a gateway run mosquitto_passwd without -b.)
+# Passwords go to mosquitto_passwd on its standard input, never its command
+# line (which every local user can read); a failed step starts over next time.
 run: deps
 	@$(MAKE) --no-print-directory all
 	@mkdir -p run
 	@cd run && umask 077 && if [ ! -s mosquitto.passwd ]; then \
-		: > mosquitto.passwd; for u in twind twind-sim; do \
-		head -c 18 /dev/urandom | base64 | tr -d '/+=' > $$u.password; \
-		mosquitto_passwd -b mosquitto.passwd $$u "$$(cat $$u.password)"; done; fi; \
+		: > mosquitto.passwd.new; for u in twind twind-sim; do \
+		head -c 18 /dev/urandom | base64 | tr -d '/+=' > $$u.password && \
+		{ cat $$u.password; cat $$u.password; } | \
+		mosquitto_passwd mosquitto.passwd.new $$u > /dev/null || exit 1; done; \
+		mv mosquitto.passwd.new mosquitto.passwd; fi; \
 	{ cat ../config/mosquitto.conf; echo "user $$(id -un)"; } > mosquitto.conf
 	@cd run && trap 'kill $$sim $$tw $$mq 2>/dev/null; wait 2>/dev/null' INT TERM EXIT; \
 	mosquitto -c mosquitto.conf > mosquitto.log 2>&1 & mq=$$!; \

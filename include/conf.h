@@ -41,6 +41,7 @@ struct conf {
 	char *http_tokens;		/* the tokens file; "" when every request is anonymous */
 	char *http_tls_cert, *http_tls_key;	/* HTTPS when set */
 	int http_metrics_public;	/* /metrics without a token */
+	int http_allow_plaintext;	/* tokens over plain HTTP beyond loopback (a TLS proxy) */
 	char *http_www;			/* the page's folder */
 	/* [alerts] */
 	int64_t shelve_max_ms;
@@ -105,7 +106,7 @@ int conf_validate(const struct conf *c, const char *path, FILE *err);
  * Reads [mqtt] password_file into mqtt_password: its first line, from a
  * file no other user may read. 0, or TW_ERR_INVAL (said on `err`).
  */
-int conf_read_secrets(struct conf *c, FILE *err);
+int conf_read_secrets(struct conf *c, const char *path, FILE *err);
 
 void conf_cleanup(struct conf *c);
 

@@ -38,5 +38,10 @@ void events_unsubscribe(struct events_client *c);
 
 /* Cuts every client off (shutdown); later subscriptions are refused. */
 void events_shutdown(struct events *e);
+/*
+ * Cuts every client off and keeps serving new ones: after the tokens
+ * changed, a stream opened with a revoked token must not go on.
+ */
+void events_cut_all(struct events *e);
 
 #endif

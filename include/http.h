@@ -78,15 +78,19 @@ void http_error(struct http_reply *rep, int status, const char *code, const char
 
 struct http;
 
-/* Binds the listen address and starts the pool. NULL (logged) on failure. */
-struct http *http_start(const struct api_ctx *ctx);
+struct token_set;
+/*
+ * Binds the listen address and starts the pool, with `tokens` (owned from
+ * now on, also on failure; NULL: none) in force from the first connection.
+ * NULL (logged) on failure.
+ */
+struct http *http_start(const struct api_ctx *ctx, struct token_set *tokens);
 void http_stop(struct http *h);
 /*
  * The index of the route `method` and `path` reach, or -1 (*path_known
  * says whether the path exists under another method). For the fuzzer.
  */
 int http_route_lookup(const char *method, const char *path, int *path_known);
-struct token_set;
 /* Puts `set` (owned from now on; NULL: no tokens) in force; the old set is freed. */
 void http_set_tokens(struct http *h, struct token_set *set);
 

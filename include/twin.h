@@ -55,7 +55,7 @@ struct desired {
 	int in_delta;
 	int dirty;
 	int removed;		/* to be deleted from the store at the next flush */
-	char set_by[48];	/* a token's name, "rule:NAME", or "" (anonymous) */
+	char set_by[136];	/* a token's name, "rule:NAME" (128 at most), or "" (anonymous) */
 };
 
 struct twin {

@@ -12,7 +12,7 @@ static int
 rule_actions(struct actions *e, struct twin *t, const struct rule *r, int64_t source_ts)
 {
 	struct request scratch = { 0 };
-	char id[COMMAND_ID_MAX], by[48];
+	char id[COMMAND_ID_MAX], by[136];
 	const char *reason;
 	int changed, rc;
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "conf.h"
@@ -66,6 +67,7 @@ static const struct opt opts[] = {
 	{ "http", "allow_remote_without_tokens", OPT_BOOL, F(http_allow_remote), "no", 0, 0, NULL },
 	{ "http", "hosts", OPT_STR, F(http_hosts), "", 0, 0, NULL },
 	{ "http", "tokens", OPT_PATH, F(http_tokens), "", 0, 0, NULL },
+	{ "http", "allow_remote_without_tls", OPT_BOOL, F(http_allow_plaintext), "no", 0, 0, NULL },
 	{ "http", "tls_cert_file", OPT_PATH, F(http_tls_cert), "", 0, 0, NULL },
 	{ "http", "tls_key_file", OPT_PATH, F(http_tls_key), "", 0, 0, NULL },
 	{ "http", "metrics_without_token", OPT_BOOL, F(http_metrics_public), "no", 0, 0, NULL },
@@ -491,6 +493,15 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 		    path, c->http_listen);
 		return TW_ERR_INVAL;
 	}
+	/* A token crossing the plant network in clear is a token given away. */
+	if (strcmp(host, "127.0.0.1") != 0 && strcmp(host, "::1") != 0 &&
+	    strcmp(host, "localhost") != 0 && c->http_tokens[0] != '\0' &&
+	    c->http_tls_cert[0] == '\0' && !c->http_allow_plaintext) {
+		fprintf(err, "%s: [http] listen '%s' is beyond loopback with tokens but without "
+		    "TLS: set tls_cert_file and tls_key_file, or allow_remote_without_tls = yes "
+		    "(behind a TLS proxy)\n", path, c->http_listen);
+		return TW_ERR_INVAL;
+	}
 	if (guard_init(&g, c->http_hosts, 0, gerr, sizeof(gerr)) != TW_OK) {
 		fprintf(err, "%s: [http] hosts: %s\n", path, gerr);
 		return TW_ERR_INVAL;
@@ -506,6 +517,16 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 		    "only with a CA to check it by\n", path);
 		return TW_ERR_INVAL;
 	}
+	{
+		const char *const files[] = { c->http_tls_cert, c->http_tls_key, c->mqtt_tls_ca,
+			c->mqtt_tls_cert, c->mqtt_tls_key };
+
+		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+			if (files[i][0] != '\0' && access(files[i], R_OK) != 0) {
+				fprintf(err, "%s: %s: %s\n", path, files[i], strerror(errno));
+				return TW_ERR_INVAL;
+			}
+	}
 	if (c->mqtt_password[0] != '\0' && c->mqtt_password_file[0] != '\0') {
 		fprintf(err, "%s: [mqtt] password and password_file: say one\n", path);
 		return TW_ERR_INVAL;
@@ -514,13 +535,18 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 }
 
 int
-conf_read_secrets(struct conf *c, FILE *err)
+conf_read_secrets(struct conf *c, const char *path, FILE *err)
 {
 	char buf[CONF_SECRET_MAX + 2];
 	struct stat st;
 	size_t n;
 	FILE *f;
 
+	if (c->mqtt_password[0] != '\0' && stat(path, &st) == 0 && (st.st_mode & 0004) != 0) {
+		fprintf(err, "%s: holds [mqtt] password and every user of the host can read it; "
+		    "chmod o-r it, or use password_file\n", path);
+		return TW_ERR_INVAL;
+	}
 	if (c->mqtt_password_file[0] == '\0')
 		return TW_OK;
 	if ((f = fopen(c->mqtt_password_file, "re")) == NULL) {

@@ -168,16 +168,29 @@ events_unsubscribe(struct events_client *c)
 	free(c);
 }
 
-void
-events_shutdown(struct events *e)
+static void
+cut_all(struct events *e, int close_hub)
 {
 	struct events_client *c;
 
 	pthread_mutex_lock(&e->lock);
-	e->closed = 1;
+	if (close_hub)
+		e->closed = 1;
 	for (c = e->clients; c != NULL; c = c->next) {
 		c->cut = 1;
 		pthread_cond_signal(&c->ready);
 	}
 	pthread_mutex_unlock(&e->lock);
+}
+
+void
+events_shutdown(struct events *e)
+{
+	cut_all(e, 1);
+}
+
+void
+events_cut_all(struct events *e)
+{
+	cut_all(e, 0);
 }

@@ -14,6 +14,7 @@
 #include "http.h"
 #include "http_guard.h"
 #include "tokens.h"
+#include "events.h"
 #include "request.h"
 #include "log.h"
 #include "metrics.h"
@@ -278,8 +279,9 @@ authorize(struct http *h, struct MHD_Connection *conn, const char *method, const
 	need = r != NULL ? r->role : 0;
 	if (r != NULL && r->fn == api_system_metrics && h->ctx->conf->http_metrics_public)
 		need = 0;
+	/* From the config, not from the set: no moment at start may be open to all. */
+	have_tokens = h->ctx->conf->http_tokens[0] != '\0';
 	pthread_mutex_lock(&h->tokens_lock);
-	have_tokens = h->tokens != NULL;
 	if ((t = tokens_match(h->tokens, bearer(http_header(&req, "Authorization")))) != NULL) {
 		snprintf(b->who, sizeof(b->who), "%s", t->name);
 		b->roles = tokens_effective(t->roles);
@@ -320,6 +322,9 @@ http_set_tokens(struct http *h, struct token_set *set)
 	old = h->tokens;
 	h->tokens = set;
 	pthread_mutex_unlock(&h->tokens_lock);
+	/* Streams were let in by the old tokens: they reconnect and are judged anew. */
+	if (old != NULL && h->ctx->events != NULL)
+		events_cut_all(h->ctx->events);
 	tokens_free(old);
 }
 
@@ -574,7 +579,7 @@ read_pem(const char *path)
 }
 
 struct http *
-http_start(const struct api_ctx *ctx)
+http_start(const struct api_ctx *ctx, struct token_set *tokens)
 {
 	const struct conf *c = ctx->conf;
 	struct addrinfo hints = { .ai_flags = AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
@@ -594,6 +599,7 @@ http_start(const struct api_ctx *ctx)
 	if ((h = calloc(1, sizeof(*h))) == NULL)
 		return NULL;
 	h->ctx = ctx;
+	h->tokens = tokens;		/* before the first connection */
 	pthread_mutex_init(&h->tokens_lock, NULL);
 	if (c->http_tls_cert[0] != '\0') {
 		if ((h->tls_cert = read_pem(c->http_tls_cert)) == NULL ||
@@ -632,14 +638,16 @@ http_start(const struct api_ctx *ctx)
 	    MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (h->daemon == NULL) {
-		log_warnx("http: cannot listen on %s (in use, or not an address of this host)",
-		    c->http_listen);
+		log_warnx("http: cannot listen on %s (in use, not an address of this host%s)",
+		    c->http_listen, h->tls_cert != NULL ? ", or the TLS certificate and key were "
+		    "refused: see above" : "");
 		goto fail;
 	}
 	log_info("http: listening on %s%s", c->http_listen, h->tls_cert != NULL ? " (HTTPS)" : "");
 	return h;
 fail:
 	free_pems(h);
+	tokens_free(h->tokens);
 	pthread_mutex_destroy(&h->tokens_lock);
 	free(h);
 	return NULL;

@@ -87,7 +87,7 @@ config_read(struct conf *c, const char *path, char **overrides, int noverrides)
 			return TW_ERR_INVAL;
 	if (conf_validate(c, path, stderr) != TW_OK)
 		return TW_ERR_INVAL;
-	return conf_read_secrets(c, stderr);
+	return conf_read_secrets(c, path, stderr);
 }
 
 /*
@@ -158,17 +158,23 @@ reload(struct engine *engine, struct http *http, int had_tokens, const char *pat
 		return;
 	}
 	log_set_level(fresh.log_level);
+	/*
+	 * The files are all valid: the tokens go into force whatever the engine
+	 * does with the rest, so that revoking one never waits for a healthy disk.
+	 */
+	if (tokens != NULL) {
+		log_info("SIGHUP: %d tokens in force", tokens->n);
+		http_set_tokens(http, tokens);
+		tokens = NULL;
+	}
 	engine_request(engine, &req);
 	/* What the engine did not take (it refused the request) is ours to free. */
 	model_set_unref(req.models);
 	rules_unref(req.rules);
 	plant_cleanup(&req.plant);
-	if (req.err == TW_OK && tokens != NULL) {
-		log_info("SIGHUP: %d tokens in force", tokens->n);
-		http_set_tokens(http, tokens);
-		tokens = NULL;
-	}
-	tokens_free(tokens);
+	if (req.err != TW_OK)
+		log_warnx("SIGHUP: the engine refused the models, twins and rules (%s); "
+		    "they stay as they were", req.message[0] != '\0' ? req.message : "see above");
 	if (req.err == TW_OK)
 		log_info("SIGHUP: models, twins, rules and tokens reloaded; log level applied; "
 		    "other settings take a restart");
@@ -400,11 +406,11 @@ main(int argc, char **argv)
 		log_warnx("the page is not served: %s", werr);
 	api = (struct api_ctx){ .conf = &conf, .ring = ring, .engine = engine, .events = events,
 	    .www = www };
-	if ((http = http_start(&api)) == NULL)
-		goto out;
 	tokens_at_start = tokens != NULL;
-	http_set_tokens(http, tokens);
-	tokens = NULL;
+	http = http_start(&api, tokens);
+	tokens = NULL;			/* the server's now, also when it failed */
+	if (http == NULL)
+		goto out;
 	if (engine_start(engine) != TW_OK || mqtt_start(mqtt) != TW_OK) {
 		log_warnx("cannot start threads");
 		goto out;

@@ -3,6 +3,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "err.h"
 #include "tokens.h"
@@ -113,6 +114,7 @@ tokens_load(const char *path, struct token_set **out, FILE *err)
 {
 	char buf[LINE_MAX_BYTES + 2];
 	struct token_set *s;
+	struct stat st;
 	FILE *f;
 	int line = 0, rc = TW_OK;
 
@@ -122,6 +124,13 @@ tokens_load(const char *path, struct token_set **out, FILE *err)
 	if ((f = fopen(path, "re")) == NULL) {
 		fprintf(err, "%s: %s\n", path, strerror(errno));
 		return TW_ERR_IO;
+	}
+	/* Whoever may write the file may make themselves admin. */
+	if (fstat(fileno(f), &st) != 0 || (st.st_mode & 0022) != 0) {
+		fprintf(err, "%s: other users may write it (and so add a token of their own); "
+		    "chmod go-w it\n", path);
+		fclose(f);
+		return TW_ERR_INVAL;
 	}
 	if ((s = calloc(1, sizeof(*s))) == NULL ||
 	    (s->v = calloc(TOKENS_MAX, sizeof(*s->v))) == NULL) {

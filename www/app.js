@@ -101,6 +101,8 @@ function login(why) {
   const input = document.getElementById("token-input");
   const msg = document.getElementById("login-msg");
   msg.textContent = why;
+  // Esc would close the prompt and leave the page waiting on it for good.
+  dlg.oncancel = (e) => e.preventDefault();
   if (!dlg.open) dlg.showModal();
   input.focus();
   return new Promise((resolve) => {

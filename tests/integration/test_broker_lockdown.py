@@ -178,3 +178,11 @@ def test_password_file_rules(tmp_path):
     assert r.returncode == 2 and "visible to every user" in r.stderr, r.stderr
     pwf.write_text("")
     assert check().returncode == 2
+    # a password in the config file itself: only if others cannot read that file
+    conf.write_text(f"[mqtt]\nusername = twind\npassword = secret\n"
+                    f"[storage]\ndatabase = {tmp_path}/t.db\n")
+    conf.chmod(0o644)
+    r = check()
+    assert r.returncode == 2 and "every user of the host can read it" in r.stderr, r.stderr
+    conf.chmod(0o640)
+    assert check().returncode == 0

@@ -423,3 +423,29 @@ def test_keyboard_alone_opens_a_twin(plant):
         raise AssertionError(f"p-1 not reached by Tab: {seen}")
     wait_until(lambda: p.driver.current_url.endswith("#/twin/p-1") and
                text_of(p, "#twin-id") == "p-1", 5, what="p-1 opened by Enter")
+
+
+def test_stale_version_is_told_in_words(plant):
+    """412: the page's If-Match is the version it shows. With its event stream
+    held back (Chromium's Fetch domain pauses it), a change made elsewhere is
+    not shown, so setting a value is refused and the page says why in words."""
+    p = plant
+    p.driver.get("about:blank")      # a fresh page: its stream starts under the Fetch rule
+    p.driver.execute_cdp_cmd("Fetch.enable", {"patterns": [{"urlPattern": "*/api/v1/events*"}]})
+    try:
+        p.driver.get(p.origin + "/#/twin/p-1")
+        box = wait_until(lambda: css(p, "#set-speed"), 5, what="the speed editor")[0]
+        # someone else changes p-1's desired state meanwhile
+        r = p.twind.request("PATCH", "/api/v1/twins/p-1/desired", json={"speed": 800})
+        assert r.status_code == 200, r.text
+        box.send_keys("900", Keys.ENTER)
+        msg = wait_until(lambda: (lambda t: t if t and t.startswith("Not written") else None)(
+            text_of(p, "#desired-msg")), 5, what=f"the 412 in words (now: {text_of(p, '#desired-msg')!r}, "
+            f"desired {p.twind.twin('p-1')['desired'].get('speed')})")
+        assert "changed since this page showed it" in msg, msg
+        # the page read the twin again: the other change is shown, nothing was overwritten
+        wait_until(lambda: text_of(p, 'tr[data-prop="speed"] .desired-value') == "800", 5,
+                   what="the other change shown")
+        assert p.twind.twin("p-1")["desired"]["speed"]["value"] == 800
+    finally:
+        p.driver.execute_cdp_cmd("Fetch.disable", {})

@@ -81,7 +81,7 @@ static const struct opt opts[] = {
 	{ "commands", "acknowledged", OPT_BOOL, F(cmd_acknowledged), "yes", 0, 0, NULL },
 	{ "commands", "allow_unmodelled", OPT_BOOL, F(cmd_allow_unmodelled), "no", 0, 0, NULL },
 	{ "storage", "database", OPT_PATH, F(db_path), "/var/lib/twind/twind.db", 0, 0, NULL },
-	{ "storage", "synchronous", OPT_ENUM, F(db_sync), "normal", 0, 0, "normal|full" },
+	{ "storage", "synchronous", OPT_ENUM, F(db_sync), "full", 0, 0, "normal|full" },
 	{ "storage", "batch_max", OPT_INT, F(batch_max), "8192", 1, 1000000, NULL },
 	{ "storage", "quarantine_max", OPT_INT, F(quarantine_max), "1000", 0, 1000000, NULL },
 	{ "ingest", "max_payload", OPT_INT, F(max_payload), "65536", 64, 16777216, NULL },

@@ -83,6 +83,11 @@ def test_installed_tree_checks_and_serves_its_page(deb, tmp_path, broker, stack)
     # a bad config exits 2, which RestartPreventExitStatus honours only for the main process
     assert "ExecStartPre" not in unit, unit
     assert "Documentation=man:twind(8)" in unit
+    # the sandbox, as systemd rates it (issue 10: at or under 1.6)
+    r = run(["systemd-analyze", "security", "--offline=true",
+             str(root / "lib/systemd/system/twind.service")])
+    level = re.search(r"Overall exposure level for twind.service: ([0-9.]+)", r.stdout)
+    assert level and float(level.group(1)) <= 1.6, r.stdout[-600:]
     r = run(["man", "--warnings", "-l", str(root / "usr/share/man/man8/twind.8.gz")])
     assert r.returncode == 0 and "digital-twin" in r.stdout and not r.stderr, r.stderr
     # the installed binary with the installed config, its ports and paths moved into the test

@@ -521,9 +521,19 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 		const char *const files[] = { c->http_tls_cert, c->http_tls_key, c->mqtt_tls_ca,
 			c->mqtt_tls_cert, c->mqtt_tls_key };
 
+		const char *const keys[] = { c->http_tls_key, c->mqtt_tls_key };
+		struct stat st;
+
 		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
 			if (files[i][0] != '\0' && access(files[i], R_OK) != 0) {
 				fprintf(err, "%s: %s: %s\n", path, files[i], strerror(errno));
+				return TW_ERR_INVAL;
+			}
+		/* A private key others can read is no longer private. */
+		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+			if (keys[i][0] != '\0' && stat(keys[i], &st) == 0 && (st.st_mode & 0004) != 0) {
+				fprintf(err, "%s: %s: a private key readable by every user of the host; "
+				    "chmod o-r it\n", path, keys[i]);
 				return TW_ERR_INVAL;
 			}
 	}

@@ -85,6 +85,18 @@ def test_https_needs_both_files(tmp_path, make_twind, pki):
     r = subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check"], capture_output=True,
                        text=True, timeout=10)
     assert r.returncode == 2 and "needs its key" in r.stderr, r.stderr
+    # a private key every user may read is refused
+    key = tmp_path / "server.key"
+    key.write_bytes((pki / "server.key").read_bytes())
+    key.chmod(0o644)
+    conf.write_text(conf.read_text() + f"[http]\ntls_key_file = {key}\n")
+    r = subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 2 and "readable by every user" in r.stderr, r.stderr
+    key.chmod(0o600)
+    r = subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
 
 
 def tls_broker(tmp_path, stack, pki):

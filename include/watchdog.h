@@ -12,6 +12,8 @@ enum watchdog_part { WD_ENGINE, WD_MQTT, WD__COUNT };
 
 /* Called by the part's own thread each time round its loop. */
 void watchdog_beat(enum watchdog_part part);
+/* The same, with the monotonic `now_ms` the caller has read already. */
+void watchdog_beat_at(enum watchdog_part part, int64_t now_ms);
 /*
  * Before a call that may rightly block for up to `ms` (a TCP connect to a
  * broker that does not answer): the part counts as alive until then.

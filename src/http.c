@@ -75,6 +75,8 @@ struct body {
 	int refused;		/* the guard answered at the headers: the body is dropped */
 	char who[TOKEN_NAME_MAX + 1];	/* the token's name; "" when anonymous */
 	unsigned roles;
+	const struct route *route;	/* found at the headers; NULL: 404 or 405 */
+	int path_known;			/* the path exists under another method (405) */
 };
 
 /*
@@ -239,6 +241,7 @@ route_find(const char *method, const char *path, int *path_known)
 		if (!route_match(routes[i].pattern, path, &scratch, store))
 			continue;
 		*path_known = 1;
+		/* HEAD is GET without the body (MHD drops it); not for a stream that never ends. */
 		if (strcmp(routes[i].method, method) == 0 ||
 		    (strcmp(method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0 &&
 		    routes[i].fn != api_events_stream))
@@ -266,31 +269,29 @@ bearer(const char *auth)
  * holds the refusal.
  */
 static int
-authorize(struct http *h, struct MHD_Connection *conn, const char *method, const char *url,
-    struct body *b, struct http_reply *rep)
+authorize(struct http *h, struct MHD_Connection *conn, struct body *b, struct http_reply *rep)
 {
 	struct http_req req = { .conn = conn };
 	const struct token *t;
-	const struct route *r;
+	const struct route *r = b->route;
 	unsigned need;
-	int known, have_tokens;
+	int have_tokens;
 
-	r = route_find(method, url, &known);
 	need = r != NULL ? r->role : 0;
 	if (r != NULL && r->fn == api_system_metrics && h->ctx->conf->http_metrics_public)
 		need = 0;
 	/* From the config, not from the set: no moment at start may be open to all. */
 	have_tokens = h->ctx->conf->http_tokens[0] != '\0';
+	if (!have_tokens) {
+		b->roles = ROLE_READ | ROLE_OPERATE | ROLE_COMMAND | ROLE_ADMIN;
+		return 0;
+	}
 	pthread_mutex_lock(&h->tokens_lock);
 	if ((t = tokens_match(h->tokens, bearer(http_header(&req, "Authorization")))) != NULL) {
 		snprintf(b->who, sizeof(b->who), "%s", t->name);
 		b->roles = tokens_effective(t->roles);
 	}
 	pthread_mutex_unlock(&h->tokens_lock);
-	if (!have_tokens) {
-		b->roles = ROLE_READ | ROLE_OPERATE | ROLE_COMMAND | ROLE_ADMIN;
-		return 0;
-	}
 	if (need == 0 || (b->roles & need) == need)
 		return 0;
 	if (t == NULL) {
@@ -328,24 +329,16 @@ http_set_tokens(struct http *h, struct token_set *set)
 	tokens_free(old);
 }
 
+/*
+ * Runs the route found at the headers, its '*' segments copied into
+ * `store` (one path's worth) as req->params; or answers 405 / 404.
+ */
 static void
-http_dispatch(struct http_req *req, struct http_reply *rep, char *store)
+http_dispatch(struct http_req *req, struct http_reply *rep, const struct body *b, char *store)
 {
-	int path_known = 0;
-
-	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-		if (!route_match(routes[i].pattern, req->path, req, store))
-			continue;
-		path_known = 1;
-		/* HEAD is GET without the body (MHD drops it); not for a stream that never ends. */
-		if (strcmp(routes[i].method, req->method) != 0 &&
-		    !(strcmp(req->method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0 &&
-		    routes[i].fn != api_events_stream))
-			continue;
-		routes[i].fn(req, rep);
-		return;
-	}
-	if (path_known)
+	if (b->route != NULL && route_match(b->route->pattern, req->path, req, store))
+		b->route->fn(req, rep);
+	else if (b->path_known)
 		http_error(rep, 405, "method_not_allowed", "%s is not allowed on %s",
 		    req->method, req->path);
 	else
@@ -465,8 +458,10 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		if ((b = calloc(1, sizeof(*b))) == NULL)
 			return MHD_NO;
 		*con_cls = b;
+		/* The route once, here: its role decides the rest, and dispatch runs it. */
+		b->route = route_find(method, url, &b->path_known);
 		if (!guard_headers(h, conn, url, method, version, &rep) &&
-		    !authorize(h, conn, method, url, b, &rep) && !body_too_large(h, conn, &rep))
+		    !authorize(h, conn, b, &rep) && !body_too_large(h, conn, &rep))
 			return MHD_YES;
 		rep.close = 1;
 		metrics_add(&metrics.http_requests, 1);
@@ -513,7 +508,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 	else if (req.db == NULL)
 		http_error(&rep, 503, "unavailable", "cannot open the database");
 	else
-		http_dispatch(&req, &rep, params);
+		http_dispatch(&req, &rep, b, params);
 	reader_give(req.db);
 	ret = http_send(conn, &rep);
 	free(params);

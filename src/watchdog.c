@@ -18,6 +18,12 @@ watchdog_beat(enum watchdog_part part)
 }
 
 void
+watchdog_beat_at(enum watchdog_part part, int64_t now_ms)
+{
+	atomic_store_explicit(&beats[part], now_ms, memory_order_relaxed);
+}
+
+void
 watchdog_beat_ahead(enum watchdog_part part, int64_t ms)
 {
 	atomic_store_explicit(&beats[part], clock_mono_ms() + ms, memory_order_relaxed);

@@ -62,6 +62,12 @@ def wait_until(fn, timeout, interval=0.03, what=None):
         time.sleep(interval)
 
 
+def twind_check(conf, *extra):
+    """twind -c CONF --check [extra...], as an operator runs it: the CompletedProcess."""
+    return subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check", *extra],
+                          capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+
+
 def now_ms():
     return int(time.time() * 1000)
 

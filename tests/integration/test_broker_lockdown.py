@@ -159,7 +159,7 @@ def test_nobody_takes_twinds_session(locked):
 
 
 def test_password_file_rules(tmp_path):
-    from conftest import TWIND_BIN
+    from conftest import twind_check
     pwf = tmp_path / "pw"
     pwf.write_text("secret\n")
     pwf.chmod(0o644)
@@ -168,8 +168,7 @@ def test_password_file_rules(tmp_path):
                     f"[storage]\ndatabase = {tmp_path}/t.db\n")
 
     def check(*extra):
-        return subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check", *extra],
-                              capture_output=True, text=True, timeout=10)
+        return twind_check(conf, *extra)
     r = check()
     assert r.returncode == 2 and "readable by every user" in r.stderr, r.stderr
     pwf.chmod(0o600)

@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 
-from conftest import PUMP_ID, REPO, TWIND_BIN, now_ms, plant_extra, wait_until, write_plant
+from conftest import PUMP_ID, REPO, now_ms, twind_check, plant_extra, wait_until, write_plant
 
 RULES = [
     {"name": "hot", "match": {"twins": "p-*"}, "when": "temperature > 90",
@@ -308,6 +308,5 @@ def test_check_refuses_bad_hosts(tmp_path):
     conf = tmp_path / "twind.conf"
     conf.write_text(f"[http]\nlisten = 127.0.0.1:1\nhosts = ok.example, bad/name\n"
                     f"[storage]\ndatabase = {tmp_path}/twind.db\n")
-    r = subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check"], capture_output=True,
-                       text=True, timeout=10)
+    r = twind_check(conf)
     assert r.returncode == 2 and "hosts" in r.stderr and "bad/name" in r.stderr, r.stderr

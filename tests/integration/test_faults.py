@@ -8,10 +8,9 @@ import hashlib
 import json
 import os
 import random
-import subprocess
 import time
 
-from conftest import TWIND_BIN, StreamPublisher, check_exactly_once, now_ms, wait_stored, \
+from conftest import StreamPublisher, twind_check, check_exactly_once, now_ms, wait_stored, \
     wait_until
 from test_reliability import (acked_by_twin, check_state_matches_history, integrity_ok,
                               make_stream, stored_count)
@@ -109,7 +108,6 @@ def test_check_on_a_corrupt_database_changes_nothing(tmp_path):
     before = db.read_bytes()
     conf = tmp_path / "c.conf"
     conf.write_text(f"[storage]\ndatabase = {db}\n")
-    r = subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check"], capture_output=True,
-                       text=True, timeout=10)
+    r = twind_check(conf)
     assert r.returncode == 0, r.stderr
     assert db.read_bytes() == before

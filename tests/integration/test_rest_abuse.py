@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from conftest import now_ms, wait_until
+from conftest import now_ms
 
 
 def answer_time(tw, path="/healthz"):

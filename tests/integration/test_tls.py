@@ -10,7 +10,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import Broker, Twind, now_ms, wait_until
+from conftest import Broker, Twind, now_ms, twind_check, wait_until
 
 
 def sh(*args, cwd=None):
@@ -78,24 +78,20 @@ def test_https(tmp_path, make_twind, pki):
 
 
 def test_https_needs_both_files(tmp_path, make_twind, pki):
-    from conftest import TWIND_BIN
     conf = tmp_path / "c.conf"
     conf.write_text(f"[http]\ntls_cert_file = {pki / 'server.pem'}\n"
                     f"[storage]\ndatabase = {tmp_path}/t.db\n")
-    r = subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check"], capture_output=True,
-                       text=True, timeout=10)
+    r = twind_check(conf)
     assert r.returncode == 2 and "needs its key" in r.stderr, r.stderr
     # a private key every user may read is refused
     key = tmp_path / "server.key"
     key.write_bytes((pki / "server.key").read_bytes())
     key.chmod(0o644)
     conf.write_text(conf.read_text() + f"[http]\ntls_key_file = {key}\n")
-    r = subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check"], capture_output=True,
-                       text=True, timeout=10)
+    r = twind_check(conf)
     assert r.returncode == 2 and "readable by every user" in r.stderr, r.stderr
     key.chmod(0o600)
-    r = subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check"], capture_output=True,
-                       text=True, timeout=10)
+    r = twind_check(conf)
     assert r.returncode == 0, r.stderr
 
 

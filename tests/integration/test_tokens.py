@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import (PUMP_ID, TWIND_BIN, now_ms, plant_extra, wait_until, write_plant)
+from conftest import (PUMP_ID, TWIND_BIN, now_ms, plant_extra, twind_check, wait_until,
+                      write_plant)
 
 RESTARTS = 20      # the window is short: an outside reading saw it 3 times in 40 restarts
 RULES = [{"name": "hot", "match": {"twins": "p-*"}, "when": "temperature > 90",
@@ -185,23 +186,19 @@ def test_check_validates_the_tokens_file(tmp_path, tokens):
     conf = tmp_path / "twind.conf"
     conf.write_text(f"[http]\nlisten = 127.0.0.1:1\ntokens = {tfile}\n"
                     f"[storage]\ndatabase = {tmp_path}/t.db\n")
-    r = subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check"], capture_output=True,
-                       text=True, timeout=10)
+    r = twind_check(conf)
     assert r.returncode == 2 and f"{tfile}:2: want three fields" in r.stderr, r.stderr
     conf.write_text(conf.read_text().replace("127.0.0.1:1", "0.0.0.0:1"))
     # with good tokens, listening beyond loopback wants TLS (or a TLS proxy, said so)
     tfile.write_text(tokens["viewer"][1] + "\n")
-    r = subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check"], capture_output=True,
-                       text=True, timeout=10)
+    r = twind_check(conf)
     assert r.returncode == 2 and "without TLS" in r.stderr, r.stderr
     conf.write_text(conf.read_text() + "[http]\nallow_remote_without_tls = yes\n")
-    r = subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check"], capture_output=True,
-                       text=True, timeout=10)
+    r = twind_check(conf)
     assert r.returncode == 0 and "1 tokens" in r.stdout, r.stderr
     # a tokens file others may write is refused: they could add an admin
     tfile.chmod(0o666)
-    r = subprocess.run([str(TWIND_BIN), "-c", str(conf), "--check"], capture_output=True,
-                       text=True, timeout=10)
+    r = twind_check(conf)
     assert r.returncode == 2 and "chmod go-w" in r.stderr, r.stderr
     tfile.chmod(0o644)
     r = subprocess.run([str(TWIND_BIN), "--new-token", "x", "sudo"], capture_output=True,

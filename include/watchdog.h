@@ -21,9 +21,11 @@ void watchdog_beat_at(enum watchdog_part part, int64_t now_ms);
 void watchdog_beat_ahead(enum watchdog_part part, int64_t ms);
 /*
  * 1 when every part beat within `max_age_ms` of `now_ms` (monotonic);
- * otherwise 0 with the first stale part's name in *stale.
+ * otherwise 0 with the first stale part in *stale.
  */
-int watchdog_fresh(int64_t now_ms, int64_t max_age_ms, const char **stale);
+int watchdog_fresh(int64_t now_ms, int64_t max_age_ms, enum watchdog_part *stale);
+/* "engine", "mqtt": for the log and STATUS=. */
+const char *watchdog_name(enum watchdog_part part);
 /*
  * A test hook: when the environment names TWIND_TEST_HANG_ENGINE and that
  * file exists, the engine stops beating and waits until it is gone, as a

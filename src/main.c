@@ -206,14 +206,14 @@ pub_trouble(void *arg)
  * beat (within half the watchdog's interval): a hung engine stops the feed
  * and systemd restarts twind. STATUS= carries the figures, and why not.
  */
-static struct log_limit wd_log;	/* main's own */
+static struct log_limit wd_log[WD__COUNT];	/* main's own; one per part, so one does not hide another */
 
 static void
 watchdog_feed(struct engine *engine, uint64_t wd_us)
 {
 	static uint64_t last_received;
 	static int64_t last_ms;
-	const char *stale = NULL;
+	enum watchdog_part stale = WD_ENGINE;
 	int64_t now = clock_mono_ms();
 	uint64_t received = atomic_load(&metrics.received);
 	char status[200];
@@ -230,9 +230,11 @@ watchdog_feed(struct engine *engine, uint64_t wd_us)
 		    engine_health(engine) != NULL ? ", not ingesting: " : "",
 		    engine_health(engine) != NULL ? engine_health(engine) : "");
 	} else {
-		log_limited(&wd_log, "watchdog: the %s thread has not made progress for %llu ms; "
-		    "not feeding the watchdog", stale, (unsigned long long)(wd_us / 2000));
-		snprintf(status, sizeof(status), "STATUS=%s thread stalled: no watchdog ping", stale);
+		log_limited(&wd_log[stale], "watchdog: the %s thread has not made progress for %llu "
+		    "ms; not feeding the watchdog", watchdog_name(stale),
+		    (unsigned long long)(wd_us / 2000));
+		snprintf(status, sizeof(status), "STATUS=%s thread stalled: no watchdog ping",
+		    watchdog_name(stale));
 	}
 	notify(status);
 }

@@ -24,6 +24,7 @@
 #define STABLE_MS	10000	/* a connection that lasted this long resets the backoff */
 #define FINAL_WRITE_MS	2000	/* the last acknowledgements get this long at shutdown */
 #define TOPIC_MAX	512
+#define BEAT_MS		250	/* longest wait between heartbeats: well under the shortest watchdog half-interval */
 #define RECEIVE_MAX	65535	/* MQTT v5: the broker's own max_inflight_messages bounds it */
 
 struct mqtt {
@@ -413,7 +414,7 @@ mqtt_pause(struct mqtt *m, int64_t ms)
 
 	while (!atomic_load(&m->stop) && (left = until - clock_mono_ms()) > 0) {
 		watchdog_beat(WD_MQTT);
-		if (poll(&p, 1, (int)(left > 1000 ? 1000 : left)) > 0)
+		if (poll(&p, 1, (int)(left > BEAT_MS ? BEAT_MS : left)) > 0)
 			mqtt_drain_wake(m);
 	}
 }
@@ -546,7 +547,7 @@ mqtt_settle(struct mqtt *m)
 	flush.kind = REC_FLUSH;
 	push(m, &flush, sizeof(flush));
 	/* Waiting on the engine is not a hang of ours: the engine's own beat tells. */
-	while ((rc = progress_wait(m->progress, m->acked, m->seq, 1000)) == TW_ERR_TIMEOUT)
+	while ((rc = progress_wait(m->progress, m->acked, m->seq, BEAT_MS)) == TW_ERR_TIMEOUT)
 		watchdog_beat(WD_MQTT);
 	if (rc == TW_OK) {
 		m->acked = m->seq;
@@ -573,7 +574,7 @@ mqtt_loop_once(struct mqtt *m)
 
 	if (mosquitto_want_write(m->mosq) && m->seq == m->acked)
 		p[0].events |= POLLOUT;
-	if (poll(p, 2, 1000) < 0 && errno != EINTR)
+	if (poll(p, 2, BEAT_MS) < 0 && errno != EINTR)
 		log_warn("mqtt: poll");
 	if (p[1].revents & POLLIN)
 		mqtt_drain_wake(m);

@@ -30,18 +30,24 @@ watchdog_beat_ahead(enum watchdog_part part, int64_t ms)
 }
 
 int
-watchdog_fresh(int64_t now_ms, int64_t max_age_ms, const char **stale)
+watchdog_fresh(int64_t now_ms, int64_t max_age_ms, enum watchdog_part *stale)
 {
-	for (int i = 0; i < WD__COUNT; i++) {
+	for (enum watchdog_part i = 0; i < WD__COUNT; i++) {
 		int64_t b = atomic_load_explicit(&beats[i], memory_order_relaxed);
 
 		/* Never beat yet: the part is still starting (main waits for READY first). */
 		if (b != 0 && now_ms - b > max_age_ms) {
-			*stale = names[i];
+			*stale = i;
 			return 0;
 		}
 	}
 	return 1;
+}
+
+const char *
+watchdog_name(enum watchdog_part part)
+{
+	return names[part];
 }
 
 void

@@ -2,13 +2,22 @@
 #ifndef TW_API_H
 #define TW_API_H
 
+#include <stdint.h>
+
 #include "http.h"
 
 /* api_twins.c */
 void api_twins_list(struct http_req *req, struct http_reply *rep);
 void api_twins_get(struct http_req *req, struct http_reply *rep);
-void api_twins_history(struct http_req *req, struct http_reply *rep);
 void api_twins_desired(struct http_req *req, struct http_reply *rep);
+/* The {id} segment, checked; NULL (with `rep` filled) when it is bad. */
+const char *api_twin_id(struct http_req *req, struct http_reply *rep);
+/* An optional time argument into *out; 0, or -1 with `rep` filled. */
+int api_time_arg(struct http_req *req, struct http_reply *rep, const char *name, int64_t now,
+    int64_t *out);
+
+/* api_history.c */
+void api_twins_history(struct http_req *req, struct http_reply *rep);
 
 /* api_alerts.c */
 void api_alerts_list(struct http_req *req, struct http_reply *rep);

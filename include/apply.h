@@ -8,6 +8,7 @@
 #define TW_APPLY_H
 
 #include "desired.h"
+#include "history.h"
 #include "ingest.h"
 #include "runtime.h"
 #include "store.h"
@@ -16,6 +17,7 @@
 struct apply {
 	struct twin_map *twins;		/* borrowed */
 	struct store *store;		/* borrowed: the writer */
+	struct history *hist;		/* borrowed: the writer's history tiers */
 	struct desired_out *desired;	/* borrowed */
 	const struct runtime *runtime;	/* borrowed: binds a new twin to its rules */
 	int auto_create;

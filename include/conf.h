@@ -57,6 +57,11 @@ struct conf {
 	int db_sync;			/* enum conf_sync */
 	int batch_max;
 	int quarantine_max;
+	int64_t max_db_bytes;		/* 0: no budget; else trimmed to stay under */
+	int64_t disk_reserve_bytes;	/* free space under this: ingestion pauses */
+	/* [history]: how long each tier and table is kept */
+	int64_t keep_raw_ms, keep_minute_ms, keep_hour_ms;
+	int64_t keep_alerts_ms, keep_commands_ms, keep_quarantine_ms;
 	/* [ingest] */
 	int max_payload;
 	int max_depth;

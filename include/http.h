@@ -48,8 +48,8 @@ struct http_reply {
 	size_t len;
 	const char *type;		/* Content-Type */
 	char etag[48];			/* sent when not empty */
-	char header_name[32];		/* one extra header when not empty */
-	char header_value[64];
+	struct { char name[32], value[64]; } extra[4];	/* more headers, http_add_header */
+	int nextra;
 	int page;			/* one of the page's files: sent with its Content-Security-Policy */
 	int borrowed;			/* `body` is not owned: it outlives the reply */
 	int close;			/* refused at the headers: the connection ends with it */
@@ -72,6 +72,9 @@ const char *http_header(struct http_req *req, const char *name);
 void http_json(struct http_reply *rep, int status, cJSON *doc);
 /* Fills `rep` with the engine's refusal of `r`, its TW_ERR_* code turned into an HTTP status. */
 void http_request_error(struct http_reply *rep, const struct request *r);
+/* One more header on the reply (up to four; a fifth is not sent). */
+void http_add_header(struct http_reply *rep, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Fills `rep` with the error object {"error":{"code","message"}}. */
 void http_error(struct http_reply *rep, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

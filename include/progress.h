@@ -8,6 +8,7 @@
 #define TW_PROGRESS_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct progress {
@@ -15,6 +16,7 @@ struct progress {
 	pthread_cond_t moved;		/* CLOCK_MONOTONIC */
 	uint64_t committed;		/* every record up to here is on disk */
 	uint64_t failed;		/* records up to here were not stored */
+	atomic_int paused;		/* the disk is full: take no telemetry until it clears */
 };
 
 /* Returns 0 or TW_ERR_NOMEM. */
@@ -23,6 +25,13 @@ void progress_cleanup(struct progress *p);
 
 /* Engine: records up to `committed` are on disk, those up to `failed` are not (0: no news). */
 void progress_advance(struct progress *p, uint64_t committed, uint64_t failed);
+
+/*
+ * Engine: the disk is full (1) or has room again (0). While paused the
+ * MQTT thread stays away from the broker, which keeps the telemetry.
+ */
+void progress_pause(struct progress *p, int paused);
+int progress_paused(struct progress *p);
 
 /*
  * MQTT thread: waits until every record up to `seq` is settled. Returns

@@ -43,13 +43,6 @@ int store_series_add(struct store *s, const char *twin, const char *prop, int64_
     int (*cb)(void *arg, const struct store_series_row *row), void *arg);
 /* Writer: 1 if the twin `id` is in the database. */
 int store_twin_exists(struct store *s, const char *id);
-/*
- * Writer: one history point; a second point at the same (series, ts)
- * replaces the first. *fresh is 0 when the point was there already with
- * this value (a redelivery), else 1.
- */
-int store_history_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v,
-    int *fresh);
 /* Writer: the reported value of a series and whether it is outside the model's range. */
 int store_series_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v,
     int out_of_range);
@@ -193,11 +186,6 @@ struct store_point {
 	int64_t ts;
 	struct tw_val val;
 };
-struct store_bucket {
-	int64_t ts;
-	double min, max, avg;
-	int64_t count;
-};
 /*
  * History of (twin, prop) in [from, to], ascending by ts: the oldest
  * `limit` points, or with `newest` the newest ones. Returns
@@ -206,10 +194,12 @@ struct store_bucket {
 int store_read_history(struct store *s, const char *twin, const char *prop, int64_t from,
     int64_t to, int limit, int newest,
     int (*cb)(void *arg, const struct store_point *p), void *arg);
-/* Numeric buckets of `step_ms`, aligned to multiples of it, ascending. */
-int store_read_buckets(struct store *s, const char *twin, const char *prop, int64_t from,
-    int64_t to, int64_t step_ms, int limit,
-    int (*cb)(void *arg, const struct store_bucket *b), void *arg);
+
+/* The id of series (twin, prop): TW_ERR_NOTFOUND if there is none. */
+int store_series_find(struct store *s, const char *twin, const char *prop, int64_t *id);
+
+/* 1 when this connection's last error was SQLITE_FULL (the disk or its quota). */
+int store_full(struct store *s);
 
 /* The last SQLite error text of this connection, for logs. */
 const char *store_errmsg(struct store *s);

@@ -1,4 +1,4 @@
-/* REST: the twin list, the twin document and history. */
+/* REST: the twin list, the twin document, desired state; the checks of a twin id and a time. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +14,6 @@
 #include "twin_doc.h"
 #include "twin.h"
 
-#define HISTORY_LIMIT_DEFAULT	1000
-#define HISTORY_LIMIT_MAX	100000
 
 #define DEPTH_MAX	8
 
@@ -95,9 +93,8 @@ api_twins_list(struct http_req *req, struct http_reply *rep)
 	doc_ctx_cleanup(&dc);
 }
 
-/* Checks the {id} segment; fills `rep` and returns NULL when it is bad. */
-static const char *
-twin_id_param(struct http_req *req, struct http_reply *rep)
+const char *
+api_twin_id(struct http_req *req, struct http_reply *rep)
 {
 	const char *id = req->params[0];
 
@@ -142,7 +139,7 @@ api_twins_get(struct http_req *req, struct http_reply *rep)
 	long depth = 0;
 	char *end;
 
-	if ((id = twin_id_param(req, rep)) == NULL)
+	if ((id = api_twin_id(req, rep)) == NULL)
 		return;
 	if (d != NULL) {
 		depth = strtol(d, &end, 10);
@@ -179,7 +176,7 @@ api_twins_desired(struct http_req *req, struct http_reply *rep)
 	const char *id, *im;
 	cJSON *patch;
 
-	if ((id = twin_id_param(req, rep)) == NULL)
+	if ((id = api_twin_id(req, rep)) == NULL)
 		return;
 	sr.twin = id;
 	/* "If-Match: *" matches any current version (RFC 7232): no condition. */
@@ -212,9 +209,8 @@ api_twins_desired(struct http_req *req, struct http_reply *rep)
 	reply_document(req, rep, id, 0);
 }
 
-/* Parses an optional time argument; returns 0, or fills `rep` and returns -1. */
-static int
-time_arg(struct http_req *req, struct http_reply *rep, const char *name, int64_t now,
+int
+api_time_arg(struct http_req *req, struct http_reply *rep, const char *name, int64_t now,
     int64_t *out)
 {
 	const char *v = http_arg(req, name);
@@ -227,111 +223,4 @@ time_arg(struct http_req *req, struct http_reply *rep, const char *name, int64_t
 		return -1;
 	}
 	return 0;
-}
-
-struct history_ctx {
-	cJSON *points;
-	const char *agg;	/* NULL: all of min, max, avg, count */
-	int failed;
-};
-
-static int
-point_row(void *arg, const struct store_point *p)
-{
-	struct history_ctx *hc = arg;
-	cJSON *o = cJSON_CreateObject();
-
-	if (o == NULL || !cJSON_AddItemToArray(hc->points, o) ||
-	    cJSON_AddNumberToObject(o, "ts", (double)p->ts) == NULL ||
-	    !cJSON_AddItemToObject(o, "value", value_to_json(&p->val))) {
-		hc->failed = 1;
-		return 1;
-	}
-	return 0;
-}
-
-static int
-bucket_row(void *arg, const struct store_bucket *b)
-{
-	struct history_ctx *hc = arg;
-	const char *agg = hc->agg;
-	cJSON *o = cJSON_CreateObject();
-	int bad = o == NULL || !cJSON_AddItemToArray(hc->points, o) ||
-	    cJSON_AddNumberToObject(o, "ts", (double)b->ts) == NULL;
-
-	if (!bad && (agg == NULL || strcmp(agg, "min") == 0))
-		bad = cJSON_AddNumberToObject(o, "min", b->min) == NULL;
-	if (!bad && (agg == NULL || strcmp(agg, "max") == 0))
-		bad = cJSON_AddNumberToObject(o, "max", b->max) == NULL;
-	if (!bad && (agg == NULL || strcmp(agg, "avg") == 0))
-		bad = cJSON_AddNumberToObject(o, "avg", b->avg) == NULL;
-	if (!bad && (agg == NULL || strcmp(agg, "count") == 0))
-		bad = cJSON_AddNumberToObject(o, "count", (double)b->count) == NULL;
-	hc->failed |= bad;
-	return bad;
-}
-
-void
-api_twins_history(struct http_req *req, struct http_reply *rep)
-{
-	struct history_ctx hc = { 0 };
-	const char *id, *prop = http_arg(req, "property"), *lim = http_arg(req, "limit");
-	const char *step = http_arg(req, "step");
-	int64_t now = clock_now_ms(), from = -1, to = INT64_MAX, step_ms = 0;
-	long limit = HISTORY_LIMIT_DEFAULT;
-	char *end;
-	int rc;
-
-	if ((id = twin_id_param(req, rep)) == NULL)
-		return;
-	if (prop == NULL || *prop == '\0') {
-		http_error(rep, 400, "bad_request", "the property parameter is required");
-		return;
-	}
-	if (time_arg(req, rep, "from", now, &from) || time_arg(req, rep, "to", now, &to))
-		return;
-	if (lim != NULL) {
-		limit = strtol(lim, &end, 10);
-		if (*end != '\0' || end == lim || limit < 1 || limit > HISTORY_LIMIT_MAX) {
-			http_error(rep, 400, "bad_request", "limit must be 1 to %d",
-			    HISTORY_LIMIT_MAX);
-			return;
-		}
-	}
-	if (step != NULL && (clock_parse_duration(step, &step_ms) != TW_OK || step_ms < 1)) {
-		http_error(rep, 400, "bad_request", "step: '%.32s' is not a duration", step);
-		return;
-	}
-	hc.agg = http_arg(req, "agg");
-	if (hc.agg != NULL && strcmp(hc.agg, "min") != 0 && strcmp(hc.agg, "max") != 0 &&
-	    strcmp(hc.agg, "avg") != 0 && strcmp(hc.agg, "count") != 0) {
-		http_error(rep, 400, "bad_request", "agg must be min, max, avg or count");
-		return;
-	}
-	if ((hc.points = cJSON_CreateArray()) == NULL) {
-		http_error(rep, 500, "internal", "out of memory");
-		return;
-	}
-	if (step_ms > 0)
-		rc = store_read_buckets(req->db, id, prop, from < 0 ? 0 : from, to, step_ms,
-		    (int)limit, bucket_row, &hc);
-	else
-		/* Without from, the newest points are what anyone looking wants. */
-		rc = store_read_history(req->db, id, prop, from < 0 ? 0 : from, to, (int)limit,
-		    from < 0, point_row, &hc);
-	if (rc == TW_ERR_NOTFOUND) {
-		cJSON_Delete(hc.points);
-		http_error(rep, 404, "not_found", "twin '%s' has no property '%.128s'", id, prop);
-		return;
-	}
-	if (rc != TW_OK || hc.failed) {
-		cJSON_Delete(hc.points);
-		http_error(rep, 500, "internal", "cannot read history");
-		return;
-	}
-	if (cJSON_GetArraySize(hc.points) == limit) {
-		snprintf(rep->header_name, sizeof(rep->header_name), "X-Truncated");
-		snprintf(rep->header_value, sizeof(rep->header_value), "true");
-	}
-	http_json(rep, 200, hc.points);
 }

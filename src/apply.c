@@ -169,7 +169,7 @@ apply_values(struct apply *a, struct twin *t, const struct rec *r)
 		if ((p = prop_of(a, t, a->names[i], &rc)) == NULL)
 			return rc;
 		/* Every value lands in history, also one older than the reported one. */
-		if (store_history_put(a->store, p->series, r->ts, &val, &fresh) != TW_OK)
+		if (history_put(a->hist, p->series, r->ts, &val, &fresh) != TW_OK)
 			return TW_ERR_DB;
 		/* A redelivery is in history already: counted once in the windows too. */
 		if (fresh)

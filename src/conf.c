@@ -14,7 +14,7 @@
 #include "err.h"
 #include "http_guard.h"
 
-enum opt_type { OPT_STR, OPT_PATH, OPT_INT, OPT_BOOL, OPT_DURATION, OPT_ENUM };
+enum opt_type { OPT_STR, OPT_PATH, OPT_INT, OPT_BOOL, OPT_DURATION, OPT_ENUM, OPT_SIZE };
 
 struct opt {
 	const char *section;
@@ -22,7 +22,7 @@ struct opt {
 	enum opt_type type;
 	size_t off;
 	const char *def;	/* parsed like a value from the file */
-	int64_t min, max;	/* for INT and DURATION (milliseconds) */
+	int64_t min, max;	/* for INT, DURATION (milliseconds) and SIZE (bytes) */
 	const char *choices;	/* for ENUM: "a|b|c", stored as the index */
 };
 
@@ -84,6 +84,18 @@ static const struct opt opts[] = {
 	{ "storage", "synchronous", OPT_ENUM, F(db_sync), "full", 0, 0, "normal|full" },
 	{ "storage", "batch_max", OPT_INT, F(batch_max), "8192", 1, 1000000, NULL },
 	{ "storage", "quarantine_max", OPT_INT, F(quarantine_max), "1000", 0, 1000000, NULL },
+	{ "storage", "max_db_size", OPT_SIZE, F(max_db_bytes), "0", 0, 1LL << 50, NULL },
+	{ "storage", "disk_reserve", OPT_SIZE, F(disk_reserve_bytes), "64M", 0, 1LL << 50, NULL },
+	{ "history", "raw", OPT_DURATION, F(keep_raw_ms), "7d", 3600000, 3650 * DAY_MS, NULL },
+	{ "history", "minute", OPT_DURATION, F(keep_minute_ms), "90d", 3600000, 3650 * DAY_MS,
+	    NULL },
+	{ "history", "hour", OPT_DURATION, F(keep_hour_ms), "1825d", 3600000, 3650 * DAY_MS, NULL },
+	{ "history", "alerts", OPT_DURATION, F(keep_alerts_ms), "365d", 3600000, 3650 * DAY_MS,
+	    NULL },
+	{ "history", "commands", OPT_DURATION, F(keep_commands_ms), "90d", 3600000, 3650 * DAY_MS,
+	    NULL },
+	{ "history", "quarantine", OPT_DURATION, F(keep_quarantine_ms), "30d", 3600000,
+	    3650 * DAY_MS, NULL },
 	{ "ingest", "max_payload", OPT_INT, F(max_payload), "65536", 64, 16777216, NULL },
 	{ "ingest", "max_depth", OPT_INT, F(max_depth), "32", 1, 1000, NULL },
 	{ "ingest", "max_properties", OPT_INT, F(max_properties), "256", 1, 65535, NULL },
@@ -173,6 +185,32 @@ parse_choice(const char *choices, const char *v, int *out)
 	return TW_ERR_INVAL;
 }
 
+/* "65536", "512K", "64M", "2G" (powers of 1024) into bytes. */
+static int
+parse_size(const char *v, int64_t *out)
+{
+	static const char units[] = "KMGT";
+	const char *u;
+	long long n;
+	char *end;
+
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno != 0 || end == v || n < 0 || *v == '-' || *v == '+')
+		return TW_ERR_INVAL;
+	if (*end != '\0') {
+		if (end[1] != '\0' || (u = strchr(units, *end)) == NULL)
+			return TW_ERR_INVAL;
+		for (long i = 0; i <= u - units; i++) {
+			if (n > (1LL << 52))
+				return TW_ERR_INVAL;
+			n *= 1024;
+		}
+	}
+	*out = n;
+	return TW_OK;
+}
+
 /* Makes `v` relative to the directory of the config file unless absolute. */
 static char *
 path_resolve(const char *config_path, const char *v)
@@ -237,6 +275,14 @@ opt_set(struct conf *c, const struct opt *o, const char *v, const char *config_p
 			snprintf(msg, msglen, "%s: '%s' is not a duration from %lldms to %lldms "
 			    "(such as 500ms, 30s, 5m, 2h, 7d)", o->name, v,
 			    (long long)o->min, (long long)o->max);
+			return TW_ERR_INVAL;
+		}
+		*(int64_t *)p = d;
+		return TW_OK;
+	case OPT_SIZE:
+		if (parse_size(v, &d) != TW_OK || d < o->min || d > o->max) {
+			snprintf(msg, msglen, "%s: '%s' is not a size in bytes (such as 0, 65536, "
+			    "512K, 64M, 2G)", o->name, v);
 			return TW_ERR_INVAL;
 		}
 		*(int64_t *)p = d;
@@ -463,6 +509,12 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 	}
 	if (c->mqtt_reconnect_min_ms > c->mqtt_reconnect_max_ms) {
 		fprintf(err, "%s: [mqtt] reconnect_min is above reconnect_max\n", path);
+		return TW_ERR_INVAL;
+	}
+	/* A coarser tier outlives the finer one it is made from: a fallback always answers. */
+	if (c->keep_raw_ms > c->keep_minute_ms || c->keep_minute_ms > c->keep_hour_ms) {
+		fprintf(err, "%s: [history] raw, minute and hour must each keep at least as long "
+		    "as the one before\n", path);
 		return TW_ERR_INVAL;
 	}
 	if (c->stale_factor > c->offline_factor) {

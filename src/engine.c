@@ -14,10 +14,12 @@
 #include "desired.h"
 #include "engine.h"
 #include "err.h"
+#include "history.h"
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
 #include "restore.h"
+#include "retention.h"
 #include "runtime.h"
 #include "topic.h"
 #include "twin.h"
@@ -32,6 +34,8 @@ struct engine {
 	struct ring *ring;
 	struct progress *progress;	/* borrowed: main owns it, the MQTT thread waits on it */
 	struct store *store;		/* owned; this thread only */
+	struct history *hist;		/* owned; this thread only: the batch's rollups */
+	struct retention *retention;	/* owned; this thread only */
 	struct twin_map *twins;		/* owned; this thread only */
 	struct status_rule status_rule;
 	struct outbox outbox;
@@ -57,6 +61,7 @@ struct engine {
 	uint32_t failed_gen;		/* records of this generation or older are refused */
 	int map_invalid;		/* a reload after a rollback failed: the twins are unknown */
 	int64_t next_tick;
+	int64_t next_trim;		/* retention's next step, monotonic ms */
 	struct log_limit drop_log;
 
 	/* Shared with other threads. */
@@ -65,6 +70,7 @@ struct engine {
 	struct model_set *models;	/* in force; swapped on reload */
 	struct rule_set *rules;		/* in force; swapped on reload */
 	atomic_int failing;		/* the last commit failed */
+	_Atomic(const char *) disk_full;	/* why ingestion is paused for space, or NULL */
 };
 
 static void engine_tick(struct engine *e);
@@ -114,9 +120,13 @@ engine_reload_twins(struct engine *e)
  * the failed records. The MQTT thread reconnects without writing them and
  * the broker redelivers.
  */
+static void disk_full_enter(struct engine *e, const char *why);
+
 static void
 batch_fail(struct engine *e, const char *what)
 {
+	if (store_full(e->store))
+		disk_full_enter(e, "disk full: the database cannot grow");
 	log_warnx("database: %s failed (%s); rolling back %llu messages, the broker will "
 	    "redeliver them", what, store_errmsg(e->store), (unsigned long long)e->batch_msgs);
 	store_rollback(e->store);
@@ -129,6 +139,7 @@ batch_fail(struct engine *e, const char *what)
 	outbox_rollback(&e->outbox);
 	commands_rollback(&e->commands);
 	undo_restore(&e->undo, e->twins);
+	history_rollback(e->hist);
 	/* Until a reload works, the map is not the truth: nothing may be applied to it. */
 	e->map_invalid = engine_reload_twins(e) != TW_OK;
 	if (e->map_invalid)
@@ -199,7 +210,8 @@ batch_commit(struct engine *e)
 	int64_t t0 = clock_mono_us();
 
 	if (commands_flush(&e->commands, e->store, &e->outbox) != TW_OK ||
-	    twin_flush_dirty(e->twins, flush_twin, e) != TW_OK) {
+	    twin_flush_dirty(e->twins, flush_twin, e) != TW_OK ||
+	    history_flush(e->hist) != TW_OK) {
 		batch_fail(e, "writing twin state");
 		return TW_ERR_DB;
 	}
@@ -477,6 +489,67 @@ publish_state(void *arg, struct twin *t)
 	return 0;
 }
 
+/* ---- the disk ---- */
+
+/* Ingestion pauses: the MQTT thread leaves the broker, which keeps the telemetry. */
+static void
+disk_full_enter(struct engine *e, const char *why)
+{
+	if (atomic_exchange(&e->disk_full, why) == NULL)
+		log_warnx("%s: ingestion pauses; the broker keeps the telemetry, REST serves what "
+		    "is stored", why);
+	atomic_store(&metrics.disk_full, 1);
+	progress_pause(e->progress, 1);
+}
+
+/*
+ * Each tick: free space against the reserve, and whether a full disk has
+ * room again. Leaving takes an eighth more than the reserve, so twind
+ * does not step in and out at its edge. Returns 1 while full.
+ */
+static int
+disk_check(struct engine *e)
+{
+	int64_t free_b = retention_disk_free(e->retention);
+	int64_t reserve = e->conf->disk_reserve_bytes;
+
+	atomic_store(&metrics.disk_free, free_b);
+	if (free_b >= 0 && free_b < reserve) {
+		disk_full_enter(e, "disk full: free space is under [storage] disk_reserve");
+		return 1;
+	}
+	if (atomic_load(&e->disk_full) == NULL)
+		return 0;
+	if ((free_b >= 0 && free_b < reserve + reserve / 8) || e->in_txn ||
+	    retention_probe(e->retention, clock_now_ms()) != TW_OK)
+		return 1;
+	atomic_store(&e->disk_full, NULL);
+	atomic_store(&metrics.disk_full, 0);
+	progress_pause(e->progress, 0);
+	log_info("disk: room again (%lld MiB free); ingestion resumes",
+	    (long long)(free_b >> 20));
+	return 0;
+}
+
+/*
+ * One step of retention between batches, paced so that ingestion keeps
+ * the thread: 20 ms apart while there is work, a tick apart when not.
+ */
+static void
+trim_step(struct engine *e)
+{
+	int64_t now = clock_mono_ms();
+	int rc;
+
+	if (now < e->next_trim || e->in_txn)
+		return;
+	rc = retention_step(e->retention, clock_now_ms());
+	e->next_trim = now + (rc == 1 ? 20 : TICK_MS);
+	atomic_store(&metrics.trimmed, retention_trimmed_rows(e->retention));
+	if (rc < 0 && store_full(e->store))
+		disk_full_enter(e, "disk full: the database cannot grow");
+}
+
 static void
 engine_tick(struct engine *e)
 {
@@ -488,6 +561,9 @@ engine_tick(struct engine *e)
 		return;
 	e->next_tick = now + TICK_MS;
 	watchdog_test_hang();
+	/* Nothing the timer changes could be stored: it waits for room too. */
+	if (disk_check(e))
+		return;
 	twin_each(e->twins, check_status, e);
 	if (batch_begin(e) != TW_OK) {
 		batch_fail(e, "begin");
@@ -696,6 +772,7 @@ engine_main(void *arg)
 		} else if (e->in_txn) {
 			batch_commit(e);
 		}
+		trim_step(e);
 		if (request_pending(&e->requests))
 			serve_requests(e);
 		engine_tick(e);
@@ -760,13 +837,15 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 		twin_map_set_budget(e->twins, (size_t)c->memory_max_mb << 20);
 	atomic_store(&metrics.memory_budget, (uint64_t)c->memory_max_mb << 20);
 	e->names = calloc((size_t)c->max_properties, sizeof(*e->names));
-	e->apply = (struct apply){ e->twins, store, &e->desired, &e->runtime, c->auto_create,
-	    c->max_twins, c->max_props_per_twin, e->names, 0 };
+	e->hist = history_open(store);
+	e->retention = retention_open(store, c, c->db_path);
+	e->apply = (struct apply){ e->twins, store, e->hist, &e->desired, &e->runtime,
+	    c->auto_create, c->max_twins, c->max_props_per_twin, e->names, 0 };
 	rs = (struct restore){ .twins = e->twins, .models = e->models, .status = &e->status_rule,
 	    .runtime = &e->runtime, .commands = &e->commands };
 	/* Names first: the load binds every twin to its rules and open alerts. */
 	if (request_queue_init(&e->requests, wake, r) != TW_OK || e->twins == NULL ||
-	    e->names == NULL || runtime_init(&e->runtime, rules, e->twins) != TW_OK ||
+	    e->names == NULL || e->hist == NULL || e->retention == NULL || runtime_init(&e->runtime, rules, e->twins) != TW_OK ||
 	    restore_load(&rs, store, 0) != TW_OK)
 		goto fail;
 	e->apply.partial = rs.partial;
@@ -799,6 +878,8 @@ engine_free(struct engine *e)
 	effects_cleanup(&e->effects);
 	runtime_cleanup(&e->runtime);
 	twin_map_free(e->twins);
+	history_close(e->hist);
+	retention_close(e->retention);
 	store_close(e->store);
 	model_set_unref(e->models);
 	rules_unref(e->rules);
@@ -865,6 +946,10 @@ engine_health(struct engine *e)
 	const struct publisher *pub = e->outbox.pub;
 	const char *why = pub != NULL ? pub->trouble(pub->arg) : NULL;
 
+	const char *full = atomic_load(&e->disk_full);
+
+	if (full != NULL)
+		return full;
 	if (why != NULL)
 		return why;
 	return atomic_load(&e->failing) ? "database commits are failing" : NULL;

@@ -146,6 +146,20 @@ http_json(struct http_reply *rep, int status, cJSON *doc)
 }
 
 void
+http_add_header(struct http_reply *rep, const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (rep->nextra >= (int)(sizeof(rep->extra) / sizeof(rep->extra[0])))
+		return;
+	snprintf(rep->extra[rep->nextra].name, sizeof(rep->extra[0].name), "%s", name);
+	va_start(ap, fmt);
+	vsnprintf(rep->extra[rep->nextra].value, sizeof(rep->extra[0].value), fmt, ap);
+	va_end(ap);
+	rep->nextra++;
+}
+
+void
 http_request_error(struct http_reply *rep, const struct request *r)
 {
 	int status;
@@ -297,8 +311,7 @@ authorize(struct http *h, struct MHD_Connection *conn, struct body *b, struct ht
 	if (t == NULL) {
 		http_error(rep, 401, "unauthorized", "this needs a token: Authorization: Bearer "
 		    "<token> (a missing, unknown or revoked token)");
-		snprintf(rep->header_name, sizeof(rep->header_name), "WWW-Authenticate");
-		snprintf(rep->header_value, sizeof(rep->header_value), "Bearer realm=\"twind\"");
+		http_add_header(rep, "WWW-Authenticate", "Bearer realm=\"twind\"");
 	} else {
 		http_error(rep, 403, "forbidden", "token '%s' lacks the %s role", b->who,
 		    tokens_role_name(need));
@@ -381,8 +394,8 @@ http_send(struct MHD_Connection *conn, struct http_reply *rep)
 	/* A refused client gets no idle connection to hold against the others. */
 	if (rep->close)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-	if (rep->header_name[0] != '\0')
-		MHD_add_response_header(r, rep->header_name, rep->header_value);
+	for (int i = 0; i < rep->nextra; i++)
+		MHD_add_response_header(r, rep->extra[i].name, rep->extra[i].value);
 	ret = MHD_queue_response(conn, (unsigned)rep->status, r);
 	MHD_destroy_response(r);
 	return ret;

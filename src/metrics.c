@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "metrics.h"
+#include "text.h"
 
 struct metrics metrics;
 
@@ -40,87 +41,47 @@ metrics_commit(uint64_t batch, int64_t us)
 		}
 }
 
-struct out {
-	char *buf;
-	size_t len, cap;
-	int failed;
-};
-
 static void
-out_printf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void
-out_printf(struct out *o, const char *fmt, ...)
+counter(struct text *o, const char *name, const char *help, uint64_t v)
 {
-	va_list ap;
-	int n;
-
-	if (o->failed)
-		return;
-	for (;;) {
-		va_start(ap, fmt);
-		n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			o->failed = 1;
-			return;
-		}
-		if ((size_t)n < o->cap - o->len) {
-			o->len += (size_t)n;
-			return;
-		}
-		char *nb = realloc(o->buf, o->cap * 2);
-
-		if (nb == NULL) {
-			o->failed = 1;
-			return;
-		}
-		o->buf = nb;
-		o->cap *= 2;
-	}
-}
-
-static void
-counter(struct out *o, const char *name, const char *help, uint64_t v)
-{
-	out_printf(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
+	text_printf(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
 	    (unsigned long long)v);
 }
 
 static void
-gauge(struct out *o, const char *name, const char *help, uint64_t v)
+gauge(struct text *o, const char *name, const char *help, uint64_t v)
 {
-	out_printf(o, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", name, help, name, name,
+	text_printf(o, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", name, help, name, name,
 	    (unsigned long long)v);
 }
 
 static void
-render_histograms(struct out *o)
+render_histograms(struct text *o)
 {
 	uint64_t cum = 0;
 
-	out_printf(o, "# HELP twind_commit_batch_size Messages per database commit.\n"
+	text_printf(o, "# HELP twind_commit_batch_size Messages per database commit.\n"
 	    "# TYPE twind_commit_batch_size histogram\n");
 	for (int i = 0; i < METRICS_BATCH_BUCKETS; i++) {
 		cum += load(&metrics.batch_le[i]);
-		out_printf(o, "twind_commit_batch_size_bucket{le=\"%llu\"} %llu\n",
+		text_printf(o, "twind_commit_batch_size_bucket{le=\"%llu\"} %llu\n",
 		    (unsigned long long)batch_bounds[i], (unsigned long long)cum);
 	}
-	out_printf(o, "twind_commit_batch_size_bucket{le=\"+Inf\"} %llu\n"
+	text_printf(o, "twind_commit_batch_size_bucket{le=\"+Inf\"} %llu\n"
 	    "twind_commit_batch_size_sum %llu\ntwind_commit_batch_size_count %llu\n",
 	    (unsigned long long)load(&metrics.commits),
 	    (unsigned long long)load(&metrics.batch_sum),
 	    (unsigned long long)load(&metrics.commits));
 
 	cum = 0;
-	out_printf(o, "# HELP twind_commit_seconds Time of one database commit.\n"
+	text_printf(o, "# HELP twind_commit_seconds Time of one database commit.\n"
 	    "# TYPE twind_commit_seconds histogram\n");
 	for (int i = 0; i < METRICS_COMMIT_BUCKETS; i++) {
 		cum += load(&metrics.commit_le[i]);
-		out_printf(o, "twind_commit_seconds_bucket{le=\"%g\"} %llu\n",
+		text_printf(o, "twind_commit_seconds_bucket{le=\"%g\"} %llu\n",
 		    (double)commit_bounds_us[i] / 1e6, (unsigned long long)cum);
 	}
-	out_printf(o, "twind_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
+	text_printf(o, "twind_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
 	    "twind_commit_seconds_sum %.6f\ntwind_commit_seconds_count %llu\n",
 	    (unsigned long long)load(&metrics.commits),
 	    (double)load(&metrics.commit_us_sum) / 1e6,
@@ -144,16 +105,14 @@ metrics_command(const char *status)
 char *
 metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 {
-	struct out o = { .cap = 8192 };
+	struct text o = { 0 };
 
-	if ((o.buf = malloc(o.cap)) == NULL)
-		return NULL;
 	counter(&o, "twind_messages_received_total", "MQTT telemetry messages received.",
 	    load(&metrics.received));
-	out_printf(&o, "# HELP twind_messages_dropped_total Messages dropped, by reason.\n"
+	text_printf(&o, "# HELP twind_messages_dropped_total Messages dropped, by reason.\n"
 	    "# TYPE twind_messages_dropped_total counter\n");
 	for (int r = 1; r < DROP__COUNT; r++)
-		out_printf(&o, "twind_messages_dropped_total{reason=\"%s\"} %llu\n",
+		text_printf(&o, "twind_messages_dropped_total{reason=\"%s\"} %llu\n",
 		    ingest_reason_name(r), (unsigned long long)load(&metrics.dropped[r]));
 	counter(&o, "twind_quarantined_total", "Dropped messages kept in the quarantine table.",
 	    load(&metrics.quarantined));
@@ -180,6 +139,12 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	    load(&metrics.reconnects));
 	gauge(&o, "twind_database_failing", "1 while the last commit failed.",
 	    (uint64_t)atomic_load(&metrics.db_failing));
+	gauge(&o, "twind_disk_full", "1 while ingestion is paused because the disk is full or "
+	    "under [storage] disk_reserve.", (uint64_t)atomic_load(&metrics.disk_full));
+	gauge(&o, "twind_disk_free_bytes", "Bytes free on the database's file system.",
+	    (uint64_t)(atomic_load(&metrics.disk_free) > 0 ? atomic_load(&metrics.disk_free) : 0));
+	counter(&o, "twind_retention_trimmed_total", "Rows deleted by retention and the disk "
+	    "budget.", load(&metrics.trimmed));
 	counter(&o, "twind_http_requests_total", "REST requests served.",
 	    load(&metrics.http_requests));
 	counter(&o, "twind_http_refused_total", "Requests refused for their Host, Origin or "
@@ -191,10 +156,10 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	counter(&o, "twind_outbox_dropped_total",
 	    "Alert messages dropped while the broker was away (beyond the outbox's bound).",
 	    load(&metrics.outbox_dropped));
-	out_printf(&o, "# HELP twind_commands_total Commands that reached a status.\n"
+	text_printf(&o, "# HELP twind_commands_total Commands that reached a status.\n"
 	    "# TYPE twind_commands_total counter\n");
 	for (int i = 0; i < METRICS_CMD_STATUSES; i++)
-		out_printf(&o, "twind_commands_total{status=\"%s\"} %llu\n", command_statuses[i],
+		text_printf(&o, "twind_commands_total{status=\"%s\"} %llu\n", command_statuses[i],
 		    (unsigned long long)load(&metrics.commands[i]));
 	gauge(&o, "twind_commands_pending", "Commands waiting for the broker to take them.",
 	    load(&metrics.commands_pending));

@@ -610,6 +610,24 @@ mqtt_final_write(struct mqtt *m)
 		    "will redeliver those messages (history absorbs them by ts)");
 }
 
+/*
+ * The disk is full: acknowledge what is committed, leave the broker
+ * (which queues the rest for our persistent session) and wait. Reading on
+ * would only fill the ring with what cannot be stored.
+ */
+static void
+mqtt_step_aside(struct mqtt *m)
+{
+	if (mosquitto_socket(m->mosq) >= 0) {
+		if (mqtt_settle(m) == TW_OK && mosquitto_socket(m->mosq) >= 0)
+			mqtt_final_write(m);
+		mqtt_drop(m);
+		log_warnx("mqtt: off the broker while the disk is full; it keeps the telemetry "
+		    "for twind's session until there is room again");
+	}
+	mqtt_pause(m, BEAT_MS);
+}
+
 static void *
 mqtt_main(void *arg)
 {
@@ -617,6 +635,10 @@ mqtt_main(void *arg)
 
 	while (!atomic_load(&m->stop)) {
 		watchdog_beat(WD_MQTT);
+		if (progress_paused(m->progress)) {
+			mqtt_step_aside(m);
+			continue;
+		}
 		if (mosquitto_socket(m->mosq) < 0) {
 			atomic_store(&m->connected, 0);
 			atomic_store(&metrics.broker_connected, 0);

@@ -10,6 +10,7 @@ int
 progress_init(struct progress *p)
 {
 	p->committed = p->failed = 0;
+	atomic_init(&p->paused, 0);
 	if (pthread_mutex_init(&p->lock, NULL) != 0)
 		return TW_ERR_NOMEM;
 	if (clock_cond_init(&p->moved) != TW_OK) {
@@ -36,6 +37,18 @@ progress_advance(struct progress *p, uint64_t committed, uint64_t failed)
 		p->failed = failed;
 	pthread_cond_broadcast(&p->moved);
 	pthread_mutex_unlock(&p->lock);
+}
+
+void
+progress_pause(struct progress *p, int paused)
+{
+	atomic_store(&p->paused, paused);
+}
+
+int
+progress_paused(struct progress *p)
+{
+	return atomic_load(&p->paused);
 }
 
 int

@@ -3,10 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "err.h"
 #include "log.h"
 #include "store.h"
+#include "store_sql.h"
 
 /*
  * Schema steps, applied in order and recorded in PRAGMA user_version.
@@ -68,17 +70,55 @@ static const char *const migrations[] = {
 	"ALTER TABLE alerts ADD COLUMN acked_by TEXT;"
 	"ALTER TABLE alerts ADD COLUMN shelved_by TEXT;"
 	"ALTER TABLE desired ADD COLUMN set_by TEXT;",
+	/*
+	 * 6: history tiers. Per series and minute, and per series and hour:
+	 * count, sum, min, max, and the first and last value with their ts
+	 * (history.c keeps them in the commit of their raw points). `trimmed`
+	 * holds each tier's retention edge: nothing older is left in it.
+	 * Existing numbers are rolled up once, here.
+	 */
+	"CREATE TABLE rollup_1m(series INTEGER NOT NULL, ts INTEGER NOT NULL,"
+	"  n INTEGER NOT NULL, total REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL,"
+	"  first_ts INTEGER NOT NULL, first_v REAL NOT NULL,"
+	"  last_ts INTEGER NOT NULL, last_v REAL NOT NULL,"
+	"  PRIMARY KEY(series, ts)) WITHOUT ROWID;"
+	"CREATE TABLE rollup_1h(series INTEGER NOT NULL, ts INTEGER NOT NULL,"
+	"  n INTEGER NOT NULL, total REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL,"
+	"  first_ts INTEGER NOT NULL, first_v REAL NOT NULL,"
+	"  last_ts INTEGER NOT NULL, last_v REAL NOT NULL,"
+	"  PRIMARY KEY(series, ts)) WITHOUT ROWID;"
+	"CREATE TABLE trimmed(tier TEXT PRIMARY KEY, before_ts INTEGER NOT NULL) WITHOUT ROWID;"
+	"INSERT INTO rollup_1m SELECT series, b, count(*), sum(value), min(value), max(value),"
+	"  min(ts), fv, max(ts), lv FROM (SELECT series, ts, value,"
+	"  ts - ((ts % 60000) + 60000) % 60000 AS b,"
+	"  first_value(value) OVER w AS fv, last_value(value) OVER w AS lv"
+	"  FROM history WHERE typeof(value) = 'real' WINDOW w AS (PARTITION BY series,"
+	"  ts - ((ts % 60000) + 60000) % 60000 ORDER BY ts"
+	"  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) GROUP BY series, b;"
+	"INSERT INTO rollup_1h SELECT series, b, sum(n), sum(total), min(lo), max(hi),"
+	"  min(first_ts), fv, max(last_ts), lv FROM (SELECT series, n, total, lo, hi, first_ts,"
+	"  last_ts, ts - ((ts % 3600000) + 3600000) % 3600000 AS b,"
+	"  first_value(first_v) OVER (PARTITION BY series, ts - ((ts % 3600000) + 3600000) "
+	"  % 3600000 ORDER BY first_ts ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED "
+	"  FOLLOWING) AS fv,"
+	"  first_value(last_v) OVER (PARTITION BY series, ts - ((ts % 3600000) + 3600000) "
+	"  % 3600000 ORDER BY last_ts DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED "
+	"  FOLLOWING) AS lv FROM rollup_1m) GROUP BY series, b;"
+	/* What retention may delete, oldest first, without a scan. */
+	"CREATE INDEX alerts_done ON alerts(cleared_ts) WHERE active = 0 AND acknowledged = 1;"
+	"CREATE INDEX commands_done ON commands(issued_ts) "
+	"  WHERE status NOT IN ('pending', 'sent');",
 };
 
 enum stmt_id {
 	ST_BEGIN, ST_COMMIT, ST_ROLLBACK,
-	ST_SERIES_ADD, ST_HISTORY_PUT, ST_SERIES_PUT, ST_TWIN_PUT,
+	ST_SERIES_ADD, ST_SERIES_PUT, ST_TWIN_PUT,
 	ST_QUARANTINE_PUT, ST_QUARANTINE_TRIM,
 	ST_DESIRED_PUT, ST_DESIRED_DEL, ST_ALERT_ADD, ST_ALERT_PUT, ST_ALERT_GET, ST_ALERT_CLEAR,
 	ST_CMD_PUT, ST_CMD_ANSWER, ST_CMDS_OVERDUE, ST_CMD_GET, ST_TWIN_EXISTS,
 	ST_LOAD_TWINS, ST_LOAD_SERIES, ST_LOAD_DESIRED, ST_LOAD_ALERTS, ST_LOAD_CMDS,
 	ST_READ_TWINS, ST_READ_TWINS_PARENT, ST_READ_TWIN, ST_READ_CHILDREN,
-	ST_READ_REPORTED, ST_SERIES_FIND, ST_HISTORY_ASC, ST_HISTORY_NEWEST, ST_BUCKETS,
+	ST_READ_REPORTED, ST_SERIES_FIND, ST_HISTORY_ASC, ST_HISTORY_NEWEST,
 	ST_READ_DESIRED, ST_READ_ALERTS_TWIN, ST_SNAP_BEGIN, ST_SNAP_END,
 	ST_READ_ALERTS, ST_READ_COMMANDS,
 	ST__COUNT
@@ -102,10 +142,6 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_SERIES_ADD] = "INSERT INTO series(twin, property) VALUES(?, ?) "
 	    "ON CONFLICT(twin, property) DO UPDATE SET property = excluded.property "
 	    "RETURNING id, twin, property, ts, value, out_of_range",
-	/* A redelivery (same ts, same value) changes no row: sqlite3_changes() says so. */
-	[ST_HISTORY_PUT] = "INSERT INTO history(series, ts, value) VALUES(?, ?, ?) "
-	    "ON CONFLICT(series, ts) DO UPDATE SET value = excluded.value "
-	    "WHERE value IS NOT excluded.value",
 	[ST_SERIES_PUT] = "UPDATE series SET value = ?, ts = ?, out_of_range = ? WHERE id = ?",
 	[ST_TWIN_PUT] = "INSERT INTO twins(id, model, parent, version, last_seen_ts, created_ts, "
 	    "delta_pending) VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -161,9 +197,6 @@ static const char *const stmt_sql[ST__COUNT] = {
 	    "AND ts >= ? AND ts <= ? ORDER BY ts ASC LIMIT ?",
 	[ST_HISTORY_NEWEST] = "SELECT ts, value FROM (SELECT ts, value FROM history "
 	    "WHERE series = ? AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?) ORDER BY ts",
-	[ST_BUCKETS] = "SELECT (ts / ?1) * ?1 AS b, min(value), max(value), avg(value), count(*) "
-	    "FROM history WHERE series = ?2 AND ts >= ?3 AND ts <= ?4 "
-	    "AND typeof(value) = 'real' GROUP BY b ORDER BY b LIMIT ?5",
 	[ST_READ_DESIRED] = "SELECT twin, property, value, ts, pending_since_ts, published, "
 	    "converged_ts, in_delta, set_by FROM desired WHERE twin = ? ORDER BY property",
 	[ST_READ_ALERTS_TWIN] = "SELECT " ALERT_COLS " FROM alerts WHERE twin = ? AND active = 1 "
@@ -190,6 +223,18 @@ struct store {
 	int writer;
 	sqlite3_stmt *st[ST__COUNT];
 };
+
+int
+store_full(struct store *s)
+{
+	return sqlite3_errcode(s->db) == SQLITE_FULL;
+}
+
+sqlite3 *
+store_handle(struct store *s)
+{
+	return s->db;
+}
 
 const char *
 store_errmsg(struct store *s)
@@ -252,6 +297,9 @@ store_open(const char *path, int writer, int full_sync)
 	int flags = SQLITE_OPEN_NOMUTEX |
 	    (writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY);
 	struct store *s;
+	struct stat st;
+	/* Only a new file is touched before it is read: a damaged one must stay as it is. */
+	int fresh = stat(path, &st) != 0 || st.st_size == 0;
 
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return NULL;
@@ -263,7 +311,15 @@ store_open(const char *path, int writer, int full_sync)
 	/* A reader waits briefly for a checkpoint rather than failing a request. */
 	sqlite3_busy_timeout(s->db, writer ? 5000 : 2000);
 	if (writer) {
-		if (store_exec(s, "PRAGMA journal_mode = WAL") != TW_OK ||
+		/*
+		 * Incremental vacuum can only be chosen before the first table:
+		 * a new database gets it, so trimming can give pages back to
+		 * the file system. The WAL is cut back to 64 MiB after a
+		 * checkpoint, so one burst does not keep the file large.
+		 */
+		if ((fresh && store_exec(s, "PRAGMA auto_vacuum = INCREMENTAL") != TW_OK) ||
+		    store_exec(s, "PRAGMA journal_size_limit = 67108864") != TW_OK ||
+		    store_exec(s, "PRAGMA journal_mode = WAL") != TW_OK ||
 		    store_exec(s, full_sync ? "PRAGMA synchronous = FULL" :
 		    "PRAGMA synchronous = NORMAL") != TW_OK ||
 		    store_migrate(s) != TW_OK)
@@ -296,9 +352,8 @@ store_close(struct store *s)
 	free(s);
 }
 
-/* Runs a statement that returns no rows, then resets it for the next use. */
-static int
-step_done(struct store *s, sqlite3_stmt *st)
+int
+store_step_done(struct store *s, sqlite3_stmt *st)
 {
 	int rc = sqlite3_step(st);
 
@@ -314,37 +369,37 @@ step_done(struct store *s, sqlite3_stmt *st)
 int
 store_begin(struct store *s)
 {
-	return step_done(s, s->st[ST_BEGIN]);
+	return store_step_done(s, s->st[ST_BEGIN]);
 }
 
 int
 store_commit(struct store *s)
 {
-	return step_done(s, s->st[ST_COMMIT]);
+	return store_step_done(s, s->st[ST_COMMIT]);
 }
 
 int
 store_snapshot_begin(struct store *s)
 {
-	return step_done(s, s->st[ST_SNAP_BEGIN]);
+	return store_step_done(s, s->st[ST_SNAP_BEGIN]);
 }
 
 void
 store_snapshot_end(struct store *s)
 {
 	if (!sqlite3_get_autocommit(s->db))
-		step_done(s, s->st[ST_SNAP_END]);
+		store_step_done(s, s->st[ST_SNAP_END]);
 }
 
 void
 store_rollback(struct store *s)
 {
 	if (!sqlite3_get_autocommit(s->db))
-		step_done(s, s->st[ST_ROLLBACK]);
+		store_step_done(s, s->st[ST_ROLLBACK]);
 }
 
-static void
-bind_value(sqlite3_stmt *st, int col, const struct tw_val *v)
+void
+store_bind_value(sqlite3_stmt *st, int col, const struct tw_val *v)
 {
 	/*
 	 * The storage class keeps the type: REAL is a number, INTEGER a
@@ -366,8 +421,8 @@ bind_value(sqlite3_stmt *st, int col, const struct tw_val *v)
 	}
 }
 
-static void
-column_value(sqlite3_stmt *st, int col, struct tw_val *v)
+void
+store_column_value(sqlite3_stmt *st, int col, struct tw_val *v)
 {
 	switch (sqlite3_column_type(st, col)) {
 	case SQLITE_FLOAT:
@@ -429,31 +484,16 @@ store_twin_exists(struct store *s, const char *id)
 }
 
 int
-store_history_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v,
-    int *fresh)
-{
-	sqlite3_stmt *st = s->st[ST_HISTORY_PUT];
-
-	sqlite3_bind_int64(st, 1, series);
-	sqlite3_bind_int64(st, 2, ts);
-	bind_value(st, 3, v);
-	if (step_done(s, st) != TW_OK)
-		return TW_ERR_DB;
-	*fresh = sqlite3_changes(s->db) > 0;
-	return TW_OK;
-}
-
-int
 store_series_put(struct store *s, int64_t series, int64_t ts, const struct tw_val *v,
     int out_of_range)
 {
 	sqlite3_stmt *st = s->st[ST_SERIES_PUT];
 
-	bind_value(st, 1, v);
+	store_bind_value(st, 1, v);
 	sqlite3_bind_int64(st, 2, ts);
 	sqlite3_bind_int(st, 3, out_of_range);
 	sqlite3_bind_int64(st, 4, series);
-	return step_done(s, st);
+	return store_step_done(s, st);
 }
 
 static void
@@ -481,14 +521,14 @@ store_desired_put(struct store *s, const char *twin, const struct store_desired_
 
 	sqlite3_bind_text(st, 1, twin, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, d->prop, -1, SQLITE_STATIC);
-	bind_value(st, 3, &d->val);
+	store_bind_value(st, 3, &d->val);
 	sqlite3_bind_int64(st, 4, d->ts);
 	bind_ts_or_null(st, 5, d->pending_since_ts);
 	sqlite3_bind_int64(st, 6, d->published);
 	bind_ts_or_null(st, 7, d->converged_ts);
 	sqlite3_bind_int(st, 8, d->in_delta);
 	bind_text_or_null(st, 9, d->set_by);
-	return step_done(s, st);
+	return store_step_done(s, st);
 }
 
 int
@@ -498,7 +538,7 @@ store_desired_del(struct store *s, const char *twin, const char *prop)
 
 	sqlite3_bind_text(st, 1, twin, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, prop, -1, SQLITE_STATIC);
-	return step_done(s, st);
+	return store_step_done(s, st);
 }
 
 int
@@ -510,9 +550,9 @@ store_alert_add(struct store *s, const struct store_alert_row *a, int64_t *id)
 	sqlite3_bind_text(st, 2, a->rule, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, a->severity, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 4, a->message, -1, SQLITE_STATIC);
-	bind_value(st, 5, &a->val);
+	store_bind_value(st, 5, &a->val);
 	sqlite3_bind_int64(st, 6, a->raised_ts);
-	if (step_done(s, st) != TW_OK)
+	if (store_step_done(s, st) != TW_OK)
 		return TW_ERR_DB;
 	*id = sqlite3_last_insert_rowid(s->db);
 	return TW_OK;
@@ -524,7 +564,7 @@ store_alert_put(struct store *s, const struct store_alert_row *a)
 	sqlite3_stmt *st = s->st[ST_ALERT_PUT];
 
 	sqlite3_bind_text(st, 1, a->message, -1, SQLITE_STATIC);
-	bind_value(st, 2, &a->val);
+	store_bind_value(st, 2, &a->val);
 	sqlite3_bind_int(st, 3, a->active);
 	sqlite3_bind_int(st, 4, a->acknowledged);
 	bind_ts_or_null(st, 5, a->shelved_until_ts);
@@ -533,7 +573,7 @@ store_alert_put(struct store *s, const struct store_alert_row *a)
 	bind_text_or_null(st, 8, a->acked_by);
 	bind_text_or_null(st, 9, a->shelved_by);
 	sqlite3_bind_int64(st, 10, a->id);
-	return step_done(s, st);
+	return store_step_done(s, st);
 }
 
 int
@@ -543,7 +583,7 @@ store_alert_clear(struct store *s, int64_t id, int64_t cleared_ts)
 
 	sqlite3_bind_int64(st, 1, cleared_ts);
 	sqlite3_bind_int64(st, 2, id);
-	return step_done(s, st);
+	return store_step_done(s, st);
 }
 
 int
@@ -566,7 +606,7 @@ store_command_put(struct store *s, const struct store_command_row *c)
 	sqlite3_bind_int64(st, 13, c->timeout_ms);
 	bind_ts_or_null(st, 14, c->deadline_ts);
 	bind_text_or_null(st, 15, c->issued_by);
-	return step_done(s, st);
+	return store_step_done(s, st);
 }
 
 int
@@ -580,7 +620,7 @@ store_command_answer(struct store *s, const char *id, const char *twin, const ch
 	bind_ts_or_null(st, 3, acked_ts);
 	sqlite3_bind_text(st, 4, id, -1, SQLITE_STATIC);
 	bind_text_or_null(st, 5, twin);
-	if (step_done(s, st) != TW_OK)
+	if (store_step_done(s, st) != TW_OK)
 		return TW_ERR_DB;
 	*changed = sqlite3_changes(s->db) > 0;
 	return TW_OK;
@@ -620,7 +660,7 @@ store_twin_put(struct store *s, const struct store_twin_row *t)
 	bind_ts_or_null(st, 5, t->last_seen_ts);
 	sqlite3_bind_int64(st, 6, t->created_ts);
 	sqlite3_bind_int(st, 7, t->delta_pending);
-	return step_done(s, st);
+	return store_step_done(s, st);
 }
 
 int
@@ -634,12 +674,12 @@ store_quarantine_put(struct store *s, int64_t ts, const char *topic, const char 
 	sqlite3_bind_text(st, 2, topic, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 4, payload, len, SQLITE_STATIC);
-	if (step_done(s, st) != TW_OK)
+	if (store_step_done(s, st) != TW_OK)
 		return TW_ERR_DB;
 	last = sqlite3_last_insert_rowid(s->db);
 	st = s->st[ST_QUARANTINE_TRIM];
 	sqlite3_bind_int64(st, 1, last - keep);
-	return step_done(s, st);
+	return store_step_done(s, st);
 }
 
 static void
@@ -662,7 +702,7 @@ series_row(sqlite3_stmt *st, struct store_series_row *r)
 	r->twin = (const char *)sqlite3_column_text(st, 1);
 	r->prop = (const char *)sqlite3_column_text(st, 2);
 	r->ts = sqlite3_column_int64(st, 3);
-	column_value(st, 4, &r->val);
+	store_column_value(st, 4, &r->val);
 	r->out_of_range = sqlite3_column_int(st, 5);
 }
 
@@ -671,7 +711,7 @@ desired_row(sqlite3_stmt *st, struct store_desired_row *r)
 {
 	r->twin = (const char *)sqlite3_column_text(st, 0);
 	r->prop = (const char *)sqlite3_column_text(st, 1);
-	column_value(st, 2, &r->val);
+	store_column_value(st, 2, &r->val);
 	r->ts = sqlite3_column_int64(st, 3);
 	r->pending_since_ts = sqlite3_column_int64(st, 4);
 	r->published = sqlite3_column_int64(st, 5);
@@ -708,7 +748,7 @@ alert_row(sqlite3_stmt *st, struct store_alert_row *r)
 	r->rule = (const char *)sqlite3_column_text(st, 2);
 	r->severity = (const char *)sqlite3_column_text(st, 3);
 	r->message = (const char *)sqlite3_column_text(st, 4);
-	column_value(st, 5, &r->val);
+	store_column_value(st, 5, &r->val);
 	r->active = sqlite3_column_int(st, 6);
 	r->acknowledged = sqlite3_column_int(st, 7);
 	r->shelved_until_ts = sqlite3_column_int64(st, 8);
@@ -956,8 +996,8 @@ store_read_reported(struct store *s, const char *twin,
 	return found_or_empty(step_rows(s, st, series_row_cb, &sc));
 }
 
-static int
-series_find(struct store *s, const char *twin, const char *prop, int64_t *id)
+int
+store_series_find(struct store *s, const char *twin, const char *prop, int64_t *id)
 {
 	sqlite3_stmt *st = s->st[ST_SERIES_FIND];
 	int rc;
@@ -986,7 +1026,7 @@ point_row_cb(void *p, sqlite3_stmt *st)
 	struct store_point pt;
 
 	pt.ts = sqlite3_column_int64(st, 0);
-	column_value(st, 1, &pt.val);
+	store_column_value(st, 1, &pt.val);
 	return c->cb(c->arg, &pt);
 }
 
@@ -1000,47 +1040,11 @@ store_read_history(struct store *s, const char *twin, const char *prop, int64_t 
 	int64_t series;
 	int rc;
 
-	if ((rc = series_find(s, twin, prop, &series)) != TW_OK)
+	if ((rc = store_series_find(s, twin, prop, &series)) != TW_OK)
 		return rc;
 	sqlite3_bind_int64(st, 1, series);
 	sqlite3_bind_int64(st, 2, from);
 	sqlite3_bind_int64(st, 3, to);
 	sqlite3_bind_int(st, 4, limit);
 	return found_or_empty(step_rows(s, st, point_row_cb, &pc));
-}
-
-struct bucket_cb { int (*cb)(void *, const struct store_bucket *); void *arg; };
-
-static int
-bucket_row_cb(void *p, sqlite3_stmt *st)
-{
-	struct bucket_cb *c = p;
-	struct store_bucket b;
-
-	b.ts = sqlite3_column_int64(st, 0);
-	b.min = sqlite3_column_double(st, 1);
-	b.max = sqlite3_column_double(st, 2);
-	b.avg = sqlite3_column_double(st, 3);
-	b.count = sqlite3_column_int64(st, 4);
-	return c->cb(c->arg, &b);
-}
-
-int
-store_read_buckets(struct store *s, const char *twin, const char *prop, int64_t from,
-    int64_t to, int64_t step_ms, int limit,
-    int (*cb)(void *, const struct store_bucket *), void *arg)
-{
-	struct bucket_cb bc = { cb, arg };
-	sqlite3_stmt *st = s->st[ST_BUCKETS];
-	int64_t series;
-	int rc;
-
-	if ((rc = series_find(s, twin, prop, &series)) != TW_OK)
-		return rc;
-	sqlite3_bind_int64(st, 1, step_ms);
-	sqlite3_bind_int64(st, 2, series);
-	sqlite3_bind_int64(st, 3, from);
-	sqlite3_bind_int64(st, 4, to);
-	sqlite3_bind_int(st, 5, limit);
-	return found_or_empty(step_rows(s, st, bucket_row_cb, &bc));
 }

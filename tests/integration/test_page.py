@@ -165,7 +165,7 @@ def test_stale_twin_turns_its_mark(plant):
     assert attrs(p, '#tree li[data-twin="p-3"] > a .mark[data-status]', "class") == ["mark st-stale"]
     # the line rolls its children up: worse below it is shown on it
     wait_until(lambda: attrs(p, '#tree li[data-twin="line-1"] > a .mark[data-rollup]',
-                             "data-rollup") == ["stale"], 5,
+                             "data-rollup") == ["stale"], 10,
                what="the line's rolled-up mark")
 
 

@@ -168,7 +168,7 @@ def test_kill9_under_load(broker, make_twind, make_publisher):
     check_state_matches_history(tw, by_twin)
     # REST sees the same history as the database
     twin = next(iter(by_twin))
-    rest = tw.history(twin, "seq", **{"from": "-1d", "limit": 100000})
+    rest = tw.history(twin, "seq", **{"from": "-1d", "limit": 10000})
     assert [(p["ts"], p["value"]) for p in rest] == tw.db_history(twin, "seq")
     assert tw.stop() == 0
     check_exactly_once(tw, by_twin, acked)

@@ -1,4 +1,4 @@
-/* Unit tests of the store: schema, idempotent history, reads, quarantine bound. */
+/* Unit tests of the store: schema, reads, the quarantine bound (history: test_history.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -41,119 +41,6 @@ teardown(void **state)
 	snprintf(p, sizeof(p), "%s-shm", path);
 	unlink(p);
 	return 0;
-}
-
-struct points {
-	int n;
-	int64_t ts[16];
-	double v[16];
-	int type[16];
-};
-
-static int
-collect(void *arg, const struct store_point *p)
-{
-	struct points *ps = arg;
-
-	ps->ts[ps->n] = p->ts;
-	ps->v[ps->n] = p->val.num;
-	ps->type[ps->n] = p->val.type;
-	ps->n++;
-	return ps->n == 16;
-}
-
-static void
-test_history_is_idempotent(void **state)
-{
-	struct store *w = store_open(path, 1, 0), *r;
-	struct tw_val one = { .type = VAL_NUM, .num = 1.5 }, two = { .type = VAL_NUM, .num = 2 };
-	struct tw_val yes = { .type = VAL_BOOL, .num = 1 };
-	struct points ps = { 0 };
-	int64_t s1, s2;
-	int fresh;
-
-	(void)state;
-	assert_non_null(w);
-	assert_int_equal(store_begin(w), TW_OK);
-	assert_int_equal(store_series_add(w, "p1", "t", &s1, NULL, NULL), TW_OK);
-	assert_int_equal(store_series_add(w, "p1", "on", &s2, NULL, NULL), TW_OK);
-	assert_int_not_equal(s1, s2);
-	assert_int_equal(store_history_put(w, s1, 1000, &one, &fresh), TW_OK);
-	assert_int_equal(fresh, 1);
-	assert_int_equal(store_history_put(w, s1, 2000, &two, &fresh), TW_OK);
-	assert_int_equal(fresh, 1);
-	/* A redelivery changes nothing, and says so: windows must not count it again. */
-	assert_int_equal(store_history_put(w, s1, 1000, &one, &fresh), TW_OK);
-	assert_int_equal(fresh, 0);
-	/* A correction (same ts, another value) is news. */
-	assert_int_equal(store_history_put(w, s1, 1000, &two, &fresh), TW_OK);
-	assert_int_equal(fresh, 1);
-	assert_int_equal(store_history_put(w, s1, 1000, &one, &fresh), TW_OK);
-	assert_int_equal(store_history_put(w, s2, 1000, &yes, &fresh), TW_OK);
-	{
-		struct store_twin_row row = { .id = "p1", .model = "dtmi:x:P;1", .version = 3,
-		    .last_seen_ts = 5000, .created_ts = 1, .delta_pending = 1 };
-
-		assert_int_equal(store_twin_put(w, &row), TW_OK);
-	}
-	assert_int_equal(store_commit(w), TW_OK);
-
-	assert_non_null(r = store_open(path, 0, 0));
-	assert_int_equal(store_read_history(r, "p1", "t", 0, INT64_MAX, 100, 0, collect, &ps),
-	    TW_OK);
-	assert_int_equal(ps.n, 2);
-	assert_int_equal(ps.ts[0], 1000);
-	assert_true(ps.v[0] == 1.5);
-	assert_int_equal(ps.type[0], VAL_NUM);
-	ps.n = 0;
-	assert_int_equal(store_read_history(r, "p1", "t", 0, INT64_MAX, 1, 1, collect, &ps), TW_OK);
-	assert_int_equal(ps.n, 1);
-	assert_int_equal(ps.ts[0], 2000);	/* newest */
-	ps.n = 0;
-	assert_int_equal(store_read_history(r, "p1", "on", 0, INT64_MAX, 10, 0, collect, &ps),
-	    TW_OK);
-	assert_int_equal(ps.type[0], VAL_BOOL);
-	assert_int_equal(store_read_history(r, "p1", "nope", 0, INT64_MAX, 10, 0, collect, &ps),
-	    TW_ERR_NOTFOUND);
-	store_close(r);
-	store_close(w);
-}
-
-static int
-collect_bucket(void *arg, const struct store_bucket *b)
-{
-	struct store_bucket *out = arg;
-
-	out[out[15].count++] = *b;
-	return 0;
-}
-
-static void
-test_buckets(void **state)
-{
-	struct store *w = store_open(path, 1, 0);
-	struct store_bucket out[16] = { 0 };
-	struct tw_val v = { .type = VAL_NUM };
-	int64_t s;
-	int fresh;
-
-	(void)state;
-	assert_int_equal(store_begin(w), TW_OK);
-	assert_int_equal(store_series_add(w, "p2", "t", &s, NULL, NULL), TW_OK);
-	/* 120 points at 1 s: two one-minute buckets, 0..59 and 60..119. */
-	for (int i = 0; i < 120; i++) {
-		v.num = i;
-		assert_int_equal(store_history_put(w, s, 60000LL * 1000 + i * 1000LL, &v, &fresh),
-		    TW_OK);
-	}
-	assert_int_equal(store_commit(w), TW_OK);
-	assert_int_equal(store_read_buckets(w, "p2", "t", 0, INT64_MAX, 60000, 10,
-	    collect_bucket, out), TW_OK);
-	assert_int_equal(out[15].count, 2);
-	assert_int_equal(out[0].count, 60);
-	assert_true(out[0].min == 0 && out[0].max == 59 && out[0].avg == 29.5);
-	assert_true(out[1].min == 60 && out[1].max == 119);
-	store_close(w);
 }
 
 static void
@@ -348,8 +235,6 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_history_is_idempotent),
-		cmocka_unit_test(test_buckets),
 		cmocka_unit_test(test_quarantine_is_bounded),
 		cmocka_unit_test(test_load_callback_error_aborts_and_is_returned),
 		cmocka_unit_test(test_series_found_again),

@@ -1,0 +1,21 @@
+/*
+ * For the modules that own tables of their own in the store's database
+ * (history.c, retention.c): its SQLite handle and the store's way of
+ * binding a value, reading one back and running a statement.
+ */
+#ifndef TW_STORE_SQL_H
+#define TW_STORE_SQL_H
+
+#include <sqlite3.h>
+
+#include "store.h"
+
+sqlite3 *store_handle(struct store *s);
+/* A value as its storage class: REAL a number, INTEGER a boolean, TEXT a string. */
+void store_bind_value(sqlite3_stmt *st, int col, const struct tw_val *v);
+/* The value in column `col` of the current row; a string is borrowed until the next step. */
+void store_column_value(sqlite3_stmt *st, int col, struct tw_val *v);
+/* Runs a statement that returns no rows, then resets it; TW_ERR_DB (logged) on failure. */
+int store_step_done(struct store *s, sqlite3_stmt *st);
+
+#endif

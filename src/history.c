@@ -1,0 +1,396 @@
+/* History tiers: raw points, minute and hour rollups kept in the raw points' commit. */
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "history.h"
+#include "log.h"
+#include "store_sql.h"
+
+/*
+ * A batch's rollups are summed in memory per (series, minute) and
+ * written once per entry at the flush, so a series that reports every
+ * 10 ms costs one upsert per minute tier row per batch, not one per
+ * point. The table is bounded: when it is half full it is written out
+ * early, still inside the batch's transaction.
+ */
+#define ACC_SLOTS	4096		/* a power of two */
+#define ACC_MAX		(ACC_SLOTS / 2)
+
+struct acc {
+	int64_t series, minute;
+	int64_t n, first_ts, last_ts;
+	double sum, lo, hi, first, last;
+	int used;
+	int redo;	/* a value was replaced: recompute the minute from raw rows */
+};
+
+enum hist_stmt {
+	H_PUT_NEW, H_PUT_OVER,
+	H_MERGE_1M, H_MERGE_1H,
+	H_REDO_1M_DEL, H_REDO_1M, H_REDO_1H_DEL, H_REDO_1H,
+	H__COUNT
+};
+
+/*
+ * Merging a partial rollup into a row: every right-hand side reads the
+ * row as it was, so first and last are chosen before their ts move.
+ */
+#define MERGE(table) "INSERT INTO " table "(series, ts, n, total, lo, hi, first_ts, first_v, " \
+	"last_ts, last_v) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(series, ts) DO " \
+	"UPDATE SET n = n + excluded.n, total = total + excluded.total, " \
+	"lo = min(lo, excluded.lo), hi = max(hi, excluded.hi), " \
+	"first_v = CASE WHEN excluded.first_ts < first_ts THEN excluded.first_v ELSE first_v END, " \
+	"first_ts = min(first_ts, excluded.first_ts), " \
+	"last_v = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last_v ELSE last_v END, " \
+	"last_ts = max(last_ts, excluded.last_ts)"
+
+static const char *const hist_sql[H__COUNT] = {
+	[H_PUT_NEW] = "INSERT INTO history(series, ts, value) VALUES(?, ?, ?) "
+	    "ON CONFLICT(series, ts) DO NOTHING",
+	/* Only after a conflict: a redelivery (same value) changes no row. */
+	[H_PUT_OVER] = "UPDATE history SET value = ?3 WHERE series = ?1 AND ts = ?2 "
+	    "AND value IS NOT ?3",
+	[H_MERGE_1M] = MERGE("rollup_1m"),
+	[H_MERGE_1H] = MERGE("rollup_1h"),
+	[H_REDO_1M_DEL] = "DELETE FROM rollup_1m WHERE series = ? AND ts = ?",
+	[H_REDO_1M] = "INSERT INTO rollup_1m SELECT ?1, ?2, count(*), sum(value), min(value), "
+	    "max(value), min(ts), (SELECT value FROM history WHERE series = ?1 AND ts >= ?2 "
+	    "AND ts < ?2 + 60000 AND typeof(value) = 'real' ORDER BY ts LIMIT 1), max(ts), "
+	    "(SELECT value FROM history WHERE series = ?1 AND ts >= ?2 AND ts < ?2 + 60000 "
+	    "AND typeof(value) = 'real' ORDER BY ts DESC LIMIT 1) FROM history "
+	    "WHERE series = ?1 AND ts >= ?2 AND ts < ?2 + 60000 AND typeof(value) = 'real' "
+	    "HAVING count(*) > 0",
+	[H_REDO_1H_DEL] = "DELETE FROM rollup_1h WHERE series = ? AND ts = ?",
+	[H_REDO_1H] = "INSERT INTO rollup_1h SELECT ?1, ?2, sum(n), sum(total), min(lo), max(hi), "
+	    "min(first_ts), (SELECT first_v FROM rollup_1m WHERE series = ?1 AND ts >= ?2 "
+	    "AND ts < ?2 + 3600000 ORDER BY first_ts LIMIT 1), max(last_ts), "
+	    "(SELECT last_v FROM rollup_1m WHERE series = ?1 AND ts >= ?2 AND ts < ?2 + 3600000 "
+	    "ORDER BY last_ts DESC LIMIT 1) FROM rollup_1m WHERE series = ?1 AND ts >= ?2 "
+	    "AND ts < ?2 + 3600000 HAVING count(*) > 0",
+};
+
+struct history {
+	struct store *store;
+	sqlite3_stmt *st[H__COUNT];
+	struct acc slot[ACC_SLOTS];
+	uint16_t order[ACC_MAX];	/* the slots in use, in the order they were taken */
+	int n;
+};
+
+static const char *const tier_names[TIER__COUNT] = { "raw", "1m", "1h" };
+static const int64_t tier_ms[TIER__COUNT] = { 0, HISTORY_MINUTE_MS, HISTORY_HOUR_MS };
+
+const char *
+history_tier_name(enum history_tier t)
+{
+	return tier_names[t];
+}
+
+int64_t
+history_bucket_of(int64_t ts, int64_t step_ms)
+{
+	int64_t r = ts % step_ms;
+
+	return ts - (r < 0 ? r + step_ms : r);
+}
+
+struct history *
+history_open(struct store *s)
+{
+	struct history *h = calloc(1, sizeof(*h));
+
+	if (h == NULL)
+		return NULL;
+	h->store = s;
+	for (int i = 0; i < H__COUNT; i++) {
+		if (sqlite3_prepare_v3(store_handle(s), hist_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		    &h->st[i], NULL) != SQLITE_OK) {
+			log_warnx("database: preparing '%s': %s", hist_sql[i],
+			    sqlite3_errmsg(store_handle(s)));
+			history_close(h);
+			return NULL;
+		}
+	}
+	return h;
+}
+
+void
+history_close(struct history *h)
+{
+	if (h == NULL)
+		return;
+	for (int i = 0; i < H__COUNT; i++)
+		sqlite3_finalize(h->st[i]);
+	free(h);
+}
+
+static struct acc *
+acc_find(struct history *h, int64_t series, int64_t minute)
+{
+	uint64_t k = (uint64_t)series * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(minute / 60000);
+	size_t i = (size_t)((k ^ (k >> 29)) & (ACC_SLOTS - 1));
+
+	for (;;) {
+		struct acc *a = &h->slot[i];
+
+		if (!a->used) {
+			memset(a, 0, sizeof(*a));
+			a->used = 1;
+			a->series = series;
+			a->minute = minute;
+			h->order[h->n++] = (uint16_t)i;
+			return a;
+		}
+		if (a->series == series && a->minute == minute)
+			return a;
+		i = (i + 1) & (ACC_SLOTS - 1);
+	}
+}
+
+static void
+acc_add(struct acc *a, int64_t ts, double v)
+{
+	if (a->n == 0 || ts < a->first_ts) {
+		a->first_ts = ts;
+		a->first = v;
+	}
+	if (a->n == 0 || ts >= a->last_ts) {
+		a->last_ts = ts;
+		a->last = v;
+	}
+	if (a->n == 0 || v < a->lo)
+		a->lo = v;
+	if (a->n == 0 || v > a->hi)
+		a->hi = v;
+	a->sum += v;
+	a->n++;
+}
+
+int
+history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *v, int *fresh)
+{
+	sqlite3 *db = store_handle(h->store);
+	sqlite3_stmt *st = h->st[H_PUT_NEW];
+	struct acc *a;
+	int redo = 0;
+
+	sqlite3_bind_int64(st, 1, series);
+	sqlite3_bind_int64(st, 2, ts);
+	store_bind_value(st, 3, v);
+	if (store_step_done(h->store, st) != TW_OK)
+		return TW_ERR_DB;
+	*fresh = sqlite3_changes(db) > 0;
+	if (!*fresh) {
+		st = h->st[H_PUT_OVER];
+		sqlite3_bind_int64(st, 1, series);
+		sqlite3_bind_int64(st, 2, ts);
+		store_bind_value(st, 3, v);
+		if (store_step_done(h->store, st) != TW_OK)
+			return TW_ERR_DB;
+		if (sqlite3_changes(db) == 0)
+			return TW_OK;		/* a redelivery */
+		*fresh = redo = 1;
+	}
+	if (!redo && v->type != VAL_NUM)
+		return TW_OK;			/* only numbers are rolled up */
+	if (h->n >= ACC_MAX && history_flush(h) != TW_OK)
+		return TW_ERR_DB;
+	a = acc_find(h, series, history_bucket_of(ts, HISTORY_MINUTE_MS));
+	if (redo)
+		a->redo = 1;
+	else
+		acc_add(a, ts, v->num);
+	return TW_OK;
+}
+
+static int
+bind_merge(struct history *h, sqlite3_stmt *st, const struct acc *a, int64_t bucket)
+{
+	sqlite3_bind_int64(st, 1, a->series);
+	sqlite3_bind_int64(st, 2, bucket);
+	sqlite3_bind_int64(st, 3, a->n);
+	sqlite3_bind_double(st, 4, a->sum);
+	sqlite3_bind_double(st, 5, a->lo);
+	sqlite3_bind_double(st, 6, a->hi);
+	sqlite3_bind_int64(st, 7, a->first_ts);
+	sqlite3_bind_double(st, 8, a->first);
+	sqlite3_bind_int64(st, 9, a->last_ts);
+	sqlite3_bind_double(st, 10, a->last);
+	return store_step_done(h->store, st);
+}
+
+/* Deletes the row (series, bucket) of a tier and builds it again from the finer tier's rows. */
+static int
+redo(struct history *h, enum hist_stmt del, enum hist_stmt ins, int64_t series, int64_t bucket)
+{
+	for (enum hist_stmt i = del; i <= ins; i++) {
+		sqlite3_bind_int64(h->st[i], 1, series);
+		sqlite3_bind_int64(h->st[i], 2, bucket);
+		if (store_step_done(h->store, h->st[i]) != TW_OK)
+			return TW_ERR_DB;
+	}
+	return TW_OK;
+}
+
+/*
+ * Minutes first, then hours: an hour that holds a replaced value is
+ * rebuilt from its minutes once those are right (the config keeps every
+ * minute of an hour that still has raw rows); the others take the
+ * batch's partial sums as they are.
+ */
+int
+history_flush(struct history *h)
+{
+	int rc = TW_OK;
+
+	for (int i = 0; i < h->n && rc == TW_OK; i++) {
+		const struct acc *a = &h->slot[h->order[i]];
+
+		rc = a->redo ? redo(h, H_REDO_1M_DEL, H_REDO_1M, a->series, a->minute) :
+		    bind_merge(h, h->st[H_MERGE_1M], a, a->minute);
+	}
+	for (int i = 0; i < h->n && rc == TW_OK; i++) {
+		const struct acc *a = &h->slot[h->order[i]];
+		int64_t hour = history_bucket_of(a->minute, HISTORY_HOUR_MS);
+
+		if (!a->redo)
+			rc = bind_merge(h, h->st[H_MERGE_1H], a, hour);
+	}
+	/* Rebuilt last, from minutes that are all written: merges into it above are replaced. */
+	for (int i = 0; i < h->n && rc == TW_OK; i++) {
+		const struct acc *a = &h->slot[h->order[i]];
+
+		if (a->redo)
+			rc = redo(h, H_REDO_1H_DEL, H_REDO_1H, a->series,
+			    history_bucket_of(a->minute, HISTORY_HOUR_MS));
+	}
+	history_rollback(h);
+	return rc;
+}
+
+void
+history_rollback(struct history *h)
+{
+	for (int i = 0; i < h->n; i++)
+		h->slot[h->order[i]].used = 0;
+	h->n = 0;
+}
+
+/* ---- readers ---- */
+
+int
+history_plan(struct store *s, int64_t step_ms, int64_t from, int64_t to,
+    struct history_plan *plan)
+{
+	sqlite3_stmt *st;
+	int64_t before[TIER__COUNT] = { INT64_MIN, INT64_MIN, INT64_MIN };
+	enum history_tier t = TIER_RAW;
+	int rc;
+
+	if (sqlite3_prepare_v2(store_handle(s), "SELECT tier, before_ts FROM trimmed", -1, &st,
+	    NULL) != SQLITE_OK)
+		return TW_ERR_DB;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+
+		for (int i = 0; i < TIER__COUNT; i++)
+			if (name != NULL && strcmp(name, tier_names[i]) == 0)
+				before[i] = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return TW_ERR_DB;
+	if (step_ms % HISTORY_HOUR_MS == 0)
+		t = TIER_HOUR;
+	else if (step_ms % HISTORY_MINUTE_MS == 0)
+		t = TIER_MINUTE;
+	/* Where the finer tier was trimmed under `from`, a coarser one still answers. */
+	while (t + 1 < TIER__COUNT && history_bucket_of(from, step_ms) < before[t])
+		t++;
+	plan->tier = t;
+	plan->step_ms = step_ms;
+	/* A fallback answers in whole rows of its tier: a 90 s step from minutes is 2 m. */
+	if (t != TIER_RAW && step_ms % tier_ms[t] != 0)
+		plan->step_ms = (step_ms / tier_ms[t] + 1) * tier_ms[t];
+	plan->from = history_bucket_of(from, plan->step_ms);
+	plan->to = to > INT64_MAX - plan->step_ms ? INT64_MAX :
+	    history_bucket_of(to, plan->step_ms) + plan->step_ms - 1;
+	return TW_OK;
+}
+
+static void
+bucket_add(struct history_bucket *b, const struct history_bucket *row)
+{
+	if (b->count == 0 || row->first_ts < b->first_ts) {
+		b->first_ts = row->first_ts;
+		b->first = row->first;
+	}
+	if (b->count == 0 || row->last_ts >= b->last_ts) {
+		b->last_ts = row->last_ts;
+		b->last = row->last;
+	}
+	if (b->count == 0 || row->min < b->min)
+		b->min = row->min;
+	if (b->count == 0 || row->max > b->max)
+		b->max = row->max;
+	b->sum += row->sum;
+	b->count += row->count;
+}
+
+/*
+ * Rows come in ts order (the primary key's), so buckets are folded here
+ * as they pass: one bucket in memory, whatever the range.
+ */
+int
+history_buckets(struct store *s, int64_t series, const struct history_plan *plan, int limit,
+    int (*cb)(void *, const struct history_bucket *), void *arg)
+{
+	static const char *const sql[TIER__COUNT] = {
+		"SELECT ts, 1, value, value, value, ts, value, ts, value FROM history "
+		"WHERE series = ? AND ts >= ? AND ts <= ? AND typeof(value) = 'real' ORDER BY ts",
+		"SELECT ts, n, total, lo, hi, first_ts, first_v, last_ts, last_v FROM rollup_1m "
+		"WHERE series = ? AND ts >= ? AND ts <= ? ORDER BY ts",
+		"SELECT ts, n, total, lo, hi, first_ts, first_v, last_ts, last_v FROM rollup_1h "
+		"WHERE series = ? AND ts >= ? AND ts <= ? ORDER BY ts",
+	};
+	struct history_bucket b = { 0 }, row;
+	sqlite3_stmt *st;
+	int rc, n = 0, stop = 0;
+
+	if (sqlite3_prepare_v2(store_handle(s), sql[plan->tier], -1, &st, NULL) != SQLITE_OK)
+		return TW_ERR_DB;
+	sqlite3_bind_int64(st, 1, series);
+	sqlite3_bind_int64(st, 2, plan->from);
+	sqlite3_bind_int64(st, 3, plan->to);
+	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int64_t at = history_bucket_of(sqlite3_column_int64(st, 0), plan->step_ms);
+
+		row.count = sqlite3_column_int64(st, 1);
+		row.sum = sqlite3_column_double(st, 2);
+		row.min = sqlite3_column_double(st, 3);
+		row.max = sqlite3_column_double(st, 4);
+		row.first_ts = sqlite3_column_int64(st, 5);
+		row.first = sqlite3_column_double(st, 6);
+		row.last_ts = sqlite3_column_int64(st, 7);
+		row.last = sqlite3_column_double(st, 8);
+		if (b.count > 0 && at != b.ts) {
+			if (cb(arg, &b) != 0 || ++n >= limit)
+				stop = 1;
+			b.count = 0;
+			b.sum = 0;
+		}
+		b.ts = at;
+		bucket_add(&b, &row);
+	}
+	if (!stop && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		log_warnx("database: %s", sqlite3_errmsg(store_handle(s)));
+		sqlite3_finalize(st);
+		return TW_ERR_DB;
+	}
+	sqlite3_finalize(st);
+	if (!stop && b.count > 0)
+		cb(arg, &b);
+	return TW_OK;
+}

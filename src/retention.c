@@ -1,0 +1,355 @@
+/* Retention and the disk budget: old rows trimmed in small steps between batches. */
+#include <libgen.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+#include "err.h"
+#include "history.h"
+#include "log.h"
+#include "retention.h"
+#include "store_sql.h"
+
+#define STEP_ROWS	2000		/* rows deleted per step: a few ms, so a batch waits little */
+#define STEP_SERIES	512		/* series looked at per step, found rows or not */
+#define ROUND_MS	10000		/* cutoffs and the budget are looked at again this often */
+#define RAW_FLOOR_MS	HISTORY_HOUR_MS	/* the budget never takes the last hour of raw points */
+#define MINUTE_FLOOR_MS	86400000LL	/* ... nor the last day of minutes */
+#define VACUUM_PAGES	1024		/* pages given back to the file system per step */
+
+enum job { J_RAW, J_MINUTE, J_HOUR, J_ALERTS, J_COMMANDS, J_QUARANTINE, J__COUNT };
+
+enum ret_stmt {
+	R_BEGIN, R_COMMIT, R_ROLLBACK, R_SERIES_NEXT,
+	R_DEL_RAW, R_DEL_MINUTE, R_DEL_HOUR, R_DEL_ALERTS, R_DEL_COMMANDS, R_DEL_QUARANTINE,
+	R_MARK, R_MARKS, R_OLDEST_RAW, R_OLDEST_MINUTE, R_PAGES, R_FREE, R_PAGE_SIZE, R_VACUUM,
+	R__COUNT
+};
+
+/* At most ?3 rows of series ?1 older than ?2: those before the (?3 + 1)-th such row. */
+#define DEL_TIER(t) "DELETE FROM " t " WHERE series = ?1 AND ts < coalesce((SELECT ts FROM " \
+	t " WHERE series = ?1 AND ts < ?2 ORDER BY ts LIMIT 1 OFFSET ?3), ?2)"
+#define OLDEST(t) "SELECT min((SELECT ts FROM " t " h WHERE h.series = s.id ORDER BY ts " \
+	"LIMIT 1)) FROM series s"
+
+static const char *const ret_sql[R__COUNT] = {
+	[R_BEGIN] = "BEGIN IMMEDIATE",
+	[R_COMMIT] = "COMMIT",
+	[R_ROLLBACK] = "ROLLBACK",
+	[R_SERIES_NEXT] = "SELECT id FROM series WHERE id > ? ORDER BY id LIMIT 1",
+	[R_DEL_RAW] = DEL_TIER("history"),
+	[R_DEL_MINUTE] = DEL_TIER("rollup_1m"),
+	[R_DEL_HOUR] = DEL_TIER("rollup_1h"),
+	/* Cleared and acknowledged only: an alarm nobody has seen stays (ISA-18.2). */
+	[R_DEL_ALERTS] = "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts "
+	    "WHERE active = 0 AND acknowledged = 1 AND cleared_ts < ?2 LIMIT ?3)",
+	/* Finished commands only: one pending or sent is still owed an answer. */
+	[R_DEL_COMMANDS] = "DELETE FROM commands WHERE id IN (SELECT id FROM commands "
+	    "WHERE status NOT IN ('pending', 'sent') AND issued_ts < ?2 LIMIT ?3)",
+	[R_DEL_QUARANTINE] = "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine "
+	    "WHERE ts < ?2 ORDER BY id LIMIT ?3)",
+	[R_MARK] = "INSERT INTO trimmed(tier, before_ts) VALUES(?, ?) ON CONFLICT(tier) "
+	    "DO UPDATE SET before_ts = max(before_ts, excluded.before_ts)",
+	[R_MARKS] = "SELECT tier, before_ts FROM trimmed",
+	[R_OLDEST_RAW] = OLDEST("history"),
+	[R_OLDEST_MINUTE] = OLDEST("rollup_1m"),
+	[R_PAGES] = "PRAGMA page_count",
+	[R_FREE] = "PRAGMA freelist_count",
+	[R_PAGE_SIZE] = "PRAGMA page_size",
+	[R_VACUUM] = "PRAGMA incremental_vacuum(1024)",
+};
+
+struct retention {
+	struct store *store;
+	const struct conf *conf;
+	char *dir;			/* the database's directory, for statvfs */
+	sqlite3_stmt *st[R__COUNT];
+	int64_t cutoff[J__COUNT];	/* this round: rows older than this go */
+	int64_t budget_edge[TIER_HOUR];	/* raw, minute: moved forward by max_db_size */
+	int64_t round_ms;		/* when this round began; 0: none yet */
+	enum job job;			/* the job this round is on; J__COUNT: caught up */
+	int64_t series;			/* the tier job's cursor */
+	uint64_t trimmed;
+	struct log_limit budget_log;
+};
+
+struct retention *
+retention_open(struct store *s, const struct conf *c, const char *db_path)
+{
+	struct retention *r = calloc(1, sizeof(*r));
+	char *copy = strdup(db_path);
+
+	if (r == NULL || copy == NULL)
+		goto fail;
+	r->store = s;
+	r->conf = c;
+	r->job = J__COUNT;
+	if ((r->dir = strdup(dirname(copy))) == NULL)
+		goto fail;
+	for (int i = 0; i < R__COUNT; i++)
+		if (sqlite3_prepare_v3(store_handle(s), ret_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		    &r->st[i], NULL) != SQLITE_OK) {
+			log_warnx("database: preparing '%s': %s", ret_sql[i],
+			    sqlite3_errmsg(store_handle(s)));
+			goto fail;
+		}
+	/* What the budget took before a restart stays taken: the marks say how far. */
+	while (sqlite3_step(r->st[R_MARKS]) == SQLITE_ROW) {
+		const char *tier = (const char *)sqlite3_column_text(r->st[R_MARKS], 0);
+
+		for (int t = TIER_RAW; t < TIER_HOUR; t++)
+			if (tier != NULL && strcmp(tier, history_tier_name(t)) == 0)
+				r->budget_edge[t] = sqlite3_column_int64(r->st[R_MARKS], 1);
+	}
+	sqlite3_reset(r->st[R_MARKS]);
+	free(copy);
+	return r;
+fail:
+	free(copy);
+	retention_close(r);
+	return NULL;
+}
+
+void
+retention_close(struct retention *r)
+{
+	if (r == NULL)
+		return;
+	for (int i = 0; i < R__COUNT; i++)
+		sqlite3_finalize(r->st[i]);
+	free(r->dir);
+	free(r);
+}
+
+int64_t
+retention_disk_free(const struct retention *r)
+{
+	struct statvfs v;
+
+	if (statvfs(r->dir, &v) != 0)
+		return -1;
+	return (int64_t)v.f_bavail * (int64_t)v.f_frsize;
+}
+
+uint64_t
+retention_trimmed_rows(const struct retention *r)
+{
+	return r->trimmed;
+}
+
+/* A one-value query (a PRAGMA, a min()); `def` when it gives NULL or fails. */
+static int64_t
+scalar(struct retention *r, enum ret_stmt id, int64_t def)
+{
+	sqlite3_stmt *st = r->st[id];
+	int64_t v = def;
+
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return v;
+}
+
+static int64_t
+max64(int64_t a, int64_t b)
+{
+	return a > b ? a : b;
+}
+
+/*
+ * Over budget: the oldest raw hour-or-tenth goes, until only the last
+ * hour is left; then the oldest minutes, down to the last day. Hours
+ * are never taken for space: they are what years of history are.
+ */
+static void
+budget_check(struct retention *r, int64_t now)
+{
+	int64_t page = scalar(r, R_PAGE_SIZE, 4096);
+	int64_t used = (scalar(r, R_PAGES, 0) - scalar(r, R_FREE, 0)) * page;
+	int64_t oldest;
+
+	if (r->conf->max_db_bytes == 0 || used <= r->conf->max_db_bytes)
+		return;
+	oldest = scalar(r, R_OLDEST_RAW, now);
+	if (oldest < now - RAW_FLOOR_MS) {
+		r->budget_edge[TIER_RAW] = max64(r->budget_edge[TIER_RAW], oldest +
+		    max64(HISTORY_MINUTE_MS, (now - oldest) / 10));
+		if (r->budget_edge[TIER_RAW] > now - RAW_FLOOR_MS)
+			r->budget_edge[TIER_RAW] = now - RAW_FLOOR_MS;
+		log_limited(&r->budget_log, "database: %lld MiB used, over max_db_size (%lld MiB): "
+		    "trimming raw history older than %lld s ago", (long long)(used >> 20),
+		    (long long)(r->conf->max_db_bytes >> 20),
+		    (long long)((now - r->budget_edge[TIER_RAW]) / 1000));
+		return;
+	}
+	oldest = scalar(r, R_OLDEST_MINUTE, now);
+	if (oldest < now - MINUTE_FLOOR_MS) {
+		r->budget_edge[TIER_MINUTE] = history_bucket_of(max64(r->budget_edge[TIER_MINUTE],
+		    oldest + max64(HISTORY_HOUR_MS, (now - oldest) / 10)), HISTORY_HOUR_MS);
+		if (r->budget_edge[TIER_MINUTE] > now - MINUTE_FLOOR_MS)
+			r->budget_edge[TIER_MINUTE] = history_bucket_of(now - MINUTE_FLOOR_MS,
+			    HISTORY_HOUR_MS);
+		log_limited(&r->budget_log, "database: over max_db_size with one hour of raw "
+		    "history left: trimming minutes older than %lld s ago",
+		    (long long)((now - r->budget_edge[TIER_MINUTE]) / 1000));
+		return;
+	}
+	log_limited(&r->budget_log, "database: %lld MiB used, over max_db_size (%lld MiB), with "
+	    "only the last hour of raw points and day of minutes left; hours are kept",
+	    (long long)(used >> 20), (long long)(r->conf->max_db_bytes >> 20));
+}
+
+static void
+round_begin(struct retention *r, int64_t now)
+{
+	const struct conf *c = r->conf;
+
+	budget_check(r, now);
+	r->cutoff[J_RAW] = max64(now - c->keep_raw_ms, r->budget_edge[TIER_RAW]);
+	/* Minutes go in whole hours, so an hour with raw points keeps all its minutes. */
+	r->cutoff[J_MINUTE] = history_bucket_of(max64(now - c->keep_minute_ms,
+	    r->budget_edge[TIER_MINUTE]), HISTORY_HOUR_MS);
+	r->cutoff[J_HOUR] = history_bucket_of(now - c->keep_hour_ms, HISTORY_HOUR_MS);
+	r->cutoff[J_ALERTS] = now - c->keep_alerts_ms;
+	r->cutoff[J_COMMANDS] = now - c->keep_commands_ms;
+	r->cutoff[J_QUARANTINE] = now - c->keep_quarantine_ms;
+	r->round_ms = now;
+	r->job = J_RAW;
+	r->series = 0;
+}
+
+/* Deletes up to `max` rows of one tier, series by series from the cursor; rows deleted. */
+static int
+trim_tier(struct retention *r, enum ret_stmt del, int64_t cutoff, int max, int *done)
+{
+	sqlite3 *db = store_handle(r->store);
+	int n = 0;
+
+	for (int looked = 0; looked < STEP_SERIES && n < max; looked++) {
+		sqlite3_stmt *next = r->st[R_SERIES_NEXT];
+		int changed;
+
+		sqlite3_bind_int64(next, 1, r->series);
+		if (sqlite3_step(next) != SQLITE_ROW) {
+			sqlite3_reset(next);
+			*done = 1;
+			return n;
+		}
+		r->series = sqlite3_column_int64(next, 0);
+		sqlite3_reset(next);
+		sqlite3_bind_int64(r->st[del], 1, r->series);
+		sqlite3_bind_int64(r->st[del], 2, cutoff);
+		sqlite3_bind_int(r->st[del], 3, max - n);
+		if (store_step_done(r->store, r->st[del]) != TW_OK)
+			return -1;
+		changed = sqlite3_changes(db);
+		n += changed;
+		/* This series may have more: come back to it. */
+		if (n >= max && changed > 0)
+			r->series--;
+	}
+	return n;
+}
+
+static int
+trim_table(struct retention *r, enum ret_stmt del, int64_t cutoff, int max, int *done)
+{
+	sqlite3_stmt *st = r->st[del];
+	int n;
+
+	sqlite3_bind_int64(st, 2, cutoff);
+	sqlite3_bind_int(st, 3, max);
+	if (store_step_done(r->store, st) != TW_OK)
+		return -1;
+	n = sqlite3_changes(store_handle(r->store));
+	*done = n < max;
+	return n;
+}
+
+static int
+mark(struct retention *r, enum history_tier t, int64_t before)
+{
+	sqlite3_bind_text(r->st[R_MARK], 1, history_tier_name(t), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(r->st[R_MARK], 2, before);
+	return store_step_done(r->store, r->st[R_MARK]);
+}
+
+/* Free pages are reused by new rows; only a large surplus is worth giving back. */
+static void
+vacuum_if_it_pays(struct retention *r)
+{
+	int64_t pages = scalar(r, R_PAGES, 0), free_pages = scalar(r, R_FREE, 0);
+	sqlite3_stmt *st = r->st[R_VACUUM];
+
+	if (free_pages < VACUUM_PAGES || free_pages * 10 < pages)
+		return;
+	while (sqlite3_step(st) == SQLITE_ROW)
+		;
+	sqlite3_reset(st);
+}
+
+int
+retention_probe(struct retention *r, int64_t now)
+{
+	if (store_step_done(r->store, r->st[R_BEGIN]) != TW_OK)
+		return TW_ERR_DB;
+	sqlite3_bind_text(r->st[R_MARK], 1, "probe", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(r->st[R_MARK], 2, now);
+	if (store_step_done(r->store, r->st[R_MARK]) != TW_OK ||
+	    store_step_done(r->store, r->st[R_COMMIT]) != TW_OK) {
+		if (!sqlite3_get_autocommit(store_handle(r->store)))
+			store_step_done(r->store, r->st[R_ROLLBACK]);
+		return TW_ERR_DB;
+	}
+	return TW_OK;
+}
+
+int
+retention_step(struct retention *r, int64_t now)
+{
+	static const enum ret_stmt del[J__COUNT] = {
+		R_DEL_RAW, R_DEL_MINUTE, R_DEL_HOUR, R_DEL_ALERTS, R_DEL_COMMANDS, R_DEL_QUARANTINE,
+	};
+	int n = 0, done = 0, got;
+
+	if (r->job == J__COUNT) {
+		if (r->round_ms != 0 && now - r->round_ms < ROUND_MS)
+			return 0;
+		round_begin(r, now);
+	}
+	if (store_step_done(r->store, r->st[R_BEGIN]) != TW_OK)
+		return -TW_ERR_DB;
+	/* The edge first: a reader falls back to a coarser tier for what may be gone. */
+	if (r->series == 0 && r->job <= J_HOUR && mark(r, (enum history_tier)r->job,
+	    r->cutoff[r->job]) != TW_OK)
+		goto fail;
+	while (r->job < J__COUNT && n < STEP_ROWS) {
+		done = 0;
+		got = r->job <= J_HOUR ?
+		    trim_tier(r, del[r->job], r->cutoff[r->job], STEP_ROWS - n, &done) :
+		    trim_table(r, del[r->job], r->cutoff[r->job], STEP_ROWS - n, &done);
+		if (got < 0)
+			goto fail;
+		n += got;
+		if (!done)
+			break;
+		r->job++;
+		r->series = 0;
+		if (r->job <= J_HOUR && mark(r, (enum history_tier)r->job, r->cutoff[r->job]) !=
+		    TW_OK)
+			goto fail;
+	}
+	if (store_step_done(r->store, r->st[R_COMMIT]) != TW_OK)
+		goto fail;
+	r->trimmed += (uint64_t)n;
+	if (r->job == J__COUNT)
+		vacuum_if_it_pays(r);
+	return r->job < J__COUNT;
+fail:
+	if (!sqlite3_get_autocommit(store_handle(r->store)))
+		store_step_done(r->store, r->st[R_ROLLBACK]);
+	/* The next round starts over; what was deleted before stays deleted. */
+	r->job = J__COUNT;
+	return -TW_ERR_DB;
+}

@@ -1,0 +1,95 @@
+"""A full disk is an operating state: on a small tmpfs that the test fills
+while a publisher publishes, twind stops taking telemetry (the broker keeps
+it), serves REST from what is stored, says why on /healthz and /metrics, and
+resumes by itself once there is room, with nothing lost and nothing corrupt.
+Two ways in: SQLite's own SQLITE_FULL (no reserve), and free space falling
+under [storage] disk_reserve."""
+import errno
+import os
+import sqlite3
+import subprocess
+
+import pytest
+
+from conftest import StreamPublisher, now_ms, wait_until
+
+MSGS = 4000
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(path, leave=0):
+    """Writes `path` until the file system is full, then gives back `leave` bytes."""
+    chunk = b"\0" * (256 * 1024)
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(chunk)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+        if leave:
+            f.truncate(max(0, f.tell() - leave))
+
+
+def health(tw):
+    r = tw.get("/healthz")
+    return r.status_code, r.json().get("reason", "")
+
+
+@pytest.mark.parametrize("reserve,leave", [("0", 0), ("4M", 2 * 1024 * 1024)],
+                         ids=["sqlite-full", "under-reserve"])
+def test_disk_full_pauses_and_resumes_losing_nothing(small_disk, make_twind, publisher,
+                                                     reserve, leave):
+    tw = make_twind({"storage": {"database": str(small_disk / "twind.db"),
+                                 "disk_reserve": reserve}})
+    tw.db = small_disk / "twind.db"      # for the test's own read-only look at it
+    t0 = now_ms() - 600_000
+    live = StreamPublisher(publisher, [("plant/full-1/telemetry",
+                                        {"ts": t0 + i, "a": i, "b": i * 0.5, "c": -i, "d": 1})
+                                       for i in range(MSGS)], rate=500)
+    live.start()
+    wait_until(lambda: tw.twin("full-1") is not None and tw.twin("full-1")["version"] > 300,
+               20, what="telemetry flowing")
+    filler = small_disk / "filler"
+    fill(filler, leave)
+    wait_until(lambda: health(tw)[0] == 503 and "disk full" in health(tw)[1], 20,
+               what="/healthz says the disk is full")
+    assert tw.metric("twind_disk_full") == 1
+    wait_until(lambda: tw.metric("twind_broker_connected") == 0, 10, what="off the broker")
+    # what is stored is still served
+    stored = tw.history("full-1", "a", limit=10000)
+    assert stored and stored == [{"ts": t0 + i, "value": i} for i in range(len(stored))]
+    version = tw.twin("full-1")["version"]
+    # room again: it comes back by itself and takes all that the broker kept
+    os.unlink(filler)
+    wait_until(lambda: health(tw)[0] == 200, 30, what="/healthz 200 again")
+    assert tw.metric("twind_disk_full") == 0
+    assert len(live.wait_acked(60)) == MSGS
+    wait_until(lambda: len(tw.db_history("full-1", "d")) == MSGS, 60,
+               what="every message stored once there was room")
+    assert tw.twin("full-1")["version"] > version
+    for prop, f in (("a", lambda i: i), ("b", lambda i: i * 0.5), ("c", lambda i: -i)):
+        assert tw.db_history("full-1", prop) == [(t0 + i, f(i)) for i in range(MSGS)]
+    r = tw.get("/api/v1/twins/full-1/history",
+               params={"property": "d", "from": t0, "to": t0 + MSGS, "step": "1h"})
+    assert sum(b["count"] for b in r.json()) == MSGS
+    tw.stop()
+    con = sqlite3.connect(f"file:{tw.db}?mode=ro", uri=True)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    log = tw.log()
+    assert "ingestion resumes" in log
+    assert ("the database cannot grow" if reserve == "0" else "under [storage] disk_reserve") in log

@@ -1,0 +1,200 @@
+"""History in tiers through REST: buckets exact against values the test
+computes (late points, redeliveries, corrections included), served from the
+tier that answers them; several properties; CSV; pages; 400s; retention
+trimming while a publisher publishes, with the fallback to a coarser tier;
+a restart keeping it all."""
+import csv
+import io
+import random
+
+import pytest
+
+from conftest import StreamPublisher, now_ms, wait_until
+
+HOUR = 3_600_000
+MINUTE = 60_000
+
+
+def expected_buckets(points, step, lo, hi):
+    """points: {ts: value}; buckets of `step` covering [lo, hi], whole buckets."""
+    out = {}
+    for ts in sorted(points):
+        b = ts - ts % step
+        if b < lo - lo % step or b > hi - hi % step:
+            continue
+        v = points[ts]
+        e = out.setdefault(b, {"ts": b, "min": v, "max": v, "sum": 0, "count": 0,
+                               "first": v, "last": v})
+        e["min"], e["max"] = min(e["min"], v), max(e["max"], v)
+        e["sum"] += v
+        e["count"] += 1
+        e["last"] = v
+    for e in out.values():
+        e["avg"] = e.pop("sum") / e["count"]
+    return [out[b] for b in sorted(out)]
+
+
+def get_buckets(tw, twin, prop, step, lo, hi, **extra):
+    r = tw.get(f"/api/v1/twins/{twin}/history",
+               params={"property": prop, "from": lo, "to": hi, "step": step, **extra})
+    assert r.status_code == 200, r.text
+    return r
+
+
+@pytest.fixture(scope="module")
+def tiered(shared):
+    """Three hours at one point per 10 s, values multiples of 0.25 (sums are
+    exact in binary), then in later messages: late points, redeliveries and
+    corrections. Returns (base, {ts: value})."""
+    tw, pub = shared.twind, shared.pub
+    rnd = random.Random(7)
+    base = (now_ms() - 4 * HOUR) // HOUR * HOUR
+    pts = {base + i * 10_000 + 250: rnd.randrange(-400, 400) / 4 for i in range(3 * 360)}
+    order = sorted(pts)
+    late = order[5::97]                       # held back, sent after the rest
+    first = [ts for ts in order if ts not in set(late)]
+    msgs = [("plant/tier-1/telemetry", {"ts": ts, "v": pts[ts]}) for ts in first]
+    msgs += [("plant/tier-1/telemetry", {"ts": ts, "v": pts[ts]}) for ts in late]
+    msgs += [("plant/tier-1/telemetry", {"ts": ts, "v": pts[ts]}) for ts in order[100:120]]
+    for ts in order[200::311]:                # corrections of stored points
+        pts[ts] = pts[ts] + 1000
+        msgs.append(("plant/tier-1/telemetry", {"ts": ts, "v": pts[ts]}))
+    pub.publish_many(msgs, timeout=60)
+    wait_until(lambda: len(tw.db_history("tier-1", "v")) == len(pts) and
+               all(dict(tw.db_history("tier-1", "v"))[ts] == pts[ts] for ts in order[200::311]),
+               20, what="every point and correction stored")
+    return base, pts
+
+
+@pytest.mark.parametrize("step,step_ms,tier", [
+    ("10s", 10_000, "raw"), ("1m", MINUTE, "1m"), ("15m", 15 * MINUTE, "1m"),
+    ("1h", HOUR, "1h"), ("1d", 24 * HOUR, "1h"), ("90s", 90_000, "raw"),
+])
+def test_buckets_exact_from_the_tier_that_answers(shared, tiered, step, step_ms, tier):
+    base, pts = tiered
+    lo, hi = base + 7 * MINUTE + 3000, base + 2 * HOUR + 41 * MINUTE
+    r = get_buckets(shared.twind, "tier-1", "v", step, lo, hi)
+    assert r.headers["X-History-Tier"] == tier
+    assert int(r.headers["X-History-Step"]) == step_ms
+    assert r.json() == expected_buckets(pts, step_ms, lo, hi)
+
+
+def test_one_aggregate_and_several_properties(shared, tiered):
+    tw, pub = shared.twind, shared.pub
+    base, pts = tiered
+    pub.publish_many([("plant/tier-2/telemetry", {"ts": base + i * 30_000, "a": i, "b": -i})
+                      for i in range(240)])
+    tw.wait_version("tier-2", 240)
+    r = get_buckets(tw, "tier-2", "a,b", "1h", base, base + 2 * HOUR - 1, agg="max")
+    assert r.json() == {"a": [{"ts": base, "max": 119}, {"ts": base + HOUR, "max": 239}],
+                        "b": [{"ts": base, "max": 0}, {"ts": base + HOUR, "max": -120}]}
+    raw = tw.get("/api/v1/twins/tier-2/history",
+                 params={"property": "a,b", "from": base, "to": base + 30_000}).json()
+    assert raw == {"a": [{"ts": base, "value": 0}, {"ts": base + 30_000, "value": 1}],
+                   "b": [{"ts": base, "value": 0}, {"ts": base + 30_000, "value": -1}]}
+    r = tw.get("/api/v1/twins/tier-2/history", params={"property": "a,nope"})
+    assert r.status_code == 404 and "nope" in r.json()["error"]["message"]
+
+
+def test_csv_for_spreadsheets(shared, tiered):
+    tw, pub = shared.twind, shared.pub
+    base, pts = tiered
+    pub.publish_many([("plant/tier-3/telemetry", {"ts": base + 1000, "s": "=cmd()", "v": 1.5}),
+                      ("plant/tier-3/telemetry", {"ts": base + 2000, "s": 'say "hi"', "v": 2})])
+    tw.wait_version("tier-3", 2)
+    r = tw.get("/api/v1/twins/tier-3/history", params={"property": "s,v", "from": base},
+               headers={"Accept": "text/csv"})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(r.text)))
+    assert rows == [["property", "ts", "value"],
+                    ["s", str(base + 1000), "'=cmd()"], ["s", str(base + 2000), 'say "hi"'],
+                    ["v", str(base + 1000), "1.5"], ["v", str(base + 2000), "2"]]
+    r = tw.get("/api/v1/twins/tier-1/history", headers={"Accept": "text/csv"},
+               params={"property": "v", "from": base, "to": base + HOUR - 1, "step": "1h"})
+    rows = list(csv.reader(io.StringIO(r.text)))
+    assert rows[0] == ["property", "ts", "min", "max", "avg", "count", "first", "last"]
+    want = expected_buckets(pts, HOUR, base, base + HOUR - 1)[0]
+    assert rows[1][:2] == ["v", str(base)]
+    assert [float(x) for x in rows[1][2:]] == [want[k] for k in
+                                               ("min", "max", "avg", "count", "first", "last")]
+
+
+def test_pages_follow_x_next_from(shared, tiered):
+    tw = shared.twind
+    base, pts = tiered
+    got, frm = [], base
+    for _ in range(200):
+        r = tw.get("/api/v1/twins/tier-1/history",
+                   params={"property": "v", "from": frm, "to": base + HOUR - 1, "limit": 50})
+        assert r.status_code == 200
+        got += r.json()
+        if "X-Next-From" not in r.headers:
+            break
+        assert r.headers["X-Truncated"] == "true"
+        frm = int(r.headers["X-Next-From"])
+    assert got == [{"ts": ts, "value": pts[ts]} for ts in sorted(pts) if ts < base + HOUR]
+    # buckets page the same way
+    r = get_buckets(tw, "tier-1", "v", "1m", base, base + HOUR - 1, limit=25)
+    assert len(r.json()) == 25 and int(r.headers["X-Next-From"]) == base + 25 * MINUTE
+
+
+@pytest.mark.parametrize("params,word", [
+    ({"step": "0s"}, "step"), ({"step": "500ms"}, "step"), ({"step": "often"}, "step"),
+    ({"from": 2000, "to": 1000}, "after"), ({"agg": "median", "step": "1m"}, "agg"),
+    ({"limit": 0}, "limit"), ({"limit": 10001}, "limit"), ({"property": "a,,b"}, "property"),
+    ({"property": ",".join(f"p{i}" for i in range(17))}, "property"),
+    ({"property": "a b"}, "property"), ({"from": "soon"}, "from"), ({"to": "-3q"}, "to"),
+])
+def test_bad_parameters_are_400_with_the_reason(shared, tiered, params, word):
+    r = shared.twind.get("/api/v1/twins/tier-1/history", params={"property": "v", **params})
+    assert r.status_code == 400, r.text
+    assert word in r.json()["error"]["message"]
+
+
+def test_retention_trims_while_publishing_and_a_coarser_tier_answers(make_twind, publisher):
+    """Raw history kept 1 h: points from 3 h ago go from the raw tier but stay
+    in the minute and hour tiers, which answer for them; a publisher keeps
+    publishing recent points meanwhile and loses none."""
+    tw = make_twind({"history": {"raw": "1h"}})
+    base = (now_ms() - 3 * HOUR) // HOUR * HOUR
+    old = {base + i * 5000: float(i % 50) for i in range(720)}      # one hour, 5 s apart
+    publisher.publish_many([("plant/keep-1/telemetry", {"ts": ts, "v": v})
+                            for ts, v in old.items()], timeout=60)
+    t0 = now_ms()
+    live = StreamPublisher(publisher, [("plant/keep-2/telemetry", {"ts": t0 + i, "v": i})
+                                       for i in range(3000)], rate=300)
+    live.start()
+    # retention's first round runs at once, the next ones every 10 s
+    wait_until(lambda: tw.db_history("keep-1", "v") == [], 30, what="old raw points trimmed")
+    assert tw.metric("twind_retention_trimmed_total") >= 720
+    r = tw.get("/api/v1/twins/keep-1/history", params={"property": "v", "from": base,
+                                                       "to": base + HOUR - 1})
+    assert r.json() == []
+    r = get_buckets(tw, "keep-1", "v", "10s", base, base + HOUR - 1)
+    assert r.headers["X-History-Tier"] == "1m" and r.headers["X-History-Step"] == "60000"
+    assert r.json() == expected_buckets(old, MINUTE, base, base + HOUR - 1)
+    r = get_buckets(tw, "keep-1", "v", "1h", base, base + HOUR - 1)
+    assert r.headers["X-History-Tier"] == "1h"
+    assert r.json() == expected_buckets(old, HOUR, base, base + HOUR - 1)
+    acked = live.wait_acked(60)
+    assert len(acked) == 3000
+    wait_until(lambda: len(tw.db_history("keep-2", "v")) == 3000, 20,
+               what="every live point stored while trimming ran")
+    # a restart keeps the tiers, the edge and the answers
+    tw.stop()
+    tw.start()
+    r = get_buckets(tw, "keep-1", "v", "1m", base, base + HOUR - 1)
+    assert r.headers["X-History-Tier"] == "1m"
+    assert r.json() == expected_buckets(old, MINUTE, base, base + HOUR - 1)
+    assert len(tw.history("keep-2", "v", limit=10000)) == 3000
+
+
+def test_bad_retention_config_says_file_and_line(tmp_path):
+    from conftest import twind_check
+    conf = tmp_path / "t.conf"
+    conf.write_text("[history]\nraw = 30d\nminute = 7d\n")
+    r = twind_check(conf)
+    assert r.returncode == 2 and "raw, minute and hour" in r.stderr, r.stderr
+    conf.write_text("[storage]\nmax_db_size = 12X\n")
+    r = twind_check(conf)
+    assert r.returncode == 2 and "t.conf:2" in r.stderr and "max_db_size" in r.stderr, r.stderr

@@ -1,0 +1,330 @@
+/*
+ * Unit tests of history.c and retention.c on a real SQLite file: a
+ * redelivery changes nothing, rollups are exact with late points and
+ * corrections, the plan falls back to a coarser tier, and retention
+ * trims exactly what is older than its edge.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "conf.h"
+#include "err.h"
+#include "history.h"
+#include "retention.h"
+#include "store.h"
+
+static char path[64];
+
+static int
+setup(void **state)
+{
+	int fd;
+
+	(void)state;
+	snprintf(path, sizeof(path), "/tmp/twind-test-history-XXXXXX");
+	if ((fd = mkstemp(path)) < 0)
+		return -1;
+	close(fd);
+	unlink(path);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	char p[80];
+
+	(void)state;
+	unlink(path);
+	snprintf(p, sizeof(p), "%s-wal", path);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-shm", path);
+	unlink(p);
+	return 0;
+}
+
+struct points {
+	int n;
+	int64_t ts[16];
+	double v[16];
+	int type[16];
+};
+
+static int
+collect(void *arg, const struct store_point *p)
+{
+	struct points *ps = arg;
+
+	ps->ts[ps->n] = p->ts;
+	ps->v[ps->n] = p->val.num;
+	ps->type[ps->n] = p->val.type;
+	ps->n++;
+	return ps->n == 16;
+}
+
+struct buckets {
+	int n;
+	struct history_bucket b[64];
+};
+
+static int
+collect_bucket(void *arg, const struct history_bucket *b)
+{
+	struct buckets *out = arg;
+
+	out->b[out->n++] = *b;
+	return out->n == 64;
+}
+
+static void
+put(struct history *h, int64_t series, int64_t ts, double v, int *fresh)
+{
+	struct tw_val val = { .type = VAL_NUM, .num = v };
+
+	assert_int_equal(history_put(h, series, ts, &val, fresh), TW_OK);
+}
+
+static void
+test_redelivery_changes_nothing(void **state)
+{
+	struct store *w = store_open(path, 1, 0), *r;
+	struct tw_val one = { .type = VAL_NUM, .num = 1.5 }, two = { .type = VAL_NUM, .num = 2 };
+	struct tw_val yes = { .type = VAL_BOOL, .num = 1 };
+	struct points ps = { 0 };
+	struct history *h;
+	int64_t s1, s2;
+	int fresh;
+
+	(void)state;
+	assert_non_null(w);
+	assert_non_null(h = history_open(w));
+	assert_int_equal(store_begin(w), TW_OK);
+	assert_int_equal(store_series_add(w, "p1", "t", &s1, NULL, NULL), TW_OK);
+	assert_int_equal(store_series_add(w, "p1", "on", &s2, NULL, NULL), TW_OK);
+	assert_int_equal(history_put(h, s1, 1000, &one, &fresh), TW_OK);
+	assert_int_equal(fresh, 1);
+	assert_int_equal(history_put(h, s1, 2000, &two, &fresh), TW_OK);
+	assert_int_equal(fresh, 1);
+	/* A redelivery changes nothing, and says so: windows must not count it again. */
+	assert_int_equal(history_put(h, s1, 1000, &one, &fresh), TW_OK);
+	assert_int_equal(fresh, 0);
+	/* A correction (same ts, another value) is news. */
+	assert_int_equal(history_put(h, s1, 1000, &two, &fresh), TW_OK);
+	assert_int_equal(fresh, 1);
+	assert_int_equal(history_put(h, s1, 1000, &one, &fresh), TW_OK);
+	assert_int_equal(history_put(h, s2, 1000, &yes, &fresh), TW_OK);
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+
+	assert_non_null(r = store_open(path, 0, 0));
+	assert_int_equal(store_read_history(r, "p1", "t", 0, INT64_MAX, 100, 0, collect, &ps),
+	    TW_OK);
+	assert_int_equal(ps.n, 2);
+	assert_int_equal(ps.ts[0], 1000);
+	assert_true(ps.v[0] == 1.5);
+	ps.n = 0;
+	assert_int_equal(store_read_history(r, "p1", "t", 0, INT64_MAX, 1, 1, collect, &ps), TW_OK);
+	assert_int_equal(ps.n, 1);
+	assert_int_equal(ps.ts[0], 2000);	/* newest */
+	ps.n = 0;
+	assert_int_equal(store_read_history(r, "p1", "on", 0, INT64_MAX, 10, 0, collect, &ps),
+	    TW_OK);
+	assert_int_equal(ps.type[0], VAL_BOOL);
+	store_close(r);
+	history_close(h);
+	store_close(w);
+}
+
+/* The same buckets from raw rows, from the minute tier and from the hour tier. */
+static void
+buckets_of(struct store *s, int64_t series, int64_t step, enum history_tier want,
+    struct buckets *out)
+{
+	struct history_plan plan;
+
+	memset(out, 0, sizeof(*out));
+	assert_int_equal(history_plan(s, step, 0, INT64_MAX - 1, &plan), TW_OK);
+	assert_int_equal(plan.tier, want);
+	assert_int_equal(history_buckets(s, series, &plan, 64, collect_bucket, out), TW_OK);
+}
+
+static void
+test_rollups_exact_with_late_points_and_corrections(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct history *h;
+	struct buckets raw, minute, hour;
+	int64_t s, t0 = 3600000LL * 100;
+	int fresh;
+
+	(void)state;
+	assert_non_null(h = history_open(w));
+	assert_int_equal(store_begin(w), TW_OK);
+	assert_int_equal(store_series_add(w, "p2", "t", &s, NULL, NULL), TW_OK);
+	/* Two hours at 1 minute per point, 0..119, in one batch. */
+	for (int i = 0; i < 120; i++)
+		put(h, s, t0 + i * 60000LL + 500, i, &fresh);
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	/* A later batch: a late point in the first minute, before its first, and a redelivery. */
+	assert_int_equal(store_begin(w), TW_OK);
+	put(h, s, t0 + 100, -5, &fresh);
+	assert_int_equal(fresh, 1);
+	put(h, s, t0 + 60000 + 500, 1, &fresh);
+	assert_int_equal(fresh, 0);
+	/* A correction of the point at minute 70, in the second hour: its max is now 1000. */
+	put(h, s, t0 + 70 * 60000LL + 500, 1000, &fresh);
+	assert_int_equal(fresh, 1);
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+
+	buckets_of(w, s, 3600000, TIER_HOUR, &hour);
+	assert_int_equal(hour.n, 2);
+	assert_int_equal(hour.b[0].ts, t0);
+	assert_int_equal(hour.b[0].count, 61);
+	assert_true(hour.b[0].min == -5 && hour.b[0].max == 59);
+	assert_true(hour.b[0].first == -5 && hour.b[0].first_ts == t0 + 100);
+	assert_true(hour.b[0].last == 59);
+	assert_true(hour.b[0].sum == 59 * 60 / 2 - 5);
+	assert_int_equal(hour.b[1].count, 60);
+	assert_true(hour.b[1].max == 1000 && hour.b[1].min == 60 && hour.b[1].last == 119);
+	assert_true(hour.b[1].sum == (60 + 119) * 60 / 2 - 70 + 1000);
+	/* The same from minutes and from raw rows, bucket for bucket. */
+	buckets_of(w, s, 1800000, TIER_MINUTE, &minute);
+	buckets_of(w, s, 1800 * 1000 + 1000, TIER_RAW, &raw);
+	assert_int_equal(minute.n, 4);
+	memset(&raw, 0, sizeof(raw));
+	{
+		struct history_plan plan = { TIER_RAW, 1800000, 0, INT64_MAX - 1 };
+
+		assert_int_equal(history_buckets(w, s, &plan, 64, collect_bucket, &raw), TW_OK);
+	}
+	assert_int_equal(raw.n, 4);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(raw.b[i].ts, minute.b[i].ts);
+		assert_int_equal(raw.b[i].count, minute.b[i].count);
+		assert_true(raw.b[i].sum == minute.b[i].sum);
+		assert_true(raw.b[i].min == minute.b[i].min && raw.b[i].max == minute.b[i].max);
+		assert_true(raw.b[i].first == minute.b[i].first && raw.b[i].last == minute.b[i].last);
+	}
+	history_close(h);
+	store_close(w);
+}
+
+static void
+test_plan_falls_back_where_a_tier_was_trimmed(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct history_plan plan;
+	sqlite3 *db;
+
+	(void)state;
+	assert_non_null(w);
+	assert_int_equal(history_plan(w, 60000, 0, 1000000, &plan), TW_OK);
+	assert_int_equal(plan.tier, TIER_MINUTE);
+	assert_int_equal(history_plan(w, 10000, 0, 1000000, &plan), TW_OK);
+	assert_int_equal(plan.tier, TIER_RAW);
+	assert_int_equal(history_plan(w, 7200000, 0, 1000000, &plan), TW_OK);
+	assert_int_equal(plan.tier, TIER_HOUR);
+	/* Raw rows before 10 h and minutes before 5 h are gone. */
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "INSERT INTO trimmed VALUES('raw', 36000000), "
+	    "('1m', 18000000)", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(history_plan(w, 10000, 36000000, 40000000, &plan), TW_OK);
+	assert_int_equal(plan.tier, TIER_RAW);
+	assert_int_equal(history_plan(w, 10000, 20000000, 40000000, &plan), TW_OK);
+	assert_int_equal(plan.tier, TIER_MINUTE);
+	assert_int_equal(plan.step_ms, 60000);	/* whole rows of the tier that answers */
+	assert_int_equal(history_plan(w, 90000, 0, 40000000, &plan), TW_OK);
+	assert_int_equal(plan.tier, TIER_HOUR);
+	assert_int_equal(plan.step_ms, 3600000);
+	assert_int_equal(plan.from, 0);
+	store_close(w);
+}
+
+static int64_t
+count(const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int64_t n = -1;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+static void
+test_retention_trims_exactly_what_is_old(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct conf c = { 0 };
+	struct history *h;
+	struct retention *r;
+	int64_t now = 1000LL * 86400000, s[3];
+	int fresh, rc, steps = 0;
+	char name[8];
+
+	(void)state;
+	c.keep_raw_ms = 7 * 86400000LL;
+	c.keep_minute_ms = 90 * 86400000LL;
+	c.keep_hour_ms = 1825 * 86400000LL;
+	c.keep_alerts_ms = c.keep_commands_ms = c.keep_quarantine_ms = 30 * 86400000LL;
+	assert_non_null(h = history_open(w));
+	assert_non_null(r = retention_open(w, &c, path));
+	assert_int_equal(store_begin(w), TW_OK);
+	/* Three series, a point every 10 min over 10 days: 1440 points each. */
+	for (int k = 0; k < 3; k++) {
+		snprintf(name, sizeof(name), "r%d", k);
+		assert_int_equal(store_series_add(w, name, "t", &s[k], NULL, NULL), TW_OK);
+		for (int i = 0; i < 1440; i++)
+			put(h, s[k], now - 10 * 86400000LL + i * 600000LL, i, &fresh);
+	}
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	/* Steps of at most 2000 rows: 3 x 432 old raw rows take one or two. */
+	while ((rc = retention_step(r, now)) == 1)
+		assert_true(++steps < 100);
+	assert_int_equal(rc, 0);
+	assert_int_equal(count("SELECT count(*) FROM history WHERE ts < "
+	    "(SELECT before_ts FROM trimmed WHERE tier = 'raw')"), 0);
+	assert_int_equal(count("SELECT count(*) FROM history"), 3 * (1440 - 432));
+	assert_int_equal(count("SELECT before_ts FROM trimmed WHERE tier = 'raw'"),
+	    now - 7 * 86400000LL);
+	/* The minutes and hours of the trimmed raw rows are all still there. */
+	assert_int_equal(count("SELECT sum(n) FROM rollup_1m"), 3 * 1440);
+	assert_int_equal(count("SELECT sum(n) FROM rollup_1h"), 3 * 1440);
+	assert_int_equal(retention_trimmed_rows(r), 3 * 432);
+	retention_close(r);
+	history_close(h);
+	store_close(w);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_redelivery_changes_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rollups_exact_with_late_points_and_corrections,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_plan_falls_back_where_a_tier_was_trimmed, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_retention_trims_exactly_what_is_old, setup,
+		    teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

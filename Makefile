@@ -137,9 +137,10 @@ test-sanitize: deps-test
 	@UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
 		$(MAKE) --no-print-directory SANITIZE=address,undefined unit integration
 
-bench: deps
+bench: deps deps-test
 	@$(MAKE) --no-print-directory all
 	./tests/bench/bench.sh
+	$(PYTHON) tests/bench/history.py
 
 # Settings already in $(SYSCONFDIR)/twind are the plant's: never overwritten
 # (the new example goes beside them as *.dist). Mode 0644, whatever the umask.

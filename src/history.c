@@ -93,7 +93,10 @@ history_bucket_of(int64_t ts, int64_t step_ms)
 {
 	int64_t r = ts % step_ms;
 
-	return ts - (r < 0 ? r + step_ms : r);
+	if (r >= 0)
+		return ts - r;
+	/* No ts that twind stores is near this; a query's bound may be: saturate, never wrap. */
+	return ts - r < INT64_MIN + step_ms ? INT64_MIN : ts - r - step_ms;
 }
 
 struct history *

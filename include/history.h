@@ -38,6 +38,13 @@ void history_close(struct history *h);
  */
 int history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *v,
     int *fresh);
+/*
+ * Retention's edge: a point older than this goes to raw history (until
+ * the next trim) but into no rollup, since its minute may be gone and a
+ * redelivery of it cannot be told from a new point; it is counted
+ * (twind_values_too_old_total).
+ */
+void history_set_floor(struct history *h, int64_t floor_ts);
 /* Writes the batch's rollups; called before the commit, inside the transaction. */
 int history_flush(struct history *h);
 /* The batch was rolled back: its rollups are forgotten. */
@@ -69,7 +76,8 @@ int history_plan(struct store *s, int64_t step_ms, int64_t from, int64_t to,
     struct history_plan *plan);
 /*
  * Numeric buckets of `series` as `plan` says, ascending; `cb` returns 0
- * to go on. At most `limit` buckets.
+ * to go on. At most `limit` buckets; TW_ERR_FULL when it stopped early,
+ * at a bucket's end, because the page had folded 2 million rows.
  */
 int history_buckets(struct store *s, int64_t series, const struct history_plan *plan,
     int limit, int (*cb)(void *arg, const struct history_bucket *b), void *arg);

@@ -19,6 +19,11 @@ struct store;
  * Returns NULL and logs the reason on failure.
  */
 struct store *store_open(const char *path, int writer, int full_sync);
+/*
+ * Called every 5 s or so while a schema step runs, so main can tell
+ * systemd the start takes longer (EXTEND_TIMEOUT_USEC).
+ */
+void store_set_migrate_hook(void (*fn)(void));
 void store_close(struct store *s);
 
 /* Writer: transactions. Return 0 or TW_ERR_DB. */

@@ -12,7 +12,7 @@ struct text {
 
 /* Appends; on allocation failure sets `failed` and keeps what it had. */
 void text_printf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* A double as JSON writes it: the shortest of %.15g and %.17g that reads back the same. */
+/* A double as JSON writes it (the shorter of %.15g and %.17g that reads back the same); null if not finite. */
 void text_number(struct text *t, double v);
 void text_free(struct text *t);
 

@@ -20,6 +20,7 @@
 #define LIMIT_MAX	10000	/* a page: the next one starts at X-Next-From */
 #define PROPS_MAX	16
 #define STEP_MIN_MS	1000
+#define PAGE_BYTES_MAX	(8 << 20)	/* a page stops here too: strings can be long */
 
 enum agg { AGG_ALL, AGG_MIN, AGG_MAX, AGG_AVG, AGG_COUNT, AGG_FIRST, AGG_LAST, AGG__COUNT };
 
@@ -44,6 +45,7 @@ struct page {
 	const char *prop;
 	int rows;
 	int64_t first_ts, last_ts;
+	int full;		/* stopped at PAGE_BYTES_MAX */
 };
 
 static int
@@ -58,7 +60,14 @@ parse_props(const char *v, struct query *q, struct http_reply *rep)
 			return -1;
 		}
 		memcpy(q->props[q->nprops], v, n);
-		q->props[q->nprops++][n] = '\0';
+		q->props[q->nprops][n] = '\0';
+		for (int i = 0; i < q->nprops; i++)
+			if (strcmp(q->props[i], q->props[q->nprops]) == 0) {
+				http_error(rep, 400, "bad_request", "property: '%s' is named twice",
+				    q->props[i]);
+				return -1;
+			}
+		q->nprops++;
 		v += n;
 		if (*v == ',')
 			v++;
@@ -88,10 +97,6 @@ parse_query(struct http_req *req, struct http_reply *rep, struct query *q)
 	    api_time_arg(req, rep, "to", now, &q->to))
 		return -1;
 	q->has_from = http_arg(req, "from") != NULL;
-	if (q->from > q->to) {
-		http_error(rep, 400, "bad_request", "from is after to");
-		return -1;
-	}
 	if (lim != NULL) {
 		n = strtol(lim, &end, 10);
 		if (*end != '\0' || end == lim || n < 1 || n > LIMIT_MAX) {
@@ -105,6 +110,18 @@ parse_query(struct http_req *req, struct http_reply *rep, struct query *q)
 	    q->step_ms < STEP_MIN_MS)) {
 		http_error(rep, 400, "bad_request", "step: '%.32s' is not a duration of 1s or more "
 		    "(such as 10s, 1m, 15m, 1h, 1d)", step);
+		return -1;
+	}
+	/* Buckets without from: the newest `limit` of them up to `to`. */
+	if (!q->has_from && q->step_ms > 0) {
+		int64_t until = q->to == INT64_MAX ? now : q->to;
+
+		q->from = until - (int64_t)(q->limit - 1) * q->step_ms;
+		if (q->from < 0)
+			q->from = 0;
+	}
+	if (q->from > q->to) {
+		http_error(rep, 400, "bad_request", "from is after to");
 		return -1;
 	}
 	if (agg != NULL) {
@@ -125,9 +142,14 @@ parse_query(struct http_req *req, struct http_reply *rep, struct query *q)
 static void
 csv_string(struct text *t, const char *s)
 {
+	size_t n;
+
 	text_printf(t, "\"%s", strchr("=+-@\t\r", *s) != NULL && *s != '\0' ? "'" : "");
-	for (; *s != '\0'; s++)
-		text_printf(t, *s == '"' ? "\"\"" : "%c", *s);
+	while (*s != '\0') {
+		n = strcspn(s, "\"");
+		text_printf(t, "%.*s%s", (int)n, s, s[n] == '"' ? "\"\"" : "");
+		s += n + (s[n] == '"');
+	}
 	text_printf(t, "\"");
 }
 
@@ -186,7 +208,8 @@ point_row(void *arg, const struct store_point *p)
 		text_printf(pg->out, ",\"value\":");
 	write_value(pg->out, &p->val, pg->q->csv);
 	text_printf(pg->out, pg->q->csv ? "\r\n" : "}");
-	return pg->out->failed;
+	pg->full = pg->out->len >= PAGE_BYTES_MAX;
+	return pg->out->failed || pg->full;
 }
 
 static int
@@ -208,7 +231,8 @@ bucket_row(void *arg, const struct history_bucket *b)
 		text_number(pg->out, v[a]);
 	}
 	text_printf(pg->out, pg->q->csv ? "\r\n" : "}");
-	return pg->out->failed;
+	pg->full = pg->out->len >= PAGE_BYTES_MAX;
+	return pg->out->failed || pg->full;
 }
 
 static void
@@ -257,13 +281,18 @@ read_all(struct http_req *req, struct http_reply *rep, const struct query *q, co
 	else if (q->nprops > 1)
 		text_printf(out, "{");
 	for (int i = 0; i < q->nprops && rc == TW_OK; i++) {
-		struct page pg = { out, q, q->props[i], 0, 0, 0 };
+		struct page pg = { out, q, q->props[i], 0, 0, 0, 0 };
 
 		if (!q->csv && q->nprops > 1)
 			text_printf(out, "%s\"%s\":", i > 0 ? "," : "", q->props[i]);
 		if (!q->csv)
 			text_printf(out, "[");
 		rc = read_prop(req, q, &plan, id, &pg);
+		/* Stopped by the page's bounds (bytes, rows folded), not by an error. */
+		if ((pg.full || rc == TW_ERR_FULL) && !out->failed) {
+			pg.full = 1;
+			rc = TW_OK;
+		}
 		if (rc == TW_ERR_NOTFOUND) {
 			http_error(rep, 404, "not_found", "twin '%s' has no property '%s'", id,
 			    q->props[i]);
@@ -271,7 +300,13 @@ read_all(struct http_req *req, struct http_reply *rep, const struct query *q, co
 		}
 		if (!q->csv)
 			text_printf(out, "]");
-		if (pg.rows == q->limit) {
+		if (pg.full && q->nprops > 1) {
+			http_error(rep, 413, "too_large", "the answer is too large for one page (%d "
+			    "MiB, 2 million rows folded): ask for fewer properties at once, a "
+			    "smaller limit or a coarser step", PAGE_BYTES_MAX >> 20);
+			return TW_ERR_FULL;
+		}
+		if (pg.rows == q->limit || pg.full) {
 			truncated = 1;
 			if (pg.last_ts < next_from)
 				next_from = pg.last_ts;
@@ -316,7 +351,7 @@ api_twins_history(struct http_req *req, struct http_reply *rep)
 	}
 	rc = read_all(req, rep, &q, id, &out);
 	store_snapshot_end(req->db);
-	if (rc == TW_ERR_NOTFOUND) {
+	if (rc == TW_ERR_NOTFOUND || rc == TW_ERR_FULL) {
 		text_free(&out);
 		return;
 	}

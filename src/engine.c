@@ -62,6 +62,9 @@ struct engine {
 	int map_invalid;		/* a reload after a rollback failed: the twins are unknown */
 	int64_t next_tick;
 	int64_t next_trim;		/* retention's next step, monotonic ms */
+	int64_t disk_retry_ms;		/* a full disk is not looked at again before this */
+	int64_t disk_backoff_ms;	/* doubles when twind comes back only to fill up again */
+	int64_t disk_resumed_ms;	/* when ingestion last resumed */
 	struct log_limit drop_log;
 
 	/* Shared with other threads. */
@@ -495,9 +498,16 @@ publish_state(void *arg, struct twin *t)
 static void
 disk_full_enter(struct engine *e, const char *why)
 {
-	if (atomic_exchange(&e->disk_full, why) == NULL)
+	int64_t now = clock_mono_ms();
+
+	if (atomic_exchange(&e->disk_full, why) == NULL) {
+		/* Full again within a minute of resuming: wait longer each time, up to 5 min. */
+		e->disk_backoff_ms = e->disk_resumed_ms != 0 && now - e->disk_resumed_ms < 60000 ?
+		    (e->disk_backoff_ms * 2 > 300000 ? 300000 : e->disk_backoff_ms * 2) : 1000;
+		e->disk_retry_ms = now + e->disk_backoff_ms;
 		log_warnx("%s: ingestion pauses; the broker keeps the telemetry, REST serves what "
 		    "is stored", why);
+	}
 	atomic_store(&metrics.disk_full, 1);
 	progress_pause(e->progress, 1);
 }
@@ -511,7 +521,7 @@ static int
 disk_check(struct engine *e)
 {
 	int64_t free_b = retention_disk_free(e->retention);
-	int64_t reserve = e->conf->disk_reserve_bytes;
+	int64_t reserve = retention_reserve(e->retention);
 
 	atomic_store(&metrics.disk_free, free_b);
 	if (free_b >= 0 && free_b < reserve) {
@@ -521,8 +531,10 @@ disk_check(struct engine *e)
 	if (atomic_load(&e->disk_full) == NULL)
 		return 0;
 	if ((free_b >= 0 && free_b < reserve + reserve / 8) || e->in_txn ||
+	    clock_mono_ms() < e->disk_retry_ms ||
 	    retention_probe(e->retention, clock_now_ms()) != TW_OK)
 		return 1;
+	e->disk_resumed_ms = clock_mono_ms();
 	atomic_store(&e->disk_full, NULL);
 	atomic_store(&metrics.disk_full, 0);
 	progress_pause(e->progress, 0);
@@ -543,10 +555,11 @@ trim_step(struct engine *e)
 
 	if (now < e->next_trim || e->in_txn)
 		return;
-	rc = retention_step(e->retention, clock_now_ms());
+	rc = retention_step(e->retention, clock_now_ms(), e->apply.newest_ts);
 	e->next_trim = now + (rc == 1 ? 20 : TICK_MS);
+	history_set_floor(e->hist, retention_floor(e->retention));
 	atomic_store(&metrics.trimmed, retention_trimmed_rows(e->retention));
-	if (rc < 0 && store_full(e->store))
+	if (rc == -TW_ERR_FULL)
 		disk_full_enter(e, "disk full: the database cannot grow");
 }
 
@@ -557,12 +570,17 @@ engine_tick(struct engine *e)
 
 	/* Once round the loop, with the clock this tick reads anyway: no cost per record. */
 	watchdog_beat_at(WD_ENGINE, now);
-	if (now < e->next_tick || e->map_invalid)
+	if (now < e->next_tick)
 		return;
 	e->next_tick = now + TICK_MS;
 	watchdog_test_hang();
 	/* Nothing the timer changes could be stored: it waits for room too. */
 	if (disk_check(e))
+		return;
+	/* A reload that failed (a full disk, say) is tried again here, not only by a record. */
+	if (e->map_invalid && !e->in_txn)
+		e->map_invalid = engine_reload_twins(e) != TW_OK;
+	if (e->map_invalid)
 		return;
 	twin_each(e->twins, check_status, e);
 	if (batch_begin(e) != TW_OK) {
@@ -840,7 +858,7 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	e->hist = history_open(store);
 	e->retention = retention_open(store, c, c->db_path);
 	e->apply = (struct apply){ e->twins, store, e->hist, &e->desired, &e->runtime,
-	    c->auto_create, c->max_twins, c->max_props_per_twin, e->names, 0 };
+	    c->auto_create, c->max_twins, c->max_props_per_twin, e->names, 0, 0 };
 	rs = (struct restore){ .twins = e->twins, .models = e->models, .status = &e->status_rule,
 	    .runtime = &e->runtime, .commands = &e->commands };
 	/* Names first: the load binds every twin to its rules and open alerts. */
@@ -849,6 +867,8 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	    restore_load(&rs, store, 0) != TW_OK)
 		goto fail;
 	e->apply.partial = rs.partial;
+	e->apply.newest_ts = retention_newest(e->retention);
+	history_set_floor(e->hist, retention_floor(e->retention));
 	if (store_begin(store) != TW_OK || restore_plant(e->twins, e->models, &e->runtime, plant) != TW_OK ||
 	    twin_flush_dirty(e->twins, flush_twin, e) != TW_OK || store_commit(store) != TW_OK) {
 		log_warnx("cannot apply the twins file: %s", store_errmsg(store));

@@ -6,6 +6,7 @@
 #include "err.h"
 #include "history.h"
 #include "log.h"
+#include "metrics.h"
 #include "store_sql.h"
 
 /*
@@ -17,6 +18,8 @@
  */
 #define ACC_SLOTS	4096		/* a power of two */
 #define ACC_MAX		(ACC_SLOTS / 2)
+/* Rows one bucketed page may fold: its read transaction holds back the WAL meanwhile. */
+#define SCAN_ROWS_MAX	2000000
 
 struct acc {
 	int64_t series, minute;
@@ -51,7 +54,7 @@ static const char *const hist_sql[H__COUNT] = {
 	    "ON CONFLICT(series, ts) DO NOTHING",
 	/* Only after a conflict: a redelivery (same value) changes no row. */
 	[H_PUT_OVER] = "UPDATE history SET value = ?3 WHERE series = ?1 AND ts = ?2 "
-	    "AND value IS NOT ?3",
+	    "AND (value IS NOT ?3 OR typeof(value) != typeof(?3))",
 	[H_MERGE_1M] = MERGE("rollup_1m"),
 	[H_MERGE_1H] = MERGE("rollup_1h"),
 	[H_REDO_1M_DEL] = "DELETE FROM rollup_1m WHERE series = ? AND ts = ?",
@@ -77,6 +80,7 @@ struct history {
 	struct acc slot[ACC_SLOTS];
 	uint16_t order[ACC_MAX];	/* the slots in use, in the order they were taken */
 	int n;
+	int64_t floor;			/* retention's edge: nothing older is written */
 };
 
 static const char *const tier_names[TIER__COUNT] = { "raw", "1m", "1h" };
@@ -127,6 +131,12 @@ history_close(struct history *h)
 	for (int i = 0; i < H__COUNT; i++)
 		sqlite3_finalize(h->st[i]);
 	free(h);
+}
+
+void
+history_set_floor(struct history *h, int64_t floor_ts)
+{
+	h->floor = floor_ts;
 }
 
 static struct acc *
@@ -198,6 +208,16 @@ history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *
 	}
 	if (!redo && v->type != VAL_NUM)
 		return TW_OK;			/* only numbers are rolled up */
+	/*
+	 * Under retention's edge a rollup could not be kept right: a
+	 * redelivery of a trimmed point looks new, and a correction would
+	 * rebuild a minute from rows that are gone. The raw row stands until
+	 * the next trim (a replay's rules still see it); no rollup takes it.
+	 */
+	if (ts < h->floor) {
+		metrics_add(&metrics.values_too_old, 1);
+		return TW_OK;
+	}
 	if (h->n >= ACC_MAX && history_flush(h) != TW_OK)
 		return TW_ERR_DB;
 	a = acc_find(h, series, history_bucket_of(ts, HISTORY_MINUTE_MS));
@@ -360,7 +380,8 @@ history_buckets(struct store *s, int64_t series, const struct history_plan *plan
 	};
 	struct history_bucket b = { 0 }, row;
 	sqlite3_stmt *st;
-	int rc, n = 0, stop = 0;
+	int rc, n = 0, stop = 0, cut = 0;
+	int64_t scanned = 0;
 
 	if (sqlite3_prepare_v2(store_handle(s), sql[plan->tier], -1, &st, NULL) != SQLITE_OK)
 		return TW_ERR_DB;
@@ -381,9 +402,14 @@ history_buckets(struct store *s, int64_t series, const struct history_plan *plan
 		if (b.count > 0 && at != b.ts) {
 			if (cb(arg, &b) != 0 || ++n >= limit)
 				stop = 1;
+			else if (scanned > SCAN_ROWS_MAX)
+				stop = cut = 1;
 			b.count = 0;
 			b.sum = 0;
+			if (stop)
+				break;
 		}
+		scanned++;
 		b.ts = at;
 		bucket_add(&b, &row);
 	}
@@ -395,5 +421,5 @@ history_buckets(struct store *s, int64_t series, const struct history_plan *plan
 	sqlite3_finalize(st);
 	if (!stop && b.count > 0)
 		cb(arg, &b);
-	return TW_OK;
+	return cut ? TW_ERR_FULL : TW_OK;
 }

@@ -196,7 +196,8 @@ builder_add(struct builder *b, const char *name, size_t name_len, const cJSON *i
 	if (!name_prop_valid(name, name_len))
 		return DROP_BAD_PROPERTY;
 	if (cJSON_IsNumber(item)) {
-		if (!isfinite(item->valuedouble))
+		/* Beyond 1e300 sums of a minute or an hour could overflow: inf would poison the rollups. */
+		if (!isfinite(item->valuedouble) || fabs(item->valuedouble) > 1e300)
 			return DROP_BAD_VALUE;
 		type = VAL_NUM;
 	} else if (cJSON_IsBool(item)) {

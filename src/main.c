@@ -59,6 +59,14 @@ notify(const char *state)
 #endif
 }
 
+/* A schema step over a large database: systemd's start timeout is pushed on, 30 s at a time. */
+static void
+migrating(void)
+{
+	notify("EXTEND_TIMEOUT_USEC=30000000");
+	notify("STATUS=upgrading the database schema (rolling up history)");
+}
+
 /* twind --new-token NAME ROLES: the token goes to its user; only its hash is kept. */
 static int
 make_token(int argc, char **argv)
@@ -375,6 +383,7 @@ main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	store_set_migrate_hook(migrating);
 	if ((store = store_open(conf.db_path, 1, conf.db_sync == CONF_SYNC_FULL)) == NULL) {
 		log_warnx("cannot open the database %s", conf.db_path);
 		goto out;

@@ -145,6 +145,8 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	    (uint64_t)(atomic_load(&metrics.disk_free) > 0 ? atomic_load(&metrics.disk_free) : 0));
 	counter(&o, "twind_retention_trimmed_total", "Rows deleted by retention and the disk "
 	    "budget.", load(&metrics.trimmed));
+	counter(&o, "twind_values_too_old_total", "Values older than raw retention's edge: "
+	    "kept raw until the next trim, in no rollup.", load(&metrics.values_too_old));
 	counter(&o, "twind_http_requests_total", "REST requests served.",
 	    load(&metrics.http_requests));
 	counter(&o, "twind_http_refused_total", "Requests refused for their Host, Origin or "

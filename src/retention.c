@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/statvfs.h>
 
+#include "clock.h"
 #include "err.h"
 #include "history.h"
 #include "log.h"
@@ -17,19 +18,26 @@
 #define RAW_FLOOR_MS	HISTORY_HOUR_MS	/* the budget never takes the last hour of raw points */
 #define MINUTE_FLOOR_MS	86400000LL	/* ... nor the last day of minutes */
 #define VACUUM_PAGES	1024		/* pages given back to the file system per step */
+#define AHEAD_MS	86400000LL	/* the clock may run this far past the newest data */
 
-enum job { J_RAW, J_MINUTE, J_HOUR, J_ALERTS, J_COMMANDS, J_QUARANTINE, J__COUNT };
+/*
+ * The jobs of a round, in order. Raw numbers go at `raw`; raw booleans
+ * and strings, which no rollup summarises, at `hour`.
+ */
+enum job { J_RAW, J_MINUTE, J_HOUR, J_RAW_OTHER, J_ALERTS, J_COMMANDS, J_QUARANTINE, J__COUNT };
 
 enum ret_stmt {
 	R_BEGIN, R_COMMIT, R_ROLLBACK, R_SERIES_NEXT,
-	R_DEL_RAW, R_DEL_MINUTE, R_DEL_HOUR, R_DEL_ALERTS, R_DEL_COMMANDS, R_DEL_QUARANTINE,
-	R_MARK, R_MARKS, R_OLDEST_RAW, R_OLDEST_MINUTE, R_PAGES, R_FREE, R_PAGE_SIZE, R_VACUUM,
+	R_DEL_RAW, R_DEL_MINUTE, R_DEL_HOUR, R_DEL_RAW_OTHER, R_DEL_ALERTS, R_DEL_COMMANDS,
+	R_DEL_QUARANTINE, R_MARK, R_MARKS, R_OLDEST_RAW, R_OLDEST_MINUTE, R_PAGES, R_FREE,
+	R_PAGE_SIZE, R_VACUUM, R_NEWEST,
 	R__COUNT
 };
 
 /* At most ?3 rows of series ?1 older than ?2: those before the (?3 + 1)-th such row. */
-#define DEL_TIER(t) "DELETE FROM " t " WHERE series = ?1 AND ts < coalesce((SELECT ts FROM " \
-	t " WHERE series = ?1 AND ts < ?2 ORDER BY ts LIMIT 1 OFFSET ?3), ?2)"
+#define DEL_WHERE(t, w) "DELETE FROM " t " WHERE series = ?1 " w " AND ts < coalesce((SELECT " \
+	"ts FROM " t " WHERE series = ?1 " w " AND ts < ?2 ORDER BY ts LIMIT 1 OFFSET ?3), ?2)"
+#define DEL_TIER(t) DEL_WHERE(t, "")
 #define OLDEST(t) "SELECT min((SELECT ts FROM " t " h WHERE h.series = s.id ORDER BY ts " \
 	"LIMIT 1)) FROM series s"
 
@@ -38,12 +46,15 @@ static const char *const ret_sql[R__COUNT] = {
 	[R_COMMIT] = "COMMIT",
 	[R_ROLLBACK] = "ROLLBACK",
 	[R_SERIES_NEXT] = "SELECT id FROM series WHERE id > ? ORDER BY id LIMIT 1",
-	[R_DEL_RAW] = DEL_TIER("history"),
+	[R_DEL_RAW] = DEL_WHERE("history", "AND typeof(value) = 'real'"),
+	[R_DEL_RAW_OTHER] = DEL_WHERE("history", "AND typeof(value) != 'real'"),
 	[R_DEL_MINUTE] = DEL_TIER("rollup_1m"),
 	[R_DEL_HOUR] = DEL_TIER("rollup_1h"),
 	/* Cleared and acknowledged only: an alarm nobody has seen stays (ISA-18.2). */
+	/* Never the newest row: its id would be given again to the next alert. */
 	[R_DEL_ALERTS] = "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts "
-	    "WHERE active = 0 AND acknowledged = 1 AND cleared_ts < ?2 LIMIT ?3)",
+	    "WHERE active = 0 AND acknowledged = 1 AND cleared_ts < ?2 "
+	    "AND id < (SELECT max(id) FROM alerts) LIMIT ?3)",
 	/* Finished commands only: one pending or sent is still owed an answer. */
 	[R_DEL_COMMANDS] = "DELETE FROM commands WHERE id IN (SELECT id FROM commands "
 	    "WHERE status NOT IN ('pending', 'sent') AND issued_ts < ?2 LIMIT ?3)",
@@ -58,7 +69,25 @@ static const char *const ret_sql[R__COUNT] = {
 	[R_FREE] = "PRAGMA freelist_count",
 	[R_PAGE_SIZE] = "PRAGMA page_size",
 	[R_VACUUM] = "PRAGMA incremental_vacuum(1024)",
+	[R_NEWEST] = "SELECT max(ts) FROM series",
 };
+
+static const struct {
+	enum ret_stmt del;
+	int per_series;		/* a tier's table: series by series */
+	int mark;		/* the tier whose edge it moves, or -1 */
+} jobs[J__COUNT] = {
+	[J_RAW] = { R_DEL_RAW, 1, TIER_RAW },
+	[J_MINUTE] = { R_DEL_MINUTE, 1, TIER_MINUTE },
+	[J_HOUR] = { R_DEL_HOUR, 1, TIER_HOUR },
+	[J_RAW_OTHER] = { R_DEL_RAW_OTHER, 1, -1 },
+	[J_ALERTS] = { R_DEL_ALERTS, 0, -1 },
+	[J_COMMANDS] = { R_DEL_COMMANDS, 0, -1 },
+	[J_QUARANTINE] = { R_DEL_QUARANTINE, 0, -1 },
+};
+
+/* The budget's own edges, apart from the tiers' (which the age moves too). */
+static const char *const budget_names[TIER_HOUR] = { "budget:raw", "budget:1m" };
 
 struct retention {
 	struct store *store;
@@ -67,12 +96,26 @@ struct retention {
 	sqlite3_stmt *st[R__COUNT];
 	int64_t cutoff[J__COUNT];	/* this round: rows older than this go */
 	int64_t budget_edge[TIER_HOUR];	/* raw, minute: moved forward by max_db_size */
-	int64_t round_ms;		/* when this round began; 0: none yet */
+	int64_t round_mono;		/* when this round began (monotonic); 0: none yet */
+	int64_t floor;			/* no tier holds a whole minute before this */
+	int64_t newest;			/* the newest ts on disk at open */
+	int64_t fs_bytes;		/* the file system's size, at open */
 	enum job job;			/* the job this round is on; J__COUNT: caught up */
 	int64_t series;			/* the tier job's cursor */
 	uint64_t trimmed;
 	struct log_limit budget_log;
 };
+
+static int64_t scalar(struct retention *r, enum ret_stmt id, int64_t def);
+static int64_t max64(int64_t a, int64_t b);
+
+static int64_t
+fs_size(const char *dir)
+{
+	struct statvfs v;
+
+	return statvfs(dir, &v) == 0 ? (int64_t)v.f_blocks * (int64_t)v.f_frsize : -1;
+}
 
 struct retention *
 retention_open(struct store *s, const struct conf *c, const char *db_path)
@@ -94,15 +137,28 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 			    sqlite3_errmsg(store_handle(s)));
 			goto fail;
 		}
-	/* What the budget took before a restart stays taken: the marks say how far. */
+	/*
+	 * What the budget took before a restart stays taken (its own rows);
+	 * the tiers' edges say where writing a late point would be pointless.
+	 */
 	while (sqlite3_step(r->st[R_MARKS]) == SQLITE_ROW) {
-		const char *tier = (const char *)sqlite3_column_text(r->st[R_MARKS], 0);
+		const char *name = (const char *)sqlite3_column_text(r->st[R_MARKS], 0);
+		int64_t at = sqlite3_column_int64(r->st[R_MARKS], 1);
 
-		for (int t = TIER_RAW; t < TIER_HOUR; t++)
-			if (tier != NULL && strcmp(tier, history_tier_name(t)) == 0)
-				r->budget_edge[t] = sqlite3_column_int64(r->st[R_MARKS], 1);
+		for (int t = TIER_RAW; t < TIER_HOUR && name != NULL; t++) {
+			if (strcmp(name, budget_names[t]) == 0)
+				r->budget_edge[t] = at;
+			if (strcmp(name, history_tier_name(t)) == 0)
+				r->floor = max64(r->floor, at);
+		}
 	}
 	sqlite3_reset(r->st[R_MARKS]);
+	r->newest = scalar(r, R_NEWEST, 0);
+	r->fs_bytes = fs_size(r->dir);
+	if (retention_reserve(r) < c->disk_reserve_bytes)
+		log_warnx("[storage] disk_reserve (%lld MiB) is large for a file system of %lld MiB: "
+		    "using an eighth of it", (long long)(c->disk_reserve_bytes >> 20),
+		    (long long)(r->fs_bytes >> 20));
 	free(copy);
 	return r;
 fail:
@@ -123,13 +179,39 @@ retention_close(struct retention *r)
 }
 
 int64_t
-retention_disk_free(const struct retention *r)
+retention_disk_free(struct retention *r)
 {
 	struct statvfs v;
+	int64_t pages;
 
 	if (statvfs(r->dir, &v) != 0)
 		return -1;
-	return (int64_t)v.f_bavail * (int64_t)v.f_frsize;
+	/* Pages freed inside the file are room too: SQLite writes there first. */
+	pages = scalar(r, R_FREE, 0) * scalar(r, R_PAGE_SIZE, 4096);
+	return (int64_t)v.f_bavail * (int64_t)v.f_frsize + pages;
+}
+
+int64_t
+retention_reserve(const struct retention *r)
+{
+	int64_t want = r->conf->disk_reserve_bytes;
+
+	/* A reserve near the file system's size would pause twind for good. */
+	if (r->fs_bytes > 0 && want > r->fs_bytes / 8)
+		return r->fs_bytes / 8;
+	return want;
+}
+
+int64_t
+retention_floor(const struct retention *r)
+{
+	return r->floor;
+}
+
+int64_t
+retention_newest(const struct retention *r)
+{
+	return r->newest;
 }
 
 uint64_t
@@ -206,15 +288,19 @@ round_begin(struct retention *r, int64_t now)
 	const struct conf *c = r->conf;
 
 	budget_check(r, now);
-	r->cutoff[J_RAW] = max64(now - c->keep_raw_ms, r->budget_edge[TIER_RAW]);
+	/* Whole minutes: no minute straddles the edge, so a correction finds all its points. */
+	r->cutoff[J_RAW] = history_bucket_of(max64(now - c->keep_raw_ms,
+	    r->budget_edge[TIER_RAW]), HISTORY_MINUTE_MS);
 	/* Minutes go in whole hours, so an hour with raw points keeps all its minutes. */
 	r->cutoff[J_MINUTE] = history_bucket_of(max64(now - c->keep_minute_ms,
 	    r->budget_edge[TIER_MINUTE]), HISTORY_HOUR_MS);
 	r->cutoff[J_HOUR] = history_bucket_of(now - c->keep_hour_ms, HISTORY_HOUR_MS);
+	r->cutoff[J_RAW_OTHER] = history_bucket_of(max64(now - c->keep_hour_ms,
+	    r->budget_edge[TIER_RAW]), HISTORY_MINUTE_MS);
 	r->cutoff[J_ALERTS] = now - c->keep_alerts_ms;
 	r->cutoff[J_COMMANDS] = now - c->keep_commands_ms;
 	r->cutoff[J_QUARANTINE] = now - c->keep_quarantine_ms;
-	r->round_ms = now;
+	r->round_mono = clock_mono_ms();
 	r->job = J_RAW;
 	r->series = 0;
 }
@@ -268,11 +354,33 @@ trim_table(struct retention *r, enum ret_stmt del, int64_t cutoff, int max, int 
 }
 
 static int
-mark(struct retention *r, enum history_tier t, int64_t before)
+mark(struct retention *r, const char *name, int64_t before)
 {
-	sqlite3_bind_text(r->st[R_MARK], 1, history_tier_name(t), -1, SQLITE_STATIC);
+	sqlite3_bind_text(r->st[R_MARK], 1, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(r->st[R_MARK], 2, before);
 	return store_step_done(r->store, r->st[R_MARK]);
+}
+
+/*
+ * At a job's start, its tier's edge, before any row goes: a reader falls
+ * back to a coarser tier for what may be gone, and history.c refuses to
+ * write under it. The first job also keeps the budget's edges.
+ */
+static int
+job_begin(struct retention *r)
+{
+	int t;
+
+	if (r->job == J__COUNT || (t = jobs[r->job].mark) < 0)
+		return TW_OK;
+	if (t < TIER_HOUR)
+		r->floor = max64(r->floor, r->cutoff[r->job]);
+	if (r->job == J_RAW)
+		for (int b = TIER_RAW; b < TIER_HOUR; b++)
+			if (r->budget_edge[b] != 0 &&
+			    mark(r, budget_names[b], r->budget_edge[b]) != TW_OK)
+				return TW_ERR_DB;
+	return mark(r, history_tier_name(t), r->cutoff[r->job]);
 }
 
 /* Free pages are reused by new rows; only a large surplus is worth giving back. */
@@ -306,29 +414,29 @@ retention_probe(struct retention *r, int64_t now)
 }
 
 int
-retention_step(struct retention *r, int64_t now)
+retention_step(struct retention *r, int64_t now, int64_t newest)
 {
-	static const enum ret_stmt del[J__COUNT] = {
-		R_DEL_RAW, R_DEL_MINUTE, R_DEL_HOUR, R_DEL_ALERTS, R_DEL_COMMANDS, R_DEL_QUARANTINE,
-	};
-	int n = 0, done = 0, got;
+	int n = 0, done = 0, got, full;
 
 	if (r->job == J__COUNT) {
-		if (r->round_ms != 0 && now - r->round_ms < ROUND_MS)
+		if (r->round_mono != 0 && clock_mono_ms() - r->round_mono < ROUND_MS)
 			return 0;
+		/* A clock run far ahead (a bad RTC, a typo) must not age away what was just stored. */
+		if (max64(newest, r->newest) > 0 && now > max64(newest, r->newest) + AHEAD_MS)
+			now = max64(newest, r->newest) + AHEAD_MS;
 		round_begin(r, now);
 	}
 	if (store_step_done(r->store, r->st[R_BEGIN]) != TW_OK)
 		return -TW_ERR_DB;
-	/* The edge first: a reader falls back to a coarser tier for what may be gone. */
-	if (r->series == 0 && r->job <= J_HOUR && mark(r, (enum history_tier)r->job,
-	    r->cutoff[r->job]) != TW_OK)
+	if (r->series == 0 && job_begin(r) != TW_OK)
 		goto fail;
 	while (r->job < J__COUNT && n < STEP_ROWS) {
+		enum ret_stmt del = jobs[r->job].del;
+
 		done = 0;
-		got = r->job <= J_HOUR ?
-		    trim_tier(r, del[r->job], r->cutoff[r->job], STEP_ROWS - n, &done) :
-		    trim_table(r, del[r->job], r->cutoff[r->job], STEP_ROWS - n, &done);
+		got = jobs[r->job].per_series ?
+		    trim_tier(r, del, r->cutoff[r->job], STEP_ROWS - n, &done) :
+		    trim_table(r, del, r->cutoff[r->job], STEP_ROWS - n, &done);
 		if (got < 0)
 			goto fail;
 		n += got;
@@ -336,8 +444,7 @@ retention_step(struct retention *r, int64_t now)
 			break;
 		r->job++;
 		r->series = 0;
-		if (r->job <= J_HOUR && mark(r, (enum history_tier)r->job, r->cutoff[r->job]) !=
-		    TW_OK)
+		if (job_begin(r) != TW_OK)
 			goto fail;
 	}
 	if (store_step_done(r->store, r->st[R_COMMIT]) != TW_OK)
@@ -347,9 +454,11 @@ retention_step(struct retention *r, int64_t now)
 		vacuum_if_it_pays(r);
 	return r->job < J__COUNT;
 fail:
+	/* Read before the rollback, which clears it. */
+	full = store_full(r->store);
 	if (!sqlite3_get_autocommit(store_handle(r->store)))
 		store_step_done(r->store, r->st[R_ROLLBACK]);
 	/* The next round starts over; what was deleted before stays deleted. */
 	r->job = J__COUNT;
-	return -TW_ERR_DB;
+	return full ? -TW_ERR_FULL : -TW_ERR_DB;
 }

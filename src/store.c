@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "clock.h"
 #include "err.h"
 #include "log.h"
 #include "store.h"
@@ -92,7 +93,8 @@ static const char *const migrations[] = {
 	"  min(ts), fv, max(ts), lv FROM (SELECT series, ts, value,"
 	"  ts - ((ts % 60000) + 60000) % 60000 AS b,"
 	"  first_value(value) OVER w AS fv, last_value(value) OVER w AS lv"
-	"  FROM history WHERE typeof(value) = 'real' WINDOW w AS (PARTITION BY series,"
+	"  FROM history WHERE typeof(value) = 'real' AND abs(value) <= 1e300"
+	"  WINDOW w AS (PARTITION BY series,"
 	"  ts - ((ts % 60000) + 60000) % 60000 ORDER BY ts"
 	"  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) GROUP BY series, b;"
 	"INSERT INTO rollup_1h SELECT series, b, sum(n), sum(total), min(lo), max(hi),"
@@ -257,12 +259,35 @@ store_exec(struct store *s, const char *sql)
 	return TW_OK;
 }
 
+static void (*migrate_hook)(void);
+
+void
+store_set_migrate_hook(void (*fn)(void))
+{
+	migrate_hook = fn;
+}
+
+/* SQLite calls this while a schema step runs; the hook is told at most every 5 s. */
+static int
+migrate_progress(void *arg)
+{
+	static int64_t last;
+	int64_t now = clock_mono_ms();
+
+	(void)arg;
+	if (migrate_hook != NULL && now - last >= 5000) {
+		last = now;
+		migrate_hook();
+	}
+	return 0;
+}
+
 static int
 store_migrate(struct store *s)
 {
 	int nmig = (int)(sizeof(migrations) / sizeof(migrations[0]));
 	sqlite3_stmt *st;
-	int version = 0;
+	int version = 0, rc;
 	char pragma[64];
 
 	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
@@ -279,8 +304,11 @@ store_migrate(struct store *s)
 		snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", version + 1);
 		if (store_exec(s, "BEGIN IMMEDIATE") != TW_OK)
 			return TW_ERR_DB;
-		if (store_exec(s, migrations[version]) != TW_OK ||
-		    store_exec(s, pragma) != TW_OK) {
+		/* A step over years of history (the rollups of step 6) outlasts a start timeout. */
+		sqlite3_progress_handler(s->db, 100000, migrate_progress, NULL);
+		rc = store_exec(s, migrations[version]);
+		sqlite3_progress_handler(s->db, 0, NULL, NULL);
+		if (rc != TW_OK || store_exec(s, pragma) != TW_OK) {
 			store_exec(s, "ROLLBACK");
 			return TW_ERR_DB;
 		}

@@ -1,4 +1,5 @@
 /* A growing text buffer. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,11 @@ text_number(struct text *t, double v)
 {
 	char s[32];
 
+	/* JSON has no inf or nan: a sum folded past DBL_MAX is said as null. */
+	if (!isfinite(v)) {
+		text_printf(t, "null");
+		return;
+	}
 	snprintf(s, sizeof(s), "%.15g", v);
 	if (strtod(s, NULL) != v)
 		snprintf(s, sizeof(s), "%.17g", v);

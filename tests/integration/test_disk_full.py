@@ -49,7 +49,7 @@ def health(tw):
     return r.status_code, r.json().get("reason", "")
 
 
-@pytest.mark.parametrize("reserve,leave", [("0", 0), ("4M", 2 * 1024 * 1024)],
+@pytest.mark.parametrize("reserve,leave", [("0", 0), ("2M", 1024 * 1024)],
                          ids=["sqlite-full", "under-reserve"])
 def test_disk_full_pauses_and_resumes_losing_nothing(small_disk, make_twind, publisher,
                                                      reserve, leave):
@@ -93,3 +93,14 @@ def test_disk_full_pauses_and_resumes_losing_nothing(small_disk, make_twind, pub
     log = tw.log()
     assert "ingestion resumes" in log
     assert ("the database cannot grow" if reserve == "0" else "under [storage] disk_reserve") in log
+
+
+def test_a_reserve_larger_than_the_disk_is_cut_to_an_eighth(small_disk, make_twind, publisher):
+    """The default 64 MiB reserve on a 16 MiB file system would pause twind
+    for good: it uses an eighth of the file system and says so."""
+    tw = make_twind({"storage": {"database": str(small_disk / "twind.db")}})
+    tw.db = small_disk / "twind.db"
+    assert "disk_reserve (64 MiB) is large for a file system of 16 MiB" in tw.log()
+    publisher.publish("plant/small-1/telemetry", {"ts": now_ms(), "v": 1})
+    tw.wait_version("small-1", 1)
+    assert health(tw) == (200, "")

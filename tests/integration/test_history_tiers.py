@@ -155,11 +155,15 @@ def test_retention_trims_while_publishing_and_a_coarser_tier_answers(make_twind,
     """Raw history kept 1 h: points from 3 h ago go from the raw tier but stay
     in the minute and hour tiers, which answer for them; a publisher keeps
     publishing recent points meanwhile and loses none."""
-    tw = make_twind({"history": {"raw": "1h"}})
+    tw = make_twind()
     base = (now_ms() - 3 * HOUR) // HOUR * HOUR
     old = {base + i * 5000: float(i % 50) for i in range(720)}      # one hour, 5 s apart
     publisher.publish_many([("plant/keep-1/telemetry", {"ts": ts, "v": v})
                             for ts, v in old.items()], timeout=60)
+    tw.wait_version("keep-1", 720)
+    tw.stop()
+    tw.conf.write_text(tw.conf.read_text() + "[history]\nraw = 1h\n")
+    tw.start()
     t0 = now_ms()
     live = StreamPublisher(publisher, [("plant/keep-2/telemetry", {"ts": t0 + i, "v": i})
                                        for i in range(3000)], rate=300)
@@ -176,6 +180,13 @@ def test_retention_trims_while_publishing_and_a_coarser_tier_answers(make_twind,
     r = get_buckets(tw, "keep-1", "v", "1h", base, base + HOUR - 1)
     assert r.headers["X-History-Tier"] == "1h"
     assert r.json() == expected_buckets(old, HOUR, base, base + HOUR - 1)
+    # under the edge a point goes into no rollup: a redelivery, a correction, a late one
+    publisher.publish_many([("plant/keep-1/telemetry", {"ts": base + 5000, "v": 1.0}),
+                            ("plant/keep-1/telemetry", {"ts": base + 10_000, "v": 999.0}),
+                            ("plant/keep-1/telemetry", {"ts": base + 2, "v": 7.0})])
+    wait_until(lambda: tw.metric("twind_values_too_old_total") == 3, 10, what="3 too old")
+    assert get_buckets(tw, "keep-1", "v", "1h", base, base + HOUR - 1).json() == \
+        expected_buckets(old, HOUR, base, base + HOUR - 1)
     acked = live.wait_acked(60)
     assert len(acked) == 3000
     wait_until(lambda: len(tw.db_history("keep-2", "v")) == 3000, 20,
@@ -198,3 +209,55 @@ def test_bad_retention_config_says_file_and_line(tmp_path):
     conf.write_text("[storage]\nmax_db_size = 12X\n")
     r = twind_check(conf)
     assert r.returncode == 2 and "t.conf:2" in r.stderr and "max_db_size" in r.stderr, r.stderr
+
+
+def test_upgrade_rolls_up_what_is_stored_and_tells_systemd(make_twind, publisher, tmp_path,
+                                                          monkeypatch):
+    """A database from before the tiers (schema step 5): step 6 rolls up its
+    history once, and tells systemd the start takes longer while it does."""
+    import sqlite3
+    from test_watchdog import Notify
+    tw = make_twind()
+    base = (now_ms() - 3 * HOUR) // HOUR * HOUR
+    pts = {base + i * 1000: float(i % 37) for i in range(20_000)}
+    tw.stop()
+    con = sqlite3.connect(tw.db)
+    con.executescript("DROP TABLE rollup_1m; DROP TABLE rollup_1h; DROP TABLE trimmed;"
+                      "DROP INDEX alerts_done; DROP INDEX commands_done;"
+                      "INSERT INTO series(twin, property) VALUES('old-1', 'v');"
+                      "PRAGMA user_version = 5;")
+    con.executemany("INSERT INTO history(series, ts, value) VALUES("
+                    "(SELECT id FROM series WHERE twin = 'old-1'), ?, ?)", pts.items())
+    con.commit()
+    con.close()
+    n = Notify(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    try:
+        tw.start()
+        assert "database: schema step 6 applied" in tw.log()
+        wait_until(lambda: n.since(0, "READY=1"), 5, what="READY=1")
+        assert n.since(0, "EXTEND_TIMEOUT_USEC="), n.since(0, "")
+    finally:
+        n.close()
+    for step, size in (("1m", MINUTE), ("1h", HOUR)):
+        r = get_buckets(tw, "old-1", "v", step, base, base + 6 * HOUR, limit=10000)
+        assert r.headers["X-History-Tier"] == step
+        assert r.json() == expected_buckets(pts, size, base, base + 6 * HOUR)
+
+
+def test_huge_values_are_refused_and_duplicates_and_no_from(shared, tiered):
+    tw, pub = shared.twind, shared.pub
+    before = tw.metric("twind_messages_dropped_total", reason="bad_value")
+    pub.publish("plant/tier-4/telemetry", {"ts": now_ms(), "v": 1e308})
+    pub.publish("plant/tier-4/telemetry", {"ts": now_ms(), "v": 2.5})
+    tw.wait_version("tier-4", 1)
+    assert tw.metric("twind_messages_dropped_total", reason="bad_value") == before + 1
+    r = tw.get("/api/v1/twins/tier-1/history", params={"property": "v,v"})
+    assert r.status_code == 400 and "twice" in r.json()["error"]["message"]
+    # buckets without from: the newest `limit` of them, from the tier that fits the step
+    base, pts = tiered
+    hi = base + 3 * HOUR - 1
+    r = tw.get("/api/v1/twins/tier-1/history",
+               params={"property": "v", "to": hi, "step": "10m", "limit": 6})
+    assert r.headers["X-History-Tier"] == "1m"
+    assert r.json() == expected_buckets(pts, 10 * MINUTE, hi - 5 * 10 * MINUTE, hi)

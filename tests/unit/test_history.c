@@ -296,7 +296,7 @@ test_retention_trims_exactly_what_is_old(void **state)
 	assert_int_equal(history_flush(h), TW_OK);
 	assert_int_equal(store_commit(w), TW_OK);
 	/* Steps of at most 2000 rows: 3 x 432 old raw rows take one or two. */
-	while ((rc = retention_step(r, now)) == 1)
+	while ((rc = retention_step(r, now, 0)) == 1)
 		assert_true(++steps < 100);
 	assert_int_equal(rc, 0);
 	assert_int_equal(count("SELECT count(*) FROM history WHERE ts < "
@@ -313,6 +313,132 @@ test_retention_trims_exactly_what_is_old(void **state)
 	store_close(w);
 }
 
+
+static void
+conf_default_ages(struct conf *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->keep_raw_ms = 7 * 86400000LL;
+	c->keep_minute_ms = 90 * 86400000LL;
+	c->keep_hour_ms = 1825 * 86400000LL;
+	c->keep_alerts_ms = c->keep_commands_ms = c->keep_quarantine_ms = 30 * 86400000LL;
+}
+
+/* A wall clock a year ahead of the data (a bad RTC) ages nothing away. */
+static void
+test_retention_ignores_a_clock_far_ahead(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct conf c;
+	struct history *h;
+	struct retention *r;
+	int64_t now = 1000LL * 86400000, s;
+	int fresh, rc, steps = 0;
+
+	(void)state;
+	conf_default_ages(&c);
+	assert_non_null(h = history_open(w));
+	assert_non_null(r = retention_open(w, &c, path));
+	assert_int_equal(store_begin(w), TW_OK);
+	assert_int_equal(store_series_add(w, "ahead", "t", &s, NULL, NULL), TW_OK);
+	for (int i = 0; i < 100; i++)
+		put(h, s, now - 100 * 60000LL + i * 60000LL, i, &fresh);
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	while ((rc = retention_step(r, now + 365 * 86400000LL, now)) == 1)
+		assert_true(++steps < 100);
+	assert_int_equal(rc, 0);
+	assert_int_equal(count("SELECT count(*) FROM history"), 100);
+	assert_int_equal(count("SELECT sum(n) FROM rollup_1m"), 100);
+	/* The edge is a day past the data, minus the age, on a whole minute. */
+	assert_int_equal(count("SELECT before_ts FROM trimmed WHERE tier = 'raw'"),
+	    now + 86400000LL - 7 * 86400000LL);
+	retention_close(r);
+	history_close(h);
+	store_close(w);
+}
+
+/*
+ * A point under retention's edge goes into no rollup: a redelivery of a
+ * trimmed point would count twice, and a correction would rebuild its
+ * minute from rows that are gone. Its raw row stands until the next trim.
+ */
+static void
+test_a_point_under_the_edge_changes_nothing(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct conf c;
+	struct history *h;
+	struct retention *r;
+	struct tw_val yes = { .type = VAL_BOOL, .num = 1 };
+	int64_t now = 1000LL * 86400000, s, old = now - 10 * 86400000LL;
+	int fresh, steps = 0;
+
+	(void)state;
+	conf_default_ages(&c);
+	assert_non_null(h = history_open(w));
+	assert_non_null(r = retention_open(w, &c, path));
+	assert_int_equal(store_begin(w), TW_OK);
+	assert_int_equal(store_series_add(w, "edge", "t", &s, NULL, NULL), TW_OK);
+	for (int i = 0; i < 60; i++)
+		put(h, s, old + i * 1000LL, 1, &fresh);
+	put(h, s, now - 1000, 5, &fresh);
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	while (retention_step(r, now, now) == 1)
+		assert_true(++steps < 100);
+	history_set_floor(h, retention_floor(r));
+	assert_true(retention_floor(r) > old);
+	assert_int_equal(count("SELECT count(*) FROM history"), 1);
+	assert_int_equal(store_begin(w), TW_OK);
+	put(h, s, old + 5000, 1, &fresh);		/* a redelivery, its raw row gone */
+	put(h, s, old + 6000, 99, &fresh);		/* a correction of a trimmed point */
+	put(h, s, old + 6000, 98, &fresh);		/* ... and of that one */
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	assert_int_equal(count("SELECT sum(n) FROM rollup_1h"), 61);
+	assert_int_equal(count("SELECT sum(total) FROM rollup_1m"), 65);
+	assert_int_equal(count("SELECT count(*) FROM history"), 3);
+	/* Number 1 and true at one ts are two values, not a redelivery. */
+	assert_int_equal(store_begin(w), TW_OK);
+	put(h, s, now - 2000, 1, &fresh);
+	assert_int_equal(history_put(h, s, now - 2000, &yes, &fresh), TW_OK);
+	assert_int_equal(fresh, 1);
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	assert_int_equal(count("SELECT sum(n) FROM rollup_1h"), 61);
+	retention_close(r);
+	history_close(h);
+	store_close(w);
+}
+
+/* Values up to 1e300 (ingest refuses beyond) keep every sum finite. */
+static void
+test_huge_values_keep_sums_finite(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct history *h;
+	struct buckets b;
+	int64_t s, t0 = 3600000LL * 10;
+	int fresh;
+
+	(void)state;
+	assert_non_null(h = history_open(w));
+	assert_int_equal(store_begin(w), TW_OK);
+	assert_int_equal(store_series_add(w, "huge", "t", &s, NULL, NULL), TW_OK);
+	for (int i = 0; i < 100; i++)
+		put(h, s, t0 + i * 1000LL, i % 2 ? 1e300 : -1e300, &fresh);
+	put(h, s, t0 + 62000, 1e300, &fresh);		/* a correction: redo of minute and hour */
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	buckets_of(w, s, 3600000, TIER_HOUR, &b);
+	assert_int_equal(b.n, 1);
+	assert_int_equal(b.b[0].count, 100);
+	assert_true(b.b[0].sum == 2e300);
+	history_close(h);
+	store_close(w);
+}
+
 int
 main(void)
 {
@@ -324,6 +450,11 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_retention_trims_exactly_what_is_old, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_retention_ignores_a_clock_far_ahead, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_a_point_under_the_edge_changes_nothing, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_huge_values_keep_sums_finite, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

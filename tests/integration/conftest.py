@@ -676,6 +676,15 @@ class Publisher:
         self.client.loop_stop()
 
 
+def published(info):
+    """Whether the broker acknowledged it; a publish refused at once (the
+    broker had just gone: "not currently connected") was not."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return False
+
+
 class StreamPublisher(threading.Thread):
     """Publishes `messages` [(topic, payload)] in order at about `rate` msg/s in
     a thread. `acked()` are the indexes whose PUBACK arrived. `stop_event`
@@ -709,7 +718,7 @@ class StreamPublisher(threading.Thread):
         return len(self.infos)
 
     def acked(self):
-        return [i for i, info in enumerate(list(self.infos)) if info.is_published()]
+        return [i for i, info in enumerate(list(self.infos)) if published(info)]
 
     def wait_acked(self, timeout):
         """Wait until every message that was handed to paho is acknowledged

@@ -111,6 +111,7 @@ history_open(struct store *s)
 	if (h == NULL)
 		return NULL;
 	h->store = s;
+	h->floor = INT64_MIN;		/* until retention says where its edge is */
 	for (int i = 0; i < H__COUNT; i++) {
 		if (sqlite3_prepare_v3(store_handle(s), hist_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
 		    &h->st[i], NULL) != SQLITE_OK) {

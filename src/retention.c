@@ -128,6 +128,7 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 	r->store = s;
 	r->conf = c;
 	r->job = J__COUNT;
+	r->floor = INT64_MIN;
 	if ((r->dir = strdup(dirname(copy))) == NULL)
 		goto fail;
 	for (int i = 0; i < R__COUNT; i++)

@@ -25,7 +25,6 @@ struct apply {
 	int max_props_per_twin;
 	const char **names;		/* scratch: the interned names of one record, max_properties */
 	int partial;			/* the last load left twins on disk that memory lacks */
-	int64_t newest_ts;		/* the newest ts applied (retention's sanity bound) */
 };
 
 /*

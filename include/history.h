@@ -39,12 +39,14 @@ void history_close(struct history *h);
 int history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *v,
     int *fresh);
 /*
- * Retention's edge: a point older than this goes to raw history (until
- * the next trim) but into no rollup, since its minute may be gone and a
- * redelivery of it cannot be told from a new point; it is counted
+ * Retention's edges. A point older than `floor_ts` (raw numbers' age
+ * edge) goes to raw history (until the next trim) but into no rollup,
+ * since a redelivery of it cannot be told from a new point; so does a
+ * correction older than `redo_floor_ts` (the raw edge, the disk budget's
+ * included), whose minute has lost rows. Both are counted
  * (twind_values_too_old_total).
  */
-void history_set_floor(struct history *h, int64_t floor_ts);
+void history_set_floor(struct history *h, int64_t floor_ts, int64_t redo_floor_ts);
 /* Writes the batch's rollups; called before the commit, inside the transaction. */
 int history_flush(struct history *h);
 /* The batch was rolled back: its rollups are forgotten. */
@@ -77,7 +79,8 @@ int history_plan(struct store *s, int64_t step_ms, int64_t from, int64_t to,
 /*
  * Numeric buckets of `series` as `plan` says, ascending; `cb` returns 0
  * to go on. At most `limit` buckets; TW_ERR_FULL when it stopped early,
- * at a bucket's end, because the page had folded 2 million rows.
+ * before the bucket it was folding, because the page had folded 2
+ * million rows; TW_ERR_REFUSED when the first bucket alone holds more.
  */
 int history_buckets(struct store *s, int64_t series, const struct history_plan *plan,
     int limit, int (*cb)(void *arg, const struct history_bucket *b), void *arg);

@@ -22,24 +22,28 @@ void retention_close(struct retention *r);
 
 /*
  * One small step (at most a few thousand rows) in its own transaction;
- * no transaction may be open. `now_ms` is the wall clock, `newest_ts` the
- * newest ts stored (0: unknown): ages count from the earlier of now and a
- * day past the newest data. Returns 1 while more is to be trimmed, 0 when
- * caught up, or a negated TW_ERR_* (-TW_ERR_FULL: the disk is full).
+ * no transaction may be open. `wall_ms` is the wall clock; ages count by
+ * retention's own clock (see retention_clock in retention.c). Returns 1
+ * while more is to be trimmed, 0 when caught up, or a negated TW_ERR_*
+ * (-TW_ERR_FULL: the disk is full).
  */
-int retention_step(struct retention *r, int64_t now_ms, int64_t newest_ts);
-/* No tier keeps a point older than this (a raw or minute edge): writing one is pointless. */
+int retention_step(struct retention *r, int64_t wall_ms);
+/* The age edge of raw numbers: a point older than this goes into no rollup. */
 int64_t retention_floor(const struct retention *r);
-/* The newest ts in the database when it was opened. */
-int64_t retention_newest(const struct retention *r);
+/* The raw edge, the budget's included: a correction older than this rebuilds no minute. */
+int64_t retention_redo_floor(const struct retention *r);
 /* [storage] disk_reserve, at most an eighth of the file system (a larger one would never clear). */
 int64_t retention_reserve(const struct retention *r);
 
 /* A small write in its own transaction: TW_OK when SQLite can write again after a full disk. */
 int retention_probe(struct retention *r, int64_t now_ms);
 
-/* Bytes free for twind: the file system's, and the free pages inside the database; -1 unknown. */
-int64_t retention_disk_free(struct retention *r);
+/*
+ * Bytes free on the database's file system (-1 unknown), and with
+ * `with_free_pages` the pages free inside the database too: room for
+ * twind to resume in, but not for the other users of the disk.
+ */
+int64_t retention_disk_free(struct retention *r, int with_free_pages);
 
 /* Rows deleted so far, per what (for metrics and the README's figures). */
 uint64_t retention_trimmed_rows(const struct retention *r);

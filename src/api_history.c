@@ -46,6 +46,7 @@ struct page {
 	int rows;
 	int64_t first_ts, last_ts;
 	int full;		/* stopped at PAGE_BYTES_MAX */
+	int more;		/* read again with fewer rows to fit: older ones are left */
 };
 
 static int
@@ -262,8 +263,28 @@ read_prop(struct http_req *req, const struct query *q, const struct history_plan
 	if (q->step_ms > 0)
 		return history_buckets(req->db, series, plan, q->limit, bucket_row, pg);
 	/* Without from, the newest points are what anyone looking wants. */
-	return store_read_history(req->db, id, pg->prop, q->from, q->to, q->limit, !q->has_from,
-	    point_row, pg);
+	if (q->has_from)
+		return store_read_history(req->db, id, pg->prop, q->from, q->to, q->limit, 0,
+		    point_row, pg);
+	/*
+	 * The newest points, oldest first: a page cut by its bytes would keep
+	 * the oldest of them, so it is read again with fewer, until the newest
+	 * fit (X-Next-To then reaches the rest).
+	 */
+	for (int limit = q->limit, tries = 0; ; tries++) {
+		size_t start = pg->out->len;
+
+		rc = store_read_history(req->db, id, pg->prop, q->from, q->to, limit, 1, point_row,
+		    pg);
+		if (!pg->full || pg->out->failed || pg->rows <= 1 || tries == 8) {
+			pg->more = tries > 0 && pg->rows == limit;
+			return rc;
+		}
+		pg->out->len = start;
+		limit = pg->rows * 3 / 4;
+		pg->rows = 0;
+		pg->full = 0;
+	}
 }
 
 static int
@@ -281,7 +302,7 @@ read_all(struct http_req *req, struct http_reply *rep, const struct query *q, co
 	else if (q->nprops > 1)
 		text_printf(out, "{");
 	for (int i = 0; i < q->nprops && rc == TW_OK; i++) {
-		struct page pg = { out, q, q->props[i], 0, 0, 0, 0 };
+		struct page pg = { out, q, q->props[i], 0, 0, 0, 0, 0 };
 
 		if (!q->csv && q->nprops > 1)
 			text_printf(out, "%s\"%s\":", i > 0 ? "," : "", q->props[i]);
@@ -298,6 +319,12 @@ read_all(struct http_req *req, struct http_reply *rep, const struct query *q, co
 			    q->props[i]);
 			return rc;
 		}
+		if (rc == TW_ERR_REFUSED) {
+			http_error(rep, 413, "too_large", "one %lld ms bucket of '%s' holds more than 2 "
+			    "million points: ask for a step of whole minutes (served from rollups)",
+			    (long long)plan.step_ms, q->props[i]);
+			return TW_ERR_FULL;
+		}
 		if (!q->csv)
 			text_printf(out, "]");
 		if (pg.full && q->nprops > 1) {
@@ -306,7 +333,7 @@ read_all(struct http_req *req, struct http_reply *rep, const struct query *q, co
 			    "smaller limit or a coarser step", PAGE_BYTES_MAX >> 20);
 			return TW_ERR_FULL;
 		}
-		if (pg.rows == q->limit || pg.full) {
+		if (pg.rows == q->limit || pg.full || pg.more) {
 			truncated = 1;
 			if (pg.last_ts < next_from)
 				next_from = pg.last_ts;

@@ -190,8 +190,6 @@ apply_values(struct apply *a, struct twin *t, const struct rec *r)
 		t->version++;
 	if (r->arrival_ms > t->last_seen_ts && !(r->flags & REC_F_RETAINED))
 		t->last_seen_ts = r->arrival_ms;
-	if (r->ts > a->newest_ts)
-		a->newest_ts = r->ts;
 	if (r->ts >= t->newest_ts) {
 		t->newest_ts = r->ts;
 		t->newest_mono = clock_mono_ms();

@@ -520,10 +520,11 @@ disk_full_enter(struct engine *e, const char *why)
 static int
 disk_check(struct engine *e)
 {
-	int64_t free_b = retention_disk_free(e->retention);
+	/* Free pages in the file are room for twind both ways, or it would step in and out. */
+	int64_t free_b = retention_disk_free(e->retention, 1);
 	int64_t reserve = retention_reserve(e->retention);
 
-	atomic_store(&metrics.disk_free, free_b);
+	atomic_store(&metrics.disk_free, retention_disk_free(e->retention, 0));
 	if (free_b >= 0 && free_b < reserve) {
 		disk_full_enter(e, "disk full: free space is under [storage] disk_reserve");
 		return 1;
@@ -555,9 +556,10 @@ trim_step(struct engine *e)
 
 	if (now < e->next_trim || e->in_txn)
 		return;
-	rc = retention_step(e->retention, clock_now_ms(), e->apply.newest_ts);
+	rc = retention_step(e->retention, clock_now_ms());
 	e->next_trim = now + (rc == 1 ? 20 : TICK_MS);
-	history_set_floor(e->hist, retention_floor(e->retention));
+	history_set_floor(e->hist, retention_floor(e->retention),
+	    retention_redo_floor(e->retention));
 	atomic_store(&metrics.trimmed, retention_trimmed_rows(e->retention));
 	if (rc == -TW_ERR_FULL)
 		disk_full_enter(e, "disk full: the database cannot grow");
@@ -858,7 +860,7 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	e->hist = history_open(store);
 	e->retention = retention_open(store, c, c->db_path);
 	e->apply = (struct apply){ e->twins, store, e->hist, &e->desired, &e->runtime,
-	    c->auto_create, c->max_twins, c->max_props_per_twin, e->names, 0, 0 };
+	    c->auto_create, c->max_twins, c->max_props_per_twin, e->names, 0 };
 	rs = (struct restore){ .twins = e->twins, .models = e->models, .status = &e->status_rule,
 	    .runtime = &e->runtime, .commands = &e->commands };
 	/* Names first: the load binds every twin to its rules and open alerts. */
@@ -867,8 +869,8 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	    restore_load(&rs, store, 0) != TW_OK)
 		goto fail;
 	e->apply.partial = rs.partial;
-	e->apply.newest_ts = retention_newest(e->retention);
-	history_set_floor(e->hist, retention_floor(e->retention));
+	history_set_floor(e->hist, retention_floor(e->retention),
+	    retention_redo_floor(e->retention));
 	if (store_begin(store) != TW_OK || restore_plant(e->twins, e->models, &e->runtime, plant) != TW_OK ||
 	    twin_flush_dirty(e->twins, flush_twin, e) != TW_OK || store_commit(store) != TW_OK) {
 		log_warnx("cannot apply the twins file: %s", store_errmsg(store));

@@ -58,13 +58,15 @@ static const char *const hist_sql[H__COUNT] = {
 	[H_MERGE_1M] = MERGE("rollup_1m"),
 	[H_MERGE_1H] = MERGE("rollup_1h"),
 	[H_REDO_1M_DEL] = "DELETE FROM rollup_1m WHERE series = ? AND ts = ?",
+	/* Beyond 1e300 a value could only come from before ingest refused it: left out. */
 	[H_REDO_1M] = "INSERT INTO rollup_1m SELECT ?1, ?2, count(*), sum(value), min(value), "
 	    "max(value), min(ts), (SELECT value FROM history WHERE series = ?1 AND ts >= ?2 "
-	    "AND ts < ?2 + 60000 AND typeof(value) = 'real' ORDER BY ts LIMIT 1), max(ts), "
+	    "AND ts < ?2 + 60000 AND typeof(value) = 'real' AND abs(value) <= 1e300 "
+	    "ORDER BY ts LIMIT 1), max(ts), "
 	    "(SELECT value FROM history WHERE series = ?1 AND ts >= ?2 AND ts < ?2 + 60000 "
-	    "AND typeof(value) = 'real' ORDER BY ts DESC LIMIT 1) FROM history "
-	    "WHERE series = ?1 AND ts >= ?2 AND ts < ?2 + 60000 AND typeof(value) = 'real' "
-	    "HAVING count(*) > 0",
+	    "AND typeof(value) = 'real' AND abs(value) <= 1e300 ORDER BY ts DESC LIMIT 1) "
+	    "FROM history WHERE series = ?1 AND ts >= ?2 AND ts < ?2 + 60000 "
+	    "AND typeof(value) = 'real' AND abs(value) <= 1e300 HAVING count(*) > 0",
 	[H_REDO_1H_DEL] = "DELETE FROM rollup_1h WHERE series = ? AND ts = ?",
 	[H_REDO_1H] = "INSERT INTO rollup_1h SELECT ?1, ?2, sum(n), sum(total), min(lo), max(hi), "
 	    "min(first_ts), (SELECT first_v FROM rollup_1m WHERE series = ?1 AND ts >= ?2 "
@@ -80,7 +82,8 @@ struct history {
 	struct acc slot[ACC_SLOTS];
 	uint16_t order[ACC_MAX];	/* the slots in use, in the order they were taken */
 	int n;
-	int64_t floor;			/* retention's edge: nothing older is written */
+	int64_t floor;			/* retention's age edge: no rollup takes older points */
+	int64_t redo_floor;		/* the raw edge: no correction older rebuilds a minute */
 };
 
 static const char *const tier_names[TIER__COUNT] = { "raw", "1m", "1h" };
@@ -111,7 +114,7 @@ history_open(struct store *s)
 	if (h == NULL)
 		return NULL;
 	h->store = s;
-	h->floor = INT64_MIN;		/* until retention says where its edge is */
+	h->floor = h->redo_floor = INT64_MIN;	/* until retention says where its edges are */
 	for (int i = 0; i < H__COUNT; i++) {
 		if (sqlite3_prepare_v3(store_handle(s), hist_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
 		    &h->st[i], NULL) != SQLITE_OK) {
@@ -135,9 +138,10 @@ history_close(struct history *h)
 }
 
 void
-history_set_floor(struct history *h, int64_t floor_ts)
+history_set_floor(struct history *h, int64_t floor_ts, int64_t redo_floor_ts)
 {
 	h->floor = floor_ts;
+	h->redo_floor = redo_floor_ts;
 }
 
 static struct acc *
@@ -215,7 +219,7 @@ history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *
 	 * rebuild a minute from rows that are gone. The raw row stands until
 	 * the next trim (a replay's rules still see it); no rollup takes it.
 	 */
-	if (ts < h->floor) {
+	if (ts < h->floor || (redo && ts < h->redo_floor)) {
 		metrics_add(&metrics.values_too_old, 1);
 		return TW_OK;
 	}
@@ -403,14 +407,16 @@ history_buckets(struct store *s, int64_t series, const struct history_plan *plan
 		if (b.count > 0 && at != b.ts) {
 			if (cb(arg, &b) != 0 || ++n >= limit)
 				stop = 1;
-			else if (scanned > SCAN_ROWS_MAX)
-				stop = cut = 1;
 			b.count = 0;
 			b.sum = 0;
 			if (stop)
 				break;
 		}
-		scanned++;
+		/* Cut before the bucket being folded: the next page starts with it. */
+		if (++scanned > SCAN_ROWS_MAX) {
+			stop = cut = 1;
+			break;
+		}
 		b.ts = at;
 		bucket_add(&b, &row);
 	}
@@ -422,5 +428,7 @@ history_buckets(struct store *s, int64_t series, const struct history_plan *plan
 	sqlite3_finalize(st);
 	if (!stop && b.count > 0)
 		cb(arg, &b);
+	if (cut && n == 0)
+		return TW_ERR_REFUSED;	/* one bucket holds more rows than a page may fold */
 	return cut ? TW_ERR_FULL : TW_OK;
 }

@@ -18,7 +18,8 @@
 #define RAW_FLOOR_MS	HISTORY_HOUR_MS	/* the budget never takes the last hour of raw points */
 #define MINUTE_FLOOR_MS	86400000LL	/* ... nor the last day of minutes */
 #define VACUUM_PAGES	1024		/* pages given back to the file system per step */
-#define AHEAD_MS	86400000LL	/* the clock may run this far past the newest data */
+#define AHEAD_MS	86400000LL	/* at start, the clock may run this far past the newest data */
+#define JUMP_MS		HISTORY_HOUR_MS	/* a wall clock this far from the anchored one has jumped */
 
 /*
  * The jobs of a round, in order. Raw numbers go at `raw`; raw booleans
@@ -27,8 +28,8 @@
 enum job { J_RAW, J_MINUTE, J_HOUR, J_RAW_OTHER, J_ALERTS, J_COMMANDS, J_QUARANTINE, J__COUNT };
 
 enum ret_stmt {
-	R_BEGIN, R_COMMIT, R_ROLLBACK, R_SERIES_NEXT,
-	R_DEL_RAW, R_DEL_MINUTE, R_DEL_HOUR, R_DEL_RAW_OTHER, R_DEL_ALERTS, R_DEL_COMMANDS,
+	R_BEGIN, R_COMMIT, R_ROLLBACK, R_SERIES_NEXT, R_SERIES_NEXT_NUM, R_SERIES_NEXT_OTHER,
+	R_DEL_RAW, R_DEL_MINUTE, R_DEL_HOUR, R_DEL_ALERTS, R_DEL_COMMANDS,
 	R_DEL_QUARANTINE, R_MARK, R_MARKS, R_OLDEST_RAW, R_OLDEST_MINUTE, R_PAGES, R_FREE,
 	R_PAGE_SIZE, R_VACUUM, R_NEWEST,
 	R__COUNT
@@ -45,9 +46,17 @@ static const char *const ret_sql[R__COUNT] = {
 	[R_BEGIN] = "BEGIN IMMEDIATE",
 	[R_COMMIT] = "COMMIT",
 	[R_ROLLBACK] = "ROLLBACK",
+	/*
+	 * A series of numbers (or none reported yet) and a series of booleans
+	 * or strings are trimmed by different ages, each as a whole: a DELETE
+	 * never walks over rows it must keep.
+	 */
 	[R_SERIES_NEXT] = "SELECT id FROM series WHERE id > ? ORDER BY id LIMIT 1",
-	[R_DEL_RAW] = DEL_WHERE("history", "AND typeof(value) = 'real'"),
-	[R_DEL_RAW_OTHER] = DEL_WHERE("history", "AND typeof(value) != 'real'"),
+	[R_SERIES_NEXT_NUM] = "SELECT id FROM series WHERE id > ? "
+	    "AND typeof(value) IN ('real', 'null') ORDER BY id LIMIT 1",
+	[R_SERIES_NEXT_OTHER] = "SELECT id FROM series WHERE id > ? "
+	    "AND typeof(value) NOT IN ('real', 'null') ORDER BY id LIMIT 1",
+	[R_DEL_RAW] = DEL_TIER("history"),
 	[R_DEL_MINUTE] = DEL_TIER("rollup_1m"),
 	[R_DEL_HOUR] = DEL_TIER("rollup_1h"),
 	/* Cleared and acknowledged only: an alarm nobody has seen stays (ISA-18.2). */
@@ -74,13 +83,13 @@ static const char *const ret_sql[R__COUNT] = {
 
 static const struct {
 	enum ret_stmt del;
-	int per_series;		/* a tier's table: series by series */
+	enum ret_stmt next;	/* a tier's table: series by series, these series; else 0 */
 	int mark;		/* the tier whose edge it moves, or -1 */
 } jobs[J__COUNT] = {
-	[J_RAW] = { R_DEL_RAW, 1, TIER_RAW },
-	[J_MINUTE] = { R_DEL_MINUTE, 1, TIER_MINUTE },
-	[J_HOUR] = { R_DEL_HOUR, 1, TIER_HOUR },
-	[J_RAW_OTHER] = { R_DEL_RAW_OTHER, 1, -1 },
+	[J_RAW] = { R_DEL_RAW, R_SERIES_NEXT_NUM, TIER_RAW },
+	[J_MINUTE] = { R_DEL_MINUTE, R_SERIES_NEXT, TIER_MINUTE },
+	[J_HOUR] = { R_DEL_HOUR, R_SERIES_NEXT, TIER_HOUR },
+	[J_RAW_OTHER] = { R_DEL_RAW, R_SERIES_NEXT_OTHER, -1 },
 	[J_ALERTS] = { R_DEL_ALERTS, 0, -1 },
 	[J_COMMANDS] = { R_DEL_COMMANDS, 0, -1 },
 	[J_QUARANTINE] = { R_DEL_QUARANTINE, 0, -1 },
@@ -97,8 +106,12 @@ struct retention {
 	int64_t cutoff[J__COUNT];	/* this round: rows older than this go */
 	int64_t budget_edge[TIER_HOUR];	/* raw, minute: moved forward by max_db_size */
 	int64_t round_mono;		/* when this round began (monotonic); 0: none yet */
-	int64_t floor;			/* no tier holds a whole minute before this */
+	int64_t floor;			/* the age edge of raw numbers: no rollup takes older points */
+	int64_t redo_floor;		/* the raw edge with the budget's: no minute is whole before */
+	int64_t age_edge;		/* this round's raw edge by age alone */
 	int64_t newest;			/* the newest ts on disk at open */
+	int64_t wall0, mono0;		/* retention's clock: wall0 + (monotonic - mono0); 0: unset */
+	struct log_limit clock_log;
 	int64_t fs_bytes;		/* the file system's size, at open */
 	enum job job;			/* the job this round is on; J__COUNT: caught up */
 	int64_t series;			/* the tier job's cursor */
@@ -128,7 +141,7 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 	r->store = s;
 	r->conf = c;
 	r->job = J__COUNT;
-	r->floor = INT64_MIN;
+	r->floor = r->redo_floor = INT64_MIN;
 	if ((r->dir = strdup(dirname(copy))) == NULL)
 		goto fail;
 	for (int i = 0; i < R__COUNT; i++)
@@ -150,7 +163,7 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 			if (strcmp(name, budget_names[t]) == 0)
 				r->budget_edge[t] = at;
 			if (strcmp(name, history_tier_name(t)) == 0)
-				r->floor = max64(r->floor, at);
+				r->redo_floor = max64(r->redo_floor, at);
 		}
 	}
 	sqlite3_reset(r->st[R_MARKS]);
@@ -180,15 +193,16 @@ retention_close(struct retention *r)
 }
 
 int64_t
-retention_disk_free(struct retention *r)
+retention_disk_free(struct retention *r, int with_free_pages)
 {
 	struct statvfs v;
-	int64_t pages;
+	int64_t pages = 0;
 
 	if (statvfs(r->dir, &v) != 0)
 		return -1;
-	/* Pages freed inside the file are room too: SQLite writes there first. */
-	pages = scalar(r, R_FREE, 0) * scalar(r, R_PAGE_SIZE, 4096);
+	/* Pages freed inside the file are room for twind (SQLite writes there first), not others. */
+	if (with_free_pages)
+		pages = scalar(r, R_FREE, 0) * scalar(r, R_PAGE_SIZE, 4096);
 	return (int64_t)v.f_bavail * (int64_t)v.f_frsize + pages;
 }
 
@@ -210,9 +224,44 @@ retention_floor(const struct retention *r)
 }
 
 int64_t
-retention_newest(const struct retention *r)
+retention_redo_floor(const struct retention *r)
 {
-	return r->newest;
+	return r->redo_floor;
+}
+
+/*
+ * Retention's clock: the wall clock at the first step (at start, no more
+ * than a day past the newest data on disk), moved on by the monotonic
+ * clock. A wall clock that jumps ahead while twind runs (a typo, a bad
+ * NTP answer) ages nothing away until a restart; one that steps back is
+ * followed, since that only keeps more.
+ */
+static int64_t
+retention_clock(struct retention *r, int64_t wall)
+{
+	int64_t mono = clock_mono_ms(), now;
+
+	if (r->mono0 == 0) {
+		if (r->newest > 0 && wall > r->newest + AHEAD_MS) {
+			log_warnx("retention: the clock is %lld h past the newest data; ages count "
+			    "from a day past it", (long long)((wall - r->newest) / HISTORY_HOUR_MS));
+			wall = r->newest + AHEAD_MS;
+		}
+		r->wall0 = wall;
+		r->mono0 = mono;
+		return wall;
+	}
+	now = r->wall0 + (mono - r->mono0);
+	if (wall < now - JUMP_MS) {
+		r->wall0 = wall;
+		r->mono0 = mono;
+		return wall;
+	}
+	if (wall > now + JUMP_MS)
+		log_limited(&r->clock_log, "retention: the wall clock jumped %lld min ahead; ages "
+		    "count by the monotonic clock until twind restarts",
+		    (long long)((wall - now) / 60000));
+	return now;
 }
 
 uint64_t
@@ -290,6 +339,7 @@ round_begin(struct retention *r, int64_t now)
 
 	budget_check(r, now);
 	/* Whole minutes: no minute straddles the edge, so a correction finds all its points. */
+	r->age_edge = history_bucket_of(now - c->keep_raw_ms, HISTORY_MINUTE_MS);
 	r->cutoff[J_RAW] = history_bucket_of(max64(now - c->keep_raw_ms,
 	    r->budget_edge[TIER_RAW]), HISTORY_MINUTE_MS);
 	/* Minutes go in whole hours, so an hour with raw points keeps all its minutes. */
@@ -308,13 +358,14 @@ round_begin(struct retention *r, int64_t now)
 
 /* Deletes up to `max` rows of one tier, series by series from the cursor; rows deleted. */
 static int
-trim_tier(struct retention *r, enum ret_stmt del, int64_t cutoff, int max, int *done)
+trim_tier(struct retention *r, enum ret_stmt del, enum ret_stmt which, int64_t cutoff, int max,
+    int *done)
 {
 	sqlite3 *db = store_handle(r->store);
 	int n = 0;
 
 	for (int looked = 0; looked < STEP_SERIES && n < max; looked++) {
-		sqlite3_stmt *next = r->st[R_SERIES_NEXT];
+		sqlite3_stmt *next = r->st[which];
 		int changed;
 
 		sqlite3_bind_int64(next, 1, r->series);
@@ -375,7 +426,9 @@ job_begin(struct retention *r)
 	if (r->job == J__COUNT || (t = jobs[r->job].mark) < 0)
 		return TW_OK;
 	if (t < TIER_HOUR)
-		r->floor = max64(r->floor, r->cutoff[r->job]);
+		r->redo_floor = max64(r->redo_floor, r->cutoff[r->job]);
+	if (r->job == J_RAW)
+		r->floor = r->age_edge;
 	if (r->job == J_RAW)
 		for (int b = TIER_RAW; b < TIER_HOUR; b++)
 			if (r->budget_edge[b] != 0 &&
@@ -415,17 +468,14 @@ retention_probe(struct retention *r, int64_t now)
 }
 
 int
-retention_step(struct retention *r, int64_t now, int64_t newest)
+retention_step(struct retention *r, int64_t wall)
 {
 	int n = 0, done = 0, got, full;
 
 	if (r->job == J__COUNT) {
 		if (r->round_mono != 0 && clock_mono_ms() - r->round_mono < ROUND_MS)
 			return 0;
-		/* A clock run far ahead (a bad RTC, a typo) must not age away what was just stored. */
-		if (max64(newest, r->newest) > 0 && now > max64(newest, r->newest) + AHEAD_MS)
-			now = max64(newest, r->newest) + AHEAD_MS;
-		round_begin(r, now);
+		round_begin(r, retention_clock(r, wall));
 	}
 	if (store_step_done(r->store, r->st[R_BEGIN]) != TW_OK)
 		return -TW_ERR_DB;
@@ -435,8 +485,8 @@ retention_step(struct retention *r, int64_t now, int64_t newest)
 		enum ret_stmt del = jobs[r->job].del;
 
 		done = 0;
-		got = jobs[r->job].per_series ?
-		    trim_tier(r, del, r->cutoff[r->job], STEP_ROWS - n, &done) :
+		got = jobs[r->job].next != 0 ?
+		    trim_tier(r, del, jobs[r->job].next, r->cutoff[r->job], STEP_ROWS - n, &done) :
 		    trim_table(r, del, r->cutoff[r->job], STEP_ROWS - n, &done);
 		if (got < 0)
 			goto fail;

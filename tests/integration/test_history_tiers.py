@@ -261,3 +261,26 @@ def test_huge_values_are_refused_and_duplicates_and_no_from(shared, tiered):
                params={"property": "v", "to": hi, "step": "10m", "limit": 6})
     assert r.headers["X-History-Tier"] == "1m"
     assert r.json() == expected_buckets(pts, 10 * MINUTE, hi - 5 * 10 * MINUTE, hi)
+
+
+def test_a_page_bounded_in_bytes_keeps_the_newest_and_pages_back(shared, tiered):
+    """400 strings that escape to 24 KB each pass the 8 MiB a page may hold:
+    the newest page has the newest points, and X-Next-To reaches the rest."""
+    tw, pub = shared.twind, shared.pub
+    t0 = now_ms() - 600_000
+    pub.publish_many([("plant/tier-5/telemetry", {"ts": t0 + i, "s": "\x01" * 4000})
+                      for i in range(400)], timeout=60)
+    wait_until(lambda: len(tw.db_history("tier-5", "s")) == 400, 20, what="400 strings stored")
+    got, to = [], None
+    for _ in range(20):
+        params = {"property": "s", "limit": 10000, **({"to": to} if to is not None else {})}
+        r = tw.get("/api/v1/twins/tier-5/history", params=params)
+        assert r.status_code == 200 and len(r.content) <= 8 * 1024 * 1024 + 64 * 1024
+        page = [p["ts"] for p in r.json()]
+        if to is None:
+            assert page[-1] == t0 + 399 and len(page) < 400, (len(page), page[-1:])
+        got = page + got
+        if "X-Next-To" not in r.headers:
+            break
+        to = int(r.headers["X-Next-To"])
+    assert got == [t0 + i for i in range(400)]

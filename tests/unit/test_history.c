@@ -445,6 +445,51 @@ test_huge_values_keep_sums_finite(void **state)
 	store_close(w);
 }
 
+static void
+exec_sql(const char *sql)
+{
+	sqlite3 *db;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+/*
+ * Old alerts go only when cleared and acknowledged, and never the newest
+ * row (its id would be given again); old commands only when finished.
+ */
+static void
+test_retention_keeps_what_is_owed(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct conf c;
+	struct retention *r;
+	int64_t now = 1000LL * 86400000;
+	int steps = 0;
+
+	(void)state;
+	conf_default_ages(&c);
+	exec_sql("INSERT INTO alerts(id, twin, rule, severity, message, active, acknowledged, "
+	    "raised_ts, cleared_ts) VALUES"
+	    "(1, 'a', 'r', 'warning', 'm', 0, 1, 1000, 2000),"	/* old, cleared, acked: goes */
+	    "(2, 'a', 'r', 'warning', 'm', 0, 0, 1000, 2000),"	/* nobody acknowledged it */
+	    "(3, 'a', 'r', 'warning', 'm', 1, 1, 1000, NULL),"	/* still active */
+	    "(4, 'a', 'r', 'warning', 'm', 0, 1, 1000, 2000);"	/* the newest row */
+	    "INSERT INTO commands(id, twin, command, status, issued_ts) VALUES"
+	    "('c1', 'a', 'stop', 'done', 1000), ('c2', 'a', 'stop', 'sent', 1000),"
+	    "('c3', 'a', 'stop', 'pending', 1000), ('c4', 'a', 'stop', 'done', 86400000000);");
+	assert_non_null(r = retention_open(w, &c, path));
+	while (retention_step(r, now) == 1)
+		assert_true(++steps < 100);
+	assert_int_equal(count("SELECT count(*) FROM alerts WHERE id IN (2, 3, 4)"), 3);
+	assert_int_equal(count("SELECT count(*) FROM alerts"), 3);
+	assert_int_equal(count("SELECT count(*) FROM commands WHERE id IN ('c2', 'c3', 'c4')"), 3);
+	assert_int_equal(count("SELECT count(*) FROM commands"), 3);
+	retention_close(r);
+	store_close(w);
+}
+
 int
 main(void)
 {
@@ -461,6 +506,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_a_point_under_the_edge_changes_nothing, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_huge_values_keep_sums_finite, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retention_keeps_what_is_owed, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

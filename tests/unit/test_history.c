@@ -276,7 +276,7 @@ test_retention_trims_exactly_what_is_old(void **state)
 	struct retention *r;
 	int64_t now = 1000LL * 86400000, s[3];
 	int fresh, rc, steps = 0;
-	char name[8];
+	char name[16];
 
 	(void)state;
 	c.keep_raw_ms = 7 * 86400000LL;

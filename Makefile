@@ -12,7 +12,7 @@ SIM_RATE ?= 20
 SIM_ACCEL ?= 10
 
 CC ?= cc
-PKGS := libmosquitto libcjson sqlite3 libmicrohttpd inih libsodium
+PKGS := libmosquitto libcjson sqlite3 libmicrohttpd inih libsodium gnutls
 DEFS := -D_GNU_SOURCE -DTW_WWW_DIR='"$(DATADIR)/twind/www"'
 ifeq ($(WITH_SYSTEMD),yes)
 PKGS += libsystemd
@@ -31,7 +31,7 @@ BUILD := build/rel
 endif
 
 # Debian packages: what the build, `make run` and `make test` need.
-DEPS_BUILD := gcc make pkg-config libmosquitto-dev libcjson-dev libsqlite3-dev \
+DEPS_BUILD := gcc make pkg-config libmosquitto-dev libcjson-dev libsqlite3-dev libgnutls28-dev \
 	libmicrohttpd-dev libinih-dev uthash-dev libsystemd-dev libsodium-dev
 DEPS_RUN := mosquitto curl
 DEPS_TEST := libcmocka-dev python3-pytest python3-paho-mqtt python3-requests sqlite3 \

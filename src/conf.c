@@ -1,5 +1,6 @@
 /* The configuration file: one option table drives parsing, defaults and checks. */
 #include <errno.h>
+#include <gnutls/gnutls.h>
 #include <ini.h>
 #include <limits.h>
 #include <stddef.h>
@@ -485,6 +486,41 @@ topic_template_ok(const char *t)
 	return p[6] == '\0' || p[6] == '/';
 }
 
+/*
+ * A certificate and key (and a CA file) as GnuTLS will read them at
+ * start: a file that is not PEM, a key that does not match its
+ * certificate, a CA file with no certificate is a configuration error
+ * that --check reports, not a failure found only when listening.
+ */
+static int
+tls_files_ok(const char *section, const char *cert, const char *key, const char *ca,
+    const char *path, FILE *err)
+{
+	gnutls_certificate_credentials_t cred;
+	int rc = TW_OK, g;
+
+	if (cert[0] == '\0' && (ca == NULL || ca[0] == '\0'))
+		return TW_OK;
+	if (gnutls_certificate_allocate_credentials(&cred) != GNUTLS_E_SUCCESS) {
+		fprintf(err, "%s: [%s] TLS: out of memory\n", path, section);
+		return TW_ERR_NOMEM;
+	}
+	if (cert[0] != '\0' && (g = gnutls_certificate_set_x509_key_file(cred, cert, key,
+	    GNUTLS_X509_FMT_PEM)) < 0) {
+		fprintf(err, "%s: [%s] tls_cert_file %s and tls_key_file %s: %s\n", path, section,
+		    cert, key, gnutls_strerror(g));
+		rc = TW_ERR_INVAL;
+	}
+	if (rc == TW_OK && ca != NULL && ca[0] != '\0' &&
+	    (g = gnutls_certificate_set_x509_trust_file(cred, ca, GNUTLS_X509_FMT_PEM)) <= 0) {
+		fprintf(err, "%s: [%s] tls_ca_file %s: %s\n", path, section, ca,
+		    g < 0 ? gnutls_strerror(g) : "no certificate in it");
+		rc = TW_ERR_INVAL;
+	}
+	gnutls_certificate_free_credentials(cred);
+	return rc;
+}
+
 int
 conf_validate(const struct conf *c, const char *path, FILE *err)
 {
@@ -593,6 +629,10 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 		fprintf(err, "%s: [mqtt] password and password_file: say one\n", path);
 		return TW_ERR_INVAL;
 	}
+	if (tls_files_ok("http", c->http_tls_cert, c->http_tls_key, NULL, path, err) != TW_OK ||
+	    tls_files_ok("mqtt", c->mqtt_tls_cert, c->mqtt_tls_key, c->mqtt_tls_ca, path,
+	    err) != TW_OK)
+		return TW_ERR_INVAL;
 	return TW_OK;
 }
 

@@ -141,3 +141,30 @@ def test_mqtt_tls_refuses_a_broker_it_cannot_check(tmp_path, stack, pki):
     assert tw.metric("twind_broker_connected") == 0
     h = tw.get("/healthz")
     assert h.status_code == 503, h.text
+
+
+@pytest.mark.parametrize("what", ["not-pem", "key-of-another", "ca-not-pem"])
+def test_bad_tls_files_are_a_config_error(tmp_path, pki, what):
+    """A file that is not PEM, a key that is not its certificate's, a CA file
+    without a certificate: --check says which file and why, exit 2, as does
+    a start (before, only the listen failed, with exit 1)."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("this is not a certificate\n")
+    junk.chmod(0o600)
+    http = {"tls_cert_file": pki / "server.pem", "tls_key_file": pki / "server.key"}
+    mqtt_ = {}
+    if what == "not-pem":
+        http["tls_cert_file"] = junk
+    elif what == "key-of-another":
+        http["tls_key_file"] = pki / "client.key"
+    else:
+        mqtt_ = {"tls_ca_file": junk}
+    conf = tmp_path / "t.conf"
+    text = "[http]\n" + "".join(f"{k} = {v}\n" for k, v in http.items())
+    text += "[mqtt]\n" + "".join(f"{k} = {v}\n" for k, v in mqtt_.items())
+    text += f"[storage]\ndatabase = {tmp_path / 'db'}\n"
+    conf.write_text(text)
+    r = twind_check(conf)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    named = str(junk) if what != "key-of-another" else str(pki / "client.key")
+    assert named in r.stderr and "t.conf" in r.stderr, r.stderr

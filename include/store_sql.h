@@ -15,6 +15,8 @@ sqlite3 *store_handle(struct store *s);
 void store_bind_value(sqlite3_stmt *st, int col, const struct tw_val *v);
 /* The value in column `col` of the current row; a string is borrowed until the next step. */
 void store_column_value(sqlite3_stmt *st, int col, struct tw_val *v);
+/* Prepares `n` persistent statements of `sql` into `st`; TW_ERR_DB (logged) if one fails. */
+int store_prepare_all(struct store *s, const char *const *sql, int n, sqlite3_stmt **st);
 /* Runs a statement that returns no rows, then resets it; TW_ERR_DB (logged) on failure. */
 int store_step_done(struct store *s, sqlite3_stmt *st);
 

@@ -115,14 +115,9 @@ history_open(struct store *s)
 		return NULL;
 	h->store = s;
 	h->floor = h->redo_floor = INT64_MIN;	/* until retention says where its edges are */
-	for (int i = 0; i < H__COUNT; i++) {
-		if (sqlite3_prepare_v3(store_handle(s), hist_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-		    &h->st[i], NULL) != SQLITE_OK) {
-			log_warnx("database: preparing '%s': %s", hist_sql[i],
-			    sqlite3_errmsg(store_handle(s)));
-			history_close(h);
-			return NULL;
-		}
+	if (store_prepare_all(s, hist_sql, H__COUNT, h->st) != TW_OK) {
+		history_close(h);
+		return NULL;
 	}
 	return h;
 }

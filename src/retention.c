@@ -36,9 +36,8 @@ enum ret_stmt {
 };
 
 /* At most ?3 rows of series ?1 older than ?2: those before the (?3 + 1)-th such row. */
-#define DEL_WHERE(t, w) "DELETE FROM " t " WHERE series = ?1 " w " AND ts < coalesce((SELECT " \
-	"ts FROM " t " WHERE series = ?1 " w " AND ts < ?2 ORDER BY ts LIMIT 1 OFFSET ?3), ?2)"
-#define DEL_TIER(t) DEL_WHERE(t, "")
+#define DEL_TIER(t) "DELETE FROM " t " WHERE series = ?1 AND ts < coalesce((SELECT ts FROM " \
+	t " WHERE series = ?1 AND ts < ?2 ORDER BY ts LIMIT 1 OFFSET ?3), ?2)"
 #define OLDEST(t) "SELECT min((SELECT ts FROM " t " h WHERE h.series = s.id ORDER BY ts " \
 	"LIMIT 1)) FROM series s"
 
@@ -144,13 +143,8 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 	r->floor = r->redo_floor = INT64_MIN;
 	if ((r->dir = strdup(dirname(copy))) == NULL)
 		goto fail;
-	for (int i = 0; i < R__COUNT; i++)
-		if (sqlite3_prepare_v3(store_handle(s), ret_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-		    &r->st[i], NULL) != SQLITE_OK) {
-			log_warnx("database: preparing '%s': %s", ret_sql[i],
-			    sqlite3_errmsg(store_handle(s)));
-			goto fail;
-		}
+	if (store_prepare_all(s, ret_sql, R__COUNT, r->st) != TW_OK)
+		goto fail;
 	/*
 	 * What the budget took before a restart stays taken (its own rows);
 	 * the tiers' edges say where writing a late point would be pointless.

@@ -227,6 +227,18 @@ struct store {
 };
 
 int
+store_prepare_all(struct store *s, const char *const *sql, int n, sqlite3_stmt **st)
+{
+	for (int i = 0; i < n; i++)
+		if (sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st[i],
+		    NULL) != SQLITE_OK) {
+			log_warnx("database: preparing '%s': %s", sql[i], sqlite3_errmsg(s->db));
+			return TW_ERR_DB;
+		}
+	return TW_OK;
+}
+
+int
 store_full(struct store *s)
 {
 	return sqlite3_errcode(s->db) == SQLITE_FULL;

@@ -13,35 +13,7 @@
 #include "err.h"
 #include "store.h"
 
-static char path[64];
-
-static int
-setup(void **state)
-{
-	int fd;
-
-	(void)state;
-	snprintf(path, sizeof(path), "/tmp/twind-test-store-XXXXXX");
-	if ((fd = mkstemp(path)) < 0)
-		return -1;
-	close(fd);
-	unlink(path);
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	char p[80];
-
-	(void)state;
-	unlink(path);
-	snprintf(p, sizeof(p), "%s-wal", path);
-	unlink(p);
-	snprintf(p, sizeof(p), "%s-shm", path);
-	unlink(p);
-	return 0;
-}
+#include "tmpdb.h"
 
 static void
 test_quarantine_is_bounded(void **state)

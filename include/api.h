@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "http.h"
+#include "names.h"
 
 /* api_twins.c */
 void api_twins_list(struct http_req *req, struct http_reply *rep);
@@ -16,8 +17,16 @@ const char *api_twin_id(struct http_req *req, struct http_reply *rep);
 int api_time_arg(struct http_req *req, struct http_reply *rep, const char *name, int64_t now,
     int64_t *out);
 
+/* The property argument: up to API_PROPS_MAX names, comma-separated, none twice. 0, or -1 with `rep` filled. */
+#define API_PROPS_MAX	16
+int api_props_arg(struct http_req *req, struct http_reply *rep,
+    char (*props)[PROP_NAME_MAX + 1], int *nprops);
+
 /* api_history.c */
 void api_twins_history(struct http_req *req, struct http_reply *rep);
+
+/* api_forecast.c */
+void api_twins_forecast(struct http_req *req, struct http_reply *rep);
 
 /* api_alerts.c */
 void api_alerts_list(struct http_req *req, struct http_reply *rep);

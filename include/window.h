@@ -47,6 +47,11 @@ struct window_stats {
 	double slope;			/* least-squares slope, per second; 0 without has_slope, exactly 0 when min == max */
 	double intercept_at_last;	/* the fitted line's value at last_ts (the mean without has_slope) */
 	int has_slope;			/* 1 when n >= 2 and the times differ */
+	/* The fit's quality, for a forecast's interval (meaningful with has_slope). */
+	double r2;			/* share of the variance the line explains; 1 when the values are equal */
+	double resid_sd;		/* residual standard deviation, sqrt(SSR / (n - 2)); 0 for n == 2 */
+	double t_mean_s;		/* mean time of the points, seconds after last_ts (<= 0) */
+	double sxx;			/* sum of (t - t_mean)^2, seconds^2 */
 };
 
 /* Empties `w` and sets its length (> 0; anything less is taken as 1 ms). */
@@ -63,6 +68,14 @@ int window_stats(const struct window *w, int64_t now_ms, struct window_stats *ou
 
 /* The least-squares line's value at `at_ms`; returns 0, or -1 without a slope. */
 int window_forecast(const struct window_stats *s, int64_t at_ms, double *out);
+/*
+ * The half-width of the 95 % prediction interval of one new reading at
+ * `at_ms` around the line: t(0.975, n - 2) x resid_sd x
+ * sqrt(1 + 1/n + (t - t_mean)^2 / sxx). Returns 0, or -1 without a
+ * slope or with fewer than 3 points (no residual to judge by).
+ */
+int window_interval(const struct window_stats *s, int64_t at_ms, double *half);
+
 /*
  * Seconds from `now_ms` until the line reaches `limit`, or -1 when it
  * never does (no slope, flat, or moving away, or crossed in the past).

@@ -18,7 +18,6 @@
 
 #define LIMIT_DEFAULT	1000
 #define LIMIT_MAX	10000	/* a page: the next one starts at X-Next-From */
-#define PROPS_MAX	16
 #define STEP_MIN_MS	1000
 #define PAGE_BYTES_MAX	(8 << 20)	/* a page stops here too: strings can be long */
 
@@ -29,7 +28,7 @@ static const char *const agg_names[AGG__COUNT] = {
 };
 
 struct query {
-	char props[PROPS_MAX][PROP_NAME_MAX + 1];
+	char props[API_PROPS_MAX][PROP_NAME_MAX + 1];
 	int nprops;
 	int64_t from, to, step_ms;
 	int has_from;
@@ -50,37 +49,6 @@ struct page {
 };
 
 static int
-parse_props(const char *v, struct query *q, struct http_reply *rep)
-{
-	while (v != NULL && *v != '\0') {
-		size_t n = strcspn(v, ",");
-
-		if (q->nprops == PROPS_MAX || n == 0 || n > PROP_NAME_MAX || !name_prop_valid(v, n)) {
-			http_error(rep, 400, "bad_request", "property: '%.*s' is not a property name "
-			    "(up to %d, separated by commas)", (int)(n > 64 ? 64 : n), v, PROPS_MAX);
-			return -1;
-		}
-		memcpy(q->props[q->nprops], v, n);
-		q->props[q->nprops][n] = '\0';
-		for (int i = 0; i < q->nprops; i++)
-			if (strcmp(q->props[i], q->props[q->nprops]) == 0) {
-				http_error(rep, 400, "bad_request", "property: '%s' is named twice",
-				    q->props[i]);
-				return -1;
-			}
-		q->nprops++;
-		v += n;
-		if (*v == ',')
-			v++;
-	}
-	if (q->nprops == 0) {
-		http_error(rep, 400, "bad_request", "the property parameter is required");
-		return -1;
-	}
-	return 0;
-}
-
-static int
 parse_query(struct http_req *req, struct http_reply *rep, struct query *q)
 {
 	const char *lim = http_arg(req, "limit"), *step = http_arg(req, "step");
@@ -93,7 +61,7 @@ parse_query(struct http_req *req, struct http_reply *rep, struct query *q)
 	q->from = 0;
 	q->to = INT64_MAX;
 	q->limit = LIMIT_DEFAULT;
-	if (parse_props(http_arg(req, "property"), q, rep) ||
+	if (api_props_arg(req, rep, q->props, &q->nprops) ||
 	    api_time_arg(req, rep, "from", now, &q->from) ||
 	    api_time_arg(req, rep, "to", now, &q->to))
 		return -1;

@@ -1,4 +1,4 @@
-/* REST: the twin list, the twin document, desired state; the checks of a twin id and a time. */
+/* REST: the twin list, the twin document, desired state; the checks of a twin id, a time and a property list. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,6 +220,41 @@ api_time_arg(struct http_req *req, struct http_reply *rep, const char *name, int
 	if (clock_parse_time(v, now, out) != TW_OK) {
 		http_error(rep, 400, "bad_request", "%s: '%.64s' is not a time (epoch ms, "
 		    "RFC 3339, now, or relative such as -15m)", name, v);
+		return -1;
+	}
+	return 0;
+}
+
+int
+api_props_arg(struct http_req *req, struct http_reply *rep,
+    char (*props)[PROP_NAME_MAX + 1], int *nprops)
+{
+	const char *v = http_arg(req, "property");
+
+	*nprops = 0;
+	while (v != NULL && *v != '\0') {
+		size_t n = strcspn(v, ",");
+
+		if (*nprops == API_PROPS_MAX || n == 0 || n > PROP_NAME_MAX || !name_prop_valid(v, n)) {
+			http_error(rep, 400, "bad_request", "property: '%.*s' is not a property name "
+			    "(up to %d, separated by commas)", (int)(n > 64 ? 64 : n), v, API_PROPS_MAX);
+			return -1;
+		}
+		memcpy(props[*nprops], v, n);
+		props[*nprops][n] = '\0';
+		for (int i = 0; i < *nprops; i++)
+			if (strcmp(props[i], props[*nprops]) == 0) {
+				http_error(rep, 400, "bad_request", "property: '%s' is named twice",
+				    props[i]);
+				return -1;
+			}
+		(*nprops)++;
+		v += n;
+		if (*v == ',')
+			v++;
+	}
+	if (*nprops == 0) {
+		http_error(rep, 400, "bad_request", "the property parameter is required");
 		return -1;
 	}
 	return 0;

@@ -23,7 +23,10 @@
 #define SIM_NOMINAL_RPM   1450.0
 #define SIM_MAX_RPM       3000.0    /* desired speeds above this are refused */
 #define SIM_RAMP_S        3.0       /* a speed change takes this long, so convergence is visible */
-#define SIM_DEGRADE_S     1800.0    /* the bad bearing reaches its worst after this much simulated time */
+#define SIM_DEGRADE_S     1800.0    /* the plant's ageing (temperatures, sensors) is complete after this much simulated time */
+#define SIM_WEAR_S        1800.0    /* at nominal speed, the bad bearing wears by 1 in this much simulated time */
+#define SIM_WEAR_MAX      2.0       /* wear stops there: vibration 12 mm/s at nominal speed, a seized bearing */
+#define SIM_VIB_LIMIT     10.0      /* the Pump model's maximum vibration, reached at wear 1.6 */
 #define SIM_SINGLE_EVERY  10        /* each twin's every 10th message uses plant/{twin}/telemetry/{property} */
 #define SIM_NESTED_EVERY  5         /* every 5th pump-1 message carries {"bearing":{"temp":..}} */
 #define SIM_PHYSICS_NS    100000000LL   /* plant state advances every 100 ms, whatever the rate */
@@ -58,6 +61,7 @@ struct pump {
 	double winding;     /* lagged motor winding temperature */
 	bool running;
 	bool degrades;
+	double wear;        /* bearing wear: 0 new, grows with load x time (Archard's law) */
 	unsigned long sent;
 	int64_t last_ts;
 	int64_t motor_last_ts;
@@ -588,6 +592,13 @@ static void sim_step_plant(struct sim *s, int64_t now_ns, double dt)
 		else
 			p->speed += p->target > p->speed ? step : -step;
 		load = p->speed / SIM_NOMINAL_RPM;
+		/*
+		 * Archard: wear grows with load and sliding distance, so at a
+		 * steady speed it grows linearly and a slower pump wears slower.
+		 * A linear trend is then the truth a forecast can be held to.
+		 */
+		if (p->degrades && p->wear < SIM_WEAR_MAX)
+			p->wear = fmin(SIM_WEAR_MAX, p->wear + load * dt * s->opt.accel / SIM_WEAR_S);
 		p->temp = lag(p->temp, 25.0 + 35.0 * load + (p->degrades ? 35.0 * s->degrade : 0.0),
 		    dt, 30.0);
 		p->winding = lag(p->winding, 30.0 + 45.0 * load, dt, 60.0);
@@ -631,7 +642,7 @@ static int sim_readings(struct sim *s, enum twin_kind kind, int pump, struct rea
 		break;
 	case TWIN_PUMP:
 		load = p->speed / SIM_NOMINAL_RPM;
-		vib = (2.0 + 5.0 * (p->degrades ? s->degrade : 0.0)) * (0.15 + 0.85 * load);
+		vib = (2.0 + 5.0 * p->wear) * (0.15 + 0.85 * load);
 		temp = p->temp + 0.3 * rng_gauss(&s->rng);
 		r[n].name = "temperature";
 		snprintf(r[n++].text, sizeof(r->text), "%.2f", temp);
@@ -778,6 +789,14 @@ static int sim_run(struct sim *s)
 	if (period < 1)
 		period = 1;
 	s->start_ns = now;
+	if (s->opt.pumps >= 2) {
+		/* The truth a forecast of pump-2 can be checked against. */
+		printf("twind-sim: pump-2's bearing wears; at nominal speed its vibration reaches "
+		    "%g mm/s, the model's maximum, at ts %lld\n", SIM_VIB_LIMIT,
+		    (long long)(epoch_ms() + (int64_t)((SIM_VIB_LIMIT - 2.0) / 5.0 * SIM_WEAR_S /
+		    s->opt.accel * 1000.0)));
+		fflush(stdout);
+	}
 	while (!sim_stop) {
 		now = mono_ns();
 		if (end != 0 && now >= end)
@@ -842,7 +861,7 @@ static void usage(FILE *f)
 	    "  -d seconds    run this long, 0 = until SIGINT/SIGTERM (default 0)\n"
 	    "  -q qos        telemetry QoS 0..2 (default 1)\n"
 	    "  -i client_id  MQTT client id (default twind-sim)\n"
-	    "  -a factor     speed up the bearing wear clock (default 1: worn out after 30 min)\n"
+	    "  -a factor     speed up the plant's ageing clock (default 1: the bearing reaches its limit after 48 min)\n"
 	    "  -u user       MQTT username (a broker with a password file and an ACL)\n"
 	    "  -w file       its password: the first line of this file\n"
 	    "Publishes plant/{twin}/telemetry[/{property}] for line-1, pump-K and pump-K.motor;\n"

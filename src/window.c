@@ -212,6 +212,7 @@ window_stats(const struct window *w, int64_t now, struct window_stats *out)
 	tmean = st / (double)n;
 	{
 		double sxx = stt - st * tmean, sxy = stv - tmean * sum;
+		double syy = var * (double)n, ssr;
 		double tlast = (double)(out->last_ts - w->ref_ms) / 1000.0;
 
 		if (!(sxx > 0))
@@ -219,7 +220,45 @@ window_stats(const struct window *w, int64_t now, struct window_stats *out)
 		out->has_slope = 1;
 		out->slope = out->min == out->max ? 0 : sxy / sxx;
 		out->intercept_at_last = out->mean + out->slope * (tlast - tmean);
+		out->sxx = sxx;
+		out->t_mean_s = tmean - tlast;
+		/* SSR = Syy - b Sxy; rounding may take it a hair below 0. */
+		ssr = syy - out->slope * sxy;
+		if (!(ssr > 0))
+			ssr = 0;
+		out->r2 = syy > 0 ? 1.0 - ssr / syy : 1.0;
+		if (out->r2 < 0)
+			out->r2 = 0;
+		out->resid_sd = n > 2 ? sqrt(ssr / (double)(n - 2)) : 0;
 	}
+	return 0;
+}
+
+/* Student's t, two-sided 95 %, for 1..30 degrees of freedom; beyond, the normal's 1.96 is within 2 %. */
+static double
+t975(uint64_t df)
+{
+	static const double t[30] = {
+		12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+		2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+		2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+	};
+
+	if (df <= 30)
+		return t[df - 1];
+	return df <= 60 ? 2.000 : df <= 120 ? 1.980 : 1.960;
+}
+
+int
+window_interval(const struct window_stats *s, int64_t at_ms, double *half)
+{
+	double dt;
+
+	if (!s->has_slope || s->n < 3)
+		return -1;
+	dt = (double)(at_ms - s->last_ts) / 1000.0 - s->t_mean_s;
+	*half = t975(s->n - 2) * s->resid_sd *
+	    sqrt(1.0 + 1.0 / (double)s->n + dt * dt / s->sxx);
 	return 0;
 }
 

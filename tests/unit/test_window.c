@@ -175,6 +175,68 @@ test_linear_trend(void **state)
 	assert_true(window_time_to(&s, T0 + 10000, 90) == -1);
 }
 
+/* The fit's quality, against ordinary least squares done directly. */
+static void
+fit_check(int n, double tq)
+{
+	struct window w;
+	struct window_stats s;
+	double x[256], y[256], xm = 0, ym = 0, sxx = 0, sxy = 0, syy = 0, ssr = 0, b, a, half;
+	double x0;
+
+	window_init(&w, 3600000);
+	for (int i = 0; i < n; i++) {
+		x[i] = i * 2.0;
+		y[i] = 3 + 0.2 * x[i] + sin(i * 1.7) * 0.8;
+		window_add(&w, T0 + (int64_t)(x[i] * 1000), y[i]);
+		xm += x[i] / n;
+		ym += y[i] / n;
+	}
+	for (int i = 0; i < n; i++) {
+		sxx += (x[i] - xm) * (x[i] - xm);
+		sxy += (x[i] - xm) * (y[i] - ym);
+		syy += (y[i] - ym) * (y[i] - ym);
+	}
+	b = sxy / sxx;
+	a = ym - b * xm;
+	for (int i = 0; i < n; i++)
+		ssr += (y[i] - a - b * x[i]) * (y[i] - a - b * x[i]);
+	assert_int_equal(window_stats(&w, T0 + (int64_t)(x[n - 1] * 1000), &s), 0);
+	assert_close(s.slope, b, 1e-9);
+	assert_close(s.r2, 1 - ssr / syy, 1e-9);
+	assert_close(s.resid_sd, sqrt(ssr / (n - 2)), 1e-9);
+	/* 60 s after the last point. */
+	x0 = x[n - 1] + 60;
+	assert_int_equal(window_interval(&s, T0 + (int64_t)(x0 * 1000), &half), 0);
+	assert_close(half, tq * sqrt(ssr / (n - 2)) * sqrt(1 + 1.0 / n + (x0 - xm) * (x0 - xm) / sxx),
+	    1e-6);
+}
+
+static void
+test_fit_quality(void **state)
+{
+	struct window w;
+	struct window_stats s;
+	double half;
+
+	(void)state;
+	fit_check(5, 3.182);
+	fit_check(200, 1.960);
+	/* An exact line explains everything and has no spread around it. */
+	window_init(&w, 60000);
+	for (int i = 0; i <= 30; i++)
+		window_add(&w, T0 + i * 1000, 10 + 0.5 * i);
+	assert_int_equal(window_stats(&w, T0 + 30000, &s), 0);
+	assert_close(s.r2, 1, 1e-9);
+	assert_true(s.resid_sd < 1e-6);
+	/* Two points: a line, but nothing to judge its spread by. */
+	window_init(&w, 60000);
+	window_add(&w, T0, 1);
+	window_add(&w, T0 + 1000, 2);
+	assert_int_equal(window_stats(&w, T0 + 1000, &s), 0);
+	assert_int_equal(window_interval(&s, T0 + 2000, &half), -1);
+}
+
 static void
 test_flat_and_degenerate(void **state)
 {
@@ -426,6 +488,7 @@ main(void)
 		cmocka_unit_test(test_size_is_fixed),
 		cmocka_unit_test(test_basic_stats),
 		cmocka_unit_test(test_linear_trend),
+		cmocka_unit_test(test_fit_quality),
 		cmocka_unit_test(test_flat_and_degenerate),
 		cmocka_unit_test(test_edge_within_one_bucket),
 		cmocka_unit_test(test_out_of_order),

@@ -25,6 +25,9 @@ int api_props_arg(struct http_req *req, struct http_reply *rep,
 /* api_history.c */
 void api_twins_history(struct http_req *req, struct http_reply *rep);
 
+/* api_simulate.c */
+void api_twins_simulate(struct http_req *req, struct http_reply *rep);
+
 /* api_forecast.c */
 void api_twins_forecast(struct http_req *req, struct http_reply *rep);
 

@@ -19,14 +19,15 @@
 #include "tokens.h"
 
 enum request_type {
-	REQ_DESIRED = 1, REQ_RELOAD, REQ_COMMAND, REQ_ALERT_ACK, REQ_ALERT_SHELVE,
+	REQ_DESIRED = 1, REQ_RELOAD, REQ_COMMAND, REQ_ALERT_ACK, REQ_ALERT_SHELVE, REQ_SIMULATE,
 };
 
 struct request {
 	int type;
 	/* REQ_DESIRED, REQ_COMMAND */
 	const char *twin;
-	const cJSON *patch;		/* REQ_DESIRED: an object, property -> value or null */
+	const cJSON *patch;		/* REQ_DESIRED: an object, property -> value or null; REQ_SIMULATE: the body */
+	int depth;			/* REQ_SIMULATE: children copied this many levels down */
 	int has_if_match;
 	uint64_t if_match;
 	const char *command;		/* REQ_COMMAND */

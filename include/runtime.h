@@ -29,6 +29,7 @@ struct rule_bind {
 struct runtime {
 	const struct rule_set *rules;	/* borrowed: the set in force */
 	struct rule_bind *binds;	/* one per rule of `rules` */
+	int dry;			/* a what-if's copy: evaluations are not counted */
 };
 
 /* An alert found open in the store at start-up, for binding rule states to it. */

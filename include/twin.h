@@ -186,6 +186,14 @@ int twin_value_meets(const struct tw_val *r, const struct tw_val *d, double tole
  */
 int64_t twin_clock(const struct twin *t, int64_t now_mono);
 
+/*
+ * A deep copy of `t` that belongs to no map (a what-if's): its values,
+ * desired state, windows and rule states are its own; names, model and
+ * rules are shared with the live twin. NULL on allocation failure.
+ */
+struct twin *twin_copy(const struct twin *t);
+void twin_copy_free(struct twin *c);
+
 /* Visits every twin; stops at the first non-zero return. */
 int twin_each(struct twin_map *m, int (*cb)(void *arg, struct twin *t), void *arg);
 

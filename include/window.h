@@ -63,6 +63,10 @@ void window_init(struct window *w, int64_t len_ms);
  * Non-finite values and times beyond +-2^62 ms are ignored. Never allocates.
  */
 void window_add(struct window *w, int64_t ts_ms, double v);
+/* As window_add, for `n` readings of `v` at `ts_ms` (a what-if's held value, in chunks). */
+void window_add_n(struct window *w, int64_t ts_ms, double v, uint32_t n);
+/* The bucket width: the window's edge is exact to it. */
+int64_t window_bucket_width(const struct window *w);
 /* Aggregates the window ending at `now_ms`; returns 0 with `out` filled, or -1 when empty. */
 int window_stats(const struct window *w, int64_t now_ms, struct window_stats *out);
 

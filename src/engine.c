@@ -26,6 +26,7 @@
 #include "twin_doc.h"
 #include "undo.h"
 #include "watchdog.h"
+#include "whatif.h"
 
 #define TICK_MS		1000	/* status, convergence, rules and command timers */
 
@@ -755,6 +756,14 @@ serve_requests(struct engine *e)
 		case REQ_RELOAD:
 			serve_reload(e, r);
 			break;
+		case REQ_SIMULATE: {
+			/* Reads the twins and changes nothing: no batch of its own. */
+			struct whatif_env w = { e->twins, &e->runtime, &e->actions.policy,
+			    e->conf->stale_factor };
+
+			whatif_run(&w, r);
+			break;
+		}
 		default:
 			serve_alert(e, r);
 		}

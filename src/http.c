@@ -41,6 +41,8 @@ static const struct route routes[] = {
 	{ "GET", "/api/v1/twins/*", api_twins_get, ROLE_READ },
 	{ "GET", "/api/v1/twins/*/history", api_twins_history, ROLE_READ },
 	{ "GET", "/api/v1/twins/*/forecast", api_twins_forecast, ROLE_READ },
+	/* A dry run changes nothing: reading is enough. */
+	{ "POST", "/api/v1/twins/*/simulate", api_twins_simulate, ROLE_READ },
 	{ "PATCH", "/api/v1/twins/*/desired", api_twins_desired, ROLE_OPERATE },
 	{ "POST", "/api/v1/twins/*/commands", api_commands_post, ROLE_COMMAND },
 	{ "GET", "/api/v1/commands", api_commands_list, ROLE_READ },

@@ -69,6 +69,7 @@ int
 runtime_init(struct runtime *rt, const struct rule_set *rules, struct twin_map *m)
 {
 	rt->rules = rules;
+	rt->dry = 0;
 	if ((rt->binds = calloc((size_t)rules->n + 1, sizeof(*rt->binds))) == NULL)
 		return TW_ERR_NOMEM;
 	/* Interned once: windows and evaluation then compare pointers, not strings. */
@@ -386,8 +387,10 @@ rule_step(const struct runtime *rt, struct twin *t, struct rule_state *st, int64
 	struct effect *f;
 	struct prop *p;
 
-	atomic_fetch_add(&r->stats->evaluations, 1);
-	metrics_add(&metrics.rule_evaluations, 1);
+	if (!rt->dry) {
+		atomic_fetch_add(&r->stats->evaluations, 1);
+		metrics_add(&metrics.rule_evaluations, 1);
+	}
 	if (st->alert_id != 0) {
 		int cond = r->clear != NULL ? eval_expr(t, r->clear, b->clear, now) :
 		    !eval_expr(t, r->when, b->when, now);
@@ -448,7 +451,8 @@ runtime_eval(const struct runtime *rt, struct twin *t, const char *const *names,
 			continue;
 		t0 = clock_mono_ns();
 		rc = rule_step(rt, t, st, now, wall, out);
-		atomic_fetch_add(&st->rule->stats->cost_ns, (uint64_t)(clock_mono_ns() - t0));
+		if (!rt->dry)
+			atomic_fetch_add(&st->rule->stats->cost_ns, (uint64_t)(clock_mono_ns() - t0));
 		if (rc != TW_OK)
 			return rc;
 	}

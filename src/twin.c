@@ -486,6 +486,65 @@ twin_status_name(int status)
 	return status >= 0 && status <= TWIN_ONLINE ? names[status] : "offline";
 }
 
+static void *
+memdup(const void *p, size_t n)
+{
+	void *q;
+
+	if (n == 0)
+		return NULL;
+	if ((q = malloc(n)) != NULL)
+		memcpy(q, p, n);
+	return q;
+}
+
+struct twin *
+twin_copy(const struct twin *src)
+{
+	struct twin *t = calloc(1, sizeof(*t));
+	int failed = 0;
+
+	if (t == NULL)
+		return NULL;
+	/* The scalars; then every pointer is made the copy's own or left NULL. */
+	*t = *src;
+	memset(&t->hh, 0, sizeof(t->hh));
+	t->dirty = 0;
+	t->id = strdup_or_null(src->id, &failed);
+	t->model_id = strdup_or_null(src->model_id, &failed);
+	t->parent = strdup_or_null(src->parent, &failed);
+	t->props = memdup(src->props, src->nprops * sizeof(*src->props));
+	t->cap = t->nprops = src->props != NULL && t->props != NULL ? src->nprops : 0;
+	t->desired = memdup(src->desired, src->ndesired * sizeof(*src->desired));
+	t->cap_desired = t->ndesired = src->desired != NULL && t->desired != NULL ?
+	    src->ndesired : 0;
+	t->windows = memdup(src->windows, src->nwindows * sizeof(*src->windows));
+	t->rs = memdup(src->rs, src->nrs * sizeof(*src->rs));
+	failed |= t->nprops != src->nprops || t->ndesired != src->ndesired ||
+	    (src->nwindows > 0 && t->windows == NULL) || (src->nrs > 0 && t->rs == NULL);
+	/* Strings are owned per value: none may be shared with the live twin. */
+	for (uint32_t i = 0; i < t->nprops; i++) {
+		t->props[i].val = (struct tw_val){ 0 };
+		failed |= value_copy(&t->props[i].val, &src->props[i].val) != TW_OK;
+	}
+	for (uint32_t i = 0; i < t->ndesired; i++) {
+		t->desired[i].val = (struct tw_val){ 0 };
+		failed |= value_copy(&t->desired[i].val, &src->desired[i].val) != TW_OK;
+	}
+	if (failed) {
+		twin_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+void
+twin_copy_free(struct twin *c)
+{
+	if (c != NULL)
+		twin_free(c);
+}
+
 int64_t
 twin_clock(const struct twin *t, int64_t now_mono)
 {

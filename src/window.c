@@ -114,14 +114,26 @@ window_open(struct window *w, int64_t start, int64_t width, int64_t ts)
 	return b;
 }
 
+int64_t
+window_bucket_width(const struct window *w)
+{
+	return bucket_width(w);
+}
+
 void
 window_add(struct window *w, int64_t ts, double v)
+{
+	window_add_n(w, ts, v, 1);
+}
+
+void
+window_add_n(struct window *w, int64_t ts, double v, uint32_t n)
 {
 	struct window_bucket *b;
 	int64_t width, start;
 	double t;
 
-	if (!isfinite(v) || ts > TS_LIMIT || ts < -TS_LIMIT)
+	if (!isfinite(v) || ts > TS_LIMIT || ts < -TS_LIMIT || n == 0)
 		return;
 	width = bucket_width(w);
 	start = floor_div(ts, width) * width;
@@ -151,12 +163,12 @@ window_add(struct window *w, int64_t ts, double v)
 		}
 	}
 	t = (double)(ts - w->ref_ms) / 1000.0;
-	b->n++;
-	b->sum += v;
-	b->sumsq += v * v;
-	b->st += t;
-	b->stt += t * t;
-	b->stv += t * v;
+	b->n += n;
+	b->sum += n * v;
+	b->sumsq += n * v * v;
+	b->st += n * t;
+	b->stt += n * t * t;
+	b->stv += n * t * v;
 }
 
 int

@@ -212,6 +212,34 @@ fit_check(int n, double tq)
 	    1e-6);
 }
 
+/* n readings at once are n readings, one by one. */
+static void
+test_add_n(void **state)
+{
+	struct window a, b;
+	struct window_stats sa, sb;
+
+	(void)state;
+	window_init(&a, 60000);
+	window_init(&b, 60000);
+	for (int i = 0; i < 10; i++) {
+		window_add(&a, T0 + i * 5000, 3.0 + i);
+		for (int k = 0; k < 7; k++)
+			window_add(&a, T0 + i * 5000 + 100, 9.5);
+		window_add(&b, T0 + i * 5000, 3.0 + i);
+		window_add_n(&b, T0 + i * 5000 + 100, 9.5, 7);
+	}
+	window_add_n(&b, T0 + 60000, 1.0, 0);	/* none: nothing */
+	assert_int_equal(window_stats(&a, T0 + 50000, &sa), 0);
+	assert_int_equal(window_stats(&b, T0 + 50000, &sb), 0);
+	assert_int_equal(sa.n, sb.n);
+	assert_close(sa.mean, sb.mean, 1e-12);
+	assert_close(sa.stddev, sb.stddev, 1e-9);
+	assert_close(sa.slope, sb.slope, 1e-9);
+	assert_close(sa.r2, sb.r2, 1e-9);
+	assert_int_equal(window_bucket_width(&a), 3750);
+}
+
 static void
 test_fit_quality(void **state)
 {
@@ -489,6 +517,7 @@ main(void)
 		cmocka_unit_test(test_basic_stats),
 		cmocka_unit_test(test_linear_trend),
 		cmocka_unit_test(test_fit_quality),
+		cmocka_unit_test(test_add_n),
 		cmocka_unit_test(test_flat_and_degenerate),
 		cmocka_unit_test(test_edge_within_one_bucket),
 		cmocka_unit_test(test_out_of_order),

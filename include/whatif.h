@@ -20,7 +20,8 @@
 #define WHATIF_TWINS_MAX	64	/* the twin and its children, copied */
 #define WHATIF_STEPS_MAX	100
 #define WHATIF_VALUES_MAX	256	/* readings and desired values in one request, all steps */
-#define WHATIF_EVALS_MAX	200000	/* rule evaluations one request may cost the engine */
+#define WHATIF_EVALS_MAX	200000	/* rule evaluations (and windows held) one request may cost */
+#define WHATIF_TIME_MAX_MS	200	/* engine time one request may take; ingestion waits meanwhile */
 #define WHATIF_AT_MAX_MS	(366LL * 86400000LL)	/* how far ahead a scenario may look */
 
 struct whatif_env {

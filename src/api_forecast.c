@@ -39,6 +39,7 @@ struct reported {
 	int found;
 	int64_t series, ts;
 	int type;
+	double num;
 };
 
 static int
@@ -52,6 +53,7 @@ reported_row(void *arg, const struct store_series_row *row)
 	r->series = row->id;
 	r->ts = row->ts;
 	r->type = row->val.type;
+	r->num = row->val.num;
 	return 0;
 }
 
@@ -113,16 +115,27 @@ parse_query(struct http_req *req, struct http_reply *rep, struct forecast_query 
  * points are gone, a minute (or hour) row as one point, its mean at the
  * middle of its first and last reading.
  */
+/*
+ * Values go in relative to the newest one: the window's sums of squares
+ * are not centred, and a counter at 1e10 would lose every digit of its
+ * residuals to cancellation. The slope and r2 do not move; levels are
+ * given back with the offset.
+ */
+struct fed {
+	struct window w;
+	double off;
+};
+
 static int
 feed(void *arg, const struct history_bucket *b)
 {
-	struct window *w = arg;
+	struct fed *f = arg;
 
 	if (b->count == 1)
-		window_add(w, b->first_ts, b->first);
+		window_add(&f->w, b->first_ts, b->first - f->off);
 	else
-		window_add(w, b->first_ts + (b->last_ts - b->first_ts) / 2,
-		    b->sum / (double)b->count);
+		window_add(&f->w, b->first_ts + (b->last_ts - b->first_ts) / 2,
+		    b->sum / (double)b->count - f->off);
 	return 0;
 }
 
@@ -158,8 +171,9 @@ pick_limit(const struct forecast_query *q, const struct model_prop *mp,
 
 static cJSON *
 forecast_json(const struct forecast_query *q, const struct model_prop *mp, int64_t anchor,
-    const struct history_plan *plan, const struct window *w)
+    const struct history_plan *plan, const struct fed *f)
 {
+	const struct window *w = &f->w;
 	struct window_stats s;
 	int64_t at = anchor + q->horizon_ms;
 	double fitted = 0, projected = 0, half = 0, limit = 0, ttl = -1;
@@ -174,7 +188,9 @@ forecast_json(const struct forecast_query *q, const struct model_prop *mp, int64
 	has_half = has_fit && window_interval(&s, at, &half) == 0;
 	source = pick_limit(q, mp, &s, &limit);
 	if (source != NULL && has_fit)
-		ttl = window_time_to(&s, anchor, limit);
+		ttl = window_time_to(&s, anchor, limit - f->off);
+	fitted += f->off;
+	projected += f->off;
 	if (o == NULL ||
 	    cJSON_AddNumberToObject(o, "ts", (double)anchor) == NULL ||
 	    cJSON_AddNumberToObject(o, "window_s", (double)q->window_ms / 1000.0) == NULL ||
@@ -215,7 +231,7 @@ forecast_prop(struct http_req *req, struct http_reply *rep, const struct forecas
 {
 	struct reported r = { .want = prop };
 	struct history_plan plan;
-	struct window w;
+	struct fed f;
 	int rc;
 
 	rc = store_read_reported(req->db, id, reported_row, &r);
@@ -233,8 +249,9 @@ forecast_prop(struct http_req *req, struct http_reply *rep, const struct forecas
 	/* Every raw point is its own bucket; a trimmed tier hands over to the next. */
 	if (history_plan(req->db, 1, r.ts - q->window_ms, r.ts, &plan) != TW_OK)
 		return TW_ERR_DB;
-	window_init(&w, q->window_ms);
-	rc = history_buckets(req->db, r.series, &plan, INT32_MAX, feed, &w);
+	window_init(&f.w, q->window_ms);
+	f.off = r.num;
+	rc = history_buckets(req->db, r.series, &plan, INT32_MAX, feed, &f);
 	if (rc == TW_ERR_FULL || rc == TW_ERR_REFUSED) {
 		http_error(rep, 413, "too_large", "the %llds window of '%s' holds more than 2 "
 		    "million points: ask for a shorter window", (long long)(q->window_ms / 1000),
@@ -244,7 +261,7 @@ forecast_prop(struct http_req *req, struct http_reply *rep, const struct forecas
 	if (rc != TW_OK)
 		return TW_ERR_DB;
 	if ((*out = forecast_json(q, m != NULL ? model_prop(m, prop) : NULL, r.ts, &plan,
-	    &w)) == NULL)
+	    &f)) == NULL)
 		return TW_ERR_NOMEM;
 	return TW_OK;
 }

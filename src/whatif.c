@@ -33,7 +33,8 @@ struct sim {
 	int64_t until;
 	struct effects fx;
 	int64_t raised;		/* alerts raised in the scenario: ids -1, -2, ... */
-	long evals;		/* rule evaluations so far */
+	long evals;		/* rule evaluations and windows held, so far */
+	int64_t started;	/* monotonic ms */
 	cJSON *alerts, *commands, *desired;
 	struct request *r;
 };
@@ -322,8 +323,11 @@ rule_actions(struct sim *s, struct twin *t, const struct rule *r, int64_t at)
 		if (rc == TW_ERR_REFUSED) {
 			/* Described like the others, with the refusal. */
 			if ((o = entry(s->desired, t, at)) == NULL ||
-			    !cJSON_AddItemToObject(o, "patch", patch) ||
-			    cJSON_AddStringToObject(o, "by", by) == NULL || refused(o, why.message))
+			    !cJSON_AddItemToObject(o, "patch", patch)) {
+				cJSON_Delete(patch);
+				return TW_ERR_NOMEM;
+			}
+			if (cJSON_AddStringToObject(o, "by", by) == NULL || refused(o, why.message))
 				return TW_ERR_NOMEM;
 			continue;
 		}
@@ -448,10 +452,16 @@ static int
 evaluate(struct sim *s, struct twin *t, const char *const *names, int n, int64_t at)
 {
 	carry_on(s, t, at);
-	/* `for` ends add evaluations the bound checked up front cannot see: counted as they go. */
-	if ((s->evals += t->nrs) > WHATIF_EVALS_MAX) {
+	/*
+	 * `for` ends add work the bound checked up front cannot see, and held
+	 * values cost a window each: counted as they go, and the engine's time
+	 * is capped too, since ingestion waits while a what-if runs.
+	 */
+	s->evals += (long)t->nrs + t->nwindows + 1;
+	if (s->evals > WHATIF_EVALS_MAX || clock_mono_ms() - s->started > WHATIF_TIME_MAX_MS) {
 		request_fail(s->r, TW_ERR_REFUSED, "too_large", "this scenario costs more than %d "
-		    "rule evaluations: fewer steps or a smaller depth", WHATIF_EVALS_MAX);
+		    "evaluations or %d ms of the engine's time: fewer steps or a smaller depth",
+		    WHATIF_EVALS_MAX, WHATIF_TIME_MAX_MS);
 		return TW_ERR_REFUSED;
 	}
 	if (runtime_eval(&s->dry, t, names, n, at, s->wall + (at - s->base), &s->fx) != TW_OK)
@@ -574,6 +584,13 @@ apply_value(struct sim *s, struct twin *t, const char *name, const struct tw_val
 	if (p == NULL) {
 		request_fail(s->r, TW_ERR_REFUSED, "too_many_properties", "%s: no room for '%.128s'",
 		    t->id, name);
+		return TW_ERR_REFUSED;
+	}
+	/* A twin whose clock runs ahead of the scenario's would drop it: say so instead. */
+	if (at < p->ts) {
+		request_fail(s->r, TW_ERR_REFUSED, "behind", "%s: '%.128s' was last reported at %lld, "
+		    "after the scenario's time %lld (its clock runs ahead of %s's): step later",
+		    t->id, name, (long long)p->ts, (long long)at, s->v[0].t->id);
 		return TW_ERR_REFUSED;
 	}
 	if ((rc = twin_prop_set(p, at, v)) < 0)
@@ -834,6 +851,7 @@ whatif_run(const struct whatif_env *w, struct request *r)
 	s->dry = *w->runtime;
 	s->dry.dry = 1;
 	s->wall = clock_now_ms();
+	s->started = clock_mono_ms();
 	s->base = twin_clock(root, clock_mono_ms());
 	if (s->base == 0)
 		s->base = s->wall;	/* a twin never heard from: its clock starts now */

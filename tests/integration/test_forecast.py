@@ -165,3 +165,17 @@ def test_bad_requests(plant):
     for bad in ("nan", "inf", "1e999", "", "12abc"):
         assert_error(get("fc-5", property="temperature", limit=bad), 400, "bad_request")
     assert tw.get("/healthz").status_code == 200
+
+
+def test_a_large_offset_keeps_its_residuals(plant):
+    # A counter near 1e10: the window's uncentred sums would cancel every digit.
+    t0, pts = ramp(1e10, 0.02, n=600, noise=0.5, seed=3)
+    plant.pub.publish_many([("plant/fc-free/telemetry", {"ts": ts, "big": v}) for ts, v in pts],
+                           timeout=60)
+    wait_until(lambda: len(plant.twind.db_history("fc-free", "big")) == len(pts), 20)
+    f = forecast(plant, "fc-free", property="big", window="1h", horizon="1m")
+    b, fitted, r2, sd, half = ols([(ts, v - 1e10) for ts, v in pts])
+    assert f["slope_per_s"] == pytest.approx(b, rel=1e-6)
+    assert f["residual_sd"] == pytest.approx(sd, rel=1e-3)
+    assert f["fitted"] == pytest.approx(fitted + 1e10, rel=1e-12)
+    assert f["interval"]["high"] - f["projected"] == pytest.approx(half(60), rel=1e-3)

@@ -6,6 +6,7 @@
 #ifndef TW_TWIN_H
 #define TW_TWIN_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <uthash.h>
 
@@ -192,6 +193,8 @@ int64_t twin_clock(const struct twin *t, int64_t now_mono);
  * rules are shared with the live twin. NULL on allocation failure.
  */
 struct twin *twin_copy(const struct twin *t);
+/* A malloc'd copy of n bytes (NULL for none or on failure): for copies of twins' arrays. */
+void *twin_memdup(const void *p, size_t n);
 void twin_copy_free(struct twin *c);
 
 /* Visits every twin; stops at the first non-zero return. */

@@ -486,8 +486,8 @@ twin_status_name(int status)
 	return status >= 0 && status <= TWIN_ONLINE ? names[status] : "offline";
 }
 
-static void *
-memdup(const void *p, size_t n)
+void *
+twin_memdup(const void *p, size_t n)
 {
 	void *q;
 
@@ -513,13 +513,13 @@ twin_copy(const struct twin *src)
 	t->id = strdup_or_null(src->id, &failed);
 	t->model_id = strdup_or_null(src->model_id, &failed);
 	t->parent = strdup_or_null(src->parent, &failed);
-	t->props = memdup(src->props, src->nprops * sizeof(*src->props));
+	t->props = twin_memdup(src->props, src->nprops * sizeof(*src->props));
 	t->cap = t->nprops = src->props != NULL && t->props != NULL ? src->nprops : 0;
-	t->desired = memdup(src->desired, src->ndesired * sizeof(*src->desired));
+	t->desired = twin_memdup(src->desired, src->ndesired * sizeof(*src->desired));
 	t->cap_desired = t->ndesired = src->desired != NULL && t->desired != NULL ?
 	    src->ndesired : 0;
-	t->windows = memdup(src->windows, src->nwindows * sizeof(*src->windows));
-	t->rs = memdup(src->rs, src->nrs * sizeof(*src->rs));
+	t->windows = twin_memdup(src->windows, src->nwindows * sizeof(*src->windows));
+	t->rs = twin_memdup(src->rs, src->nrs * sizeof(*src->rs));
 	failed |= t->nprops != src->nprops || t->ndesired != src->ndesired ||
 	    (src->nwindows > 0 && t->windows == NULL) || (src->nrs > 0 && t->rs == NULL);
 	/* Strings are owned per value: none may be shared with the live twin. */

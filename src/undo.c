@@ -5,18 +5,6 @@
 #include "err.h"
 #include "undo.h"
 
-static void *
-memdup(const void *p, size_t n)
-{
-	void *q;
-
-	if (n == 0)
-		return NULL;
-	if ((q = malloc(n)) != NULL)
-		memcpy(q, p, n);
-	return q;
-}
-
 int
 undo_save(struct undo *u, const struct twin *t)
 {
@@ -32,8 +20,8 @@ undo_save(struct undo *u, const struct twin *t)
 	}
 	e = &u->v[u->n];
 	e->id = strdup(t->id);
-	e->rs = memdup(t->rs, t->nrs * sizeof(*t->rs));
-	e->windows = memdup(t->windows, t->nwindows * sizeof(*t->windows));
+	e->rs = twin_memdup(t->rs, t->nrs * sizeof(*t->rs));
+	e->windows = twin_memdup(t->windows, t->nwindows * sizeof(*t->windows));
 	e->nrs = t->nrs;
 	e->nwindows = t->nwindows;
 	if (e->id == NULL || (t->nrs > 0 && e->rs == NULL) ||

@@ -15,7 +15,6 @@
 
 #define NEST_MAX	8	/* levels of {"bearing":{"temp":..}} in a step's readings */
 #define FOR_ROUNDS_MAX	1000	/* `for` deadlines met between two steps */
-#define HOLD_CHUNKS_MAX	256	/* chunks a held value is fed to one window in, per evaluation */
 #define HOLD_WEIGHT_MAX	100000	/* readings one chunk stands for */
 #define INTERVAL_MIN_MS	10	/* a held value is taken as reported at most 100 times a second */
 
@@ -405,9 +404,7 @@ hold(struct twin *t, struct prop *p, int64_t at)
 
 		if (t->windows[i].name != p->name || p->val.type != VAL_NUM)
 			continue;
-		/* Whole buckets at a time, at most HOLD_CHUNKS_MAX of them: the window's own grain. */
-		if ((at - from) / chunk > HOLD_CHUNKS_MAX)
-			chunk = (at - from) / HOLD_CHUNKS_MAX + 1;
+		/* A bucket at a time, the window's own grain: from >= at - len, so 17 at most. */
 		for (int64_t ts = from; ts < at; ) {
 			int64_t next = ts + chunk < at ? ts + chunk : at;
 			int64_t n = (next - ts) / every;

@@ -19,6 +19,11 @@
  *   unknown to false, so `not (x > 1)` is false, too, when x is unknown.
  * - Windows and the forecast horizon are duration literals (500ms, 30s,
  *   5m, 1h, 2d); a duration anywhere else is an error.
+ * - sqrt, log (natural) and exp of a number outside their domain, or
+ *   with a non-finite result, are unknown; clamp(x, lo, hi) with lo > hi
+ *   is unknown.
+ * - anomaly(p[, sensitivity]): sensitivity is a number literal in
+ *   (0, 100], default 1.
  */
 #ifndef TW_EXPR_H
 #define TW_EXPR_H
@@ -39,6 +44,13 @@
 enum expr_wfn {
 	WFN_AVG = 1, WFN_MIN, WFN_MAX, WFN_STDDEV, WFN_COUNT, WFN_DELTA, WFN_RATE,
 	WFN_ZSCORE, WFN_FORECAST, WFN_TIME_TO,
+	WFN_ANOMALY,		/* anomaly(p[, sensitivity]): param is the sensitivity */
+};
+
+/* What a windows[] entry asks the twin to keep for a property. */
+enum expr_win_kind {
+	EXPR_WIN_SPAN = 0,	/* a window of len_ms (window.h) */
+	EXPR_WIN_ANOMALY = 1,	/* the anomaly() detector (anomaly.h); len_ms is 0 */
 };
 
 /* What a compiled expression reads: filled by expr_compile, owned by the expr. */
@@ -48,6 +60,7 @@ struct expr_refs {
 	struct {
 		int prop;		/* index into props */
 		int64_t len_ms;		/* the window */
+		int kind;		/* enum expr_win_kind */
 	} windows[EXPR_WINDOWS_MAX];
 	int nwindows;
 	int uses_age_twin;		/* age() without a property */
@@ -68,6 +81,8 @@ struct expr_env {
 	 * A window function over windows[win]: `param` is the horizon in
 	 * seconds for WFN_FORECAST, the limit for WFN_TIME_TO, else unused.
 	 * WFN_ZSCORE gets the current value from the environment itself.
+	 * WFN_ANOMALY asks for windows[win] of kind EXPR_WIN_ANOMALY, with the
+	 * sensitivity as `param`.
 	 * For WFN_TIME_TO a negative *out means "never" and becomes
 	 * EXPR_NEVER. expr_window_value computes all of them from a window.
 	 * A NULL callback reads as unknown.
@@ -86,6 +101,22 @@ struct expr;
  */
 struct expr *expr_compile(const char *src, char *err, size_t errlen, int *col);
 void expr_free(struct expr *e);
+
+/* A rule's named sub-expression: `name` stands for `src`, in parentheses. */
+struct expr_let {
+	const char *name;	/* [A-Za-z_][A-Za-z0-9_]*, neither a keyword nor a function */
+	const char *src;	/* already expanded: it may name only the lets before it */
+};
+/* 1 if `name` can name a let. */
+int expr_let_name_ok(const char *name);
+/*
+ * Writes `src` into `out` (outlen bytes, at most EXPR_LEN_MAX + 1 are
+ * used) with every name of a let that is not a call replaced by its
+ * source in parentheses. Returns 0, or -1 with a message and column as
+ * expr_compile (a lexical error, or a result longer than EXPR_LEN_MAX).
+ */
+int expr_expand(const char *src, const struct expr_let *lets, int nlets, char *out,
+    size_t outlen, char *err, size_t errlen, int *col);
 const struct expr_refs *expr_refs(const struct expr *e);
 
 /*

@@ -13,6 +13,8 @@
 
 #include "expr.h"
 
+#define RULE_LETS_MAX	16	/* named sub-expressions of one rule */
+
 enum rule_action_type { ACTION_COMMAND = 1, ACTION_DESIRED = 2 };
 
 struct rule_action {

@@ -14,6 +14,7 @@
 #include "names.h"
 #include "rules.h"
 #include "value.h"
+#include "anomaly.h"
 #include "window.h"
 
 /* One reported property. Kept small: a plant has hundreds of thousands. */
@@ -29,10 +30,17 @@ struct prop {
 	uint8_t dirty;		/* changed since the last flush to the store */
 };
 
-/* A window a rule reads, fed from every numeric update of its property. */
+/*
+ * What a rule keeps about a property, fed from every numeric update of
+ * it: a window (avg_over, ...) or the anomaly() detector.
+ */
 struct twin_window {
 	const char *name;	/* interned property name */
-	struct window w;
+	uint8_t kind;		/* enum expr_win_kind */
+	union {
+		struct window w;	/* EXPR_WIN_SPAN */
+		struct anomaly a;	/* EXPR_WIN_ANOMALY */
+	};
 };
 
 /* One rule on one twin: where its condition stands and its open alert. */

@@ -8,6 +8,8 @@
 #include "alert.h"
 #include "actions.h"
 #include "alerts.h"
+#include "anomaly_store.h"
+#include "anomaly_store.h"
 #include "apply.h"
 #include "clock.h"
 #include "commands.h"
@@ -36,6 +38,7 @@ struct engine {
 	struct progress *progress;	/* borrowed: main owns it, the MQTT thread waits on it */
 	struct store *store;		/* owned; this thread only */
 	struct history *hist;		/* owned; this thread only: the batch's rollups */
+	struct anomaly_store *anomalies;	/* owned; this thread only */
 	struct retention *retention;	/* owned; this thread only */
 	struct twin_map *twins;		/* owned; this thread only */
 	struct status_rule status_rule;
@@ -194,9 +197,20 @@ flush_twin(void *arg, struct twin *t)
 			return TW_ERR_DB;
 		d->dirty = 0;
 	}
+	if (anomaly_store_save(e->anomalies, t, clock_now_ms(), 0) != TW_OK)
+		return TW_ERR_DB;
 	twin_desired_compact(t);
 	twin_charge(e->twins, t);
 	return TW_OK;
+}
+
+/* At stop: what every detector learned since its last save. */
+static int
+save_detectors(void *arg, struct twin *t)
+{
+	struct engine *e = arg;
+
+	return anomaly_store_save(e->anomalies, t, clock_now_ms(), 1);
 }
 
 /* Publishes, after a commit, what only committed state may say. */
@@ -720,6 +734,9 @@ serve_reload(struct engine *e, struct request *r)
 		log_warnx("reload: out of memory binding the rules; no rule runs until the next "
 		    "reload");
 	runtime_cleanup(&old_rt);
+	/* A rule the reload added may read a detector saved before. */
+	if (anomaly_store_load(e->anomalies, e->twins) < 0)
+		log_warnx("reload: the anomaly detectors learn anew");
 	if (batch_begin(e) != TW_OK || restore_plant(e->twins, e->models, &e->runtime, &r->plant) != TW_OK ||
 	    batch_commit(e) != TW_OK) {
 		if (e->in_txn)
@@ -816,6 +833,11 @@ engine_main(void *arg)
 	/* What settled since a failed batch (commands the broker took) is written now. */
 	if (!e->in_txn && e->commands.settled != NULL && batch_begin(e) != TW_OK)
 		log_warnx("database: at stop, %s", store_errmsg(e->store));
+	if (!e->in_txn && batch_begin(e) != TW_OK)
+		log_warnx("database: at stop, %s", store_errmsg(e->store));
+	if (e->in_txn && twin_each(e->twins, save_detectors, e) != TW_OK)
+		log_warnx("database: at stop, saving the anomaly detectors: %s",
+		    store_errmsg(e->store));
 	if (e->in_txn)
 		batch_commit(e);
 	request_close(&e->requests);
@@ -867,6 +889,7 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	atomic_store(&metrics.memory_budget, (uint64_t)c->memory_max_mb << 20);
 	e->names = calloc((size_t)c->max_properties, sizeof(*e->names));
 	e->hist = history_open(store);
+	e->anomalies = anomaly_store_open(store);
 	e->retention = retention_open(store, c, c->db_path);
 	e->apply = (struct apply){ e->twins, store, e->hist, &e->desired, &e->runtime,
 	    c->auto_create, c->max_twins, c->max_props_per_twin, e->names, 0 };
@@ -874,8 +897,9 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	    .runtime = &e->runtime, .commands = &e->commands };
 	/* Names first: the load binds every twin to its rules and open alerts. */
 	if (request_queue_init(&e->requests, wake, r) != TW_OK || e->twins == NULL ||
-	    e->names == NULL || e->hist == NULL || e->retention == NULL || runtime_init(&e->runtime, rules, e->twins) != TW_OK ||
-	    restore_load(&rs, store, 0) != TW_OK)
+	    e->names == NULL || e->hist == NULL || e->anomalies == NULL ||
+	    e->retention == NULL || runtime_init(&e->runtime, rules, e->twins) != TW_OK ||
+	    restore_load(&rs, store, 0) != TW_OK || anomaly_store_load(e->anomalies, e->twins) < 0)
 		goto fail;
 	e->apply.partial = rs.partial;
 	history_set_floor(e->hist, retention_floor(e->retention),
@@ -910,6 +934,7 @@ engine_free(struct engine *e)
 	runtime_cleanup(&e->runtime);
 	twin_map_free(e->twins);
 	history_close(e->hist);
+	anomaly_store_close(e->anomalies);
 	retention_close(e->retention);
 	store_close(e->store);
 	model_set_unref(e->models);

@@ -32,10 +32,10 @@ struct tok {
  */
 enum op {
 	OP_NUM, OP_STR, OP_BOOL, OP_LOAD, OP_PREV, OP_AGE, OP_WIN,
-	OP_NEG, OP_NOT, OP_ABS,
+	OP_NEG, OP_NOT, OP_ABS, OP_SQRT, OP_LOG, OP_EXP,
 	OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MOD,
 	OP_LT, OP_LE, OP_GT, OP_GE, OP_EQ, OP_NE,
-	OP_MIN, OP_MAX,
+	OP_MIN, OP_MAX, OP_CLAMP,
 	OP_AND_TEST, OP_OR_TEST,	/* short cuts: jump when the left side decides */
 	OP_AND, OP_OR,
 };
@@ -45,7 +45,7 @@ struct ins {
 	uint8_t fn;		/* OP_WIN: enum expr_wfn */
 	int16_t a;		/* property, window index, boolean; -1: age() of the twin */
 	int32_t b;		/* jump target; OP_STR: offset in text */
-	double k;		/* OP_NUM; OP_WIN: forecast horizon in seconds */
+	double k;		/* OP_NUM; OP_WIN: forecast horizon in seconds, anomaly sensitivity */
 };
 
 struct expr {
@@ -71,7 +71,9 @@ struct parser {
 	int *col;
 };
 
-enum fn_arg { A_EXPR = 'e', A_PROP = 'p', A_DUR = 'd' };
+enum fn_arg { A_EXPR = 'e', A_PROP = 'p', A_DUR = 'd', A_NUM = 'n' };
+
+#define SENSITIVITY_MAX	100.0
 
 static const struct fn {
 	const char *name;
@@ -83,6 +85,10 @@ static const struct fn {
 	{ "abs", OP_ABS, 0, 1, 1, "e" },
 	{ "min", OP_MIN, 0, 2, 2, "ee" },
 	{ "max", OP_MAX, 0, 2, 2, "ee" },
+	{ "sqrt", OP_SQRT, 0, 1, 1, "e" },
+	{ "log", OP_LOG, 0, 1, 1, "e" },
+	{ "exp", OP_EXP, 0, 1, 1, "e" },
+	{ "clamp", OP_CLAMP, 0, 3, 3, "eee" },
 	{ "avg_over", OP_WIN, WFN_AVG, 2, 2, "pd" },
 	{ "min_over", OP_WIN, WFN_MIN, 2, 2, "pd" },
 	{ "max_over", OP_WIN, WFN_MAX, 2, 2, "pd" },
@@ -93,6 +99,7 @@ static const struct fn {
 	{ "zscore", OP_WIN, WFN_ZSCORE, 2, 2, "pd" },
 	{ "forecast", OP_WIN, WFN_FORECAST, 3, 3, "pdd" },
 	{ "time_to", OP_WIN, WFN_TIME_TO, 3, 3, "pde" },
+	{ "anomaly", OP_WIN, WFN_ANOMALY, 1, 2, "pn" },
 	{ "prev", OP_PREV, 0, 1, 1, "p" },
 	{ "age", OP_AGE, 0, 0, 1, "p" },
 };
@@ -310,8 +317,11 @@ op_effect(int op, int fn)
 		return 1;
 	case OP_WIN:
 		return fn == WFN_TIME_TO ? 0 : 1;	/* time_to pops its limit */
-	case OP_NEG: case OP_NOT: case OP_ABS: case OP_AND_TEST: case OP_OR_TEST:
+	case OP_NEG: case OP_NOT: case OP_ABS: case OP_SQRT: case OP_LOG: case OP_EXP:
+	case OP_AND_TEST: case OP_OR_TEST:
 		return 0;
+	case OP_CLAMP:
+		return -2;
 	}
 	return -1;	/* binary operators */
 }
@@ -364,18 +374,20 @@ prop_index(struct parser *p, const struct tok *t)
 }
 
 static int
-window_index(struct parser *p, int prop, int64_t len_ms, int col)
+window_index(struct parser *p, int prop, int64_t len_ms, int kind, int col)
 {
 	struct expr_refs *r = &p->e->refs;
 
 	for (int i = 0; i < r->nwindows; i++)
-		if (r->windows[i].prop == prop && r->windows[i].len_ms == len_ms)
+		if (r->windows[i].prop == prop && r->windows[i].len_ms == len_ms &&
+		    r->windows[i].kind == kind)
 			return i;
 	if (r->nwindows == EXPR_WINDOWS_MAX)
 		return perr(p, col, "more than %d distinct (property, window) pairs",
 		    EXPR_WINDOWS_MAX);
 	r->windows[r->nwindows].prop = prop;
 	r->windows[r->nwindows].len_ms = len_ms;
+	r->windows[r->nwindows].kind = kind;
 	return r->nwindows++;
 }
 
@@ -462,11 +474,19 @@ parse_call(struct parser *p, const struct tok *name)
 					if (t->ms <= 0)
 						return perr(p, t->col, "a window must be longer than 0");
 					len_ms = t->ms;
-					if ((win = window_index(p, prop, len_ms, t->col)) < 0)
+					if ((win = window_index(p, prop, len_ms, EXPR_WIN_SPAN,
+					    t->col)) < 0)
 						return -1;
 				} else {
 					horizon = (double)t->ms / 1000.0;
 				}
+				break;
+			case A_NUM:
+				if (t->type != T_NUM || !arg_ends(p) || !(t->num > 0) ||
+				    t->num > SENSITIVITY_MAX)
+					return perr(p, t->col, "%s() needs a number in (0, %g] here",
+					    f->name, SENSITIVITY_MAX);
+				horizon = next(p)->num;
 				break;
 			default:
 				if (parse_expr(p, BP_NONE) < 0)
@@ -485,6 +505,11 @@ parse_call(struct parser *p, const struct tok *name)
 		goto count;
 	switch (f->op) {
 	case OP_WIN:
+		if (f->wfn == WFN_ANOMALY) {
+			if ((win = window_index(p, prop, 0, EXPR_WIN_ANOMALY, name->col)) < 0)
+				return -1;
+			horizon = nargs == 2 ? horizon : 1.0;
+		}
 		return emit(p, OP_WIN, f->wfn, win, 0, horizon, name->col);
 	case OP_PREV:
 		return emit(p, OP_PREV, 0, prop, 0, 0, name->col);
@@ -682,6 +707,109 @@ fail:
 	return NULL;
 }
 
+int
+expr_let_name_ok(const char *name)
+{
+	static const char *const words[] = { "true", "false", "and", "or", "not" };
+	size_t n = strlen(name);
+
+	if (n == 0 || n > 64 || !is_alpha(name[0]))
+		return 0;
+	for (size_t i = 1; i < n; i++)
+		if (!is_alpha(name[i]) && !is_digit(name[i]))
+			return 0;
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strcmp(name, words[i]) == 0)
+			return 0;
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++)
+		if (strcmp(name, fns[i].name) == 0)
+			return 0;
+	return 1;
+}
+
+/* 1 if `s` is one property name, blanks aside. */
+static int
+name_only(const char *s)
+{
+	const char *e;
+
+	while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+		s++;
+	if (!is_alpha(*s))
+		return 0;
+	for (e = s; is_alpha(*e) || is_digit(*e) || *e == '.'; e++)
+		;
+	while (*e == ' ' || *e == '\t' || *e == '\n' || *e == '\r')
+		e++;
+	return *e == '\0';
+}
+
+/* Appends `n` bytes of `s` to out; -1 when that would pass EXPR_LEN_MAX or outlen. */
+static int
+out_add(char *out, size_t outlen, size_t *used, const char *s, size_t n)
+{
+	if (*used + n > EXPR_LEN_MAX || *used + n + 1 > outlen)
+		return -1;
+	memcpy(out + *used, s, n);
+	*used += n;
+	out[*used] = '\0';
+	return 0;
+}
+
+int
+expr_expand(const char *src, const struct expr_let *lets, int nlets, char *out,
+    size_t outlen, char *err, size_t errlen, int *col)
+{
+	struct parser p = { .src = src, .err = err, .errlen = errlen, .col = col };
+	const char *from = src;
+	size_t used = 0, paren;
+	int rc = -1;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (col != NULL)
+		*col = 0;
+	if (outlen == 0)
+		return -1;
+	out[0] = '\0';
+	if (strlen(src) > EXPR_LEN_MAX)
+		return perr(&p, EXPR_LEN_MAX + 1, "expression longer than %d bytes", EXPR_LEN_MAX);
+	if (lex(&p) < 0)
+		goto done;
+	for (int i = 0; i < p.ntoks; i++) {
+		const struct tok *t = &p.toks[i];
+		const struct expr_let *l = NULL;
+
+		if (t->type == T_NAME && p.toks[i + (i + 1 < p.ntoks)].type != T_LP)
+			for (int k = 0; k < nlets && l == NULL; k++)
+				if (strlen(lets[k].name) == t->len &&
+				    memcmp(lets[k].name, t->s, t->len) == 0)
+					l = &lets[k];
+		if (l == NULL)
+			continue;
+		/* A let that is a property name is an alias: anomaly(x) must still see a name. */
+		paren = !name_only(l->src);
+		if (out_add(out, outlen, &used, from, (size_t)(t->s - from)) < 0 ||
+		    out_add(out, outlen, &used, "(", paren) < 0 ||
+		    out_add(out, outlen, &used, l->src, strlen(l->src)) < 0 ||
+		    out_add(out, outlen, &used, ")", paren) < 0) {
+			perr(&p, t->col, "with '%s' written out, longer than %d bytes", l->name,
+			    EXPR_LEN_MAX);
+			goto done;
+		}
+		from = t->s + t->len;
+	}
+	if (out_add(out, outlen, &used, from, strlen(from)) < 0) {
+		perr(&p, (int)(from - src) + 1, "with its lets written out, longer than %d bytes",
+		    EXPR_LEN_MAX);
+		goto done;
+	}
+	rc = 0;
+done:
+	free(p.toks);
+	return rc;
+}
+
 void
 expr_free(struct expr *e)
 {
@@ -775,6 +903,29 @@ arith(int op, const struct tw_val *a, const struct tw_val *b)
 	return num_val(a->num > b->num ? a->num : b->num);
 }
 
+static struct tw_val
+unary(int op, const struct tw_val *a)
+{
+	if (a->type != VAL_NUM)
+		return unknown;
+	switch (op) {
+	case OP_ABS: return num_val(fabs(a->num));
+	case OP_SQRT: return a->num < 0 ? unknown : num_val(sqrt(a->num));
+	/* log(0) is -inf: unknown, as every non-finite result. */
+	case OP_LOG: return a->num <= 0 ? unknown : num_val(log(a->num));
+	}
+	return num_val(exp(a->num));
+}
+
+static struct tw_val
+clamp(const struct tw_val *x, const struct tw_val *lo, const struct tw_val *hi)
+{
+	if (x->type != VAL_NUM || lo->type != VAL_NUM || hi->type != VAL_NUM ||
+	    lo->num > hi->num)
+		return unknown;
+	return num_val(x->num < lo->num ? lo->num : x->num > hi->num ? hi->num : x->num);
+}
+
 /* A value from the environment, checked: unknown unless well-formed. */
 static struct tw_val
 checked(int rc, const struct tw_val *v)
@@ -856,8 +1007,12 @@ expr_eval(const struct expr *e, const struct expr_env *env, struct tw_val *out)
 		case OP_NEG:
 			st[sp - 1] = st[sp - 1].type == VAL_NUM ? num_val(-st[sp - 1].num) : unknown;
 			break;
-		case OP_ABS:
-			st[sp - 1] = st[sp - 1].type == VAL_NUM ? num_val(fabs(st[sp - 1].num)) : unknown;
+		case OP_ABS: case OP_SQRT: case OP_LOG: case OP_EXP:
+			st[sp - 1] = unary(in->op, &st[sp - 1]);
+			break;
+		case OP_CLAMP:
+			sp -= 2;
+			st[sp - 1] = clamp(&st[sp - 1], &st[sp], &st[sp + 1]);
 			break;
 		case OP_NOT:
 			t = truth(&st[sp - 1]);

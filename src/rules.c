@@ -126,16 +126,104 @@ opt_duration(struct check *c, const cJSON *o, const char *key)
 	return ms;
 }
 
-static struct expr *
-compile(struct check *c, const char *what, const char *src)
+/* A rule's lets, in the order written, each already expanded. */
+struct lets {
+	struct expr_let v[RULE_LETS_MAX];
+	char *text[RULE_LETS_MAX];
+	int n;
+};
+
+/* `src` with the lets written out, into a new string; NULL on a problem (counted). */
+static char *
+expand(struct check *c, const char *what, const char *src, const struct lets *l)
 {
-	char msg[200];
+	static const struct lets none;
+	char msg[200], *out;
+	int col = 0;
+
+	if (l == NULL)
+		l = &none;
+	if ((out = malloc(EXPR_LEN_MAX + 1)) == NULL) {
+		problem(c, "out of memory");
+		return NULL;
+	}
+	if (expr_expand(src, l->v, l->n, out, EXPR_LEN_MAX + 1, msg, sizeof(msg), &col) != 0) {
+		problem(c, "%s: column %d: %s", what, col, msg);
+		free(out);
+		return NULL;
+	}
+	return out;
+}
+
+static struct expr *
+compile(struct check *c, const char *what, const char *src, const struct lets *l)
+{
+	char msg[200], *text;
 	struct expr *e;
 	int col = 0;
 
-	if ((e = expr_compile(src, msg, sizeof(msg), &col)) == NULL)
-		problem(c, "%s: column %d: %s", what, col, msg);
+	if ((text = expand(c, what, src, l)) == NULL)
+		return NULL;
+	if ((e = expr_compile(text, msg, sizeof(msg), &col)) == NULL)
+		problem(c, "%s: column %d%s: %s", what, col,
+		    strcmp(text, src) != 0 ? " (with its lets written out)" : "", msg);
+	free(text);
 	return e;
+}
+
+/* Reads "let": {name: expression, ...}; each may use the ones before it. */
+static void
+rule_lets(struct check *c, const cJSON *o, struct lets *l)
+{
+	const cJSON *k;
+	char what[96];
+
+	if (o == NULL)
+		return;
+	if (!cJSON_IsObject(o)) {
+		problem(c, "\"let\" must be an object {\"name\": \"expression\", ...}");
+		return;
+	}
+	cJSON_ArrayForEach(k, o) {
+		struct expr *e;
+
+		snprintf(what, sizeof(what), "let %.64s", k->string);
+		if (l->n == RULE_LETS_MAX) {
+			problem(c, "more than %d lets", RULE_LETS_MAX);
+			return;
+		}
+		if (!expr_let_name_ok(k->string)) {
+			problem(c, "%s: a let's name is letters, digits and _, neither a keyword "
+			    "nor a function", what);
+			continue;
+		}
+		for (int i = 0; i < l->n; i++)
+			if (strcmp(l->v[i].name, k->string) == 0)
+				problem(c, "%s: named twice", what);
+		if (!cJSON_IsString(k) || k->valuestring[0] == '\0') {
+			problem(c, "%s: must be a non-empty string", what);
+			continue;
+		}
+		if ((l->text[l->n] = expand(c, what, k->valuestring, l)) == NULL)
+			continue;
+		/* Compiled alone once, so that its own mistakes are reported in its own columns. */
+		if ((e = compile(c, what, l->text[l->n], NULL)) == NULL) {
+			free(l->text[l->n]);
+			continue;
+		}
+		expr_free(e);
+		l->v[l->n].name = k->string;
+		l->v[l->n].src = l->text[l->n];
+		l->n++;
+	}
+}
+
+static void
+lets_free(struct lets *l)
+{
+	for (int i = 0; i < l->n; i++)
+		free(l->text[i]);
+	l->n = 0;
 }
 
 static void
@@ -202,8 +290,8 @@ rule_match(struct check *c, struct rule *r, const cJSON *m)
 static int
 known_key(const char *k)
 {
-	static const char *const keys[] = { "name", "match", "when", "for", "clear", "severity",
-	    "message", "actions", "cooldown", "description", NULL };
+	static const char *const keys[] = { "name", "match", "let", "when", "for", "clear",
+	    "severity", "message", "actions", "cooldown", "description", NULL };
 
 	for (int i = 0; keys[i] != NULL; i++)
 		if (strcmp(k, keys[i]) == 0)
@@ -216,16 +304,19 @@ static void
 rule_build(struct check *c, struct rule *r, const cJSON *o, const struct rule_set *prev)
 {
 	const cJSON *k;
+	struct lets lets = { .n = 0 };
 	int sev_ok = 0;
 
 	cJSON_ArrayForEach(k, o)
 		if (!known_key(k->string))
 			problem(c, "unknown key \"%s\"", k->string);
 	rule_match(c, r, cJSON_GetObjectItemCaseSensitive(o, "match"));
+	rule_lets(c, cJSON_GetObjectItemCaseSensitive(o, "let"), &lets);
 	if ((r->when_src = opt_str(c, o, "when", 1)) != NULL)
-		r->when = compile(c, "when", r->when_src);
+		r->when = compile(c, "when", r->when_src, &lets);
 	if ((r->clear_src = opt_str(c, o, "clear", 0)) != NULL)
-		r->clear = compile(c, "clear", r->clear_src);
+		r->clear = compile(c, "clear", r->clear_src, &lets);
+	lets_free(&lets);
 	r->for_ms = opt_duration(c, o, "for");
 	r->cooldown_ms = opt_duration(c, o, "cooldown");
 	r->severity = opt_str(c, o, "severity", 0);

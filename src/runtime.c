@@ -91,10 +91,11 @@ runtime_cleanup(struct runtime *rt)
 }
 
 static struct twin_window *
-window_of(struct twin_window *ws, int n, const char *name, int64_t len)
+window_of(struct twin_window *ws, int n, const char *name, int kind, int64_t len)
 {
 	for (int i = 0; i < n; i++)
-		if (ws[i].name == name && ws[i].w.len_ms == len)
+		if (ws[i].name == name && ws[i].kind == kind &&
+		    (kind == EXPR_WIN_ANOMALY || ws[i].w.len_ms == len))
 			return &ws[i];
 	return NULL;
 }
@@ -109,10 +110,13 @@ want_windows(struct twin_window *w, int *n, int max, const struct expr *e,
 	for (int k = 0; k < r->nwindows; k++) {
 		const char *name = names[r->windows[k].prop];
 
-		if (window_of(w, *n, name, r->windows[k].len_ms) != NULL || *n == max)
+		if (window_of(w, *n, name, r->windows[k].kind, r->windows[k].len_ms) != NULL ||
+		    *n == max)
 			continue;
 		w[*n].name = name;
-		w[*n].w.len_ms = r->windows[k].len_ms;
+		w[*n].kind = (uint8_t)r->windows[k].kind;
+		if (w[*n].kind == EXPR_WIN_SPAN)
+			w[*n].w.len_ms = r->windows[k].len_ms;
 		(*n)++;
 	}
 }
@@ -175,10 +179,12 @@ runtime_bind(const struct runtime *rt, struct twin *t, const struct runtime_open
 	}
 	for (int j = 0; j < nws; j++) {
 		struct twin_window *old = window_of(t->windows, t->nwindows, ws[j].name,
-		    ws[j].w.len_ms);
+		    ws[j].kind, ws[j].kind == EXPR_WIN_SPAN ? ws[j].w.len_ms : 0);
 
 		if (old != NULL)
 			ws[j] = *old;
+		else if (ws[j].kind == EXPR_WIN_ANOMALY)
+			anomaly_init(&ws[j].a);
 		else
 			window_init(&ws[j].w, ws[j].w.len_ms);
 	}
@@ -216,9 +222,16 @@ runtime_feed(struct twin *t, const char *name, int64_t ts, const struct tw_val *
 {
 	if (v->type != VAL_NUM && v->type != VAL_BOOL)
 		return;
-	for (uint16_t i = 0; i < t->nwindows; i++)
-		if (t->windows[i].name == name)
-			window_add(&t->windows[i].w, ts, v->num);
+	for (uint16_t i = 0; i < t->nwindows; i++) {
+		struct twin_window *w = &t->windows[i];
+
+		if (w->name != name)
+			continue;
+		if (w->kind == EXPR_WIN_ANOMALY)
+			anomaly_add(&w->a, v->num);
+		else
+			window_add(&w->w, ts, v->num);
+	}
 }
 
 void
@@ -290,11 +303,13 @@ env_window(void *arg, int win, int fn, double param, double *out)
 	struct eval_ctx *c = arg;
 	const char *name = c->names[c->refs->windows[win].prop];
 	struct twin_window *tw = name != NULL ? window_of(c->t->windows, c->t->nwindows, name,
-	    c->refs->windows[win].len_ms) : NULL;
+	    c->refs->windows[win].kind, c->refs->windows[win].len_ms) : NULL;
 	struct tw_val cur = { 0 };
 
 	if (tw == NULL)
 		return -1;
+	if (tw->kind == EXPR_WIN_ANOMALY)
+		return fn == WFN_ANOMALY ? anomaly_score(&tw->a, param, out) : -1;
 	if (fn == WFN_ZSCORE && env_value(arg, c->refs->windows[win].prop, &cur) != 0)
 		return -1;
 	/* One definition of every window function, shared with the unit tests. */

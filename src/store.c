@@ -110,6 +110,10 @@ static const char *const migrations[] = {
 	"CREATE INDEX alerts_done ON alerts(cleared_ts) WHERE active = 0 AND acknowledged = 1;"
 	"CREATE INDEX commands_done ON commands(issued_ts) "
 	"  WHERE status NOT IN ('pending', 'sent');",
+	/* 7: what each anomaly() detector has learned (anomaly_store.c) */
+	"CREATE TABLE anomaly_state(twin TEXT NOT NULL, property TEXT NOT NULL,"
+	"  state BLOB NOT NULL, saved_ts INTEGER NOT NULL,"
+	"  PRIMARY KEY(twin, property)) WITHOUT ROWID;",
 };
 
 enum stmt_id {

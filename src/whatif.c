@@ -380,7 +380,7 @@ interval_of(const struct twin *t, const struct prop *p)
 	if (p->mp != NULL && p->mp->period_ms > 0)
 		return p->mp->period_ms;
 	for (uint16_t i = 0; i < t->nwindows; i++)
-		if (t->windows[i].name == p->name &&
+		if (t->windows[i].name == p->name && t->windows[i].kind == EXPR_WIN_SPAN &&
 		    (longest == NULL || t->windows[i].w.len_ms > longest->len_ms))
 			longest = &t->windows[i].w;
 	if (longest != NULL && window_stats(longest, p->ts, &st) == 0 && st.n >= 2 &&
@@ -399,11 +399,14 @@ hold(struct twin *t, struct prop *p, int64_t at)
 		every = INTERVAL_MIN_MS;
 	for (uint16_t i = 0; i < t->nwindows; i++) {
 		struct window *w = &t->windows[i].w;
-		int64_t from = p->ts > at - w->len_ms ? p->ts : at - w->len_ms;
-		int64_t chunk = window_bucket_width(w);
+		int64_t from, chunk;
 
-		if (t->windows[i].name != p->name || p->val.type != VAL_NUM)
+		/* An anomaly detector learns from readings only: a held value is none. */
+		if (t->windows[i].name != p->name || p->val.type != VAL_NUM ||
+		    t->windows[i].kind != EXPR_WIN_SPAN)
 			continue;
+		from = p->ts > at - w->len_ms ? p->ts : at - w->len_ms;
+		chunk = window_bucket_width(w);
 		/* A bucket at a time, the window's own grain: from >= at - len, so 17 at most. */
 		for (int64_t ts = from; ts < at; ) {
 			int64_t next = ts + chunk < at ? ts + chunk : at;

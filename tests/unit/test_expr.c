@@ -458,6 +458,120 @@ test_plain_functions(void **state)
 	assert_int_equal(v.type, VAL_STR);
 }
 
+/* sqrt, log, exp and clamp: values, and unknown outside their domain. */
+static void
+test_math_functions(void **state)
+{
+	(void)state;
+	near("sqrt(a + 4)", 3);
+	near("log(exp(2.5))", 2.5);
+	near("exp(0)", 1);
+	near("log(a)", log(5));
+	near("clamp(a, 0, 3)", 3);
+	near("clamp(a, 6, 9)", 6);
+	near("clamp(a, 0, 10)", 5);
+	near("sqrt(0)", 0);
+	is_unknown("sqrt(-1)");
+	is_unknown("log(0)");
+	is_unknown("log(-a)");
+	is_unknown("exp(1000)");	/* overflows: not finite */
+	is_unknown("clamp(a, 3, 1)");
+	is_unknown("clamp(s, 0, 1)");
+	is_unknown("sqrt(ghost)");
+}
+
+/* What anomaly() asks of the environment: its own kind of window, and the sensitivity. */
+static double seen_param;
+static int seen_fn, seen_kind;
+
+static int
+spy_window(void *arg, int win, int fn, double param, double *out)
+{
+	const struct expr *e = arg;
+
+	seen_fn = fn;
+	seen_param = param;
+	seen_kind = expr_refs(e)->windows[win].kind;
+	*out = 0.5;
+	return 0;
+}
+
+static void
+test_anomaly_call(void **state)
+{
+	struct expr_env env = { NULL, NULL, NULL, NULL, spy_window };
+	struct expr *e = compile_ok("anomaly(a) > 0.4 and anomaly(a, 2.5) < 0.6 and "
+	    "avg_over(a, 1m) > 0");
+	const struct expr_refs *r = expr_refs(e);
+
+	(void)state;
+	/* One detector for both calls, beside the window. */
+	assert_int_equal(r->nwindows, 2);
+	assert_int_equal(r->windows[0].kind, EXPR_WIN_ANOMALY);
+	assert_int_equal(r->windows[0].len_ms, 0);
+	assert_int_equal(r->windows[1].kind, EXPR_WIN_SPAN);
+	expr_free(e);
+	e = compile_ok("anomaly(a, 2.5)");
+	env.arg = e;
+	assert_int_equal(expr_true(e, &env), 1);
+	assert_int_equal(seen_fn, WFN_ANOMALY);
+	assert_int_equal(seen_kind, EXPR_WIN_ANOMALY);
+	assert_true(seen_param == 2.5);
+	expr_free(e);
+	e = compile_ok("anomaly(a)");
+	env.arg = e;
+	assert_int_equal(expr_true(e, &env), 1);
+	assert_true(seen_param == 1.0);
+	expr_free(e);
+}
+
+/* A let is written out in parentheses, an alias as a bare name; calls keep their names. */
+static void
+test_expand(void **state)
+{
+	struct expr_let lets[] = {
+		{ "x", "temperature" },
+		{ "base", "avg_over(x, 1h)" },
+		{ "dev", "abs(a - 2)" },
+	};
+	char out[EXPR_LEN_MAX + 1], err[200], big[EXPR_LEN_MAX];
+	int col;
+
+	(void)state;
+	assert_int_equal(expr_expand("anomaly(x) > 0.9 and dev * 2 > base", lets, 3, out,
+	    sizeof(out), err, sizeof(err), &col), 0);
+	assert_string_equal(out, "anomaly(temperature) > 0.9 and (abs(a - 2)) * 2 > "
+	    "(avg_over(x, 1h))");
+	/* A dotted name is a property, not the let `x`; a string is left alone. */
+	assert_int_equal(expr_expand("x.y + 1 == 2 and s == \"x\"", lets, 3, out, sizeof(out),
+	    err, sizeof(err), &col), 0);
+	assert_string_equal(out, "x.y + 1 == 2 and s == \"x\"");
+	assert_int_equal(expr_expand("1 +", lets, 3, out, sizeof(out), err, sizeof(err), &col), 0);
+	assert_int_equal(expr_expand("a # 1", lets, 3, out, sizeof(out), err, sizeof(err), &col), -1);
+	assert_int_equal(col, 3);
+	/* Written out past EXPR_LEN_MAX: refused at the name that made it too long. */
+	memset(big, 'q', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	big[0] = 'b';
+	big[1] = ' ';
+	big[2] = '+';
+	big[3] = ' ';
+	{
+		struct expr_let l2[] = { { "b", big + 4 } };
+		char src[] = "b + b";
+
+		assert_int_equal(expr_expand(src, l2, 1, out, sizeof(out), err, sizeof(err), &col), -1);
+		assert_non_null(strstr(err, "longer than"));
+		assert_int_equal(col, 5);
+	}
+	assert_true(expr_let_name_ok("base_1"));
+	assert_false(expr_let_name_ok("avg_over"));
+	assert_false(expr_let_name_ok("and"));
+	assert_false(expr_let_name_ok("a.b"));
+	assert_false(expr_let_name_ok("1a"));
+	assert_false(expr_let_name_ok(""));
+}
+
 /* The series `t`, recomputed here the obvious way. */
 struct series {
 	double mean, sd, min, max, first, last, slope, fit_last;
@@ -602,7 +716,13 @@ test_errors(void **state)
 	bad("", 1, "empty expression");
 	bad("   ", 1, "empty expression");
 	bad("foo(1)", 1, "unknown function 'foo'");
-	bad("a > 1 and sqrt(a)", 11, "unknown function 'sqrt'");
+	bad("a > 1 and cbrt(a)", 11, "unknown function 'cbrt'");
+	bad("clamp(a, 1)", 11, "clamp() takes 3 arguments");
+	bad("anomaly(a + 1)", 9, "property name");
+	bad("anomaly(a, 0)", 12, "number in (0, 100]");
+	bad("anomaly(a, 101)", 12, "number in (0, 100]");
+	bad("anomaly(a, b)", 12, "number in (0, 100]");
+	bad("anomaly(a, 1, 2)", 15, "anomaly() takes 1 or 2 arguments");
 	bad("abs(1, 2)", 8, "abs() takes 1 argument");
 	bad("min(1)", 6, "min() takes 2 arguments");
 	bad("avg_over(t)", 11, "avg_over() takes 2 arguments");
@@ -740,6 +860,9 @@ main(void)
 		cmocka_unit_test_setup(test_logic, setup),
 		cmocka_unit_test_setup(test_three_valued, setup),
 		cmocka_unit_test_setup(test_plain_functions, setup),
+		cmocka_unit_test_setup(test_math_functions, setup),
+		cmocka_unit_test_setup(test_anomaly_call, setup),
+		cmocka_unit_test_setup(test_expand, setup),
 		cmocka_unit_test_setup(test_window_functions, setup),
 		cmocka_unit_test_setup(test_refs, setup),
 		cmocka_unit_test_setup(test_errors, setup),

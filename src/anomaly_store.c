@@ -1,0 +1,122 @@
+/* The anomaly() detectors' state: saved with the batches, read back at start. */
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "anomaly_store.h"
+#include "err.h"
+#include "expr.h"
+#include "log.h"
+#include "store_sql.h"
+
+enum { AS_PUT, AS_LOAD, AS__COUNT };
+
+static const char *const as_sql[AS__COUNT] = {
+	[AS_PUT] = "INSERT INTO anomaly_state(twin, property, state, saved_ts) VALUES(?, ?, ?, ?) "
+	    "ON CONFLICT(twin, property) DO UPDATE SET state = excluded.state, "
+	    "saved_ts = excluded.saved_ts",
+	[AS_LOAD] = "SELECT twin, property, state FROM anomaly_state",
+};
+
+struct anomaly_store {
+	struct store *store;
+	sqlite3_stmt *st[AS__COUNT];
+};
+
+struct anomaly_store *
+anomaly_store_open(struct store *st)
+{
+	struct anomaly_store *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	s->store = st;
+	if (store_prepare_all(st, as_sql, AS__COUNT, s->st) != TW_OK) {
+		anomaly_store_close(s);
+		return NULL;
+	}
+	return s;
+}
+
+void
+anomaly_store_close(struct anomaly_store *s)
+{
+	if (s == NULL)
+		return;
+	for (int i = 0; i < AS__COUNT; i++)
+		sqlite3_finalize(s->st[i]);
+	free(s);
+}
+
+int
+anomaly_store_save(struct anomaly_store *s, struct twin *t, int64_t now, int all)
+{
+	unsigned char buf[ANOMALY_STATE_BYTES];
+	sqlite3_stmt *st = s->st[AS_PUT];
+
+	for (uint16_t i = 0; i < t->nwindows; i++) {
+		struct anomaly *a = &t->windows[i].a;
+
+		if (t->windows[i].kind != EXPR_WIN_ANOMALY || !a->dirty ||
+		    (!all && now - a->saved_ms < ANOMALY_SAVE_MS))
+			continue;
+		anomaly_save(a, buf);
+		sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, t->windows[i].name, -1, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 3, buf, (int)sizeof(buf), SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, now);
+		if (store_step_done(s->store, st) != TW_OK)
+			return TW_ERR_DB;
+		/* Should the batch roll back, its undo copy puts dirty back with the rest. */
+		a->dirty = 0;
+		a->saved_ms = now;
+	}
+	return TW_OK;
+}
+
+/* The detector of `t` for property `name`, if a rule asks for one. */
+static struct anomaly *
+detector_of(struct twin *t, const char *name)
+{
+	for (uint16_t i = 0; i < t->nwindows; i++)
+		if (t->windows[i].kind == EXPR_WIN_ANOMALY && strcmp(t->windows[i].name, name) == 0)
+			return &t->windows[i].a;
+	return NULL;
+}
+
+int
+anomaly_store_load(struct anomaly_store *s, struct twin_map *m)
+{
+	sqlite3_stmt *st = s->st[AS_LOAD];
+	int rc, n = 0, bad = 0;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(st, 0);
+		const char *prop = (const char *)sqlite3_column_text(st, 1);
+		const void *blob = sqlite3_column_blob(st, 2);
+		int len = sqlite3_column_bytes(st, 2);
+		struct twin *t = id != NULL ? twin_find(m, id, strlen(id)) : NULL;
+		struct anomaly *a = t != NULL && prop != NULL ? detector_of(t, prop) : NULL;
+
+		/*
+		 * A twin or a rule that is gone leaves its row; it costs one row
+		 * each. A detector that has learned in memory knows better.
+		 */
+		if (a == NULL || a->n > 0)
+			continue;
+		if (blob == NULL || len < 0 || anomaly_load(a, blob, (size_t)len) != 0) {
+			if (bad++ == 0)
+				log_warnx("anomaly state of %s.%s does not read back: it learns anew",
+				    id, prop);
+			continue;
+		}
+		a->dirty = 0;
+		n++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		log_warnx("database: reading the anomaly states: %s", store_errmsg(s->store));
+		return -1;
+	}
+	return n;
+}

@@ -1,0 +1,134 @@
+"""anomaly() and a rule's `let` through the real broker and the real ./twind:
+an unusual reading raises one alert, the detector's learning survives a
+restart, a what-if can ask it, and `let` with the math functions works end
+to end. The six-series NAB score is in test_nab_anomaly.py."""
+
+import json
+import math
+import sqlite3
+import time
+
+from conftest import wait_until
+
+ANOM = {"name": "odd", "match": {"twins": "an-*"}, "let": {"x": "temperature"},
+        "when": "anomaly(x) > 0.999", "clear": "anomaly(x) < 0.97", "cooldown": "1d",
+        "message": "{twin}: {temperature} is unusual"}
+STEP = 300_000          # a reading every 5 min, in measurement time
+WARM = 288              # ANOMALY_WARMUP
+
+
+def rules_twind(make_twind, tmp_path, rules):
+    rfile = tmp_path / "rules.json"
+    rfile.write_text(json.dumps(rules))
+    return make_twind(extra={"rules": {"file": str(rfile)}})
+
+
+def normal(i):
+    # a smooth daily wave: noise would cross the default threshold about once a
+    # day at this rate (README: anomaly() is tuned as NAB rewards), and the
+    # cooldown would turn that into one alert a day
+    return 20 + 3 * math.sin(i * 2 * math.pi / 288)
+
+
+def replay(pub, tw, twin, t0, values):
+    infos = [pub.publish_async(f"plant/{twin}/telemetry",
+                               json.dumps({"ts": t0 + i * STEP, "temperature": v}))
+             for i, v in enumerate(values)]
+    for info in infos:
+        info.wait_for_publish(10)
+    last = t0 + (len(values) - 1) * STEP
+    wait_until(lambda: (tw.twin(twin) or {}).get("reported", {}).get("temperature", {})
+               .get("ts") == last, 20, what=f"{twin}: ts {last} applied")
+    return last
+
+
+def alerts(tw, twin):
+    r = tw.get("/api/v1/alerts", params={"twin": twin})
+    assert r.status_code == 200, r.text
+    return r.json()["alerts"]
+
+
+def test_unusual_reading_raises_once_and_state_survives_restart(make_twind, make_publisher,
+                                                               tmp_path):
+    tw = rules_twind(make_twind, tmp_path, [ANOM])
+    pub = make_publisher(inflight=500)
+    twin = "an-1"
+    t0 = int(time.time() * 1000) - 2000 * STEP
+    last = replay(pub, tw, twin, t0, [normal(i) for i in range(600)])
+    # ordinary readings raise nothing
+    assert alerts(tw, twin) == []
+    assert tw.stop() == 0
+
+    # what it learned is in the database: one row, the 592-byte state
+    con = sqlite3.connect(f"file:{tw.db}?mode=ro", uri=True)
+    rows = con.execute("SELECT twin, property, length(state) FROM anomaly_state").fetchall()
+    con.close()
+    assert rows == [(twin, "temperature", 592)], rows
+
+    # after the restart the detector is not warming up again: a spike is judged
+    # at once (a fresh detector would stay silent for 288 readings)
+    tw.start()
+    last = replay(pub, tw, twin, last + STEP, [60.0])
+    a = wait_until(lambda: alerts(tw, twin) or None, 5, what="an alert on the spike")
+    assert len(a) == 1 and a[0]["rule"] == "odd" and a[0]["raised_ts"] >= last, a
+    assert a[0]["message"] == f"{twin}: 60 is unusual", a
+    # back to normal, it clears; and one anomaly raised one alert
+    last = replay(pub, tw, twin, last + STEP, [normal(600 + i) for i in range(5)])
+    wait_until(lambda: not alerts(tw, twin)[0]["active"], 5, what="the alert to clear")
+    assert len(alerts(tw, twin)) == 1
+
+
+def test_fresh_detector_warms_up_first(make_twind, make_publisher, tmp_path):
+    tw = rules_twind(make_twind, tmp_path, [ANOM])
+    pub = make_publisher(inflight=500)
+    twin = "an-warm"
+    t0 = int(time.time() * 1000) - 1000 * STEP
+    # fewer readings than the warm-up, then a spike: anomaly() is unknown, the rule quiet
+    replay(pub, tw, twin, t0, [normal(i) for i in range(WARM - 10)] + [60.0])
+    time.sleep(1.2)     # a timer pass too
+    assert alerts(tw, twin) == []
+
+
+def test_what_if_asks_the_detector(make_twind, make_publisher, tmp_path):
+    tw = rules_twind(make_twind, tmp_path, [ANOM])
+    pub = make_publisher(inflight=500)
+    twin = "an-wi"
+    t0 = int(time.time() * 1000) - 1000 * STEP
+    last = replay(pub, tw, twin, t0, [normal(i) for i in range(400)])
+    body = {"reported": {"temperature": 75.0}}
+    # the scenario's reading is newer than the last one: its ts is "now" of the copy
+    r = tw.request("POST", f"/api/v1/twins/{twin}/simulate", json=body)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert [a["rule"] for a in got["alerts"] if a["action"] == "raise"] == ["odd"], got
+    r = tw.request("POST", f"/api/v1/twins/{twin}/simulate",
+                   json={"reported": {"temperature": normal(400)}})
+    assert r.status_code == 200, r.text
+    assert r.json()["alerts"] == [], r.text
+    # and the live detector learned nothing from either
+    assert alerts(tw, twin) == []
+    assert tw.twin(twin)["reported"]["temperature"]["ts"] == last
+
+
+def test_let_and_math_functions_end_to_end(make_twind, make_publisher, tmp_path):
+    rule = {"name": "far", "match": {"twins": "lt-*"},
+            "let": {"d": "temperature - 50", "dist": "sqrt(d * d)",
+                    "capped": "clamp(dist, 0, 30)"},
+            "when": "capped >= 30 and log(exp(dist)) > 29",
+            "clear": "dist < 5", "message": "{twin}: {temperature}"}
+    tw = rules_twind(make_twind, tmp_path, [rule])
+    pub = make_publisher()
+    twin = "lt-1"
+    t0 = int(time.time() * 1000)
+    replay(pub, tw, twin, t0, [55.0, 79.0])
+    time.sleep(1.2)
+    assert alerts(tw, twin) == []
+    replay(pub, tw, twin, t0 + 2 * STEP, [15.0])    # 35 below: dist 35, capped 30
+    a = wait_until(lambda: alerts(tw, twin) or None, 5, what="the let rule to raise")
+    assert a[0]["rule"] == "far" and a[0]["active"], a
+    replay(pub, tw, twin, t0 + 3 * STEP, [52.0])
+    wait_until(lambda: not alerts(tw, twin)[0]["active"], 5, what="the let rule to clear")
+    # the rule is listed as written, let included
+    r = tw.get("/api/v1/rules")
+    got = {x["name"]: x for x in r.json()["rules"]}["far"]
+    assert got["let"] == rule["let"] and got["when"] == rule["when"], got

@@ -10,6 +10,8 @@ SANITIZE ?=
 PYTHON ?= /usr/bin/python3
 SIM_RATE ?= 20
 SIM_ACCEL ?= 10
+# make run RULES=config/rules-anomaly.json: another rules file for the plant
+RULES ?= config/rules.json
 
 CC ?= cc
 PKGS := libmosquitto libcjson sqlite3 libmicrohttpd inih libsodium gnutls
@@ -58,7 +60,7 @@ endif
 .PHONY: all run test unit integration bench install uninstall clean deps deps-test \
 	test-sanitize deb
 
-all: $(TWIND) twind-sim tests/bench/twind-load tests/bench/twind-floor
+all: $(TWIND) twind-sim tests/bench/twind-load tests/bench/twind-floor tests/bench/twind-functions
 
 $(BUILD)/%.o: src/%.c
 	@mkdir -p $(@D)
@@ -79,6 +81,9 @@ tests/bench/twind-load: tests/bench/load.c
 
 tests/bench/twind-floor: tests/bench/floor.c
 	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PKG_LIBS) -lm
+
+tests/bench/twind-functions: tests/bench/functions.c $(CORE_OBJ)
+	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread -lm
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(CORE_OBJ)
 	$(CC) $(TW_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka -lpthread -lm
@@ -111,6 +116,7 @@ run: deps
 	sleep 0.5; kill -0 $$mq 2>/dev/null || { cat mosquitto.log; \
 		echo "mosquitto did not start: is port 1883 taken by another broker?"; exit 1; }; \
 	../twind -c ../config/twind.conf -o storage.database=twind.db -o mqtt.username=twind \
+		-o rules.file=$(abspath $(RULES)) \
 		-o mqtt.client_id=twind -o mqtt.password_file=twind.password & tw=$$!; \
 	for i in $$(seq 50); do curl -sf http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.1; done; \
 	../twind-sim -p 1883 -r $(SIM_RATE) -a $(SIM_ACCEL) -u twind-sim -i twind-sim \
@@ -141,6 +147,7 @@ bench: deps deps-test
 	@$(MAKE) --no-print-directory all
 	./tests/bench/bench.sh
 	$(PYTHON) tests/bench/history.py
+	./tests/bench/twind-functions
 
 # Settings already in $(SYSCONFDIR)/twind are the plant's: never overwritten
 # (the new example goes beside them as *.dist). Mode 0644, whatever the umask.
@@ -194,7 +201,8 @@ deb: deps
 	@echo "built: $$(ls build/deb/twind_*.deb)"
 
 clean:
-	rm -rf build twind twind-sim tests/bench/twind-load tests/bench/twind-floor
+	rm -rf build twind twind-sim tests/bench/twind-load tests/bench/twind-floor \
+		tests/bench/twind-functions
 
 -include $(wildcard build/*/*.d build/*/tests/*.d)
 

@@ -34,7 +34,7 @@
 #define ANOMALY_HALF_CAL	2016.0	/* readings: how the shift statistic is calibrated */
 /* The shift test speaks only after this many statistics: its spread must be known first. */
 #define ANOMALY_CAL_WARMUP	288
-#define ANOMALY_STATE_BYTES	(16 + (2 * ANOMALY_BINS + 8) * 8)	/* 592 */
+#define ANOMALY_STATE_BYTES	(16 + (2 * ANOMALY_BINS + 9) * 8)	/* 600 */
 
 struct anomaly {
 	double lo, hi;			/* the bins' span; meaningful once ranged */
@@ -44,12 +44,13 @@ struct anomaly {
 	double nbase, nrecent;		/* their totals */
 	double cal_mean, cal_var;	/* of the shift statistic's log */
 	double severity;		/* of the newest reading: 1 is the default threshold */
+	double far;			/* decayed count of recent readings judged too far out to learn */
 	uint32_t n;			/* readings taken (saturates) */
 	uint32_t ncal;			/* shift statistics calibrated on (saturates) */
 	uint8_t ranged;			/* the span is known */
 	uint8_t calibrated;		/* cal_mean holds a first value */
 	uint8_t dirty;			/* changed since anomaly_store saved it */
-	int64_t saved_ms;		/* wall clock of the last save */
+	int64_t saved_ms;		/* monotonic clock of the last save */
 };
 
 void anomaly_init(struct anomaly *a);

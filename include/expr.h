@@ -24,6 +24,9 @@
  *   is unknown.
  * - anomaly(p[, sensitivity]): sensitivity is a number literal in
  *   (0, 100], default 1.
+ * - The aggregates over a window (avg_over ... rate, zscore) take an
+ *   optional `skip=DURATION` after the window: the window then ends that
+ *   long before now. Their `param` is the skip in seconds.
  */
 #ifndef TW_EXPR_H
 #define TW_EXPR_H
@@ -45,12 +48,14 @@ enum expr_wfn {
 	WFN_AVG = 1, WFN_MIN, WFN_MAX, WFN_STDDEV, WFN_COUNT, WFN_DELTA, WFN_RATE,
 	WFN_ZSCORE, WFN_FORECAST, WFN_TIME_TO,
 	WFN_ANOMALY,		/* anomaly(p[, sensitivity]): param is the sensitivity */
+	WFN_EWMA,		/* ewma(p, half_life) */
 };
 
 /* What a windows[] entry asks the twin to keep for a property. */
 enum expr_win_kind {
 	EXPR_WIN_SPAN = 0,	/* a window of len_ms (window.h) */
 	EXPR_WIN_ANOMALY = 1,	/* the anomaly() detector (anomaly.h); len_ms is 0 */
+	EXPR_WIN_EWMA = 2,	/* ewma() (window.h); len_ms is the half-life */
 };
 
 /* What a compiled expression reads: filled by expr_compile, owned by the expr. */
@@ -59,7 +64,7 @@ struct expr_refs {
 	int nprops;
 	struct {
 		int prop;		/* index into props */
-		int64_t len_ms;		/* the window */
+		int64_t len_ms;		/* the window to keep: with skip=, the skip is in it */
 		int kind;		/* enum expr_win_kind */
 	} windows[EXPR_WINDOWS_MAX];
 	int nwindows;

@@ -7,7 +7,7 @@
  * replayed history, with no database and no broker.
  *
  * It owns, per twin, the rule states and windows it binds (t->rs,
- * t->windows): windows cost 1680 bytes per (property, length) that a
+ * t->windows): windows cost 1704 bytes per (property, length) that a
  * matching rule reads, rule states 40 bytes per (twin, matching rule).
  */
 #ifndef TW_RUNTIME_H
@@ -81,8 +81,13 @@ size_t runtime_cost(const struct runtime *rt, const char *twin, const char *mode
 /* Drops `t`'s rule states and windows. */
 void runtime_unbind(struct twin *t);
 
-/* A new reading of property `name` (interned) at measurement time `ts` feeds its windows. */
-void runtime_feed(struct twin *t, const char *name, int64_t ts, const struct tw_val *v);
+/*
+ * A new reading of property `name` (interned) at measurement time `ts`
+ * feeds its windows; with `newest` (no reading of it is younger) also
+ * its anomaly detector.
+ */
+void runtime_feed(struct twin *t, const char *name, int64_t ts, const struct tw_val *v,
+    int newest);
 
 /*
  * Evaluates the rules of `t` that read one of `names` (interned; NULL:

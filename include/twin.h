@@ -32,14 +32,16 @@ struct prop {
 
 /*
  * What a rule keeps about a property, fed from every numeric update of
- * it: a window (avg_over, ...) or the anomaly() detector.
+ * it: a window (avg_over, ...), the anomaly() detector or an ewma().
  */
 struct twin_window {
 	const char *name;	/* interned property name */
 	uint8_t kind;		/* enum expr_win_kind */
+	int64_t len_ms;		/* with name and kind, what rules ask for: a window's length, a half-life */
 	union {
 		struct window w;	/* EXPR_WIN_SPAN */
 		struct anomaly a;	/* EXPR_WIN_ANOMALY */
+		struct ewma e;		/* EXPR_WIN_EWMA */
 	};
 };
 

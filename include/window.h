@@ -69,6 +69,29 @@ void window_add_n(struct window *w, int64_t ts_ms, double v, uint32_t n);
 int64_t window_bucket_width(const struct window *w);
 /* Aggregates the window ending at `now_ms`; returns 0 with `out` filled, or -1 when empty. */
 int window_stats(const struct window *w, int64_t now_ms, struct window_stats *out);
+/*
+ * As window_stats for the part of the window that ends `skip_ms` before
+ * `now_ms` (avg_over(p, 7d, skip=1d) keeps a window of 8 days and asks for
+ * its older 7): the buckets whose start lies in (now - len, now - skip].
+ */
+int window_stats_skip(const struct window *w, int64_t now_ms, int64_t skip_ms,
+    struct window_stats *out);
+
+/*
+ * ewma(p, half_life): an exponentially weighted mean on measurement time,
+ * so that irregular readings weigh by the time they stand for: a reading
+ * dt after the last moves the mean by 1 - 2^(-dt / half_life). A reading
+ * older than the newest taken is ignored. 24 bytes.
+ */
+struct ewma {
+	double v;
+	int64_t ts;
+	int has;
+};
+
+void ewma_add(struct ewma *e, int64_t half_ms, int64_t ts_ms, double v);
+/* 0 with the mean, -1 before the first reading. */
+int ewma_value(const struct ewma *e, double *out);
 
 /* The least-squares line's value at `at_ms`; returns 0, or -1 without a slope. */
 int window_forecast(const struct window_stats *s, int64_t at_ms, double *out);

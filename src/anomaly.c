@@ -1,4 +1,5 @@
 /* The anomaly() detector: decaying histograms, a point test and a calibrated shift test. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -10,6 +11,14 @@
 #define SHIFT_SIGMAS	4.0
 /* The span grows by this share beyond a new extreme, so that it seldom has to grow again. */
 #define SPAN_MARGIN	0.1
+/*
+ * A reading further than this many spans beyond the span, once warmed
+ * up, is judged but not learned, unless most recent readings are that far
+ * out (a new regime, not a glitch): one -9999 error code must not widen
+ * the bins for good and leave the usual values in one of them.
+ */
+#define FAR_SPANS	4.0
+#define FAR_SHARE	0.5
 #define STATE_MAGIC	"twA1"
 
 void
@@ -46,54 +55,80 @@ bin_of(const struct anomaly *a, double v)
 	return k >= ANOMALY_BINS ? ANOMALY_BINS - 1 : (int)k;
 }
 
-/* Spreads each bin of `h` over the bins of the new span it overlaps, evenly. */
+/*
+ * Whether 32 bins over [lo, hi] can be told apart: finite, each bin a
+ * normal number wide and a few ulps of the values, far from overflow.
+ */
+static int
+span_ok(double lo, double hi)
+{
+	double d = hi - lo;
+
+	return isfinite(d) && d <= 1e300 && d / ANOMALY_BINS >= DBL_MIN &&
+	    d >= 64 * DBL_EPSILON * fmax(fabs(lo), fabs(hi));
+}
+
+/*
+ * Spreads each bin of `h` over the bins of the wider span [nlo, nhi]
+ * it overlaps, evenly. Worked in new-bin units from the old span's start,
+ * so that values far from 0 lose nothing to rounding; the total is kept
+ * exactly, as rounding must neither make nor lose readings.
+ */
 static void
 rebin(double *h, double lo, double hi, double nlo, double nhi)
 {
-	double out[ANOMALY_BINS] = { 0 };
-	double w = (hi - lo) / ANOMALY_BINS, nw = (nhi - nlo) / ANOMALY_BINS;
+	double out[ANOMALY_BINS] = { 0 }, before = 0, after = 0;
+	double off = (lo - nlo) / (nhi - nlo) * ANOMALY_BINS, r = (hi - lo) / (nhi - nlo);
 
 	for (int i = 0; i < ANOMALY_BINS; i++) {
-		double from = lo + i * w, to = from + w;
-		int j0 = (int)((from - nlo) / nw), j1 = (int)((to - nlo) / nw);
+		double from = off + i * r, to = from + r;
+		int j0 = (int)fmin(fmax(floor(from), 0), ANOMALY_BINS - 1);
+		int j1 = (int)fmin(fmax(floor(to), 0), ANOMALY_BINS - 1);
 
 		if (h[i] == 0)
 			continue;
-		j0 = j0 < 0 ? 0 : j0 >= ANOMALY_BINS ? ANOMALY_BINS - 1 : j0;
-		j1 = j1 < 0 ? 0 : j1 >= ANOMALY_BINS ? ANOMALY_BINS - 1 : j1;
+		before += h[i];
 		for (int j = j0; j <= j1; j++) {
-			double ja = nlo + j * nw, jb = ja + nw;
-			double ov = fmin(to, jb) - fmax(from, ja);
+			double ov = fmin(to, j + 1) - fmax(from, j);
 
 			if (ov > 0)
-				out[j] += h[i] * ov / w;
+				out[j] += h[i] * (ov / r);
 		}
 	}
+	for (int j = 0; j < ANOMALY_BINS; j++)
+		after += out[j];
+	for (int j = 0; j < ANOMALY_BINS && after > 0; j++)
+		out[j] *= before / after;
 	memcpy(h, out, sizeof(out));
 }
 
 /*
  * Makes the span cover `v`. Returns 0 once there is a span, -1 while
- * every value so far equals the first.
+ * every value so far equals the first, 1 for a reading that is judged but
+ * not learned (too far out, or beyond any span bins could tell apart),
+ * -2 before there is a span when none could hold `v` (the reading is then
+ * ignored).
  */
 static int
-cover(struct anomaly *a, double v)
+cover(struct anomaly *a, double v, int is_first)
 {
 	double lo, hi, span, nlo, nhi;
 
 	if (!a->ranged) {
-		if (a->n == 1 || v == a->first) {
+		if (is_first || v == a->first) {
 			/* The first values wait in the totals for a span to bin them in. */
-			a->first = a->n == 1 ? v : a->first;
+			a->first = is_first ? v : a->first;
 			return -1;
 		}
 		lo = fmin(v, a->first);
 		hi = fmax(v, a->first);
 		span = hi - lo;
-		a->lo = lo - SPAN_MARGIN * span;
-		a->hi = hi + SPAN_MARGIN * span;
-		if (!(a->hi > a->lo) || !isfinite(a->hi - a->lo))
-			return -1;
+		nlo = lo - SPAN_MARGIN * span;
+		nhi = hi + SPAN_MARGIN * span;
+		if (!span_ok(nlo, nhi))
+			return -2;
+		a->lo = nlo;
+		a->hi = nhi;
 		a->ranged = 1;
 		a->base[bin_of(a, a->first)] = a->nbase;
 		a->recent[bin_of(a, a->first)] = a->nrecent;
@@ -101,13 +136,17 @@ cover(struct anomaly *a, double v)
 	}
 	if (v >= a->lo && v <= a->hi)
 		return 0;
+	span = a->hi - a->lo;
+	if (a->n >= ANOMALY_WARMUP && (v < a->lo ? a->lo - v : v - a->hi) > FAR_SPANS * span &&
+	    a->far < FAR_SHARE * a->nrecent)
+		return 1;
 	lo = fmin(a->lo, v);
 	hi = fmax(a->hi, v);
 	span = hi - lo;
 	nlo = v < a->lo ? lo - SPAN_MARGIN * span : lo;
 	nhi = v > a->hi ? hi + SPAN_MARGIN * span : hi;
-	if (!isfinite(nhi - nlo))
-		return -1;
+	if (!span_ok(nlo, nhi))
+		return 1;
 	rebin(a->base, a->lo, a->hi, nlo, nhi);
 	rebin(a->recent, a->lo, a->hi, nlo, nhi);
 	a->lo = nlo;
@@ -178,15 +217,21 @@ void
 anomaly_add(struct anomaly *a, double v)
 {
 	double lb = decay(ANOMALY_HALF_LONG), ls = decay(ANOMALY_HALF_SHORT);
-	int k;
+	int k, rc;
 
-	if (!isfinite(v))
+	if (!isfinite(v) || (rc = cover(a, v, a->n == 0)) == -2)
 		return;
-	a->dirty = 1;
 	if (a->n < UINT32_MAX)
 		a->n++;
+	a->dirty = 1;
 	a->severity = 0;
-	if (cover(a, v) != 0) {
+	a->far = a->far * ls + (rc == 1);
+	if (rc == 1) {
+		/* Rarer than anything in the long histogram, whatever its edge bin holds. */
+		a->severity = fmax(-log10(0.5 / (a->nbase + 1)) / POINT_DECADES, shift_severity(a));
+		return;
+	}
+	if (rc != 0) {
 		a->nbase = a->nbase * lb + 1;
 		a->nrecent = a->nrecent * ls + 1;
 		return;
@@ -279,6 +324,7 @@ anomaly_save(const struct anomaly *a, unsigned char *buf)
 	put_f64(&p, a->cal_mean);
 	put_f64(&p, a->cal_var);
 	put_f64(&p, a->severity);
+	put_f64(&p, a->far);
 	for (int i = 0; i < ANOMALY_BINS; i++)
 		put_f64(&p, a->base[i]);
 	for (int i = 0; i < ANOMALY_BINS; i++)
@@ -294,10 +340,9 @@ sane(const struct anomaly *a)
 	if (!isfinite(a->first) || !isfinite(a->cal_mean) || !isfinite(a->severity) ||
 	    !(a->cal_var >= 0) || !isfinite(a->cal_var) || !(a->severity >= 0) ||
 	    !(a->nbase >= 0) || !(a->nrecent >= 0) || !isfinite(a->nbase) ||
-	    !isfinite(a->nrecent))
+	    !isfinite(a->nrecent) || !(a->far >= 0) || !isfinite(a->far))
 		return 0;
-	if (a->ranged && (!isfinite(a->lo) || !isfinite(a->hi) || !(a->hi > a->lo) ||
-	    !isfinite(a->hi - a->lo)))
+	if (a->ranged && (!isfinite(a->lo) || !isfinite(a->hi) || !span_ok(a->lo, a->hi)))
 		return 0;
 	for (int i = 0; i < ANOMALY_BINS; i++) {
 		if (!(a->base[i] >= 0) || !(a->recent[i] >= 0) || !isfinite(a->base[i]) ||
@@ -335,6 +380,7 @@ anomaly_load(struct anomaly *a, const unsigned char *buf, size_t len)
 	t.cal_mean = get_f64(&p);
 	t.cal_var = get_f64(&p);
 	t.severity = get_f64(&p);
+	t.far = get_f64(&p);
 	for (int i = 0; i < ANOMALY_BINS; i++)
 		t.base[i] = get_f64(&p);
 	for (int i = 0; i < ANOMALY_BINS; i++)

@@ -15,7 +15,7 @@ static const char *const as_sql[AS__COUNT] = {
 	[AS_PUT] = "INSERT INTO anomaly_state(twin, property, state, saved_ts) VALUES(?, ?, ?, ?) "
 	    "ON CONFLICT(twin, property) DO UPDATE SET state = excluded.state, "
 	    "saved_ts = excluded.saved_ts",
-	[AS_LOAD] = "SELECT twin, property, state FROM anomaly_state",
+	[AS_LOAD] = "SELECT twin, property, state FROM anomaly_state WHERE saved_ts >= ?",
 };
 
 struct anomaly_store {
@@ -48,8 +48,24 @@ anomaly_store_close(struct anomaly_store *s)
 	free(s);
 }
 
+static int
+due(const struct twin_window *w, int64_t mono, int all)
+{
+	return w->kind == EXPR_WIN_ANOMALY && w->a.dirty &&
+	    (all || mono - w->a.saved_ms >= ANOMALY_SAVE_MS);
+}
+
 int
-anomaly_store_save(struct anomaly_store *s, struct twin *t, int64_t now, int all)
+anomaly_store_due(const struct twin *t, int64_t mono)
+{
+	for (uint16_t i = 0; i < t->nwindows; i++)
+		if (due(&t->windows[i], mono, 0))
+			return 1;
+	return 0;
+}
+
+int
+anomaly_store_save(struct anomaly_store *s, struct twin *t, int64_t mono, int64_t now, int all)
 {
 	unsigned char buf[ANOMALY_STATE_BYTES];
 	sqlite3_stmt *st = s->st[AS_PUT];
@@ -57,8 +73,7 @@ anomaly_store_save(struct anomaly_store *s, struct twin *t, int64_t now, int all
 	for (uint16_t i = 0; i < t->nwindows; i++) {
 		struct anomaly *a = &t->windows[i].a;
 
-		if (t->windows[i].kind != EXPR_WIN_ANOMALY || !a->dirty ||
-		    (!all && now - a->saved_ms < ANOMALY_SAVE_MS))
+		if (!due(&t->windows[i], mono, all))
 			continue;
 		anomaly_save(a, buf);
 		sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
@@ -67,9 +82,9 @@ anomaly_store_save(struct anomaly_store *s, struct twin *t, int64_t now, int all
 		sqlite3_bind_int64(st, 4, now);
 		if (store_step_done(s->store, st) != TW_OK)
 			return TW_ERR_DB;
-		/* Should the batch roll back, its undo copy puts dirty back with the rest. */
+		/* Should the batch roll back, the twin's undo copy puts these back. */
 		a->dirty = 0;
-		a->saved_ms = now;
+		a->saved_ms = mono;
 	}
 	return TW_OK;
 }
@@ -85,11 +100,12 @@ detector_of(struct twin *t, const char *name)
 }
 
 int
-anomaly_store_load(struct anomaly_store *s, struct twin_map *m)
+anomaly_store_load(struct anomaly_store *s, struct twin_map *m, int64_t now)
 {
 	sqlite3_stmt *st = s->st[AS_LOAD];
 	int rc, n = 0, bad = 0;
 
+	sqlite3_bind_int64(st, 1, now - ANOMALY_STALE_MS);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *id = (const char *)sqlite3_column_text(st, 0);
 		const char *prop = (const char *)sqlite3_column_text(st, 1);
@@ -105,15 +121,16 @@ anomaly_store_load(struct anomaly_store *s, struct twin_map *m)
 		if (a == NULL || a->n > 0)
 			continue;
 		if (blob == NULL || len < 0 || anomaly_load(a, blob, (size_t)len) != 0) {
-			if (bad++ == 0)
-				log_warnx("anomaly state of %s.%s does not read back: it learns anew",
-				    id, prop);
+			bad++;
 			continue;
 		}
 		a->dirty = 0;
 		n++;
 	}
 	sqlite3_reset(st);
+	if (bad > 0)
+		log_warnx("%d anomaly detector state%s did not read back: %s anew", bad,
+		    bad == 1 ? "" : "s", bad == 1 ? "it learns" : "they learn");
 	if (rc != SQLITE_DONE) {
 		log_warnx("database: reading the anomaly states: %s", store_errmsg(s->store));
 		return -1;

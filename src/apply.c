@@ -173,7 +173,7 @@ apply_values(struct apply *a, struct twin *t, const struct rec *r)
 			return TW_ERR_DB;
 		/* A redelivery is in history already: counted once in the windows too. */
 		if (fresh)
-			runtime_feed(t, p->name, r->ts, &val);
+			runtime_feed(t, p->name, r->ts, &val, r->ts >= p->ts);
 		if ((rc = twin_prop_set(p, r->ts, &val)) < 0)
 			return -rc;
 		if (rc == 0)

@@ -81,6 +81,7 @@ struct engine {
 };
 
 static void engine_tick(struct engine *e);
+static void touch(struct engine *e, struct twin *t);
 static int want_pending(void *arg, struct twin *t);
 
 /* ---- the batch and its commit ---- */
@@ -197,20 +198,44 @@ flush_twin(void *arg, struct twin *t)
 			return TW_ERR_DB;
 		d->dirty = 0;
 	}
-	if (anomaly_store_save(e->anomalies, t, clock_now_ms(), 0) != TW_OK)
+	/* Their saved marks go back with the rest should this batch fail: an undo copy. */
+	if (anomaly_store_due(t, clock_mono_ms()))
+		touch(e, t);
+	if (anomaly_store_save(e->anomalies, t, clock_mono_ms(), clock_now_ms(), 0) != TW_OK)
 		return TW_ERR_DB;
 	twin_desired_compact(t);
 	twin_charge(e->twins, t);
 	return TW_OK;
 }
 
-/* At stop: what every detector learned since its last save. */
 static int
 save_detectors(void *arg, struct twin *t)
 {
 	struct engine *e = arg;
 
-	return anomaly_store_save(e->anomalies, t, clock_now_ms(), 1);
+	return anomaly_store_save(e->anomalies, t, clock_mono_ms(), clock_now_ms(), 1);
+}
+
+/*
+ * At stop: what every detector learned since its last save, in a
+ * transaction of its own. Not on a failing or full disk (the reserve is
+ * for telemetry); a failure costs at most ANOMALY_SAVE_MS of learning.
+ */
+static void
+save_all_detectors(struct engine *e)
+{
+	if (atomic_load(&e->failing) || atomic_load(&e->disk_full) != NULL)
+		return;
+	if (store_begin(e->store) != TW_OK)
+		goto fail;
+	if (twin_each(e->twins, save_detectors, e) != TW_OK || store_commit(e->store) != TW_OK) {
+		store_rollback(e->store);
+		goto fail;
+	}
+	return;
+fail:
+	log_warnx("database: at stop, the anomaly detectors were not saved: %s",
+	    store_errmsg(e->store));
 }
 
 /* Publishes, after a commit, what only committed state may say. */
@@ -735,7 +760,7 @@ serve_reload(struct engine *e, struct request *r)
 		    "reload");
 	runtime_cleanup(&old_rt);
 	/* A rule the reload added may read a detector saved before. */
-	if (anomaly_store_load(e->anomalies, e->twins) < 0)
+	if (anomaly_store_load(e->anomalies, e->twins, clock_now_ms()) < 0)
 		log_warnx("reload: the anomaly detectors learn anew");
 	if (batch_begin(e) != TW_OK || restore_plant(e->twins, e->models, &e->runtime, &r->plant) != TW_OK ||
 	    batch_commit(e) != TW_OK) {
@@ -833,13 +858,9 @@ engine_main(void *arg)
 	/* What settled since a failed batch (commands the broker took) is written now. */
 	if (!e->in_txn && e->commands.settled != NULL && batch_begin(e) != TW_OK)
 		log_warnx("database: at stop, %s", store_errmsg(e->store));
-	if (!e->in_txn && batch_begin(e) != TW_OK)
-		log_warnx("database: at stop, %s", store_errmsg(e->store));
-	if (e->in_txn && twin_each(e->twins, save_detectors, e) != TW_OK)
-		log_warnx("database: at stop, saving the anomaly detectors: %s",
-		    store_errmsg(e->store));
 	if (e->in_txn)
 		batch_commit(e);
+	save_all_detectors(e);
 	request_close(&e->requests);
 	return NULL;
 }
@@ -899,8 +920,11 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	if (request_queue_init(&e->requests, wake, r) != TW_OK || e->twins == NULL ||
 	    e->names == NULL || e->hist == NULL || e->anomalies == NULL ||
 	    e->retention == NULL || runtime_init(&e->runtime, rules, e->twins) != TW_OK ||
-	    restore_load(&rs, store, 0) != TW_OK || anomaly_store_load(e->anomalies, e->twins) < 0)
+	    restore_load(&rs, store, 0) != TW_OK)
 		goto fail;
+	/* What the detectors learned is worth having, not worth refusing to start for. */
+	if (anomaly_store_load(e->anomalies, e->twins, clock_now_ms()) < 0)
+		log_warnx("the anomaly detectors learn anew");
 	e->apply.partial = rs.partial;
 	history_set_floor(e->hist, retention_floor(e->retention),
 	    retention_redo_floor(e->retention));

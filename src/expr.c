@@ -14,6 +14,7 @@ enum tok_type {
 	T_END, T_NUM, T_DUR, T_STR, T_NAME, T_TRUE, T_FALSE, T_AND, T_OR, T_NOT,
 	T_LP, T_RP, T_COMMA, T_ADD, T_SUB, T_MUL, T_DIV, T_MOD,
 	T_LT, T_LE, T_GT, T_GE, T_EQ, T_NE,
+	T_SKIP,			/* skip= in a window function's arguments */
 };
 
 struct tok {
@@ -71,7 +72,7 @@ struct parser {
 	int *col;
 };
 
-enum fn_arg { A_EXPR = 'e', A_PROP = 'p', A_DUR = 'd', A_NUM = 'n' };
+enum fn_arg { A_EXPR = 'e', A_PROP = 'p', A_DUR = 'd', A_NUM = 'n', A_SKIP = 's' };
 
 #define SENSITIVITY_MAX	100.0
 
@@ -89,17 +90,18 @@ static const struct fn {
 	{ "log", OP_LOG, 0, 1, 1, "e" },
 	{ "exp", OP_EXP, 0, 1, 1, "e" },
 	{ "clamp", OP_CLAMP, 0, 3, 3, "eee" },
-	{ "avg_over", OP_WIN, WFN_AVG, 2, 2, "pd" },
-	{ "min_over", OP_WIN, WFN_MIN, 2, 2, "pd" },
-	{ "max_over", OP_WIN, WFN_MAX, 2, 2, "pd" },
-	{ "stddev_over", OP_WIN, WFN_STDDEV, 2, 2, "pd" },
-	{ "count_over", OP_WIN, WFN_COUNT, 2, 2, "pd" },
-	{ "delta", OP_WIN, WFN_DELTA, 2, 2, "pd" },
-	{ "rate", OP_WIN, WFN_RATE, 2, 2, "pd" },
-	{ "zscore", OP_WIN, WFN_ZSCORE, 2, 2, "pd" },
+	{ "avg_over", OP_WIN, WFN_AVG, 2, 3, "pds" },
+	{ "min_over", OP_WIN, WFN_MIN, 2, 3, "pds" },
+	{ "max_over", OP_WIN, WFN_MAX, 2, 3, "pds" },
+	{ "stddev_over", OP_WIN, WFN_STDDEV, 2, 3, "pds" },
+	{ "count_over", OP_WIN, WFN_COUNT, 2, 3, "pds" },
+	{ "delta", OP_WIN, WFN_DELTA, 2, 3, "pds" },
+	{ "rate", OP_WIN, WFN_RATE, 2, 3, "pds" },
+	{ "zscore", OP_WIN, WFN_ZSCORE, 2, 3, "pds" },
 	{ "forecast", OP_WIN, WFN_FORECAST, 3, 3, "pdd" },
 	{ "time_to", OP_WIN, WFN_TIME_TO, 3, 3, "pde" },
 	{ "anomaly", OP_WIN, WFN_ANOMALY, 1, 2, "pn" },
+	{ "ewma", OP_WIN, WFN_EWMA, 2, 2, "pd" },
 	{ "prev", OP_PREV, 0, 1, 1, "p" },
 	{ "age", OP_AGE, 0, 0, 1, "p" },
 };
@@ -228,6 +230,11 @@ lex_name(struct parser *p, int *cap, const char *s, const char **endp)
 	if (n > PROP_NAME_MAX)
 		return perr(p, col, "name longer than %d bytes", PROP_NAME_MAX);
 	*endp = q;
+	/* `skip=` is the one named argument; `skip == 1` is still a comparison. */
+	if (n == 4 && memcmp(s, "skip", 4) == 0 && q[0] == '=' && q[1] != '=') {
+		*endp = q + 1;
+		return tok_push(p, cap, T_SKIP, s, 5);
+	}
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
 		if (strlen(words[i].w) == n && memcmp(words[i].w, s, n) == 0)
 			return tok_push(p, cap, words[i].type, s, n);
@@ -442,8 +449,9 @@ parse_call(struct parser *p, const struct tok *name)
 	const struct fn *f = NULL;
 	const struct tok *t;
 	int nargs = 0, prop = -1, win = -1;
-	int64_t len_ms = 0;
+	int64_t len_ms = 0, skip_ms = 0;
 	double horizon = 0;
+	int len_col = 0;
 
 	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++)
 		if (strlen(fns[i].name) == name->len && memcmp(fns[i].name, name->s, name->len) == 0)
@@ -472,14 +480,23 @@ parse_call(struct parser *p, const struct tok *name)
 				next(p);
 				if (nargs == 1) {
 					if (t->ms <= 0)
-						return perr(p, t->col, "a window must be longer than 0");
+						return perr(p, t->col, "%s must be longer than 0",
+						    f->wfn == WFN_EWMA ? "a half-life" : "a window");
 					len_ms = t->ms;
-					if ((win = window_index(p, prop, len_ms, EXPR_WIN_SPAN,
-					    t->col)) < 0)
-						return -1;
+					len_col = t->col;
 				} else {
 					horizon = (double)t->ms / 1000.0;
 				}
+				break;
+			case A_SKIP:
+				if (t->type != T_SKIP || peek2(p)->type != T_DUR)
+					return perr(p, t->col, "%s() takes skip=DURATION here", f->name);
+				next(p);
+				t = next(p);
+				/* Kept beside the window: a window of len + skip holds both. */
+				if (t->ms <= 0 || t->ms > INT64_MAX / 4 - len_ms)
+					return perr(p, t->col, "skip= must be longer than 0");
+				skip_ms = t->ms;
 				break;
 			case A_NUM:
 				if (t->type != T_NUM || !arg_ends(p) || !(t->num > 0) ||
@@ -506,10 +523,17 @@ parse_call(struct parser *p, const struct tok *name)
 	switch (f->op) {
 	case OP_WIN:
 		if (f->wfn == WFN_ANOMALY) {
-			if ((win = window_index(p, prop, 0, EXPR_WIN_ANOMALY, name->col)) < 0)
-				return -1;
+			win = window_index(p, prop, 0, EXPR_WIN_ANOMALY, name->col);
 			horizon = nargs == 2 ? horizon : 1.0;
+		} else if (f->wfn == WFN_EWMA) {
+			win = window_index(p, prop, len_ms, EXPR_WIN_EWMA, len_col);
+		} else {
+			win = window_index(p, prop, len_ms + skip_ms, EXPR_WIN_SPAN, len_col);
+			if (skip_ms > 0)
+				horizon = (double)skip_ms / 1000.0;
 		}
+		if (win < 0)
+			return -1;
 		return emit(p, OP_WIN, f->wfn, win, 0, horizon, name->col);
 	case OP_PREV:
 		return emit(p, OP_PREV, 0, prop, 0, 0, name->col);
@@ -1076,8 +1100,13 @@ expr_window_value(const struct window *w, int64_t now_ms, int fn, double param,
 {
 	struct window_stats s;
 	double v;
+	int64_t skip = 0;
 
-	if (window_stats(w, now_ms, &s) != 0) {
+	/* For the aggregates `param` is skip=, in seconds (0: none). */
+	if (fn != WFN_FORECAST && fn != WFN_TIME_TO && isfinite(param) && param > 0 &&
+	    param < 1e15)
+		skip = (int64_t)llround(param * 1000.0);
+	if (window_stats_skip(w, now_ms, skip, &s) != 0) {
 		if (fn != WFN_COUNT)
 			return -1;
 		*out = 0;

@@ -162,11 +162,16 @@ compile(struct check *c, const char *what, const char *src, const struct lets *l
 	struct expr *e;
 	int col = 0;
 
+	/* A mistake of its own is reported in its own columns, before any let is written out. */
+	if ((e = expr_compile(src, msg, sizeof(msg), &col)) == NULL) {
+		problem(c, "%s: column %d: %s", what, col, msg);
+		return NULL;
+	}
+	expr_free(e);
 	if ((text = expand(c, what, src, l)) == NULL)
 		return NULL;
 	if ((e = expr_compile(text, msg, sizeof(msg), &col)) == NULL)
-		problem(c, "%s: column %d%s: %s", what, col,
-		    strcmp(text, src) != 0 ? " (with its lets written out)" : "", msg);
+		problem(c, "%s: column %d (with its lets written out): %s", what, col, msg);
 	free(text);
 	return e;
 }
@@ -204,14 +209,11 @@ rule_lets(struct check *c, const cJSON *o, struct lets *l)
 			problem(c, "%s: must be a non-empty string", what);
 			continue;
 		}
+		if ((e = compile(c, what, k->valuestring, l)) == NULL)
+			continue;
+		expr_free(e);
 		if ((l->text[l->n] = expand(c, what, k->valuestring, l)) == NULL)
 			continue;
-		/* Compiled alone once, so that its own mistakes are reported in its own columns. */
-		if ((e = compile(c, what, l->text[l->n], NULL)) == NULL) {
-			free(l->text[l->n]);
-			continue;
-		}
-		expr_free(e);
 		l->v[l->n].name = k->string;
 		l->v[l->n].src = l->text[l->n];
 		l->n++;

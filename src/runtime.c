@@ -94,8 +94,7 @@ static struct twin_window *
 window_of(struct twin_window *ws, int n, const char *name, int kind, int64_t len)
 {
 	for (int i = 0; i < n; i++)
-		if (ws[i].name == name && ws[i].kind == kind &&
-		    (kind == EXPR_WIN_ANOMALY || ws[i].w.len_ms == len))
+		if (ws[i].name == name && ws[i].kind == kind && ws[i].len_ms == len)
 			return &ws[i];
 	return NULL;
 }
@@ -115,8 +114,7 @@ want_windows(struct twin_window *w, int *n, int max, const struct expr *e,
 			continue;
 		w[*n].name = name;
 		w[*n].kind = (uint8_t)r->windows[k].kind;
-		if (w[*n].kind == EXPR_WIN_SPAN)
-			w[*n].w.len_ms = r->windows[k].len_ms;
+		w[*n].len_ms = r->windows[k].len_ms;
 		(*n)++;
 	}
 }
@@ -179,14 +177,16 @@ runtime_bind(const struct runtime *rt, struct twin *t, const struct runtime_open
 	}
 	for (int j = 0; j < nws; j++) {
 		struct twin_window *old = window_of(t->windows, t->nwindows, ws[j].name,
-		    ws[j].kind, ws[j].kind == EXPR_WIN_SPAN ? ws[j].w.len_ms : 0);
+		    ws[j].kind, ws[j].len_ms);
 
 		if (old != NULL)
 			ws[j] = *old;
 		else if (ws[j].kind == EXPR_WIN_ANOMALY)
 			anomaly_init(&ws[j].a);
+		else if (ws[j].kind == EXPR_WIN_EWMA)
+			memset(&ws[j].e, 0, sizeof(ws[j].e));
 		else
-			window_init(&ws[j].w, ws[j].w.len_ms);
+			window_init(&ws[j].w, ws[j].len_ms);
 	}
 	/* Many rules share few windows: keep only what is used. */
 	if (nws == 0) {
@@ -218,7 +218,7 @@ runtime_unbind(struct twin *t)
 }
 
 void
-runtime_feed(struct twin *t, const char *name, int64_t ts, const struct tw_val *v)
+runtime_feed(struct twin *t, const char *name, int64_t ts, const struct tw_val *v, int newest)
 {
 	if (v->type != VAL_NUM && v->type != VAL_BOOL)
 		return;
@@ -227,10 +227,15 @@ runtime_feed(struct twin *t, const char *name, int64_t ts, const struct tw_val *
 
 		if (w->name != name)
 			continue;
-		if (w->kind == EXPR_WIN_ANOMALY)
-			anomaly_add(&w->a, v->num);
-		else
+		/* A detector scores the newest reading: a late one is in history, not news. */
+		if (w->kind == EXPR_WIN_ANOMALY) {
+			if (newest)
+				anomaly_add(&w->a, v->num);
+		} else if (w->kind == EXPR_WIN_EWMA) {
+			ewma_add(&w->e, w->len_ms, ts, v->num);
+		} else {
 			window_add(&w->w, ts, v->num);
+		}
 	}
 }
 
@@ -310,6 +315,8 @@ env_window(void *arg, int win, int fn, double param, double *out)
 		return -1;
 	if (tw->kind == EXPR_WIN_ANOMALY)
 		return fn == WFN_ANOMALY ? anomaly_score(&tw->a, param, out) : -1;
+	if (tw->kind == EXPR_WIN_EWMA)
+		return fn == WFN_EWMA ? ewma_value(&tw->e, out) : -1;
 	if (fn == WFN_ZSCORE && env_value(arg, c->refs->windows[win].prop, &cur) != 0)
 		return -1;
 	/* One definition of every window function, shared with the unit tests. */

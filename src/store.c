@@ -112,8 +112,7 @@ static const char *const migrations[] = {
 	"  WHERE status NOT IN ('pending', 'sent');",
 	/* 7: what each anomaly() detector has learned (anomaly_store.c) */
 	"CREATE TABLE anomaly_state(twin TEXT NOT NULL, property TEXT NOT NULL,"
-	"  state BLOB NOT NULL, saved_ts INTEGER NOT NULL,"
-	"  PRIMARY KEY(twin, property)) WITHOUT ROWID;",
+	"  state BLOB NOT NULL, saved_ts INTEGER NOT NULL, UNIQUE(twin, property));",
 };
 
 enum stmt_id {

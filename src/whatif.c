@@ -401,9 +401,12 @@ hold(struct twin *t, struct prop *p, int64_t at)
 		struct window *w = &t->windows[i].w;
 		int64_t from, chunk;
 
-		/* An anomaly detector learns from readings only: a held value is none. */
-		if (t->windows[i].name != p->name || p->val.type != VAL_NUM ||
-		    t->windows[i].kind != EXPR_WIN_SPAN)
+		if (t->windows[i].name != p->name || p->val.type != VAL_NUM)
+			continue;
+		/* The mean moves toward a value held that long; a detector learns from readings only. */
+		if (t->windows[i].kind == EXPR_WIN_EWMA)
+			ewma_add(&t->windows[i].e, t->windows[i].len_ms, at, p->val.num);
+		if (t->windows[i].kind != EXPR_WIN_SPAN)
 			continue;
 		from = p->ts > at - w->len_ms ? p->ts : at - w->len_ms;
 		chunk = window_bucket_width(w);
@@ -599,7 +602,7 @@ apply_value(struct sim *s, struct twin *t, const char *name, const struct tw_val
 	if (rc == 0)
 		return TW_OK;
 	if (v->type == VAL_NUM)
-		runtime_feed(t, p->name, at, v);
+		runtime_feed(t, p->name, at, v, 1);
 	if (*nn < WHATIF_VALUES_MAX)
 		names[(*nn)++] = p->name;
 	return TW_OK;

@@ -174,8 +174,14 @@ window_add_n(struct window *w, int64_t ts, double v, uint32_t n)
 int
 window_stats(const struct window *w, int64_t now, struct window_stats *out)
 {
+	return window_stats_skip(w, now, 0, out);
+}
+
+int
+window_stats_skip(const struct window *w, int64_t now, int64_t skip, struct window_stats *out)
+{
 	double sum = 0, sumsq = 0, st = 0, stt = 0, stv = 0, var, tmean;
-	int64_t lo;
+	int64_t lo, hi;
 	uint64_t n = 0;
 
 	memset(out, 0, sizeof(*out));
@@ -183,11 +189,14 @@ window_stats(const struct window *w, int64_t now, struct window_stats *out)
 		now = TS_LIMIT;
 	if (now < -TS_LIMIT)
 		now = -TS_LIMIT;
+	if (skip < 0)
+		skip = 0;
 	lo = now - w->len_ms;
+	hi = skip > now - lo ? lo : now - skip;
 	for (int i = 0; i < WINDOW_BUCKETS; i++) {
 		const struct window_bucket *b = &w->b[i];
 
-		if (b->n == 0 || b->start_ms <= lo || b->start_ms > now)
+		if (b->n == 0 || b->start_ms <= lo || b->start_ms > hi)
 			continue;
 		if (n == 0 || b->min < out->min)
 			out->min = b->min;
@@ -298,4 +307,31 @@ window_time_to(const struct window_stats *s, int64_t now_ms, double limit)
 	if (!isfinite(dt) || dt <= 0)
 		return -1;
 	return dt;
+}
+
+void
+ewma_add(struct ewma *e, int64_t half_ms, int64_t ts, double v)
+{
+	if (!isfinite(v) || ts > TS_LIMIT || ts < -TS_LIMIT)
+		return;
+	if (!e->has) {
+		e->v = v;
+		e->ts = ts;
+		e->has = 1;
+		return;
+	}
+	if (ts <= e->ts)
+		return;
+	/* A reading stands for the time since the last one. */
+	e->v += (1 - exp2(-(double)(ts - e->ts) / (double)(half_ms > 0 ? half_ms : 1))) * (v - e->v);
+	e->ts = ts;
+}
+
+int
+ewma_value(const struct ewma *e, double *out)
+{
+	if (!e->has || !isfinite(e->v))
+		return -1;
+	*out = e->v;
+	return 0;
 }

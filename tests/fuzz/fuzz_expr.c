@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "anomaly.h"
 #include "expr.h"
 #include "ingest.h"
 #include "value.h"
@@ -21,6 +22,8 @@ struct env {
 	const struct expr_refs *refs;
 	uint32_t seed;
 	struct window win[EXPR_WINDOWS_MAX];
+	struct anomaly det[EXPR_WINDOWS_MAX];	/* for windows of kind EXPR_WIN_ANOMALY */
+	struct ewma ewma[EXPR_WINDOWS_MAX];	/* for windows of kind EXPR_WIN_EWMA */
 	const char *strs[4];
 };
 
@@ -87,8 +90,21 @@ env_window(void *arg, int win, int fn, double param, double *out)
 	struct env *e = arg;
 	struct tw_val cur = { 0 };
 
-	if (win < 0 || win >= e->refs->nwindows || fn < WFN_AVG || fn > WFN_TIME_TO)
+	if (win < 0 || win >= e->refs->nwindows || fn < WFN_AVG || fn > WFN_EWMA ||
+	    (fn == WFN_ANOMALY) != (e->refs->windows[win].kind == EXPR_WIN_ANOMALY) ||
+	    (fn == WFN_EWMA) != (e->refs->windows[win].kind == EXPR_WIN_EWMA))
 		abort();
+	if (fn == WFN_EWMA)
+		return ewma_value(&e->ewma[win], out);
+	if (fn == WFN_ANOMALY) {
+		if (!(param > 0) || param > 100)
+			abort();
+		if (anomaly_score(&e->det[win], param, out) != 0)
+			return -1;
+		if (!(*out >= 0 && *out <= 1))
+			abort();
+		return 0;
+	}
 	if (fn == WFN_ZSCORE)
 		val_for(e, e->refs->windows[win].prop, 0, &cur);
 	return expr_window_value(&e->win[win], NOW, fn, param, &cur, out);
@@ -131,8 +147,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint32_t h = mix(env.seed, (uint32_t)w);
 		int n = (int)(h % 6);
 
+		if (env.refs->windows[w].kind == EXPR_WIN_ANOMALY) {
+			if (len != 0)
+				abort();
+			anomaly_init(&env.det[w]);
+			/* Past the warm-up, so that its score is known half the time. */
+			for (int i = 0; i < (int)(h % 2) * (ANOMALY_WARMUP + 40); i++)
+				anomaly_add(&env.det[w], (double)((h >> (i % 24)) % 97) + i % 5);
+			continue;
+		}
 		if (len <= 0)
 			abort();
+		if (env.refs->windows[w].kind == EXPR_WIN_EWMA) {
+			memset(&env.ewma[w], 0, sizeof(env.ewma[w]));
+			for (int i = 0; i < n; i++)
+				ewma_add(&env.ewma[w], len, NOW - (int64_t)(n - i) * (len / 7 + 1),
+				    (double)((int)((h >> i) % 200) - 100) / 4.0);
+			continue;
+		}
 		window_init(&env.win[w], len);
 		for (int i = 0; i < n; i++)
 			window_add(&env.win[w], NOW - (int64_t)((h >> (i + 3)) % 7) * (len / 7 + 1),

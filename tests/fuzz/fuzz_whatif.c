@@ -44,7 +44,7 @@ setup(void)
 	    (t = twin_intern(map, "t")) == NULL)
 		abort();
 	twin_prop_set(twin_prop_add(map, child, t, 1), clock_now_ms() - 5000, &v);
-	runtime_feed(child, t, clock_now_ms() - 5000, &v);
+	runtime_feed(child, t, clock_now_ms() - 5000, &v, 1);
 	child->newest_ts = clock_now_ms() - 5000;
 	before = child->windows[0].w;
 }

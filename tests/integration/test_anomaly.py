@@ -8,7 +8,7 @@ import math
 import sqlite3
 import time
 
-from conftest import wait_until
+from conftest import REPO, wait_until
 
 ANOM = {"name": "odd", "match": {"twins": "an-*"}, "let": {"x": "temperature"},
         "when": "anomaly(x) > 0.999", "clear": "anomaly(x) < 0.97", "cooldown": "1d",
@@ -30,14 +30,14 @@ def normal(i):
     return 20 + 3 * math.sin(i * 2 * math.pi / 288)
 
 
-def replay(pub, tw, twin, t0, values):
+def replay(pub, tw, twin, t0, values, step=STEP, prop="temperature"):
     infos = [pub.publish_async(f"plant/{twin}/telemetry",
-                               json.dumps({"ts": t0 + i * STEP, "temperature": v}))
+                               json.dumps({"ts": t0 + i * step, prop: v}))
              for i, v in enumerate(values)]
     for info in infos:
         info.wait_for_publish(10)
-    last = t0 + (len(values) - 1) * STEP
-    wait_until(lambda: (tw.twin(twin) or {}).get("reported", {}).get("temperature", {})
+    last = t0 + (len(values) - 1) * step
+    wait_until(lambda: (tw.twin(twin) or {}).get("reported", {}).get(prop, {})
                .get("ts") == last, 20, what=f"{twin}: ts {last} applied")
     return last
 
@@ -59,11 +59,11 @@ def test_unusual_reading_raises_once_and_state_survives_restart(make_twind, make
     assert alerts(tw, twin) == []
     assert tw.stop() == 0
 
-    # what it learned is in the database: one row, the 592-byte state
+    # what it learned is in the database: one row, the 600-byte state
     con = sqlite3.connect(f"file:{tw.db}?mode=ro", uri=True)
     rows = con.execute("SELECT twin, property, length(state) FROM anomaly_state").fetchall()
     con.close()
-    assert rows == [(twin, "temperature", 592)], rows
+    assert rows == [(twin, "temperature", 600)], rows
 
     # after the restart the detector is not warming up again: a spike is judged
     # at once (a fresh detector would stay silent for 288 readings)
@@ -132,3 +132,68 @@ def test_let_and_math_functions_end_to_end(make_twind, make_publisher, tmp_path)
     r = tw.get("/api/v1/rules")
     got = {x["name"]: x for x in r.json()["rules"]}["far"]
     assert got["let"] == rule["let"] and got["when"] == rule["when"], got
+
+
+def test_late_reading_is_not_scored_as_news(make_twind, make_publisher, tmp_path):
+    """A bridge that buffered while offline sends old readings late: they go
+    to history, but the detector judges only the newest reading."""
+    tw = rules_twind(make_twind, tmp_path, [ANOM])
+    pub = make_publisher(inflight=500)
+    twin = "an-late"
+    t0 = int(time.time() * 1000) - 1000 * STEP
+    last = replay(pub, tw, twin, t0, [normal(i) for i in range(600)])
+    pub.publish(f"plant/{twin}/telemetry", {"ts": last - 500 * STEP, "temperature": 60.0})
+    wait_until(lambda: any(ts == last - 500 * STEP and v == 60.0
+                           for ts, v in tw.db_history(twin, "temperature")), 5,
+               what="the late reading in history")
+    time.sleep(1.2)
+    assert alerts(tw, twin) == []
+    # the same value as the newest reading is judged
+    replay(pub, tw, twin, last + STEP, [60.0])
+    wait_until(lambda: alerts(tw, twin) or None, 5, what="an alert on the newest spike")
+
+
+def test_flatline_rule(make_twind, make_publisher, tmp_path):
+    rules = [r for r in json.loads((REPO / "config" / "rules-anomaly.json").read_text())
+             if r["name"] == "flatline_vibration"]
+    tw = rules_twind(make_twind, tmp_path, rules)
+    pub = make_publisher(inflight=500)
+    twin = "fl-1"
+    t0 = int(time.time() * 1000) - 400_000
+    # noisy readings every 2 s, then the sensor repeats one value: 25 readings, 50 s
+    infos = [pub.publish_async(f"plant/{twin}/telemetry",
+                               json.dumps({"ts": t0 + i * 2000, "vibration": 2 + (i % 7) / 10}))
+             for i in range(30)]
+    infos += [pub.publish_async(f"plant/{twin}/telemetry",
+                                json.dumps({"ts": t0 + (30 + i) * 2000, "vibration": 2.5}))
+              for i in range(25)]
+    for info in infos:
+        info.wait_for_publish(10)
+    time.sleep(1.2)
+    assert alerts(tw, twin) == [], "20 readings stuck over 2 minutes are not yet all it has"
+    # 60 more stuck readings: the whole 2-minute window holds one value
+    last = replay(pub, tw, twin, t0 + 55 * 2000, [2.5] * 60, step=2000, prop="vibration")
+    a = wait_until(lambda: alerts(tw, twin) or None, 5, what="the flatline alert")
+    assert a[0]["rule"] == "flatline_vibration" and a[0]["message"] == f"{twin}: vibration stuck at 2.5"
+    # noise again clears it
+    pub.publish(f"plant/{twin}/telemetry", {"ts": last + 2000, "vibration": 2.9})
+    wait_until(lambda: not alerts(tw, twin)[0]["active"], 5, what="the flatline to clear")
+
+
+def test_unreadable_saved_state_is_skipped(make_twind, make_publisher, tmp_path):
+    tw = rules_twind(make_twind, tmp_path, [ANOM])
+    pub = make_publisher(inflight=500)
+    twin = "an-bad"
+    t0 = int(time.time() * 1000) - 1000 * STEP
+    last = replay(pub, tw, twin, t0, [normal(i) for i in range(300)])
+    assert tw.stop() == 0
+    con = sqlite3.connect(tw.db)
+    con.execute("UPDATE anomaly_state SET state = ?", (b"\x00" * 600,))
+    con.commit()
+    con.close()
+    tw.start()
+    assert "1 anomaly detector state did not read back" in tw.log(), tw.log()[-2000:]
+    # it learns anew: warming up, a spike raises nothing yet; twind serves on
+    replay(pub, tw, twin, last + STEP, [60.0])
+    time.sleep(1.2)
+    assert alerts(tw, twin) == []

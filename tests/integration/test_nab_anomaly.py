@@ -4,7 +4,8 @@ The six NAB series in ../shared/datasets/nab (machine temperature, AWS CPU,
 EC2 latency, NYC taxi, and the two rogue-agent key series) are replayed
 through the real mosquitto into the real ./twind, one twin per series, each
 reading published as {"ts", "temperature": value}, with the one shipped rule
-of config/rules-anomaly.json and the same settings for every series. Each
+of config/rules-anomaly.json (its rule on `temperature`) and the same settings
+for every series. Each
 alert's raised_ts is then scored with ../shared/tools/nab_score.py (NAB's
 standard profile, the per-file raw score) against NAB's labelled windows.
 
@@ -40,10 +41,10 @@ SERIES = {
     "ec2_request_latency_system_failure.csv": ("relativeEntropy", 2.036, -0.5),
     "nyc_taxi.csv": ("relativeEntropy", 3.833, 1.5),
     "rogue_agent_key_hold.csv": ("bayesChangePt", 1.280, -1.5),
-    "rogue_agent_key_updown.csv": ("knncad", 0.430, -0.5),
+    "rogue_agent_key_updown.csv": ("knncad", 0.430, 0.0),
 }
 ARTIME_SUM = 3.616      # the best single detector over all six
-SUM_FLOOR = 4.0         # what the sum must reach (measured: see README)
+SUM_FLOOR = 4.5         # measured 6.021 (README, "Anomaly detection")
 
 ACK_TIMEOUT = 180
 APPLY_TIMEOUT = 120
@@ -116,7 +117,7 @@ def test_nab_six_series_with_anomaly(make_twind, make_publisher):
     for name, (best_name, best, floor) in SERIES.items():
         alerts = alerts_of(tw, twins[name])
         for a in alerts:
-            assert a["rule"] == "unusual_reading" and a["twin"] == twins[name], a
+            assert a["rule"] == "unusual_temperature" and a["twin"] == twins[name], a
         stamps = [ns.parse_ts(t) for t in
                   [time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts / 1000))
                    for ts, _ in series[name]]]

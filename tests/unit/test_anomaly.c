@@ -164,7 +164,7 @@ test_saved_state(void **state)
 	bad[8] = 2;
 	assert_int_equal(anomaly_load(&c, bad, sizeof(bad)), -1);
 	memcpy(bad, buf, sizeof(bad));
-	memset(bad + 16 + 8 * 8, 0xff, 8);	/* base[0] = NaN */
+	memset(bad + 16 + 9 * 8, 0xff, 8);	/* base[0] = NaN */
 	assert_int_equal(anomaly_load(&c, bad, sizeof(bad)), -1);
 	memcpy(bad, buf, sizeof(bad));
 	memcpy(bad + 16 + 8, bad + 16, 8);	/* hi = lo */
@@ -172,13 +172,42 @@ test_saved_state(void **state)
 	assert_int_equal(c.n, 0);
 }
 
+/* One glitch far out (an error code) is judged, not learned; a lasting far regime is learned. */
+static void
+test_glitch_and_far_regime(void **state)
+{
+	struct anomaly a;
+	uint32_t seed = 13;
+	int i = 0, high = 0;
+
+	(void)state;
+	anomaly_init(&a);
+	for (; i < 3000; i++)
+		anomaly_add(&a, normal_reading(i, &seed));
+	anomaly_add(&a, -9999);
+	assert_true(score(&a) > 0.999);
+	/* The bins still fit the usual values: a spike to 60 is seen at once. */
+	assert_true(a.lo > 0 && a.hi < 100);
+	anomaly_add(&a, normal_reading(i++, &seed));
+	anomaly_add(&a, 60);
+	assert_true(score(&a) > 0.999);
+	/* A new regime a thousand away: judged at first, then learned as normal. */
+	for (int k = 0; k < 4000; k++, i++) {
+		anomaly_add(&a, normal_reading(i, &seed) + 1000);
+		if (k >= 3700)
+			high += score(&a) > 0.999;
+	}
+	assert_true(a.hi > 1000);
+	assert_true(high < 5);
+}
+
 /* The state's size, as the README states it (its cost is measured by make bench). */
 static void
 test_bounded(void **state)
 {
 	(void)state;
-	assert_true(sizeof(struct anomaly) <= 600);
-	assert_int_equal(ANOMALY_STATE_BYTES, 592);
+	assert_true(sizeof(struct anomaly) <= 616);
+	assert_int_equal(ANOMALY_STATE_BYTES, 600);
 }
 
 int
@@ -189,6 +218,7 @@ main(void)
 		cmocka_unit_test(test_scale_free),
 		cmocka_unit_test(test_spike_and_shift),
 		cmocka_unit_test(test_saved_state),
+		cmocka_unit_test(test_glitch_and_far_regime),
 		cmocka_unit_test(test_bounded),
 	};
 

@@ -35,6 +35,7 @@ struct fake {
 	double twin_age;
 	int64_t now;
 	struct window win[EXPR_WINDOWS_MAX];
+	struct ewma ew[EXPR_WINDOWS_MAX];
 };
 
 static struct fprop *
@@ -92,6 +93,8 @@ fake_window(void *arg, int win, int fn, double param, double *out)
 	struct fake *f = arg;
 	struct fprop *p = fake_find(f, expr_refs(f->e)->windows[win].prop);
 
+	if (fn == WFN_EWMA)
+		return ewma_value(&f->ew[win], out);
 	return expr_window_value(&f->win[win], f->now, fn, param,
 	    p != NULL && p->has_val ? &p->val : NULL, out);
 }
@@ -107,8 +110,11 @@ fake_bind(struct fake *f, const struct expr *e)
 		struct fprop *p = fake_find(f, r->windows[i].prop);
 
 		window_init(&f->win[i], r->windows[i].len_ms);
-		for (int j = 0; p != NULL && j < p->npts; j++)
+		memset(&f->ew[i], 0, sizeof(f->ew[i]));
+		for (int j = 0; p != NULL && j < p->npts; j++) {
 			window_add(&f->win[i], p->ts[j], p->v[j]);
+			ewma_add(&f->ew[i], r->windows[i].len_ms, p->ts[j], p->v[j]);
+		}
 	}
 }
 
@@ -675,6 +681,45 @@ test_window_functions(void **state)
 	is_unknown("zscore(s, 1m)");
 }
 
+/* skip= and ewma() against the series recomputed here. */
+static void
+test_skip_and_ewma(void **state)
+{
+	const struct fprop *t = &twin_props[5];
+	struct series old;
+	double e = t->v[0];
+	struct expr *x;
+
+	(void)state;
+	/* 16 s ending 16 s ago: a window of 32 s (buckets of 2 s) asked for its older half. */
+	recompute(t, T0 + 10000, T0 + 25000, &old);
+	assert_int_equal(old.n, 16);
+	near("count_over(t, 16s, skip=16s)", 16);
+	near("avg_over(t, 16s, skip=16s)", old.mean);
+	near("min_over(t, 16s, skip=16s)", old.min);
+	near("max_over(t, 16s, skip=16s)", old.max);
+	near("stddev_over(t, 16s, skip=16s)", old.sd);
+	near("delta(t, 16s, skip=16s)", old.last - old.first);
+	near("rate(t, 16s, skip=16s)", old.slope);
+	near("zscore(t, 16s, skip=16s)", (t->val.num - old.mean) / old.sd);
+	/* It shares the window a plain 32 s asks for. */
+	x = compile_ok("avg_over(t, 16s, skip=16s) < avg_over(t, 32s)");
+	assert_int_equal(expr_refs(x)->nwindows, 1);
+	assert_int_equal(expr_refs(x)->windows[0].len_ms, 32000);
+	expr_free(x);
+	/* A skip past the window leaves nothing. */
+	near("count_over(t, 10s, skip=1h)", 0);
+	is_unknown("avg_over(t, 10s, skip=1h)");
+	/* `skip` is still a name where no window is. */
+	is_unknown("skip == 1");
+	/* ewma on measurement time: each reading 1 s after the last weighs 1 - 2^(-1/2). */
+	for (int i = 1; i < t->npts; i++)
+		e += (1 - exp2(-1.0 / 2.0)) * (t->v[i] - e);
+	near("ewma(t, 2s)", e);
+	is_unknown("ewma(ghost, 2s)");
+	near("ewma(flat, 1h)", 3);
+}
+
 static void
 test_refs(void **state)
 {
@@ -723,9 +768,17 @@ test_errors(void **state)
 	bad("anomaly(a, 101)", 12, "number in (0, 100]");
 	bad("anomaly(a, b)", 12, "number in (0, 100]");
 	bad("anomaly(a, 1, 2)", 15, "anomaly() takes 1 or 2 arguments");
+	bad("avg_over(t, 1h, 5)", 17, "takes skip=DURATION");
+	bad("avg_over(t, 1h, skip=5)", 17, "takes skip=DURATION");
+	bad("avg_over(t, 1h, skip=0s)", 22, "skip= must be longer than 0");
+	bad("forecast(t, 1m, skip=1m)", 17, "duration");
+	bad("avg_over(t, 1h, skip=1m, 2)", 26, "avg_over() takes 2 or 3 arguments");
+	bad("1 + skip=1", 5, "unexpected 'skip='");
+	bad("ewma(t, 0s)", 9, "a half-life must be longer than 0");
+	bad("ewma(t)", 7, "ewma() takes 2 arguments");
 	bad("abs(1, 2)", 8, "abs() takes 1 argument");
 	bad("min(1)", 6, "min() takes 2 arguments");
-	bad("avg_over(t)", 11, "avg_over() takes 2 arguments");
+	bad("avg_over(t)", 11, "avg_over() takes 2 or 3 arguments");
 	bad("forecast(t, 1m)", 15, "forecast() takes 3 arguments");
 	bad("age(a, b)", 8, "age() takes 0 or 1 arguments");
 	bad("avg_over(1, 5m)", 10, "property name");
@@ -864,6 +917,7 @@ main(void)
 		cmocka_unit_test_setup(test_anomaly_call, setup),
 		cmocka_unit_test_setup(test_expand, setup),
 		cmocka_unit_test_setup(test_window_functions, setup),
+		cmocka_unit_test_setup(test_skip_and_ewma, setup),
 		cmocka_unit_test_setup(test_refs, setup),
 		cmocka_unit_test_setup(test_errors, setup),
 		cmocka_unit_test_setup(test_depth_limit, setup),

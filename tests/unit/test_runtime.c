@@ -73,7 +73,7 @@ report(struct fix *f, const char *name, int64_t ts, double v)
 
 	if (p == NULL)
 		assert_non_null(p = twin_prop_add(f->m, f->t, n, 1));
-	runtime_feed(f->t, n, ts, &val);
+	runtime_feed(f->t, n, ts, &val, 1);
 	assert_true(twin_prop_set(p, ts, &val) >= 0);
 	f->t->newest_ts = ts;
 }

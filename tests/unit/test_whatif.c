@@ -59,7 +59,7 @@ fix_init(struct fix *f)
 	/* 5 s ago, on the wall clock that a twin never heard from starts at. */
 	f->ts = clock_now_ms() - 5000;
 	assert_int_equal(twin_prop_set(twin_prop_add(f->m, f->c, t, 1), f->ts, &v), 1);
-	runtime_feed(f->c, t, f->ts, &v);
+	runtime_feed(f->c, t, f->ts, &v, 1);
 	f->c->newest_ts = f->ts;
 	f->c->newest_mono = clock_mono_ms();
 	f->policy.allow_unmodelled = 1;

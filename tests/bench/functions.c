@@ -1,0 +1,138 @@
+/*
+ * The cost of the rule language's functions, per evaluation, and of the
+ * anomaly() detector per reading, as ratios to a plain comparison
+ * (`x > 1`, the floor) measured in the same run: shared machines are too
+ * noisy for absolute numbers alone. Each expression is compiled once and
+ * evaluated against a real window and a real detector, filled with a day
+ * of readings every 5 s, as the runtime would.
+ *
+ * usage: tests/bench/twind-functions [EVALUATIONS]   (default 2,000,000)
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "anomaly.h"
+#include "expr.h"
+#include "window.h"
+
+#define NOW	1800000000000LL
+#define READINGS	17280	/* a day every 5 s */
+
+struct bench_env {
+	const struct expr *e;
+	struct window win[EXPR_WINDOWS_MAX];
+	struct anomaly det;
+	double x;
+};
+
+static int
+env_value(void *arg, int prop, struct tw_val *out)
+{
+	struct bench_env *b = arg;
+
+	(void)prop;
+	out->type = VAL_NUM;
+	out->num = b->x;
+	out->str = NULL;
+	return 0;
+}
+
+static int
+env_window(void *arg, int win, int fn, double param, double *out)
+{
+	struct bench_env *b = arg;
+	struct tw_val cur = { VAL_NUM, b->x, NULL };
+
+	if (fn == WFN_ANOMALY)
+		return anomaly_score(&b->det, param, out);
+	return expr_window_value(&b->win[win], NOW, fn, param, &cur, out);
+}
+
+static double
+reading(int i)
+{
+	return 20 + 3 * sin(i * 2 * M_PI / READINGS) + ((i * 7919) % 101) / 100.0;
+}
+
+static double
+now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+/* ns per evaluation of `src`. */
+static double
+measure(const char *src, long n)
+{
+	static struct bench_env b;
+	struct expr_env env = { &b, env_value, env_value, NULL, env_window };
+	char err[200];
+	struct expr *e = expr_compile(src, err, sizeof(err), NULL);
+	const struct expr_refs *r;
+	volatile int sink = 0;
+	double t0;
+
+	if (e == NULL) {
+		fprintf(stderr, "bench: %s: %s\n", src, err);
+		exit(1);
+	}
+	r = expr_refs(e);
+	b.e = e;
+	anomaly_init(&b.det);
+	for (int w = 0; w < r->nwindows; w++)
+		if (r->windows[w].kind == EXPR_WIN_SPAN)
+			window_init(&b.win[w], r->windows[w].len_ms);
+	for (int i = 0; i < READINGS; i++) {
+		int64_t ts = NOW - (int64_t)(READINGS - i) * 5000;
+
+		for (int w = 0; w < r->nwindows; w++)
+			if (r->windows[w].kind == EXPR_WIN_SPAN)
+				window_add(&b.win[w], ts, reading(i));
+		anomaly_add(&b.det, reading(i));
+	}
+	b.x = reading(READINGS);
+	t0 = now_ns();
+	for (long i = 0; i < n; i++)
+		sink += expr_true(e, &env);
+	(void)sink;
+	expr_free(e);
+	return (now_ns() - t0) / (double)n;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const char *const exprs[] = {
+		"sqrt(x) > 1", "log(x) > 1", "exp(x / 100) > 1", "clamp(x, 0, 50) > 1",
+		"avg_over(x, 1h) > 1", "stddev_over(x, 1d) > 1", "zscore(x, 1h) > 1",
+		"forecast(x, 1h, 30m) > 1", "anomaly(x) > 0.999",
+	};
+	long n = argc > 1 ? atol(argv[1]) : 2000000;
+	struct anomaly a;
+	double floor_ns, t0, add_ns;
+
+	if (n < 1000)
+		n = 1000;
+	floor_ns = measure("x > 1", n);
+	printf("%-28s %10s %8s\n", "expression", "ns/eval", "x floor");
+	printf("%-28s %10.1f %8.2f\n", "x > 1 (the floor)", floor_ns, 1.0);
+	for (size_t i = 0; i < sizeof(exprs) / sizeof(exprs[0]); i++) {
+		double ns = measure(exprs[i], n);
+
+		printf("%-28s %10.1f %8.2f\n", exprs[i], ns, ns / floor_ns);
+	}
+	anomaly_init(&a);
+	t0 = now_ns();
+	for (long i = 0; i < n; i++)
+		anomaly_add(&a, reading((int)(i % 1000003)));
+	add_ns = (now_ns() - t0) / (double)n;
+	printf("%-28s %10.1f %8.2f\n", "anomaly: one reading learned", add_ns, add_ns / floor_ns);
+	printf("memory: a window %zu bytes, an anomaly detector %zu bytes (saved: %d)\n",
+	    sizeof(struct window), sizeof(struct anomaly), ANOMALY_STATE_BYTES);
+	return 0;
+}

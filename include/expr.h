@@ -22,8 +22,8 @@
  * - sqrt, log (natural) and exp of a number outside their domain, or
  *   with a non-finite result, are unknown; clamp(x, lo, hi) with lo > hi
  *   is unknown.
- * - anomaly(p[, sensitivity]): sensitivity is a number literal in
- *   (0, 100], default 1.
+ * - anomaly(p[, sensitivity]) and disagree(p, q[, sensitivity]):
+ *   sensitivity is a number literal in (0, 100], default 1.
  * - The aggregates over a window (avg_over ... rate, zscore) take an
  *   optional `skip=DURATION` after the window: the window then ends that
  *   long before now. Their `param` is the skip in seconds.
@@ -49,6 +49,7 @@ enum expr_wfn {
 	WFN_ZSCORE, WFN_FORECAST, WFN_TIME_TO,
 	WFN_ANOMALY,		/* anomaly(p[, sensitivity]): param is the sensitivity */
 	WFN_EWMA,		/* ewma(p, half_life) */
+	WFN_DISAGREE,		/* disagree(p, q[, sensitivity]): param is the sensitivity */
 };
 
 /* What a windows[] entry asks the twin to keep for a property. */
@@ -56,6 +57,7 @@ enum expr_win_kind {
 	EXPR_WIN_SPAN = 0,	/* a window of len_ms (window.h) */
 	EXPR_WIN_ANOMALY = 1,	/* the anomaly() detector (anomaly.h); len_ms is 0 */
 	EXPR_WIN_EWMA = 2,	/* ewma() (window.h); len_ms is the half-life */
+	EXPR_WIN_DIFF = 3,	/* disagree(): an anomaly detector fed with p - q; prop2 is q */
 };
 
 /* What a compiled expression reads: filled by expr_compile, owned by the expr. */
@@ -66,6 +68,7 @@ struct expr_refs {
 		int prop;		/* index into props */
 		int64_t len_ms;		/* the window to keep: with skip=, the skip is in it */
 		int kind;		/* enum expr_win_kind */
+		int prop2;		/* EXPR_WIN_DIFF: the second property; else -1 */
 	} windows[EXPR_WINDOWS_MAX];
 	int nwindows;
 	int uses_age_twin;		/* age() without a property */

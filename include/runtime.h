@@ -88,6 +88,12 @@ void runtime_unbind(struct twin *t);
  */
 void runtime_feed(struct twin *t, const char *name, int64_t ts, const struct tw_val *v,
     int newest);
+/*
+ * After a record's readings were fed and set: each disagree() detector
+ * whose properties had a newest reading in it takes the difference of
+ * their current values, once.
+ */
+void runtime_feed_pairs(struct twin *t);
 
 /*
  * Evaluates the rules of `t` that read one of `names` (interned; NULL:

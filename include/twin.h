@@ -32,15 +32,18 @@ struct prop {
 
 /*
  * What a rule keeps about a property, fed from every numeric update of
- * it: a window (avg_over, ...), the anomaly() detector or an ewma().
+ * it: a window (avg_over, ...), the anomaly() detector, an ewma(), or
+ * the detector of its disagreement with another property.
  */
 struct twin_window {
 	const char *name;	/* interned property name */
+	const char *name2;	/* EXPR_WIN_DIFF: the property it is compared with, interned; else NULL */
 	uint8_t kind;		/* enum expr_win_kind */
+	uint8_t pending;	/* EXPR_WIN_DIFF: one of the two has a reading not yet compared */
 	int64_t len_ms;		/* with name and kind, what rules ask for: a window's length, a half-life */
 	union {
 		struct window w;	/* EXPR_WIN_SPAN */
-		struct anomaly a;	/* EXPR_WIN_ANOMALY */
+		struct anomaly a;	/* EXPR_WIN_ANOMALY, EXPR_WIN_DIFF */
 		struct ewma e;		/* EXPR_WIN_EWMA */
 	};
 };

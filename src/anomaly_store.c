@@ -1,5 +1,6 @@
 /* The anomaly() detectors' state: saved with the batches, read back at start. */
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,6 +8,7 @@
 #include "err.h"
 #include "expr.h"
 #include "log.h"
+#include "names.h"
 #include "store_sql.h"
 
 enum { AS_PUT, AS_LOAD, AS__COUNT };
@@ -49,10 +51,28 @@ anomaly_store_close(struct anomaly_store *s)
 }
 
 static int
+is_detector(const struct twin_window *w)
+{
+	return w->kind == EXPR_WIN_ANOMALY || (w->kind == EXPR_WIN_DIFF && w->name2 != NULL);
+}
+
+static int
 due(const struct twin_window *w, int64_t mono, int all)
 {
-	return w->kind == EXPR_WIN_ANOMALY && w->a.dirty &&
-	    (all || mono - w->a.saved_ms >= ANOMALY_SAVE_MS);
+	return is_detector(w) && w->a.dirty && (all || mono - w->a.saved_ms >= ANOMALY_SAVE_MS);
+}
+
+/*
+ * The row's property: the property, or "p-q" for the disagreement of p
+ * with q (a name never holds '-', so it cannot be mistaken for one).
+ */
+static const char *
+key_of(const struct twin_window *w, char *buf, size_t len)
+{
+	if (w->kind != EXPR_WIN_DIFF)
+		return w->name;
+	snprintf(buf, len, "%s-%s", w->name, w->name2);
+	return buf;
 }
 
 int
@@ -68,6 +88,7 @@ int
 anomaly_store_save(struct anomaly_store *s, struct twin *t, int64_t mono, int64_t now, int all)
 {
 	unsigned char buf[ANOMALY_STATE_BYTES];
+	char key[2 * PROP_NAME_MAX + 2];
 	sqlite3_stmt *st = s->st[AS_PUT];
 
 	for (uint16_t i = 0; i < t->nwindows; i++) {
@@ -77,7 +98,7 @@ anomaly_store_save(struct anomaly_store *s, struct twin *t, int64_t mono, int64_
 			continue;
 		anomaly_save(a, buf);
 		sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, t->windows[i].name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, key_of(&t->windows[i], key, sizeof(key)), -1, SQLITE_STATIC);
 		sqlite3_bind_blob(st, 3, buf, (int)sizeof(buf), SQLITE_STATIC);
 		sqlite3_bind_int64(st, 4, now);
 		if (store_step_done(s->store, st) != TW_OK)
@@ -89,12 +110,15 @@ anomaly_store_save(struct anomaly_store *s, struct twin *t, int64_t mono, int64_
 	return TW_OK;
 }
 
-/* The detector of `t` for property `name`, if a rule asks for one. */
+/* The detector of `t` for the row's property `name`, if a rule asks for one. */
 static struct anomaly *
 detector_of(struct twin *t, const char *name)
 {
+	char key[2 * PROP_NAME_MAX + 2];
+
 	for (uint16_t i = 0; i < t->nwindows; i++)
-		if (t->windows[i].kind == EXPR_WIN_ANOMALY && strcmp(t->windows[i].name, name) == 0)
+		if (is_detector(&t->windows[i]) &&
+		    strcmp(key_of(&t->windows[i], key, sizeof(key)), name) == 0)
 			return &t->windows[i].a;
 	return NULL;
 }

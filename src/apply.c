@@ -186,6 +186,8 @@ apply_values(struct apply *a, struct twin *t, const struct rec *r)
 		if ((de = twin_desired(t, p->name)) != NULL && desired_eval(t, de, r->ts))
 			desired_want(a->desired, t);
 	}
+	/* Pairs compared by disagree() see both values of this record, not one and a stale other. */
+	runtime_feed_pairs(t);
 	if (changed)
 		t->version++;
 	if (r->arrival_ms > t->last_seen_ts && !(r->flags & REC_F_RETAINED))

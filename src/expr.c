@@ -102,6 +102,7 @@ static const struct fn {
 	{ "time_to", OP_WIN, WFN_TIME_TO, 3, 3, "pde" },
 	{ "anomaly", OP_WIN, WFN_ANOMALY, 1, 2, "pn" },
 	{ "ewma", OP_WIN, WFN_EWMA, 2, 2, "pd" },
+	{ "disagree", OP_WIN, WFN_DISAGREE, 2, 3, "ppn" },
 	{ "prev", OP_PREV, 0, 1, 1, "p" },
 	{ "age", OP_AGE, 0, 0, 1, "p" },
 };
@@ -381,13 +382,13 @@ prop_index(struct parser *p, const struct tok *t)
 }
 
 static int
-window_index(struct parser *p, int prop, int64_t len_ms, int kind, int col)
+window_index(struct parser *p, int prop, int prop2, int64_t len_ms, int kind, int col)
 {
 	struct expr_refs *r = &p->e->refs;
 
 	for (int i = 0; i < r->nwindows; i++)
 		if (r->windows[i].prop == prop && r->windows[i].len_ms == len_ms &&
-		    r->windows[i].kind == kind)
+		    r->windows[i].kind == kind && r->windows[i].prop2 == prop2)
 			return i;
 	if (r->nwindows == EXPR_WINDOWS_MAX)
 		return perr(p, col, "more than %d distinct (property, window) pairs",
@@ -395,6 +396,7 @@ window_index(struct parser *p, int prop, int64_t len_ms, int kind, int col)
 	r->windows[r->nwindows].prop = prop;
 	r->windows[r->nwindows].len_ms = len_ms;
 	r->windows[r->nwindows].kind = kind;
+	r->windows[r->nwindows].prop2 = prop2;
 	return r->nwindows++;
 }
 
@@ -448,7 +450,7 @@ parse_call(struct parser *p, const struct tok *name)
 {
 	const struct fn *f = NULL;
 	const struct tok *t;
-	int nargs = 0, prop = -1, win = -1;
+	int nargs = 0, prop = -1, prop2 = -1, win = -1;
 	int64_t len_ms = 0, skip_ms = 0;
 	double horizon = 0;
 	int len_col = 0;
@@ -470,8 +472,13 @@ parse_call(struct parser *p, const struct tok *name)
 			case A_PROP:
 				if (t->type != T_NAME || !arg_ends(p))
 					return perr(p, t->col, "%s() needs a property name here", f->name);
-				if ((prop = prop_index(p, next(p))) < 0)
+				if (nargs == 0 && (prop = prop_index(p, next(p))) < 0)
 					return -1;
+				if (nargs == 1 && (prop2 = prop_index(p, next(p))) < 0)
+					return -1;
+				if (prop2 >= 0 && prop2 == prop)
+					return perr(p, t->col, "%s() compares two different properties",
+					    f->name);
 				break;
 			case A_DUR:
 				if (t->type != T_DUR || !arg_ends(p))
@@ -523,12 +530,15 @@ parse_call(struct parser *p, const struct tok *name)
 	switch (f->op) {
 	case OP_WIN:
 		if (f->wfn == WFN_ANOMALY) {
-			win = window_index(p, prop, 0, EXPR_WIN_ANOMALY, name->col);
+			win = window_index(p, prop, -1, 0, EXPR_WIN_ANOMALY, name->col);
 			horizon = nargs == 2 ? horizon : 1.0;
+		} else if (f->wfn == WFN_DISAGREE) {
+			win = window_index(p, prop, prop2, 0, EXPR_WIN_DIFF, name->col);
+			horizon = nargs == 3 ? horizon : 1.0;
 		} else if (f->wfn == WFN_EWMA) {
-			win = window_index(p, prop, len_ms, EXPR_WIN_EWMA, len_col);
+			win = window_index(p, prop, -1, len_ms, EXPR_WIN_EWMA, len_col);
 		} else {
-			win = window_index(p, prop, len_ms + skip_ms, EXPR_WIN_SPAN, len_col);
+			win = window_index(p, prop, -1, len_ms + skip_ms, EXPR_WIN_SPAN, len_col);
 			if (skip_ms > 0)
 				horizon = (double)skip_ms / 1000.0;
 		}

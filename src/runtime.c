@@ -91,12 +91,21 @@ runtime_cleanup(struct runtime *rt)
 }
 
 static struct twin_window *
-window_of(struct twin_window *ws, int n, const char *name, int kind, int64_t len)
+window_of(struct twin_window *ws, int n, const char *name, const char *name2, int kind,
+    int64_t len)
 {
 	for (int i = 0; i < n; i++)
-		if (ws[i].name == name && ws[i].kind == kind && ws[i].len_ms == len)
+		if (ws[i].name == name && ws[i].name2 == name2 && ws[i].kind == kind &&
+		    ws[i].len_ms == len)
 			return &ws[i];
 	return NULL;
+}
+
+/* The interned second property of windows[k], or NULL. */
+static const char *
+name2_of(const struct expr_refs *r, int k, const char *const *names)
+{
+	return r->windows[k].prop2 >= 0 ? names[r->windows[k].prop2] : NULL;
 }
 
 /* Adds the windows `e` reads to `w` (n of max), once each. */
@@ -107,12 +116,13 @@ want_windows(struct twin_window *w, int *n, int max, const struct expr *e,
 	const struct expr_refs *r = expr_refs(e);
 
 	for (int k = 0; k < r->nwindows; k++) {
-		const char *name = names[r->windows[k].prop];
+		const char *name = names[r->windows[k].prop], *name2 = name2_of(r, k, names);
 
-		if (window_of(w, *n, name, r->windows[k].kind, r->windows[k].len_ms) != NULL ||
+		if (window_of(w, *n, name, name2, r->windows[k].kind, r->windows[k].len_ms) != NULL ||
 		    *n == max)
 			continue;
 		w[*n].name = name;
+		w[*n].name2 = name2;
 		w[*n].kind = (uint8_t)r->windows[k].kind;
 		w[*n].len_ms = r->windows[k].len_ms;
 		(*n)++;
@@ -177,11 +187,11 @@ runtime_bind(const struct runtime *rt, struct twin *t, const struct runtime_open
 	}
 	for (int j = 0; j < nws; j++) {
 		struct twin_window *old = window_of(t->windows, t->nwindows, ws[j].name,
-		    ws[j].kind, ws[j].len_ms);
+		    ws[j].name2, ws[j].kind, ws[j].len_ms);
 
 		if (old != NULL)
 			ws[j] = *old;
-		else if (ws[j].kind == EXPR_WIN_ANOMALY)
+		else if (ws[j].kind == EXPR_WIN_ANOMALY || ws[j].kind == EXPR_WIN_DIFF)
 			anomaly_init(&ws[j].a);
 		else if (ws[j].kind == EXPR_WIN_EWMA)
 			memset(&ws[j].e, 0, sizeof(ws[j].e));
@@ -225,6 +235,10 @@ runtime_feed(struct twin *t, const char *name, int64_t ts, const struct tw_val *
 	for (uint16_t i = 0; i < t->nwindows; i++) {
 		struct twin_window *w = &t->windows[i];
 
+		if (w->kind == EXPR_WIN_DIFF && (w->name == name || w->name2 == name)) {
+			w->pending |= newest;
+			continue;
+		}
 		if (w->name != name)
 			continue;
 		/* A detector scores the newest reading: a late one is in history, not news. */
@@ -236,6 +250,29 @@ runtime_feed(struct twin *t, const char *name, int64_t ts, const struct tw_val *
 		} else {
 			window_add(&w->w, ts, v->num);
 		}
+	}
+}
+
+static int
+numeric(const struct prop *p)
+{
+	return p != NULL && (p->val.type == VAL_NUM || p->val.type == VAL_BOOL);
+}
+
+void
+runtime_feed_pairs(struct twin *t)
+{
+	for (uint16_t i = 0; i < t->nwindows; i++) {
+		struct twin_window *w = &t->windows[i];
+		struct prop *p, *q;
+
+		if (w->kind != EXPR_WIN_DIFF || !w->pending)
+			continue;
+		w->pending = 0;
+		p = twin_prop(t, w->name);
+		q = w->name2 != NULL ? twin_prop(t, w->name2) : NULL;
+		if (numeric(p) && numeric(q))
+			anomaly_add(&w->a, p->val.num - q->val.num);
 	}
 }
 
@@ -308,13 +345,16 @@ env_window(void *arg, int win, int fn, double param, double *out)
 	struct eval_ctx *c = arg;
 	const char *name = c->names[c->refs->windows[win].prop];
 	struct twin_window *tw = name != NULL ? window_of(c->t->windows, c->t->nwindows, name,
-	    c->refs->windows[win].kind, c->refs->windows[win].len_ms) : NULL;
+	    name2_of(c->refs, win, c->names), c->refs->windows[win].kind,
+	    c->refs->windows[win].len_ms) : NULL;
 	struct tw_val cur = { 0 };
 
 	if (tw == NULL)
 		return -1;
 	if (tw->kind == EXPR_WIN_ANOMALY)
 		return fn == WFN_ANOMALY ? anomaly_score(&tw->a, param, out) : -1;
+	if (tw->kind == EXPR_WIN_DIFF)
+		return fn == WFN_DISAGREE ? anomaly_score(&tw->a, param, out) : -1;
 	if (tw->kind == EXPR_WIN_EWMA)
 		return fn == WFN_EWMA ? ewma_value(&tw->e, out) : -1;
 	if (fn == WFN_ZSCORE && env_value(arg, c->refs->windows[win].prop, &cur) != 0)

@@ -664,6 +664,7 @@ report(struct sim *s, struct copy *c, const cJSON *rep, int64_t at)
 
 	if ((rc = apply_reported(s, c->t, rep, "", at, names, &nn)) != TW_OK)
 		return rc;
+	runtime_feed_pairs(c->t);
 	if (c->t->newest_ts == 0)
 		c->t->newest_ts = at;	/* heard from, in the scenario */
 	return evaluate(s, c->t, names, nn, at);

@@ -90,13 +90,15 @@ env_window(void *arg, int win, int fn, double param, double *out)
 	struct env *e = arg;
 	struct tw_val cur = { 0 };
 
-	if (win < 0 || win >= e->refs->nwindows || fn < WFN_AVG || fn > WFN_EWMA ||
+	if (win < 0 || win >= e->refs->nwindows || fn < WFN_AVG || fn > WFN_DISAGREE ||
 	    (fn == WFN_ANOMALY) != (e->refs->windows[win].kind == EXPR_WIN_ANOMALY) ||
+	    (fn == WFN_DISAGREE) != (e->refs->windows[win].kind == EXPR_WIN_DIFF) ||
+	    (e->refs->windows[win].kind == EXPR_WIN_DIFF) != (e->refs->windows[win].prop2 >= 0) ||
 	    (fn == WFN_EWMA) != (e->refs->windows[win].kind == EXPR_WIN_EWMA))
 		abort();
 	if (fn == WFN_EWMA)
 		return ewma_value(&e->ewma[win], out);
-	if (fn == WFN_ANOMALY) {
+	if (fn == WFN_ANOMALY || fn == WFN_DISAGREE) {
 		if (!(param > 0) || param > 100)
 			abort();
 		if (anomaly_score(&e->det[win], param, out) != 0)
@@ -147,7 +149,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint32_t h = mix(env.seed, (uint32_t)w);
 		int n = (int)(h % 6);
 
-		if (env.refs->windows[w].kind == EXPR_WIN_ANOMALY) {
+		if (env.refs->windows[w].kind == EXPR_WIN_ANOMALY ||
+		    env.refs->windows[w].kind == EXPR_WIN_DIFF) {
 			if (len != 0)
 				abort();
 			anomaly_init(&env.det[w]);

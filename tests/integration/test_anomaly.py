@@ -197,3 +197,95 @@ def test_unreadable_saved_state_is_skipped(make_twind, make_publisher, tmp_path)
     replay(pub, tw, twin, last + STEP, [60.0])
     time.sleep(1.2)
     assert alerts(tw, twin) == []
+
+
+# Two sensors on one process: the rules README "Anomaly detection" shows.
+PAIR_RULES = [
+ {
+  "name": "sensor_drift",
+  "description": "Two sensors that should agree (here the pumps' two temperature sensors): raised when their difference is unusual for this pair (disagree() above 0.999, at half the default sensitivity: a drift is slow and sure, and the shift test sees it), whatever the process does; a sensor drifts or fails.",
+  "match": {
+   "twins": "*"
+  },
+  "let": {
+   "x": "temperature",
+   "y": "temperature2"
+  },
+  "when": "disagree(x, y, 0.5) > 0.999",
+  "clear": "disagree(x, y, 0.5) < 0.97",
+  "cooldown": "1d",
+  "severity": "warning",
+  "message": "{twin}: temperature {temperature} and temperature2 {temperature2} disagree as they usually do not: a sensor drifts"
+ },
+ {
+  "name": "process_changed",
+  "description": "Both sensors read something unusual and still agree with each other: the process changed, not a sensor.",
+  "match": {
+   "twins": "*"
+  },
+  "let": {
+   "x": "temperature",
+   "y": "temperature2"
+  },
+  "when": "anomaly(x) > 0.999 and anomaly(y) > 0.999 and disagree(x, y, 0.5) < 0.97",
+  "clear": "anomaly(x) < 0.97 and anomaly(y) < 0.97",
+  "cooldown": "1d",
+  "severity": "warning",
+  "message": "{twin}: temperature {temperature} and temperature2 {temperature2} are both unusual and agree: the process changed"
+ }
+]
+
+
+def pair_rules():
+    return PAIR_RULES
+
+
+def replay_pair(pub, tw, twin, t0, pairs, step=STEP):
+    infos = [pub.publish_async(f"plant/{twin}/telemetry",
+                               json.dumps({"ts": t0 + i * step, "temperature": a,
+                                           "temperature2": b}))
+             for i, (a, b) in enumerate(pairs)]
+    for info in infos:
+        info.wait_for_publish(10)
+    last = t0 + (len(pairs) - 1) * step
+    wait_until(lambda: (tw.twin(twin) or {}).get("reported", {}).get("temperature2", {})
+               .get("ts") == last, 20, what=f"{twin}: ts {last} applied")
+    return last
+
+
+def rules_raised(tw, twin):
+    return sorted({a["rule"] for a in alerts(tw, twin)})
+
+
+def test_drift_is_told_from_a_process_change(make_twind, make_publisher, tmp_path):
+    """Two sensors on one process: a drift of one is `sensor_drift` (the
+    difference is unusual), a change of the process is `process_changed`
+    (both unusual, still agreeing), never the other way round."""
+    import random
+    rnd = random.Random(5)
+    tw = rules_twind(make_twind, tmp_path, pair_rules())
+    pub = make_publisher(inflight=500)
+    t0 = int(time.time() * 1000) - 3000 * STEP
+
+    def reading(i, shift=0.0, drift=0.0):
+        true = 50 + 3 * math.sin(i * 2 * math.pi / 288) + shift
+        return (true + rnd.gauss(0, 0.3), true + rnd.gauss(0, 0.3) + drift)
+
+    normal_pairs = [reading(i) for i in range(700)]
+    # one pair drifts apart: temperature2 climbs 0.02 a reading, the process does not
+    last = replay_pair(pub, tw, "dr-drift", t0, normal_pairs)
+    replay_pair(pub, tw, "dr-drift", last + STEP,
+                [reading(700 + k, drift=0.02 * k) for k in range(200)])
+    wait_until(lambda: rules_raised(tw, "dr-drift") or None, 10, what="sensor_drift")
+    time.sleep(1.2)
+    assert rules_raised(tw, "dr-drift") == ["sensor_drift"], alerts(tw, "dr-drift")
+    # raised by the drift (it starts at reading 700), not by the noise before it
+    assert all(a["raised_ts"] > t0 + 700 * STEP for a in alerts(tw, "dr-drift"))
+    # the other pair sees the process step by 12 degrees, both sensors together
+    last = replay_pair(pub, tw, "dr-proc", t0, normal_pairs)
+    replay_pair(pub, tw, "dr-proc", last + STEP,
+                [reading(700 + k, shift=12.0) for k in range(20)])
+    wait_until(lambda: rules_raised(tw, "dr-proc") or None, 10, what="process_changed")
+    time.sleep(1.2)
+    assert rules_raised(tw, "dr-proc") == ["process_changed"], alerts(tw, "dr-proc")
+    assert all(a["raised_ts"] > last for a in alerts(tw, "dr-proc"))

@@ -529,6 +529,26 @@ test_anomaly_call(void **state)
 	assert_int_equal(expr_true(e, &env), 1);
 	assert_true(seen_param == 1.0);
 	expr_free(e);
+	/* disagree(p, q): a detector of its own for the pair, p first. */
+	e = compile_ok("disagree(a, b) > 0.4 and disagree(a, b, 0.5) < 0.6 and anomaly(a) > 0.4 "
+	    "and disagree(b, a) > 0.4");
+	r = expr_refs(e);
+	assert_int_equal(r->nwindows, 3);
+	assert_int_equal(r->windows[0].kind, EXPR_WIN_DIFF);
+	assert_string_equal(r->props[r->windows[0].prop], "a");
+	assert_string_equal(r->props[r->windows[0].prop2], "b");
+	assert_int_equal(r->windows[1].kind, EXPR_WIN_ANOMALY);
+	assert_int_equal(r->windows[1].prop2, -1);
+	assert_int_equal(r->windows[2].kind, EXPR_WIN_DIFF);
+	assert_string_equal(r->props[r->windows[2].prop], "b");
+	expr_free(e);
+	e = compile_ok("disagree(a, b, 0.5)");
+	env.arg = e;
+	assert_int_equal(expr_true(e, &env), 1);
+	assert_int_equal(seen_fn, WFN_DISAGREE);
+	assert_int_equal(seen_kind, EXPR_WIN_DIFF);
+	assert_true(seen_param == 0.5);
+	expr_free(e);
 }
 
 /* A let is written out in parentheses, an alias as a bare name; calls keep their names. */
@@ -775,6 +795,10 @@ test_errors(void **state)
 	bad("avg_over(t, 1h, skip=1m, 2)", 26, "avg_over() takes 2 or 3 arguments");
 	bad("1 + skip=1", 5, "unexpected 'skip='");
 	bad("ewma(t, 0s)", 9, "a half-life must be longer than 0");
+	bad("disagree(a, a)", 13, "two different properties");
+	bad("disagree(a)", 11, "disagree() takes 2 or 3 arguments");
+	bad("disagree(a, b, 0)", 16, "number in (0, 100]");
+	bad("disagree(a, 1)", 13, "property name");
 	bad("ewma(t)", 7, "ewma() takes 2 arguments");
 	bad("abs(1, 2)", 8, "abs() takes 1 argument");
 	bad("min(1)", 6, "min() takes 2 arguments");

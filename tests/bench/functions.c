@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "anomaly.h"
@@ -24,6 +25,7 @@ struct bench_env {
 	const struct expr *e;
 	struct window win[EXPR_WINDOWS_MAX];
 	struct anomaly det;
+	struct ewma ew;
 	double x;
 };
 
@@ -47,6 +49,8 @@ env_window(void *arg, int win, int fn, double param, double *out)
 
 	if (fn == WFN_ANOMALY)
 		return anomaly_score(&b->det, param, out);
+	if (fn == WFN_EWMA)
+		return ewma_value(&b->ew, out);
 	return expr_window_value(&b->win[win], NOW, fn, param, &cur, out);
 }
 
@@ -84,6 +88,7 @@ measure(const char *src, long n)
 	r = expr_refs(e);
 	b.e = e;
 	anomaly_init(&b.det);
+	memset(&b.ew, 0, sizeof(b.ew));
 	for (int w = 0; w < r->nwindows; w++)
 		if (r->windows[w].kind == EXPR_WIN_SPAN)
 			window_init(&b.win[w], r->windows[w].len_ms);
@@ -94,6 +99,7 @@ measure(const char *src, long n)
 			if (r->windows[w].kind == EXPR_WIN_SPAN)
 				window_add(&b.win[w], ts, reading(i));
 		anomaly_add(&b.det, reading(i));
+		ewma_add(&b.ew, 3600000, ts, reading(i));
 	}
 	b.x = reading(READINGS);
 	t0 = now_ns();
@@ -110,7 +116,8 @@ main(int argc, char **argv)
 	static const char *const exprs[] = {
 		"sqrt(x) > 1", "log(x) > 1", "exp(x / 100) > 1", "clamp(x, 0, 50) > 1",
 		"avg_over(x, 1h) > 1", "stddev_over(x, 1d) > 1", "zscore(x, 1h) > 1",
-		"forecast(x, 1h, 30m) > 1", "anomaly(x) > 0.999",
+		"forecast(x, 1h, 30m) > 1", "avg_over(x, 6h, skip=6h) > 1", "ewma(x, 1h) > 1",
+		"anomaly(x) > 0.999",
 	};
 	long n = argc > 1 ? atol(argv[1]) : 2000000;
 	struct anomaly a;
@@ -132,7 +139,8 @@ main(int argc, char **argv)
 		anomaly_add(&a, reading((int)(i % 1000003)));
 	add_ns = (now_ns() - t0) / (double)n;
 	printf("%-28s %10.1f %8.2f\n", "anomaly: one reading learned", add_ns, add_ns / floor_ns);
-	printf("memory: a window %zu bytes, an anomaly detector %zu bytes (saved: %d)\n",
-	    sizeof(struct window), sizeof(struct anomaly), ANOMALY_STATE_BYTES);
+	printf("memory: a window %zu bytes, an anomaly detector %zu bytes (saved: %d), "
+	    "an ewma %zu bytes\n", sizeof(struct window), sizeof(struct anomaly),
+	    ANOMALY_STATE_BYTES, sizeof(struct ewma));
 	return 0;
 }

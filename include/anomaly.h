@@ -44,7 +44,7 @@ struct anomaly {
 	double nbase, nrecent;		/* their totals */
 	double cal_mean, cal_var;	/* of the shift statistic's log */
 	double severity;		/* of the newest reading: 1 is the default threshold */
-	double far;			/* decayed count of recent readings judged too far out to learn */
+	double far;			/* readings judged too far out to learn, decayed on the long half-life */
 	uint32_t n;			/* readings taken (saturates) */
 	uint32_t ncal;			/* shift statistics calibrated on (saturates) */
 	uint8_t ranged;			/* the span is known */

@@ -20,6 +20,7 @@
 
 struct anomaly_store;
 
+/* NULL when its table cannot be used: save and load then do nothing (load returns -1). */
 struct anomaly_store *anomaly_store_open(struct store *st);
 void anomaly_store_close(struct anomaly_store *s);
 /* 1 if a detector of `t` learned since its last save, ANOMALY_SAVE_MS or more before `mono`. */

@@ -72,7 +72,9 @@ int window_stats(const struct window *w, int64_t now_ms, struct window_stats *ou
 /*
  * As window_stats for the part of the window that ends `skip_ms` before
  * `now_ms` (avg_over(p, 7d, skip=1d) keeps a window of 8 days and asks for
- * its older 7): the buckets whose start lies in (now - len, now - skip].
+ * its older 7): the buckets that start after now - len and end by
+ * now - skip, so that nothing of the skipped part is in (up to one bucket
+ * before it is left out too).
  */
 int window_stats_skip(const struct window *w, int64_t now_ms, int64_t skip_ms,
     struct window_stats *out);

@@ -12,14 +12,19 @@
 /* The span grows by this share beyond a new extreme, so that it seldom has to grow again. */
 #define SPAN_MARGIN	0.1
 /*
- * A reading further than this many spans beyond the span, once warmed
- * up, is judged but not learned, unless most recent readings are that far
- * out (a new regime, not a glitch): one -9999 error code must not widen
- * the bins for good and leave the usual values in one of them.
+ * A reading further than this many spans beyond the span (after the first
+ * FAR_AFTER readings) is judged but not learned, unless far readings have
+ * become a regime: at least FAR_MIN of them, and FAR_SHARE of the long
+ * histogram's weight, counted on its half-life. One -9999 error code, even
+ * in the first minutes, must not widen the bins for good and leave the
+ * usual values in one of them; a pump that starts stopping for an hour in
+ * three, or a new level far away, is learned within a few dozen readings.
  */
 #define FAR_SPANS	4.0
-#define FAR_SHARE	0.5
-#define STATE_MAGIC	"twA1"
+#define FAR_AFTER	16
+#define FAR_MIN		8.0
+#define FAR_SHARE	0.01
+#define STATE_MAGIC	"twA2"	/* twA1 (592 bytes, no far count) is not read */
 
 void
 anomaly_init(struct anomaly *a)
@@ -88,6 +93,11 @@ rebin(double *h, double lo, double hi, double nlo, double nhi)
 		if (h[i] == 0)
 			continue;
 		before += h[i];
+		/* An old span tiny beside the new one: the whole bin lands in one. */
+		if (j0 == j1) {
+			out[j0] += h[i];
+			continue;
+		}
 		for (int j = j0; j <= j1; j++) {
 			double ov = fmin(to, j + 1) - fmax(from, j);
 
@@ -137,8 +147,8 @@ cover(struct anomaly *a, double v, int is_first)
 	if (v >= a->lo && v <= a->hi)
 		return 0;
 	span = a->hi - a->lo;
-	if (a->n >= ANOMALY_WARMUP && (v < a->lo ? a->lo - v : v - a->hi) > FAR_SPANS * span &&
-	    a->far < FAR_SHARE * a->nrecent)
+	if (a->n >= FAR_AFTER && (v < a->lo ? a->lo - v : v - a->hi) > FAR_SPANS * span &&
+	    (a->far < FAR_MIN || a->far < FAR_SHARE * a->nbase))
 		return 1;
 	lo = fmin(a->lo, v);
 	hi = fmax(a->hi, v);
@@ -151,6 +161,8 @@ cover(struct anomaly *a, double v, int is_first)
 	rebin(a->recent, a->lo, a->hi, nlo, nhi);
 	a->lo = nlo;
 	a->hi = nhi;
+	/* The far readings are inside now: a glitch later must make its own case. */
+	a->far = 0;
 	return 0;
 }
 
@@ -163,7 +175,9 @@ point_severity(const struct anomaly *a, int k)
 	for (int i = 0; i < k; i++)
 		below += a->base[i];
 	below += 0.5 * a->base[k];
-	above = a->nbase - below;
+	/* A read-back state may hold bins a rounding above its total. */
+	above = fmax(0, a->nbase - below);
+	below = fmin(below, a->nbase);
 	p = (fmin(below, above) + 0.5) / (a->nbase + 1);
 	return -log10(p) / POINT_DECADES;
 }
@@ -225,7 +239,7 @@ anomaly_add(struct anomaly *a, double v)
 		a->n++;
 	a->dirty = 1;
 	a->severity = 0;
-	a->far = a->far * ls + (rc == 1);
+	a->far = a->far * lb + (rc == 1);
 	if (rc == 1) {
 		/* Rarer than anything in the long histogram, whatever its edge bin holds. */
 		a->severity = fmax(-log10(0.5 / (a->nbase + 1)) / POINT_DECADES, shift_severity(a));

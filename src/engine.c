@@ -164,6 +164,7 @@ flush_twin(void *arg, struct twin *t)
 		.last_seen_ts = t->last_seen_ts, .created_ts = t->created_ts,
 		.delta_pending = t->delta_pending,
 	};
+	int64_t mono;
 
 	if (store_twin_put(e->store, &row) != TW_OK)
 		return TW_ERR_DB;
@@ -199,9 +200,10 @@ flush_twin(void *arg, struct twin *t)
 		d->dirty = 0;
 	}
 	/* Their saved marks go back with the rest should this batch fail: an undo copy. */
-	if (anomaly_store_due(t, clock_mono_ms()))
+	mono = clock_mono_ms();
+	if (e->anomalies != NULL && anomaly_store_due(t, mono))
 		touch(e, t);
-	if (anomaly_store_save(e->anomalies, t, clock_mono_ms(), clock_now_ms(), 0) != TW_OK)
+	if (anomaly_store_save(e->anomalies, t, mono, clock_now_ms(), 0) != TW_OK)
 		return TW_ERR_DB;
 	twin_desired_compact(t);
 	twin_charge(e->twins, t);
@@ -224,7 +226,7 @@ save_detectors(void *arg, struct twin *t)
 static void
 save_all_detectors(struct engine *e)
 {
-	if (atomic_load(&e->failing) || atomic_load(&e->disk_full) != NULL)
+	if (e->anomalies == NULL || atomic_load(&e->failing) || atomic_load(&e->disk_full) != NULL)
 		return;
 	if (store_begin(e->store) != TW_OK)
 		goto fail;
@@ -910,7 +912,10 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	atomic_store(&metrics.memory_budget, (uint64_t)c->memory_max_mb << 20);
 	e->names = calloc((size_t)c->max_properties, sizeof(*e->names));
 	e->hist = history_open(store);
-	e->anomalies = anomaly_store_open(store);
+	/* Without its table the detectors learn, unsaved: not a reason to refuse the start. */
+	if ((e->anomalies = anomaly_store_open(store)) == NULL)
+		log_warnx("the anomaly detectors' states cannot be saved: they learn anew at each "
+		    "start");
 	e->retention = retention_open(store, c, c->db_path);
 	e->apply = (struct apply){ e->twins, store, e->hist, &e->desired, &e->runtime,
 	    c->auto_create, c->max_twins, c->max_props_per_twin, e->names, 0 };
@@ -918,8 +923,7 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	    .runtime = &e->runtime, .commands = &e->commands };
 	/* Names first: the load binds every twin to its rules and open alerts. */
 	if (request_queue_init(&e->requests, wake, r) != TW_OK || e->twins == NULL ||
-	    e->names == NULL || e->hist == NULL || e->anomalies == NULL ||
-	    e->retention == NULL || runtime_init(&e->runtime, rules, e->twins) != TW_OK ||
+	    e->names == NULL || e->hist == NULL || e->retention == NULL || runtime_init(&e->runtime, rules, e->twins) != TW_OK ||
 	    restore_load(&rs, store, 0) != TW_OK)
 		goto fail;
 	/* What the detectors learned is worth having, not worth refusing to start for. */

@@ -158,22 +158,26 @@ expand(struct check *c, const char *what, const char *src, const struct lets *l)
 static struct expr *
 compile(struct check *c, const char *what, const char *src, const struct lets *l)
 {
-	char msg[200], *text;
+	char msg[200], msg2[200], *text;
 	struct expr *e;
-	int col = 0;
+	int col = 0, col2 = 0;
 
-	/* A mistake of its own is reported in its own columns, before any let is written out. */
-	if ((e = expr_compile(src, msg, sizeof(msg), &col)) == NULL) {
-		problem(c, "%s: column %d: %s", what, col, msg);
-		return NULL;
-	}
-	expr_free(e);
 	if ((text = expand(c, what, src, l)) == NULL)
 		return NULL;
-	if ((e = expr_compile(text, msg, sizeof(msg), &col)) == NULL)
-		problem(c, "%s: column %d (with its lets written out): %s", what, col, msg);
+	e = expr_compile(text, msg, sizeof(msg), &col);
 	free(text);
-	return e;
+	if (e != NULL)
+		return e;
+	/*
+	 * Judged written out (the limits count what it reads, not its lets),
+	 * reported in its own columns when the mistake is its own.
+	 */
+	if ((e = expr_compile(src, msg2, sizeof(msg2), &col2)) == NULL)
+		problem(c, "%s: column %d: %s", what, col2, msg2);
+	else
+		problem(c, "%s: column %d (with its lets written out): %s", what, col, msg);
+	expr_free(e);
+	return NULL;
 }
 
 /* Reads "let": {name: expression, ...}; each may use the ones before it. */

@@ -403,9 +403,10 @@ hold(struct twin *t, struct prop *p, int64_t at)
 
 		if (t->windows[i].name != p->name || p->val.type != VAL_NUM)
 			continue;
-		/* The mean moves toward a value held that long; a detector learns from readings only. */
-		if (t->windows[i].kind == EXPR_WIN_EWMA)
-			ewma_add(&t->windows[i].e, t->windows[i].len_ms, at, p->val.num);
+		/*
+		 * Only windows: an ewma weighs the next reading by the time since
+		 * the last, held or not; a detector learns from readings only.
+		 */
 		if (t->windows[i].kind != EXPR_WIN_SPAN)
 			continue;
 		from = p->ts > at - w->len_ms ? p->ts : at - w->len_ms;

@@ -192,7 +192,9 @@ window_stats_skip(const struct window *w, int64_t now, int64_t skip, struct wind
 	if (skip < 0)
 		skip = 0;
 	lo = now - w->len_ms;
-	hi = skip > now - lo ? lo : now - skip;
+	/* With skip=, only buckets that end by now - skip: none of the skipped part is in. */
+	hi = skip <= 0 ? now : skip + window_bucket_width(w) > now - lo ? lo :
+	    now - skip - window_bucket_width(w);
 	for (int i = 0; i < WINDOW_BUCKETS; i++) {
 		const struct window_bucket *b = &w->b[i];
 
@@ -312,6 +314,8 @@ window_time_to(const struct window_stats *s, int64_t now_ms, double limit)
 void
 ewma_add(struct ewma *e, int64_t half_ms, int64_t ts, double v)
 {
+	double w;
+
 	if (!isfinite(v) || ts > TS_LIMIT || ts < -TS_LIMIT)
 		return;
 	if (!e->has) {
@@ -322,8 +326,9 @@ ewma_add(struct ewma *e, int64_t half_ms, int64_t ts, double v)
 	}
 	if (ts <= e->ts)
 		return;
-	/* A reading stands for the time since the last one. */
-	e->v += (1 - exp2(-(double)(ts - e->ts) / (double)(half_ms > 0 ? half_ms : 1))) * (v - e->v);
+	/* A reading stands for the time since the last one; weighted, so that 1e308 then -1e308 stay finite. */
+	w = 1 - exp2(-(double)(ts - e->ts) / (double)(half_ms > 0 ? half_ms : 1));
+	e->v = w * v + (1 - w) * e->v;
 	e->ts = ts;
 }
 

@@ -289,3 +289,20 @@ def test_drift_is_told_from_a_process_change(make_twind, make_publisher, tmp_pat
     time.sleep(1.2)
     assert rules_raised(tw, "dr-proc") == ["process_changed"], alerts(tw, "dr-proc")
     assert all(a["raised_ts"] > last for a in alerts(tw, "dr-proc"))
+
+
+def test_missing_state_table_does_not_stop_the_start(make_twind, make_publisher, tmp_path):
+    tw = rules_twind(make_twind, tmp_path, [ANOM])
+    pub = make_publisher(inflight=500)
+    t0 = int(time.time() * 1000) - 1000 * STEP
+    last = replay(pub, tw, "an-notab", t0, [normal(i) for i in range(300)])
+    assert tw.stop() == 0
+    con = sqlite3.connect(tw.db)
+    con.execute("DROP TABLE anomaly_state")
+    con.commit()
+    con.close()
+    tw.start()
+    assert "cannot be saved" in tw.log(), tw.log()[-2000:]
+    # it serves and learns, unsaved; a clean stop is still clean
+    replay(pub, tw, "an-notab", last + STEP, [normal(300 + i) for i in range(5)])
+    assert tw.stop() == 0

@@ -201,6 +201,36 @@ test_glitch_and_far_regime(void **state)
 	assert_true(high < 5);
 }
 
+/* A glitch in the first minutes, and a pump that starts stopping an hour in three. */
+static void
+test_early_glitch_and_duty_cycle(void **state)
+{
+	struct anomaly a;
+	uint32_t seed = 17;
+	int i = 0, high = 0;
+
+	(void)state;
+	anomaly_init(&a);
+	for (; i < 50; i++)
+		anomaly_add(&a, normal_reading(i, &seed));
+	anomaly_add(&a, 65535);
+	for (; i < 5000; i++)
+		anomaly_add(&a, normal_reading(i, &seed));
+	assert_true(a.hi < 100);
+	anomaly_add(&a, 60);
+	assert_true(score(&a) > 0.999);
+	/* Running (about 20) two hours, stopped (0, far below) one: learned, then quiet. */
+	for (int k = 0; k < 36 * 40; k++, i++) {
+		double v = k % 36 < 24 ? normal_reading(i, &seed) : 0;
+
+		anomaly_add(&a, v);
+		if (k >= 36 * 20 && v == 0)
+			high += score(&a) > 0.999;
+	}
+	assert_true(a.lo < 0);
+	assert_true(high < 20);
+}
+
 /* The state's size, as the README states it (its cost is measured by make bench). */
 static void
 test_bounded(void **state)
@@ -219,6 +249,7 @@ main(void)
 		cmocka_unit_test(test_spike_and_shift),
 		cmocka_unit_test(test_saved_state),
 		cmocka_unit_test(test_glitch_and_far_regime),
+		cmocka_unit_test(test_early_glitch_and_duty_cycle),
 		cmocka_unit_test(test_bounded),
 	};
 

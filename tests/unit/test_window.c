@@ -509,10 +509,34 @@ test_tiny_window(void **state)
 	assert_int_equal(w.len_ms, 1);
 }
 
+/* ewma on measurement time: weights by time, older readings left out, extremes stay finite. */
+static void
+test_ewma(void **state)
+{
+	struct ewma e = { 0 };
+	double v;
+
+	(void)state;
+	assert_int_equal(ewma_value(&e, &v), -1);
+	ewma_add(&e, 1000, 0, 10);
+	ewma_add(&e, 1000, 1000, 20);	/* one half-life: half way */
+	assert_int_equal(ewma_value(&e, &v), 0);
+	assert_true(fabs(v - 15) < 1e-12);
+	ewma_add(&e, 1000, 500, 1000);	/* older than the newest: left out */
+	ewma_add(&e, 1000, 1000, 1000);	/* the same time: no weight */
+	assert_int_equal(ewma_value(&e, &v), 0);
+	assert_true(fabs(v - 15) < 1e-12);
+	ewma_add(&e, 1000, 2000, 1e308);
+	ewma_add(&e, 1000, 3000, -1e308);
+	assert_int_equal(ewma_value(&e, &v), 0);
+	assert_true(isfinite(v));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ewma),
 		cmocka_unit_test(test_size_is_fixed),
 		cmocka_unit_test(test_basic_stats),
 		cmocka_unit_test(test_linear_trend),

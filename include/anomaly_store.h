@@ -4,8 +4,9 @@
  * engine's batch at most once per ANOMALY_SAVE_MS for each detector that
  * learned since, and for all of them at shutdown. A crash loses at most
  * that much learning, never a reading (those are in history). A row
- * older than ANOMALY_STALE_MS is not read back: the series may have
- * changed since. Owned by the engine thread.
+ * older than ANOMALY_STALE_MS is not read back (the series may have
+ * changed since) and is deleted at the next load, so the table holds one
+ * row per detector in use within that time. Owned by the engine thread.
  */
 #ifndef TW_ANOMALY_STORE_H
 #define TW_ANOMALY_STORE_H

@@ -11,13 +11,15 @@
 #include "names.h"
 #include "store_sql.h"
 
-enum { AS_PUT, AS_LOAD, AS__COUNT };
+enum { AS_PUT, AS_LOAD, AS_FORGET, AS__COUNT };
 
 static const char *const as_sql[AS__COUNT] = {
 	[AS_PUT] = "INSERT INTO anomaly_state(twin, property, state, saved_ts) VALUES(?, ?, ?, ?) "
 	    "ON CONFLICT(twin, property) DO UPDATE SET state = excluded.state, "
 	    "saved_ts = excluded.saved_ts",
 	[AS_LOAD] = "SELECT twin, property, state FROM anomaly_state WHERE saved_ts >= ?",
+	/* Rows of twins or rules gone for that long: the table holds what is in use. */
+	[AS_FORGET] = "DELETE FROM anomaly_state WHERE saved_ts < ?",
 };
 
 struct anomaly_store {
@@ -165,5 +167,8 @@ anomaly_store_load(struct anomaly_store *s, struct twin_map *m, int64_t now)
 		log_warnx("database: reading the anomaly states: %s", store_errmsg(s->store));
 		return -1;
 	}
+	sqlite3_bind_int64(s->st[AS_FORGET], 1, now - ANOMALY_STALE_MS);
+	if (store_step_done(s->store, s->st[AS_FORGET]) != TW_OK)
+		log_warnx("database: old anomaly states stay for now");
 	return n;
 }

@@ -31,8 +31,11 @@ def normal(i):
 
 
 def replay(pub, tw, twin, t0, values, step=STEP, prop="temperature"):
+    """Publishes one reading of `prop` per value (a dict: those properties),
+    `step` apart from t0, and waits until the last is applied."""
     infos = [pub.publish_async(f"plant/{twin}/telemetry",
-                               json.dumps({"ts": t0 + i * step, prop: v}))
+                               json.dumps({"ts": t0 + i * step,
+                                           **(v if isinstance(v, dict) else {prop: v})}))
              for i, v in enumerate(values)]
     for info in infos:
         info.wait_for_publish(10)
@@ -40,6 +43,16 @@ def replay(pub, tw, twin, t0, values, step=STEP, prop="temperature"):
     wait_until(lambda: (tw.twin(twin) or {}).get("reported", {}).get(prop, {})
                .get("ts") == last, 20, what=f"{twin}: ts {last} applied")
     return last
+
+
+def restart_after(tw, *sql):
+    """Stops twind, runs one statement on its database, starts it again."""
+    assert tw.stop() == 0
+    con = sqlite3.connect(tw.db)
+    con.execute(*sql)
+    con.commit()
+    con.close()
+    tw.start()
 
 
 def alerts(tw, twin):
@@ -186,12 +199,7 @@ def test_unreadable_saved_state_is_skipped(make_twind, make_publisher, tmp_path)
     twin = "an-bad"
     t0 = int(time.time() * 1000) - 1000 * STEP
     last = replay(pub, tw, twin, t0, [normal(i) for i in range(300)])
-    assert tw.stop() == 0
-    con = sqlite3.connect(tw.db)
-    con.execute("UPDATE anomaly_state SET state = ?", (b"\x00" * 600,))
-    con.commit()
-    con.close()
-    tw.start()
+    restart_after(tw, "UPDATE anomaly_state SET state = ?", (b"\x00" * 600,))
     assert "1 anomaly detector state did not read back" in tw.log(), tw.log()[-2000:]
     # it learns anew: warming up, a spike raises nothing yet; twind serves on
     replay(pub, tw, twin, last + STEP, [60.0])
@@ -241,16 +249,8 @@ def pair_rules():
 
 
 def replay_pair(pub, tw, twin, t0, pairs, step=STEP):
-    infos = [pub.publish_async(f"plant/{twin}/telemetry",
-                               json.dumps({"ts": t0 + i * step, "temperature": a,
-                                           "temperature2": b}))
-             for i, (a, b) in enumerate(pairs)]
-    for info in infos:
-        info.wait_for_publish(10)
-    last = t0 + (len(pairs) - 1) * step
-    wait_until(lambda: (tw.twin(twin) or {}).get("reported", {}).get("temperature2", {})
-               .get("ts") == last, 20, what=f"{twin}: ts {last} applied")
-    return last
+    return replay(pub, tw, twin, t0, [{"temperature": a, "temperature2": b} for a, b in pairs],
+                  step, prop="temperature2")
 
 
 def rules_raised(tw, twin):
@@ -296,13 +296,26 @@ def test_missing_state_table_does_not_stop_the_start(make_twind, make_publisher,
     pub = make_publisher(inflight=500)
     t0 = int(time.time() * 1000) - 1000 * STEP
     last = replay(pub, tw, "an-notab", t0, [normal(i) for i in range(300)])
-    assert tw.stop() == 0
-    con = sqlite3.connect(tw.db)
-    con.execute("DROP TABLE anomaly_state")
-    con.commit()
-    con.close()
-    tw.start()
+    restart_after(tw, "DROP TABLE anomaly_state")
     assert "cannot be saved" in tw.log(), tw.log()[-2000:]
     # it serves and learns, unsaved; a clean stop is still clean
     replay(pub, tw, "an-notab", last + STEP, [normal(300 + i) for i in range(5)])
     assert tw.stop() == 0
+
+
+def test_state_older_than_30_days_is_forgotten(make_twind, make_publisher, tmp_path):
+    tw = rules_twind(make_twind, tmp_path, [ANOM])
+    pub = make_publisher(inflight=500)
+    twin = "an-old"
+    t0 = int(time.time() * 1000) - 1000 * STEP
+    last = replay(pub, tw, twin, t0, [normal(i) for i in range(600)])
+    restart_after(tw, "UPDATE anomaly_state SET saved_ts = saved_ts - 31 * 86400000")
+    # not read back (the spike finds a detector warming up) and deleted
+    replay(pub, tw, twin, last + STEP, [60.0])
+    time.sleep(1.2)
+    assert alerts(tw, twin) == []
+    con = sqlite3.connect(f"file:{tw.db}?mode=ro", uri=True)
+    old = con.execute("SELECT count(*) FROM anomaly_state WHERE saved_ts < ?",
+                      (int(time.time() * 1000) - 30 * 86400000,)).fetchone()[0]
+    con.close()
+    assert old == 0

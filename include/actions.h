@@ -25,6 +25,7 @@ struct actions {
 	struct store *store;
 	struct outbox *outbox;
 	struct command_policy policy;	/* [commands] */
+	const struct status_rule *status;	/* the envelope distrusts stale values */
 	struct log_limit *log;		/* refusals are logged at a limited rate */
 };
 

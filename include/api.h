@@ -44,6 +44,8 @@ void api_events_stream(struct http_req *req, struct http_reply *rep);
 /* api_models.c */
 void api_models_list(struct http_req *req, struct http_reply *rep);
 void api_rules_list(struct http_req *req, struct http_reply *rep);
+/* POST /api/v1/rules/test: a rule replayed over stored history (backtest.h). */
+void api_rules_test(struct http_req *req, struct http_reply *rep);
 
 /* api_system.c */
 void api_system_health(struct http_req *req, struct http_reply *rep);

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <uthash.h>
 
+#include "log.h"
 #include "names.h"
 #include "outbox.h"
 #include "store.h"
@@ -37,6 +38,7 @@ struct command {
 	struct command *prev, *next;	/* issue order: the oldest expires first */
 	struct command *qprev, *qnext;	/* on the to-publish queue */
 	int queued;			/* on it; committed and not queued: in flight */
+	int handed;			/* it went to the broker once: it may have reached the asset */
 	struct command *bnext;		/* on the batch's fresh list, or on the settled list */
 	UT_hash_handle hh_settled;	/* by id, while settled: a prompt answer finds it */
 	/* A settled command waits here until its new row is committed. */
@@ -47,6 +49,8 @@ struct command {
 };
 
 struct commands_twin;
+struct envelope_verdict;
+struct status_rule;
 
 struct commands {
 	struct command *by_id;
@@ -60,7 +64,20 @@ struct commands {
 	unsigned max, max_per_twin;
 	int64_t ttl_ms;
 	const char *topic_tmpl;		/* borrowed: [mqtt] command_topic */
+	struct converge *converge;	/* borrowed: watches the effect of what is issued; NULL none */
+	const struct status_rule *status;	/* borrowed: the envelope distrusts stale values */
+	/*
+	 * The envelope's manual mode and interlock judged again for a command
+	 * that waited COMMANDS_RECHECK_MS or more before it could go; NULL:
+	 * not judged again. Returns TW_OK with the verdict.
+	 */
+	int (*recheck)(void *arg, const char *twin, const char *command, int automatic,
+	    struct envelope_verdict *v);
+	void *recheck_arg;
+	struct log_limit recheck_log;
 };
+
+#define COMMANDS_RECHECK_MS	1000
 
 void commands_init(struct commands *c, unsigned max, unsigned max_per_twin, int64_t ttl_ms,
     const char *topic_tmpl);
@@ -72,6 +89,8 @@ struct command_spec {
 	const char *by;			/* the operator's token name, or NULL */
 	int64_t source_ts;
 	int64_t timeout_ms;		/* 0: the asset does not answer */
+	int refusal;			/* enum envelope_refusal: not ENVELOPE_OK, stored refused */
+	const char *why;		/* with it, the reason */
 };
 
 /*
@@ -83,6 +102,19 @@ struct command_spec {
  */
 int commands_issue(struct commands *c, struct store *st, struct outbox *o,
     const struct command_spec *spec, char *id, const char **reason);
+
+struct twin_map;
+struct twin;
+/*
+ * commands_issue after the safety envelope of t's model (envelope.h) has
+ * judged it: refused by it, the command is stored `refused` with the
+ * reason, as beyond a bound; with parameters clamped into range, it is
+ * issued with those. `v` gets the verdict (ENVELOPE_INFLIGHT for a
+ * bound). Returns as commands_issue.
+ */
+int commands_issue_judged(struct commands *c, struct store *st, struct outbox *o,
+    struct twin_map *m, struct twin *t, const struct command_spec *spec,
+    struct envelope_verdict *v, char *id, const char **reason);
 
 /* Before the commit: writes the rows of commands that settled since the last one. 0 or TW_ERR_DB. */
 int commands_flush(struct commands *c, struct store *st, struct outbox *o);
@@ -139,17 +171,17 @@ int commands_named(const struct model *m, const char *command, const struct comm
 int64_t commands_timeout(const struct model *m, const char *command,
     const struct command_policy *p);
 
-struct twin;
 struct request;
 /*
  * An operator's REQ_COMMAND on `t` in the open batch: the model must name
- * the command, params are bounded, then it is issued. Returns 0 (the
- * command object in r->result), TW_ERR_REFUSED / TW_ERR_INVAL (answer in
- * `r`, nothing written), TW_ERR_FULL (stored `refused`, answer in `r`), or
- * TW_ERR_DB / TW_ERR_NOMEM.
+ * the command, params are bounded, the envelope judges it, then it is
+ * issued. Returns 0 (the command object in r->result), TW_ERR_REFUSED /
+ * TW_ERR_INVAL (answer in `r`, nothing written), TW_ERR_FULL (stored
+ * `refused` by a bound or the envelope, answer in `r`: 422 for range and
+ * interlock, 429 for rate and bounds), or TW_ERR_DB / TW_ERR_NOMEM.
  */
-int commands_request(struct commands *c, struct store *st, struct outbox *o, const struct twin *t,
-    struct request *r, const struct command_policy *p);
+int commands_request(struct commands *c, struct store *st, struct outbox *o, struct twin_map *m,
+    struct twin *t, struct request *r, const struct command_policy *p);
 
 /* Pending commands in memory (for /metrics). */
 unsigned commands_pending(const struct commands *c);

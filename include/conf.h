@@ -82,6 +82,8 @@ struct conf {
 	int64_t converge_timeout_ms;
 	/* [rules] */
 	char *rules_file;
+	int backtest_max_points;	/* readings one POST /rules/test may replay */
+	int64_t backtest_max_time_ms;	/* and work it may take */
 	/* [log] */
 	int log_level;			/* enum log_level */
 };

@@ -72,6 +72,7 @@ struct expr_refs {
 	} windows[EXPR_WINDOWS_MAX];
 	int nwindows;
 	int uses_age_twin;		/* age() without a property */
+	int uses_age;			/* age() with or without one: its value moves with time alone */
 };
 
 /*

@@ -14,6 +14,7 @@
 
 #define METRICS_BATCH_BUCKETS	8
 #define METRICS_COMMIT_BUCKETS	10
+#define METRICS_REFUSALS	6	/* ENVELOPE__COUNT: ok range rate interlock manual inflight */
 #define METRICS_CMD_STATUSES	8	/* pending sent done rejected failed timed_out expired refused */
 
 struct metrics {
@@ -45,6 +46,9 @@ struct metrics {
 	atomic_int event_clients;			/* REST threads, under the hub's lock */
 	atomic_uint_fast64_t outbox_dropped;		/* engine: messages dropped while the broker was away */
 	atomic_uint_fast64_t commands[METRICS_CMD_STATUSES];	/* engine: by status reached */
+	atomic_uint_fast64_t refusals[METRICS_REFUSALS];	/* engine: by enum envelope_refusal */
+	atomic_uint_fast64_t effects[4];	/* engine: by enum converge_outcome */
+	atomic_uint_fast64_t commands_watched;	/* engine: waiting for their effect (gauge) */
 	atomic_uint_fast64_t commands_pending;		/* engine: waiting for the broker */
 	atomic_uint_fast64_t property_names;		/* engine: interned property names */
 	atomic_uint_fast64_t memory_bytes;		/* engine: what the twins and names hold */

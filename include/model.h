@@ -11,6 +11,10 @@
 #include <stdio.h>
 
 /* The id given to twins that have no model: it accepts any property. */
+struct command_effect;
+struct envelope;
+struct expr;
+
 #define MODEL_ANY_ID	"dtmi:twind:Any;1"
 
 enum model_kind { MODEL_TELEMETRY = 1, MODEL_PROPERTY = 2 };
@@ -41,6 +45,8 @@ struct model_command {
 	char *name;
 	int acknowledged;	/* 1, 0, or -1: as [commands] acknowledged says */
 	int64_t timeout_ms;	/* "timeout": its answer may take this long; 0: [commands] timeout */
+	struct envelope *envelope;	/* "envelope": what it must meet (envelope.h); NULL: none */
+	struct command_effect *effect;	/* "effect": what shows it worked (converge.h); NULL: none */
 };
 
 struct model_rel {
@@ -64,6 +70,8 @@ struct model {
 	int ncommands;
 	struct model_rel *rels;
 	int nrels;
+	char *manual_src;	/* twind extension "manualMode": a condition; NULL: none */
+	struct expr *manual;	/* compiled: true or unknown holds a rule's commands */
 };
 
 struct model_set;

@@ -61,6 +61,13 @@ struct rule_set {
  * reference, or NULL.
  */
 struct rule_set *rules_load(const char *path, const struct rule_set *prev, FILE *err);
+/*
+ * The rules of `rules` (a JSON array, already parsed), as rules_load would
+ * make them from a file; problems are printed with `label` in place of
+ * the file name. For rules that are not the live set (a backtest's).
+ */
+struct cJSON;
+struct rule_set *rules_from_json(const struct cJSON *rules, const char *label, FILE *err);
 void rules_ref(struct rule_set *s);
 void rules_unref(struct rule_set *s);
 

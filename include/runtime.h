@@ -106,6 +106,18 @@ void runtime_feed_pairs(struct twin *t);
 int runtime_eval(const struct runtime *rt, struct twin *t, const char *const *names,
     int nnames, int64_t now, int64_t wall, struct effects *out);
 
+/*
+ * A condition without windows (an interlock, a manual mode) on `t` at
+ * twin clock `now`: 1 true, 0 false, -1 unknown (a value never reported,
+ * a string where a boolean belongs). With `fresh`, a value is unknown,
+ * too, while the twin is stale or offline by that rule, or when it is
+ * older than its model's period times the stale factor: a safety
+ * condition must not trust a signal that stopped. With `prefix` (a
+ * Component's), each name is read as "prefix.name". Changes nothing.
+ */
+int runtime_condition(struct twin_map *m, struct twin *t, const struct expr *e, const char *prefix,
+    int64_t now, const struct status_rule *fresh);
+
 /* An operator shelved alert `id` (of rule `rule`) on `t` until `until` (wall time). */
 void runtime_shelve(struct twin *t, int64_t id, const char *rule, int64_t until);
 

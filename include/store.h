@@ -76,6 +76,13 @@ int store_command_answer(struct store *s, const char *id, const char *twin, cons
     const char *reason, int64_t acked_ts, int *changed);
 /* Writer: up to `max` ids of sent commands whose deadline is at or before `now`. */
 int store_commands_overdue(struct store *s, int64_t now, int max, char (*ids)[24], int *n);
+/*
+ * Writer: when the newest command `command` of `twin` issued at or after
+ * `since` was issued, refused and expired ones left out (0: none). It
+ * sees the open batch.
+ */
+int store_command_last(struct store *s, const char *twin, const char *command, int64_t since,
+    int64_t *ts);
 /* Writer: one command by id (TW_ERR_NOTFOUND if none). */
 int store_command_get(struct store *s, const char *id,
     int (*cb)(void *arg, const struct store_command_row *row), void *arg);
@@ -139,6 +146,11 @@ struct store_command_row {
 	int64_t expires_ts;	/* it must not be executed after this */
 	int64_t timeout_ms;	/* its answer is awaited this long after sent_ts; 0: none */
 	int64_t deadline_ts;	/* a sent command: when it times out */
+	/* Read from the store only (converge.c writes them): NULL when its model names no effect. */
+	int effect_read;	/* the three below were read: a row from memory does not have them */
+	const char *effect;	/* waiting, converged, not_converged */
+	int64_t effect_ts;	/* when it was judged; 0 while waiting */
+	int64_t effect_deadline_ts;	/* while waiting: not converged after this */
 };
 
 /*

@@ -18,4 +18,12 @@ int value_equal(const struct tw_val *a, const struct tw_val *b);
 /* A new cJSON node for the value (NULL on allocation failure); the caller owns it. */
 cJSON *value_to_json(const struct tw_val *v);
 
+/*
+ * The first key that an object in `o` (at any depth) gives twice, or NULL.
+ * cJSON keeps both and its lookups find the first, while most other JSON
+ * readers (a PLC bridge's) keep the last: a check of one would not be a
+ * check of what the other executes. Keys compare unescaped.
+ */
+const char *value_json_dup_key(const cJSON *o);
+
 #endif

@@ -28,6 +28,8 @@ struct whatif_env {
 	struct twin_map *twins;			/* borrowed: read, never changed */
 	const struct runtime *runtime;		/* borrowed */
 	const struct command_policy *policy;	/* borrowed: [commands] */
+	struct store *store;			/* the writer's: read for the envelope's rate */
+	const struct status_rule *fresh;	/* the envelope's conditions distrust stale values */
 	int stale_factor;			/* [twins] */
 };
 

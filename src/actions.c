@@ -3,10 +3,27 @@
 
 #include "actions.h"
 #include "clock.h"
+#include "envelope.h"
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
 #include "model.h"
+
+/* A rule's desired change while the asset is in manual mode: refused, as its commands are. */
+static int
+manual_refuses(struct actions *e, struct twin *t, const struct rule *r)
+{
+	struct envelope_ask a = { t->model, NULL, e->twins, t, twin_clock(t, clock_mono_ms()),
+	    clock_now_ms(), 1, e->store, e->status };
+	struct envelope_verdict v;
+
+	envelope_recheck(&a, &v);
+	if (v.refusal == ENVELOPE_OK)
+		return 0;
+	log_limited(e->log, "rule %s: desired action on %s refused: %s", r->name, t->id, v.why);
+	atomic_fetch_add(&r->stats->errors, 1);
+	return 1;
+}
 
 static int
 rule_actions(struct actions *e, struct twin *t, const struct rule *r, int64_t source_ts)
@@ -22,7 +39,8 @@ rule_actions(struct actions *e, struct twin *t, const struct rule *r, int64_t so
 
 		if (ra->type == ACTION_COMMAND) {
 			struct command_spec spec = { t->id, ra->command, ra->json, r->name, NULL, source_ts,
-			    commands_timeout(t->model, ra->command, &e->policy) };
+			    commands_timeout(t->model, ra->command, &e->policy), ENVELOPE_OK, NULL };
+			struct envelope_verdict v;
 
 			if (!commands_named(t->model, ra->command, &e->policy)) {
 				log_limited(e->log, "rule %s: %s (model %s) takes no command %s",
@@ -31,7 +49,8 @@ rule_actions(struct actions *e, struct twin *t, const struct rule *r, int64_t so
 				atomic_fetch_add(&r->stats->errors, 1);
 				continue;
 			}
-			rc = commands_issue(e->commands, e->store, e->outbox, &spec, id, &reason);
+			rc = commands_issue_judged(e->commands, e->store, e->outbox, e->twins, t, &spec,
+			    &v, id, &reason);
 			if (rc == TW_ERR_FULL) {
 				log_limited(e->log, "rule %s: command %s on %s refused: %s",
 				    r->name, ra->command, t->id, reason);
@@ -41,6 +60,8 @@ rule_actions(struct actions *e, struct twin *t, const struct rule *r, int64_t so
 			}
 			continue;
 		}
+		if (manual_refuses(e, t, r))
+			continue;
 		if ((patch = cJSON_Parse(ra->json)) == NULL)
 			return TW_ERR_NOMEM;
 		/* Checked like an operator's PATCH: a rule cannot write what an operator may not. */

@@ -62,7 +62,10 @@ alert_command_json(const struct store_command_row *c)
 	    !add_str(o, "status", c->status) ||
 	    !add_str(o, "reason", c->reason) || !add_ts(o, "source_ts", c->source_ts) ||
 	    !add_ts(o, "issued_ts", c->issued_ts) || !add_ts(o, "sent_ts", c->sent_ts) ||
-	    !add_ts(o, "acked_ts", c->acked_ts) || !add_ts(o, "expires_ts", c->expires_ts)) {
+	    !add_ts(o, "acked_ts", c->acked_ts) || !add_ts(o, "expires_ts", c->expires_ts) ||
+	    (c->effect_read && (!add_str(o, "effect", c->effect) ||
+	    !add_ts(o, "effect_ts", c->effect_ts) ||
+	    !add_ts(o, "effect_deadline_ts", c->effect_deadline_ts)))) {
 		cJSON_Delete(o);
 		return NULL;
 	}

@@ -6,12 +6,15 @@
 #include "alert.h"
 #include "clock.h"
 #include "commands.h"
+#include "converge.h"
+#include "envelope.h"
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
 #include "model.h"
 #include "request.h"
 #include "twin.h"
+#include "value.h"
 #include "topic.h"
 
 #define SWEEP_MAX	256	/* sent commands timed out per tick; the rest wait a second */
@@ -226,14 +229,20 @@ commands_issue(struct commands *c, struct store *st, struct outbox *o,
 	memcpy(id, cmd->id, COMMAND_ID_MAX);
 	t = pending_of(c, spec->twin, 0);
 	/* Per twin first: one asset that stopped taking commands must not starve the others. */
-	if (t != NULL && t->n >= c->max_per_twin)
-		*reason = "too many commands of this twin wait for the broker ([commands] max_inflight_per_twin)";
+	if (spec->refusal != ENVELOPE_OK)
+		*reason = spec->why;
+	else if (t != NULL && t->n >= c->max_per_twin)
+		*reason = "inflight: too many commands of this twin wait for the broker "
+		    "([commands] max_inflight_per_twin)";
 	else if (c->n >= c->max)
-		*reason = "too many commands wait for the broker ([commands] max_inflight)";
+		*reason = "inflight: too many commands wait for the broker ([commands] max_inflight)";
 	if (*reason != NULL) {
 		row_of(cmd, "refused", *reason, &row);
 		rc = write_row(st, o, &row);
 		command_free(cmd);
+		if (rc == TW_OK)
+			metrics_add(&metrics.refusals[spec->refusal != ENVELOPE_OK ? spec->refusal :
+			    ENVELOPE_INFLIGHT], 1);
 		return rc != TW_OK ? rc : TW_ERR_FULL;
 	}
 	if (t == NULL && (t = pending_of(c, spec->twin, 1)) == NULL) {
@@ -250,6 +259,48 @@ commands_issue(struct commands *c, struct store *st, struct outbox *o,
 	cmd->bnext = c->fresh;
 	c->fresh = cmd;
 	return TW_OK;
+}
+
+int
+commands_issue_judged(struct commands *c, struct store *st, struct outbox *o,
+    struct twin_map *m, struct twin *t, const struct command_spec *spec,
+    struct envelope_verdict *v, char *id, const char **reason)
+{
+	const struct model_command *mc = model_command(t->model, spec->command);
+	struct envelope_ask a = { t->model, spec->command, m, t, twin_clock(t, clock_mono_ms()),
+	    clock_now_ms(), spec->rule != NULL, st, c->status };
+	struct command_spec judged = *spec;
+	cJSON *params = NULL;
+	char *text = NULL;
+	int rc;
+
+	/* Parsed only when the envelope reads them: the closed loop's commands pay nothing. */
+	if (mc != NULL && mc->envelope != NULL && mc->envelope->nparams > 0 &&
+	    spec->params != NULL && (params = cJSON_Parse(spec->params)) == NULL)
+		return TW_ERR_NOMEM;
+	rc = envelope_check(&a, params, v);
+	if (rc == TW_OK && v->clamped && (text = cJSON_PrintUnformatted(params)) == NULL)
+		rc = TW_ERR_NOMEM;
+	cJSON_Delete(params);
+	if (rc != TW_OK)
+		return rc;
+	if (text != NULL)
+		judged.params = text;
+	judged.refusal = v->refusal;
+	judged.why = v->why;
+	rc = commands_issue(c, st, o, &judged, id, reason);
+	if (rc == TW_ERR_FULL && v->refusal == ENVELOPE_OK)
+		v->refusal = ENVELOPE_INFLIGHT;
+	/* Issued: done only once the reported state shows it. */
+	if (rc == TW_OK && mc != NULL && mc->effect != NULL && c->converge != NULL) {
+		struct command *cmd;
+
+		HASH_FIND_STR(c->by_id, id, cmd);
+		rc = converge_watch(c->converge, t, id, mc->effect, judged.params,
+		    cmd != NULL ? cmd->issued_ts : a.now);
+	}
+	cJSON_free(text);
+	return rc;
 }
 
 static void
@@ -330,6 +381,32 @@ wire_payload(const struct command *cmd)
 	return js;
 }
 
+/*
+ * Judges a command that waited again, by the envelope's manual mode and
+ * interlock as they hold now; refused, it is settled so and never sent.
+ */
+static int
+still_refused(struct commands *c, struct command *cmd)
+{
+	struct envelope_verdict v;
+	char why[320];
+
+	if (c->recheck(c->recheck_arg, cmd->twin, cmd->command, cmd->rule != NULL, &v) != TW_OK ||
+	    v.refusal == ENVELOPE_OK)
+		return 0;
+	snprintf(why, sizeof(why), "%s (judged again when it was to be sent, %.1f s after its "
+	    "issue)", v.why, (double)(clock_now_ms() - cmd->issued_ts) / 1000.0);
+	free(cmd->detail);
+	cmd->detail = strdup(why);
+	metrics_add(&metrics.refusals[v.refusal], 1);
+	log_limited(&c->recheck_log, "command %s to %s: refused before it was sent: %s", cmd->id,
+	    cmd->twin, why);
+	settle(c, cmd, "refused", cmd->detail != NULL ? cmd->detail : envelope_refusal_name(
+	    v.refusal));
+	converge_cancel(c->converge, cmd->twin, cmd->id);
+	return 1;
+}
+
 void
 commands_publish(struct commands *c, struct outbox *o)
 {
@@ -344,6 +421,10 @@ commands_publish(struct commands *c, struct outbox *o)
 		/* The timer expires it; an expired command is never handed over. */
 		if (now >= cmd->expires_ts)
 			return;
+		/* It waited (a broker away, a restart): the asset may have changed meanwhile. */
+		if (now - cmd->issued_ts >= COMMANDS_RECHECK_MS && c->recheck != NULL &&
+		    still_refused(c, cmd))
+			continue;
 		if (topic_format(c->topic_tmpl, cmd->twin, topic, sizeof(topic)) != TW_OK)
 			rc = TW_ERR_INVAL;
 		else if ((js = wire_payload(cmd)) != NULL) {
@@ -357,6 +438,7 @@ commands_publish(struct commands *c, struct outbox *o)
 		if (rc == TW_ERR_UNAVAIL || rc == TW_ERR_NOMEM)
 			return;		/* stays first in the queue */
 		unqueue(c, cmd);	/* in flight until its PUBACK, or until a reconnect */
+		cmd->handed = 1;
 		if (rc != TW_OK) {
 			log_warnx("command %s: cannot be published on the topic of %s", cmd->id,
 			    cmd->twin);
@@ -426,6 +508,7 @@ commands_refused(struct commands *c, const char *id, int code)
 	cmd->detail = strdup(why);
 	cmd->acked_ts = clock_now_ms();
 	settle(c, cmd, "failed", cmd->detail != NULL ? cmd->detail : "the broker refused it");
+	converge_cancel(c->converge, cmd->twin, cmd->id);
 }
 
 /* The answers an asset may give, as static strings: the record they came in is gone soon. */
@@ -498,7 +581,10 @@ commands_expire(struct commands *c, struct store *st, struct outbox *o, int64_t 
 	 */
 	for (cmd = c->first; cmd != NULL && cmd->committed && now >= cmd->expires_ts; cmd = next) {
 		next = cmd->next;
-		settle(c, cmd, "expired", cmd->queued ?
+		/* Queued again after a reconnect, it may have gone out before: not "not sent". */
+		if (!cmd->handed)
+			converge_cancel(c->converge, cmd->twin, cmd->id);
+		settle(c, cmd, "expired", !cmd->handed ?
 		    "not sent: the broker did not take it before expires_ts" :
 		    "handed to the broker, which did not acknowledge it before expires_ts; "
 		    "a bridge must not execute it after expires_ts");
@@ -544,6 +630,7 @@ commands_restore(struct commands *c, const struct store_command_row *row)
 	cmd->expires_ts = row->expires_ts > 0 ? row->expires_ts : row->issued_ts + c->ttl_ms;
 	cmd->timeout_ms = row->timeout_ms;
 	cmd->committed = 1;
+	cmd->handed = 1;	/* a run before may have handed it over: it may have reached the asset */
 	link_pending(c, cmd, t);
 	/* Published once the broker is there. */
 	enqueue(c, cmd);
@@ -586,6 +673,23 @@ commands_timeout(const struct model *m, const char *command, const struct comman
 	return mc != NULL && mc->timeout_ms > 0 ? mc->timeout_ms : p->timeout_ms;
 }
 
+/* The REST answer to a refusal; the command is stored refused either way. */
+static void
+refusal_answer(struct request *r, const struct envelope_verdict *v, const char *reason,
+    const char *id)
+{
+	static const char *const codes[ENVELOPE__COUNT] = {
+		[ENVELOPE_RANGE] = "out_of_range", [ENVELOPE_RATE] = "rate_limited",
+		[ENVELOPE_INTERLOCK] = "interlock", [ENVELOPE_MANUAL] = "manual_mode",
+		[ENVELOPE_INFLIGHT] = "refused",
+	};
+	int rate = v->refusal == ENVELOPE_RATE || v->refusal == ENVELOPE_INFLIGHT;
+
+	request_fail(r, rate ? TW_ERR_FULL : TW_ERR_REFUSED, codes[v->refusal] != NULL ?
+	    codes[v->refusal] : "refused", "%s (stored as refused: %s)", reason, id);
+	r->retry_ms = v->retry_ms;
+}
+
 static int
 result_row(void *arg, const struct store_command_row *row)
 {
@@ -596,10 +700,12 @@ result_row(void *arg, const struct store_command_row *row)
 }
 
 int
-commands_request(struct commands *c, struct store *st, struct outbox *o, const struct twin *t,
-    struct request *r, const struct command_policy *p)
+commands_request(struct commands *c, struct store *st, struct outbox *o, struct twin_map *m,
+    struct twin *t, struct request *r, const struct command_policy *p)
 {
+	struct envelope_verdict v;
 	struct command_spec spec;
+	const char *dup;
 	char id[COMMAND_ID_MAX], *params = NULL;
 	const char *reason;
 	int rc;
@@ -622,12 +728,18 @@ commands_request(struct commands *c, struct store *st, struct outbox *o, const s
 		cJSON_free(params);
 		return TW_ERR_INVAL;
 	}
+	/* The envelope reads the first of two, a bridge would execute the last. */
+	if ((dup = value_json_dup_key(r->params)) != NULL) {
+		request_fail(r, TW_ERR_INVAL, "bad_request", "params give \"%.64s\" twice", dup);
+		cJSON_free(params);
+		return TW_ERR_INVAL;
+	}
 	spec = (struct command_spec){ t->id, r->command, params, NULL, r->who[0] != '\0' ? r->who : NULL,
-	    0, commands_timeout(t->model, r->command, p) };
-	rc = commands_issue(c, st, o, &spec, id, &reason);
+	    0, commands_timeout(t->model, r->command, p), ENVELOPE_OK, NULL };
+	rc = commands_issue_judged(c, st, o, m, t, &spec, &v, id, &reason);
 	cJSON_free(params);
 	if (rc == TW_ERR_FULL) {
-		request_fail(r, TW_ERR_FULL, "refused", "%s (stored as refused: %s)", reason, id);
+		refusal_answer(r, &v, reason, id);
 		return TW_ERR_FULL;
 	}
 	if (rc != TW_OK)

@@ -114,6 +114,10 @@ static const struct opt opts[] = {
 	{ "twins", "offline_factor", OPT_INT, F(offline_factor), "20", 1, 100000, NULL },
 	{ "twins", "converge_timeout", OPT_DURATION, F(converge_timeout_ms), "5m", 1000, 365 * DAY_MS, NULL },
 	{ "rules", "file", OPT_PATH, F(rules_file), "", 0, 0, NULL },
+	{ "rules", "backtest_max_points", OPT_INT, F(backtest_max_points), "2000000", 100,
+	    100000000, NULL },
+	{ "rules", "backtest_max_time", OPT_DURATION, F(backtest_max_time_ms), "10s", 1, 600000,
+	    NULL },
 	{ "log", "level", OPT_ENUM, F(log_level), "info", 0, 0, "error|warn|info|debug" },
 };
 

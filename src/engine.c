@@ -13,6 +13,8 @@
 #include "apply.h"
 #include "clock.h"
 #include "commands.h"
+#include "converge.h"
+#include "envelope.h"
 #include "desired.h"
 #include "engine.h"
 #include "err.h"
@@ -39,6 +41,7 @@ struct engine {
 	struct store *store;		/* owned; this thread only */
 	struct history *hist;		/* owned; this thread only: the batch's rollups */
 	struct anomaly_store *anomalies;	/* owned; this thread only */
+	struct converge *converge;		/* owned: commands waiting for their effect */
 	struct retention *retention;	/* owned; this thread only */
 	struct twin_map *twins;		/* owned; this thread only */
 	struct status_rule status_rule;
@@ -152,6 +155,9 @@ batch_fail(struct engine *e, const char *what)
 	e->map_invalid = engine_reload_twins(e) != TW_OK;
 	if (e->map_invalid)
 		log_warnx("database: reloading the twins failed; will retry with the next batch");
+	/* The batch may have judged or added watches: the table says which hold (else the timer retries). */
+	if (converge_reload(e->converge) != TW_OK)
+		log_warnx("database: reloading the commands' effects failed; will retry");
 	progress_advance(e->progress, 0, e->batch_seq);
 }
 
@@ -240,6 +246,20 @@ fail:
 	    store_errmsg(e->store));
 }
 
+/* commands.c's recheck: a command that waited, judged by its envelope as the twin is now. */
+static int
+recheck(void *arg, const char *twin, const char *command, int automatic,
+    struct envelope_verdict *v)
+{
+	struct engine *e = arg;
+	struct twin *t = twin_find(e->twins, twin, strlen(twin));
+	struct envelope_ask a = { t != NULL ? t->model : NULL, command, e->twins, t,
+	    t != NULL ? twin_clock(t, clock_mono_ms()) : 0, clock_now_ms(), automatic, e->store,
+	    &e->status_rule };
+
+	return envelope_recheck(&a, v);
+}
+
 /* Publishes, after a commit, what only committed state may say. */
 static void
 publish_committed(struct engine *e)
@@ -255,6 +275,7 @@ batch_commit(struct engine *e)
 	int64_t t0 = clock_mono_us();
 
 	if (commands_flush(&e->commands, e->store, &e->outbox) != TW_OK ||
+	    converge_flush(e->converge, clock_now_ms()) != TW_OK ||
 	    twin_flush_dirty(e->twins, flush_twin, e) != TW_OK ||
 	    history_flush(e->hist) != TW_OK) {
 		batch_fail(e, "writing twin state");
@@ -275,6 +296,7 @@ batch_commit(struct engine *e)
 	progress_advance(e->progress, e->batch_seq, 0);
 	undo_clear(&e->undo);
 	commands_commit(&e->commands);
+	converge_commit(e->converge);
 	/* Only what is committed goes out: nothing may run ahead of the disk. */
 	publish_committed(e);
 	atomic_store(&metrics.commands_pending, commands_pending(&e->commands));
@@ -329,7 +351,8 @@ apply_update(struct engine *e, const struct rec *r)
 	/* Windows and `for` timers as they were, should this batch fail. */
 	if (t->nrs > 0)
 		touch(e, t);
-	if ((rc = apply_values(&e->apply, t, r)) != TW_OK)
+	if ((rc = apply_values(&e->apply, t, r)) != TW_OK ||
+	    (rc = converge_reported(e->converge, t, clock_now_ms())) != TW_OK)
 		return rc;
 	e->batch_msgs++;
 	e->batch_vals += r->nvals;
@@ -631,7 +654,8 @@ engine_tick(struct engine *e)
 		batch_fail(e, "begin");
 		return;
 	}
-	if (commands_expire(&e->commands, e->store, &e->outbox, clock_now_ms()) != TW_OK) {
+	if (commands_expire(&e->commands, e->store, &e->outbox, clock_now_ms()) != TW_OK ||
+	    converge_expire(e->converge, clock_now_ms()) != TW_OK) {
 		batch_fail(e, "writing a command's status");
 		return;
 	}
@@ -698,7 +722,7 @@ serve_twin_request(struct engine *e, struct request *r)
 	if (r->type == REQ_DESIRED)
 		rc = desired_request(&e->desired, e->twins, t, r, clock_now_ms());
 	else
-		rc = commands_request(&e->commands, e->store, &e->outbox, t, r,
+		rc = commands_request(&e->commands, e->store, &e->outbox, e->twins, t, r,
 		    &e->actions.policy);
 	if (rc == TW_ERR_DB || rc == TW_ERR_NOMEM) {
 		batch_fail(e, "serving a request");
@@ -803,7 +827,7 @@ serve_requests(struct engine *e)
 		case REQ_SIMULATE: {
 			/* Reads the twins and changes nothing: no batch of its own. */
 			struct whatif_env w = { e->twins, &e->runtime, &e->actions.policy,
-			    e->conf->stale_factor };
+			    e->store, &e->status_rule, e->conf->stale_factor };
 
 			whatif_run(&w, r);
 			break;
@@ -904,7 +928,7 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	e->alerts = (struct alerts){ store, &e->outbox, c->alert_topic, c->converge_timeout_ms };
 	e->actions = (struct actions){ &e->alerts, &e->commands, &e->desired, NULL, store,
 	    &e->outbox, { c->cmd_acknowledged, c->cmd_timeout_ms, c->cmd_allow_unmodelled },
-	    &e->drop_log };
+	    &e->status_rule, &e->drop_log };
 	e->twins = twin_map_new(c->max_twins, c->max_props_per_twin);
 	e->actions.twins = e->twins;
 	if (e->twins != NULL)
@@ -912,6 +936,11 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	atomic_store(&metrics.memory_budget, (uint64_t)c->memory_max_mb << 20);
 	e->names = calloc((size_t)c->max_properties, sizeof(*e->names));
 	e->hist = history_open(store);
+	e->converge = converge_open(store, &e->outbox, e->twins);
+	e->commands.converge = e->converge;
+	e->commands.status = &e->status_rule;
+	e->commands.recheck = recheck;
+	e->commands.recheck_arg = e;
 	/* Without its table the detectors learn, unsaved: not a reason to refuse the start. */
 	if ((e->anomalies = anomaly_store_open(store)) == NULL)
 		log_warnx("the anomaly detectors' states cannot be saved: they learn anew at each "
@@ -923,8 +952,9 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	    .runtime = &e->runtime, .commands = &e->commands };
 	/* Names first: the load binds every twin to its rules and open alerts. */
 	if (request_queue_init(&e->requests, wake, r) != TW_OK || e->twins == NULL ||
-	    e->names == NULL || e->hist == NULL || e->retention == NULL || runtime_init(&e->runtime, rules, e->twins) != TW_OK ||
-	    restore_load(&rs, store, 0) != TW_OK)
+	    e->names == NULL || e->hist == NULL || e->retention == NULL || e->converge == NULL ||
+	    runtime_init(&e->runtime, rules, e->twins) != TW_OK ||
+	    restore_load(&rs, store, 0) != TW_OK || converge_reload(e->converge) != TW_OK)
 		goto fail;
 	/* What the detectors learned is worth having, not worth refusing to start for. */
 	if (anomaly_store_load(e->anomalies, e->twins, clock_now_ms()) < 0)
@@ -962,6 +992,7 @@ engine_free(struct engine *e)
 	runtime_cleanup(&e->runtime);
 	twin_map_free(e->twins);
 	history_close(e->hist);
+	converge_close(e->converge);
 	anomaly_store_close(e->anomalies);
 	retention_close(e->retention);
 	store_close(e->store);

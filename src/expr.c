@@ -521,6 +521,7 @@ parse_call(struct parser *p, const struct tok *name)
 	case OP_AGE:
 		if (nargs == 0)
 			p->e->refs.uses_age_twin = 1;
+		p->e->refs.uses_age = 1;
 		return emit(p, OP_AGE, 0, nargs == 0 ? -1 : prop, 0, 0, name->col);
 	}
 	return emit(p, f->op, 0, 0, 0, 0, name->col);

@@ -51,6 +51,7 @@ static const struct route routes[] = {
 	{ "POST", "/api/v1/alerts/*/shelve", api_alerts_shelve, ROLE_OPERATE },
 	{ "GET", "/api/v1/models", api_models_list, ROLE_READ },
 	{ "GET", "/api/v1/rules", api_rules_list, ROLE_READ },
+	{ "POST", "/api/v1/rules/test", api_rules_test, ROLE_OPERATE },
 	{ "GET", "/api/v1/events", api_events_stream, ROLE_READ },
 	{ "POST", "/api/v1/reload", api_system_reload, ROLE_ADMIN },
 	{ "GET", "/api/v1/whoami", api_system_whoami, ROLE_READ },

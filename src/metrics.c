@@ -4,8 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "converge.h"
+#include "envelope.h"
 #include "metrics.h"
 #include "text.h"
+
+_Static_assert(METRICS_REFUSALS == ENVELOPE__COUNT, "one counter per refusal");
+_Static_assert(sizeof(metrics.effects) / sizeof(metrics.effects[0]) == CONVERGE_OUTCOMES,
+    "one counter per outcome");
 
 struct metrics metrics;
 
@@ -163,6 +169,20 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	for (int i = 0; i < METRICS_CMD_STATUSES; i++)
 		text_printf(&o, "twind_commands_total{status=\"%s\"} %llu\n", command_statuses[i],
 		    (unsigned long long)load(&metrics.commands[i]));
+	text_printf(&o, "# HELP twind_commands_refused_total Commands refused before they left, "
+	    "by reason (the safety envelope, or the bounds: inflight).\n"
+	    "# TYPE twind_commands_refused_total counter\n");
+	for (int i = 1; i < METRICS_REFUSALS; i++)
+		text_printf(&o, "twind_commands_refused_total{reason=\"%s\"} %llu\n",
+		    envelope_refusal_name(i), (unsigned long long)load(&metrics.refusals[i]));
+	text_printf(&o, "# HELP twind_commands_effect_total Commands judged by the reported state "
+	    "(converge.c): converged, not_converged, not_sent, or not_watched (beyond a bound).\n"
+	    "# TYPE twind_commands_effect_total counter\n");
+	for (int i = 0; i < CONVERGE_OUTCOMES; i++)
+		text_printf(&o, "twind_commands_effect_total{outcome=\"%s\"} %llu\n",
+		    converge_outcome_name(i), (unsigned long long)load(&metrics.effects[i]));
+	gauge(&o, "twind_commands_watched", "Commands waiting for their effect on the asset.",
+	    load(&metrics.commands_watched));
 	gauge(&o, "twind_commands_pending", "Commands waiting for the broker to take them.",
 	    load(&metrics.commands_pending));
 	gauge(&o, "twind_property_names", "Distinct property names held (interned once).",

@@ -11,7 +11,10 @@
 #include <sys/stat.h>
 
 #include "clock.h"
+#include "converge.h"
+#include "envelope.h"
 #include "err.h"
+#include "expr.h"
 #include "model.h"
 #include "value.h"
 
@@ -90,6 +93,9 @@ static const struct key {
 	{ "convergenceTimeout", C_PROP, 1 },
 	{ "acknowledged", C_CMD, 1 },
 	{ "timeout", C_CMD, 1 },
+	{ "envelope", C_CMD, 1 },
+	{ "effect", C_CMD, 1 },
+	{ "manualMode", C_IFACE, 1 },
 };
 
 #define NKEYS	(sizeof(keys) / sizeof(keys[0]))
@@ -128,6 +134,8 @@ struct elem {
 	char *ref;		/* Component: its Interface; Relationship: its target or NULL */
 	int cmd_ack;		/* Command: twind extension "acknowledged"; -1 when not said */
 	int64_t cmd_timeout_ms;	/* Command: twind extension "timeout"; 0 when not said */
+	char *cmd_envelope;	/* Command: twind extension "envelope", checked, as JSON text */
+	char *cmd_effect;	/* Command: twind extension "effect", checked, as JSON text */
 };
 
 /* One Interface as read, and what resolution learns about it. */
@@ -150,6 +158,7 @@ struct iface {
 	int *anc;		/* itself, then each Interface it extends (transitively), once */
 	int nanc, capanc;
 	int has_comp;		/* it or a base has a Component */
+	char *manual_src;	/* twind extension "manualMode", checked; NULL when not said */
 };
 
 struct load {
@@ -650,6 +659,77 @@ parse_ref(struct load *l, struct iface *f, struct elem *e, const cJSON *o, const
 		say_nomem(l);
 }
 
+/* Whether `o` parses as an envelope, or as an effect: 0, or -1 with a message. */
+static int
+envelope_ok(const cJSON *o, char *msg, size_t len)
+{
+	char inner[240];
+	struct envelope *ev = envelope_parse(o, inner, sizeof(inner));
+
+	if (ev == NULL)
+		snprintf(msg, len, "envelope: %s", inner);
+	envelope_free(ev);
+	return ev != NULL ? 0 : -1;
+}
+
+static int
+effect_ok(const cJSON *o, char *msg, size_t len)
+{
+	struct command_effect *ef = converge_parse(o, msg, len);
+
+	converge_effect_free(ef);
+	return ef != NULL ? 0 : -1;
+}
+
+/*
+ * A Command's extension object (its envelope, its effect): checked here,
+ * kept as text, and parsed again for each model that has the Command (an
+ * Interface's elements go into every model that extends it, and each
+ * model owns what it holds).
+ */
+static void
+keep_checked(struct load *l, struct iface *f, struct elem *e, const cJSON *o,
+    int (*ok)(const cJSON *, char *, size_t), char **text)
+{
+	char msg[256];
+
+	if (o == NULL || !f->ext)
+		return;
+	if (ok(o, msg, sizeof(msg)) != 0) {
+		say(l, f, e->index, e->p.name, "%s", msg);
+		return;
+	}
+	if ((*text = cJSON_PrintUnformatted(o)) == NULL)
+		say_nomem(l);
+}
+
+/* "manualMode": a condition on the twin's current values, true while the asset is local. */
+static void
+parse_manual(struct load *l, struct iface *f, const cJSON *o)
+{
+	struct expr *x;
+	char msg[200];
+	int col;
+
+	if (o == NULL || !f->ext)
+		return;
+	if (!cJSON_IsString(o) || o->valuestring[0] == '\0') {
+		say(l, f, -1, NULL, "manualMode must be a rule condition as a string, such as "
+		    "mode == \"local\"");
+		return;
+	}
+	if ((x = expr_compile(o->valuestring, msg, sizeof(msg), &col)) == NULL) {
+		say(l, f, -1, NULL, "manualMode: column %d: %s", col, msg);
+		return;
+	}
+	if (expr_refs(x)->nwindows > 0)
+		say(l, f, -1, NULL, "manualMode: window functions are not allowed: it judges "
+		    "the twin's current values");
+	expr_free(x);
+	if ((f->manual_src = strdup(o->valuestring)) == NULL)
+		say_nomem(l);
+}
+
 /* The extension of a Command: whether the asset answers it, and how long that may take. */
 static void
 parse_command(struct load *l, struct iface *f, struct elem *e, const cJSON *o)
@@ -663,6 +743,8 @@ parse_command(struct load *l, struct iface *f, struct elem *e, const cJSON *o)
 		e->cmd_ack = cJSON_IsTrue(ack);
 	if (get_duration(l, f, e, o, "timeout", &e->cmd_timeout_ms) > 0 && e->cmd_ack == 0)
 		say(l, f, e->index, e->p.name, "timeout is for a command the asset acknowledges");
+	keep_checked(l, f, e, get(o, "envelope"), envelope_ok, &e->cmd_envelope);
+	keep_checked(l, f, e, get(o, "effect"), effect_ok, &e->cmd_effect);
 }
 
 static void
@@ -821,6 +903,7 @@ parse_iface(struct load *l, const char *path, int pos, const cJSON *o)
 			say(l, f, -1, NULL, "strict must be true or false");
 		f->strict = cJSON_IsTrue(strict);
 	}
+	parse_manual(l, f, get(o, "manualMode"));
 	contents = get(o, "contents");
 	if (contents != NULL && !cJSON_IsArray(contents)) {
 		say(l, f, -1, NULL, "contents must be an array");
@@ -1279,7 +1362,10 @@ iface_cleanup(struct iface *f)
 		free(f->elems[i].p.name);
 		free(f->elems[i].p.unit);
 		free(f->elems[i].ref);
+		cJSON_free(f->elems[i].cmd_envelope);
+		cJSON_free(f->elems[i].cmd_effect);
 	}
+	free(f->manual_src);
 	free(f->elems);
 	free(f->anc);
 }
@@ -1303,8 +1389,13 @@ model_cleanup(struct model *m)
 		free(m->props[i].unit);
 	}
 	free(m->props);
-	for (int i = 0; i < m->ncommands; i++)
+	for (int i = 0; i < m->ncommands; i++) {
 		free(m->commands[i].name);
+		envelope_free(m->commands[i].envelope);
+		converge_effect_free(m->commands[i].effect);
+	}
+	free(m->manual_src);
+	expr_free(m->manual);
 	free(m->commands);
 	for (int i = 0; i < m->nrels; i++) {
 		free(m->rels[i].name);
@@ -1350,6 +1441,40 @@ rel_cmp(const void *a, const void *b)
 	return strcmp(((const struct model_rel *)a)->name, ((const struct model_rel *)b)->name);
 }
 
+/* The model's own copies of a Command's envelope and effect, checked at parse time. */
+static int
+command_envelope(const struct elem *e, struct model_command *mc, const char *prefix)
+{
+	char msg[256], *full;
+	cJSON *o;
+
+	if (e->cmd_envelope != NULL) {
+		if ((o = cJSON_Parse(e->cmd_envelope)) == NULL)
+			return TW_ERR_NOMEM;
+		mc->envelope = envelope_parse(o, msg, sizeof(msg));
+		cJSON_Delete(o);
+		/* A Component's interlock names the Component's own properties. */
+		if (mc->envelope == NULL ||
+		    (prefix != NULL && envelope_prefix(mc->envelope, prefix) != TW_OK))
+			return TW_ERR_NOMEM;
+	}
+	if (e->cmd_effect != NULL) {
+		if ((o = cJSON_Parse(e->cmd_effect)) == NULL)
+			return TW_ERR_NOMEM;
+		mc->effect = converge_parse(o, msg, sizeof(msg));
+		cJSON_Delete(o);
+		if (mc->effect == NULL)
+			return TW_ERR_NOMEM;
+		if (prefix != NULL) {
+			if ((full = full_name(prefix, mc->effect->property)) == NULL)
+				return TW_ERR_NOMEM;
+			free(mc->effect->property);
+			mc->effect->property = full;
+		}
+	}
+	return TW_OK;
+}
+
 /*
  * Adds the elements of `f` and its bases to `m`, names prefixed with
  * `prefix` (a Component's name) when not NULL. Relationships of a
@@ -1391,7 +1516,8 @@ add_elems(const struct load *l, const struct iface *f, const char *prefix, struc
 					.name = full_name(prefix, e->p.name),
 					.acknowledged = e->cmd_ack, .timeout_ms = e->cmd_timeout_ms,
 				};
-				if (m->commands[m->ncommands++].name == NULL)
+				if (m->commands[m->ncommands++].name == NULL ||
+				    command_envelope(e, &m->commands[m->ncommands - 1], prefix) != TW_OK)
 					return TW_ERR_NOMEM;
 				break;
 			case EL_RELATIONSHIP:
@@ -1442,6 +1568,12 @@ build_model(const struct load *l, const struct iface *f, struct model *m)
 			m->strict = 1;
 	if (m->strict < 0)
 		m->strict = 0;
+	/* Said on the Interface, or else by the nearest base that says it. */
+	for (int k = 0; k < f->nanc && m->manual_src == NULL; k++)
+		if (l->v[f->anc[k]].manual_src != NULL &&
+		    ((m->manual_src = strdup(l->v[f->anc[k]].manual_src)) == NULL ||
+		    (m->manual = expr_compile(m->manual_src, NULL, 0, NULL)) == NULL))
+			return TW_ERR_NOMEM;
 	add_elems(l, f, NULL, m);	/* counts only */
 	np = m->nprops;
 	nc = m->ncommands;
@@ -1474,6 +1606,68 @@ set_new(int n)
 		return NULL;
 	}
 	return s;
+}
+
+/* Each property a condition reads must be the model's: a misspelt name would refuse forever. */
+static void
+check_reads(struct load *l, const struct model *m, const char *what, const struct expr *x,
+    const char *prefix)
+{
+	const struct expr_refs *r = expr_refs(x);
+	char full[2 * PROP_NAME_MAX + 2];
+
+	for (int i = 0; i < r->nprops; i++) {
+		snprintf(full, sizeof(full), "%s%s%s", prefix != NULL ? prefix : "",
+		    prefix != NULL ? "." : "", r->props[i]);
+		if (model_prop(m, full) == NULL)
+			say_file(l, m->file, "%s: %s reads '%s', which is not a property of the "
+			    "model", m->id, what, full);
+	}
+}
+
+/* A Command's effect against the model: its property, and a target it could reach. */
+static void
+check_effect(struct load *l, const struct model *m, const struct model_command *mc)
+{
+	const struct command_effect *ef = mc->effect;
+	const struct model_prop *mp = model_prop(m, ef->property);
+
+	if (mp == NULL)
+		say_file(l, m->file, "%s: command %s: effect reads '%s', which is not a property "
+		    "of the model", m->id, mc->name, ef->property);
+	else if (ef->has_value && ef->value.type != mp->schema)
+		say_file(l, m->file, "%s: command %s: effect value is not of %s's schema: it "
+		    "could never be reached", m->id, mc->name, ef->property);
+	if (ef->has_tolerance && ef->param == NULL && !ef->has_value)
+		say_file(l, m->file, "%s: command %s: effect tolerance is for a target (value or "
+		    "param); a change has none", m->id, mc->name);
+}
+
+/* After the build: the names the conditions read. Returns the problems found. */
+static int
+check_conditions(struct load *l, const struct model_set *s)
+{
+	int n0 = l->nerr;
+	char what[160];
+
+	for (int i = 0; i < s->n; i++) {
+		const struct model *m = &s->v[i];
+
+		if (m->manual != NULL)
+			check_reads(l, m, "manualMode", m->manual, NULL);
+		for (int k = 0; k < m->ncommands; k++)
+			if (m->commands[k].effect != NULL)
+				check_effect(l, m, &m->commands[k]);
+		for (int k = 0; k < m->ncommands; k++)
+			if (m->commands[k].envelope != NULL &&
+			    m->commands[k].envelope->interlock != NULL) {
+				snprintf(what, sizeof(what), "command %s: interlock",
+				    m->commands[k].name);
+				check_reads(l, m, what, m->commands[k].envelope->interlock,
+				    m->commands[k].envelope->prefix);
+			}
+	}
+	return l->nerr - n0;
 }
 
 struct model_set *
@@ -1523,6 +1717,8 @@ model_set_load(const char *dir, FILE *err)
 			goto fail;
 		}
 	}
+	if (check_conditions(&l, s) > 0)
+		goto fail;
 	free(path);
 	load_cleanup(&l);
 	return s;

@@ -12,6 +12,7 @@
 #include "ingest.h"
 #include "plant.h"
 #include "rules.h"
+#include "value.h"
 
 #define RULES_FILE_MAX	(4 * 1024 * 1024)
 #define RULES_MAX	10000
@@ -253,7 +254,12 @@ rule_actions(struct check *c, struct rule *r, const cJSON *acts)
 		const cJSON *params = cJSON_GetObjectItemCaseSensitive(a, "params");
 		const cJSON *des = cJSON_GetObjectItemCaseSensitive(a, "desired");
 		struct rule_action *ra = &r->actions[r->nactions];
+		const char *dup = value_json_dup_key(a);
 
+		if (dup != NULL) {
+			problem(c, "actions[%d]: \"%.64s\" is given twice", i, dup);
+			return;
+		}
 		if (cJSON_IsString(cmd) && des == NULL &&
 		    name_twin_valid(cmd->valuestring, strlen(cmd->valuestring)) &&
 		    (params == NULL || cJSON_IsObject(params))) {
@@ -385,39 +391,22 @@ out:
 	return buf;
 }
 
-struct rule_set *
-rules_load(const char *path, const struct rule_set *prev, FILE *err)
+/* The rules of array `root` into `s`; problems printed with `label` as the file. 0 or -1. */
+static int
+rules_build(struct rule_set *s, const cJSON *root, const char *label,
+    const struct rule_set *prev, FILE *err)
 {
-	struct rule_set *s = calloc(1, sizeof(*s));
-	const char *end = NULL;
-	cJSON *root = NULL, *o;
-	int bad = 0, i = 0, line, col;
-	size_t len = 0;
-	char *buf;
+	const cJSON *o;
+	int bad = 0, i = 0;
 
-	if (s == NULL)
-		return NULL;
-	atomic_store(&s->refs, 1);
-	if (path == NULL || *path == '\0')
-		return s;
-	if ((buf = read_all(path, &len, err)) == NULL)
-		goto fail;
-	root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
-	if (root == NULL) {
-		plant_position(buf, (size_t)(end != NULL ? end - buf : 0), &line, &col);
-		fprintf(err, "%s:%d:%d: JSON syntax error\n", path, line, col);
-		free(buf);
-		goto fail;
-	}
-	free(buf);
 	if (!cJSON_IsArray(root) || cJSON_GetArraySize(root) > RULES_MAX) {
-		fprintf(err, "%s: expected a JSON array of at most %d rules\n", path, RULES_MAX);
-		goto fail;
+		fprintf(err, "%s: expected a JSON array of at most %d rules\n", label, RULES_MAX);
+		return -1;
 	}
 	if ((s->v = calloc((size_t)cJSON_GetArraySize(root) + 1, sizeof(*s->v))) == NULL)
-		goto fail;
+		return -1;
 	cJSON_ArrayForEach(o, root) {
-		struct check c = { .path = path, .err = err };
+		struct check c = { .path = label, .err = err };
 		const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
 		char idx[32];
 
@@ -443,7 +432,50 @@ rules_load(const char *path, const struct rule_set *prev, FILE *err)
 		if (bad >= RULES_ERRORS_MAX)
 			break;
 	}
-	if (bad > 0)
+	return bad > 0 ? -1 : 0;
+}
+
+struct rule_set *
+rules_from_json(const cJSON *rules, const char *label, FILE *err)
+{
+	struct rule_set *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	atomic_store(&s->refs, 1);
+	if (rules_build(s, rules, label, NULL, err) != 0) {
+		rules_unref(s);
+		return NULL;
+	}
+	return s;
+}
+
+struct rule_set *
+rules_load(const char *path, const struct rule_set *prev, FILE *err)
+{
+	struct rule_set *s = calloc(1, sizeof(*s));
+	const char *end = NULL;
+	cJSON *root = NULL;
+	int line, col;
+	size_t len = 0;
+	char *buf;
+
+	if (s == NULL)
+		return NULL;
+	atomic_store(&s->refs, 1);
+	if (path == NULL || *path == '\0')
+		return s;
+	if ((buf = read_all(path, &len, err)) == NULL)
+		goto fail;
+	root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+	if (root == NULL) {
+		plant_position(buf, (size_t)(end != NULL ? end - buf : 0), &line, &col);
+		fprintf(err, "%s:%d:%d: JSON syntax error\n", path, line, col);
+		free(buf);
+		goto fail;
+	}
+	free(buf);
+	if (rules_build(s, root, path, prev, err) != 0)
 		goto fail;
 	cJSON_Delete(root);
 	return s;

@@ -291,7 +291,23 @@ struct eval_ctx {
 	const char *const *names;	/* interned, by expr_refs index */
 	const struct expr_refs *refs;
 	int64_t now;			/* the twin's clock */
+	const struct status_rule *fresh;	/* not NULL: a stale value reads as unknown */
+	int twin_stale;			/* with fresh: the twin as a whole is stale or offline */
 };
+
+/* A value a safety condition must not trust: the twin or the property went quiet. */
+static int
+stale(const struct eval_ctx *c, const struct prop *p)
+{
+	int64_t period;
+
+	if (c->fresh == NULL)
+		return 0;
+	if (c->twin_stale)
+		return 1;
+	period = p->mp != NULL ? p->mp->period_ms : 0;
+	return period > 0 && c->now - p->ts > period * c->fresh->stale_factor;
+}
 
 static struct prop *
 eval_prop(struct eval_ctx *c, int i)
@@ -304,7 +320,7 @@ env_value(void *arg, int i, struct tw_val *out)
 {
 	struct prop *p = eval_prop(arg, i);
 
-	if (p == NULL || p->val.type == 0)
+	if (p == NULL || p->val.type == 0 || stale(arg, p))
 		return -1;
 	*out = p->val;
 	return 0;
@@ -315,7 +331,7 @@ env_prev(void *arg, int i, struct tw_val *out)
 {
 	struct prop *p = eval_prop(arg, i);
 
-	if (p == NULL || p->prev_type == 0)
+	if (p == NULL || p->prev_type == 0 || stale(arg, p))
 		return -1;
 	*out = (struct tw_val){ .type = p->prev_type, .num = p->prev_num };
 	return 0;
@@ -366,10 +382,35 @@ env_window(void *arg, int win, int fn, double param, double *out)
 static int
 eval_expr(struct twin *t, const struct expr *e, const char *const *names, int64_t now)
 {
-	struct eval_ctx c = { t, names, expr_refs(e), now };
+	struct eval_ctx c = { t, names, expr_refs(e), now, NULL, 0 };
 	struct expr_env env = { &c, env_value, env_prev, env_age, env_window };
 
 	return expr_true(e, &env);
+}
+
+int
+runtime_condition(struct twin_map *m, struct twin *t, const struct expr *e, const char *prefix,
+    int64_t now, const struct status_rule *fresh)
+{
+	const struct expr_refs *r = expr_refs(e);
+	const char *names[EXPR_REFS_MAX];
+	char full[2 * PROP_NAME_MAX + 2];
+	struct eval_ctx c = { t, names, r, now, fresh, fresh != NULL &&
+	    twin_status_of(fresh, t->model, t->newest_ts, now) != TWIN_ONLINE };
+	struct expr_env env = { &c, env_value, env_prev, env_age, env_window };
+	struct tw_val v;
+
+	/* A name no twin ever reported is not interned: unknown, like any unreported value. */
+	for (int k = 0; k < r->nprops; k++) {
+		if (prefix != NULL)
+			snprintf(full, sizeof(full), "%s.%s", prefix, r->props[k]);
+		names[k] = twin_intern_find(m, prefix != NULL ? full : r->props[k]);
+	}
+	if (expr_eval(e, &env, &v) != 0)
+		return -1;
+	if (v.type != VAL_BOOL && v.type != VAL_NUM)
+		return -1;
+	return v.num != 0;
 }
 
 /* "temperature {temperature} above 90" with the current values filled in. */

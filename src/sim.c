@@ -666,6 +666,9 @@ static int sim_readings(struct sim *s, enum twin_kind kind, int pump, struct rea
 			snprintf(r[n++].text, sizeof(r->text), "%.15g", p->speed);
 		else
 			snprintf(r[n++].text, sizeof(r->text), "%.1f", p->speed);
+		/* Always remote: the pumps take twind's rules' commands (manualMode in pump.json). */
+		r[n].name = "mode";
+		snprintf(r[n++].text, sizeof(r->text), "\"remote\"");
 		*flat = n;
 		if (pump == 0 && p->sent++ % SIM_NESTED_EVERY == 0) {
 			r[n].name = "bearing";

@@ -113,6 +113,12 @@ static const char *const migrations[] = {
 	/* 7: what each anomaly() detector has learned (anomaly_store.c) */
 	"CREATE TABLE anomaly_state(twin TEXT NOT NULL, property TEXT NOT NULL,"
 	"  state BLOB NOT NULL, saved_ts INTEGER NOT NULL, UNIQUE(twin, property));",
+	/* 8: whether a command had its effect on the asset (converge.c) */
+	"ALTER TABLE commands ADD COLUMN effect TEXT;"
+	"ALTER TABLE commands ADD COLUMN effect_ts INTEGER;"
+	"ALTER TABLE commands ADD COLUMN effect_deadline_ts INTEGER;"
+	"ALTER TABLE commands ADD COLUMN effect_from;"
+	"CREATE INDEX commands_effect ON commands(effect_deadline_ts) WHERE effect = 'waiting';",
 };
 
 enum stmt_id {
@@ -120,7 +126,7 @@ enum stmt_id {
 	ST_SERIES_ADD, ST_SERIES_PUT, ST_TWIN_PUT,
 	ST_QUARANTINE_PUT, ST_QUARANTINE_TRIM,
 	ST_DESIRED_PUT, ST_DESIRED_DEL, ST_ALERT_ADD, ST_ALERT_PUT, ST_ALERT_GET, ST_ALERT_CLEAR,
-	ST_CMD_PUT, ST_CMD_ANSWER, ST_CMDS_OVERDUE, ST_CMD_GET, ST_TWIN_EXISTS,
+	ST_CMD_PUT, ST_CMD_ANSWER, ST_CMDS_OVERDUE, ST_CMD_GET, ST_CMD_LAST, ST_TWIN_EXISTS,
 	ST_LOAD_TWINS, ST_LOAD_SERIES, ST_LOAD_DESIRED, ST_LOAD_ALERTS, ST_LOAD_CMDS,
 	ST_READ_TWINS, ST_READ_TWINS_PARENT, ST_READ_TWIN, ST_READ_CHILDREN,
 	ST_READ_REPORTED, ST_SERIES_FIND, ST_HISTORY_ASC, ST_HISTORY_NEWEST,
@@ -135,6 +141,8 @@ enum stmt_id {
 	"shelved_until_ts, raised_ts, acked_ts, cleared_ts, acked_by, shelved_by"
 #define CMD_COLS	"id, twin, command, params, rule, status, reason, source_ts, issued_ts, " \
 	"sent_ts, acked_ts, expires_ts, timeout_ms, deadline_ts, issued_by"
+/* What reading a command shows: its effect is written by converge.c, not by ST_CMD_PUT. */
+#define CMD_READ_COLS	CMD_COLS ", effect, effect_ts, effect_deadline_ts"
 
 static const char *const stmt_sql[ST__COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -179,7 +187,10 @@ static const char *const stmt_sql[ST__COUNT] = {
 	    "deadline_ts = NULL WHERE id = ?4 AND status = 'sent' AND (?5 IS NULL OR twin = ?5)",
 	[ST_CMDS_OVERDUE] = "SELECT id FROM commands WHERE status = 'sent' AND deadline_ts <= ? "
 	    "ORDER BY deadline_ts LIMIT ?",
-	[ST_CMD_GET] = "SELECT " CMD_COLS " FROM commands WHERE id = ?",
+	[ST_CMD_GET] = "SELECT " CMD_READ_COLS " FROM commands WHERE id = ?",
+	/* The twin's commands since ?3 through commands_twin: those that may have reached it. */
+	[ST_CMD_LAST] = "SELECT max(issued_ts) FROM commands WHERE twin = ?1 AND issued_ts >= ?3 "
+	    "AND command = ?2 AND status <> 'refused'",
 	[ST_TWIN_EXISTS] = "SELECT 1 FROM twins WHERE id = ?",
 	[ST_LOAD_TWINS] = "SELECT " TWIN_COLS " FROM twins",
 	[ST_LOAD_SERIES] = "SELECT id, twin, property, ts, value, out_of_range FROM series",
@@ -189,7 +200,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_LOAD_ALERTS] = "SELECT " ALERT_COLS " FROM alerts WHERE active = 1 "
 	    "OR id IN (SELECT max(id) FROM alerts GROUP BY twin, rule) ORDER BY id",
 	/* Sent ones stay in SQLite: their answer and their time-out find them there. */
-	[ST_LOAD_CMDS] = "SELECT " CMD_COLS " FROM commands WHERE status = 'pending' "
+	[ST_LOAD_CMDS] = "SELECT " CMD_READ_COLS " FROM commands WHERE status = 'pending' "
 	    "ORDER BY issued_ts",
 	[ST_READ_TWINS] = "SELECT " TWIN_COLS " FROM twins ORDER BY id",
 	[ST_READ_TWINS_PARENT] = "SELECT " TWIN_COLS " FROM twins WHERE parent = ? ORDER BY id",
@@ -216,7 +227,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 	    "WHEN 'unacknowledged' THEN acknowledged = 0 "
 	    "WHEN 'shelved' THEN coalesce(shelved_until_ts, 0) > ?5 "
 	    "ELSE 1 END ORDER BY id DESC LIMIT ?4",
-	[ST_READ_COMMANDS] = "SELECT " CMD_COLS " FROM commands WHERE (?1 IS NULL OR twin = ?1) "
+	[ST_READ_COMMANDS] = "SELECT " CMD_READ_COLS " FROM commands WHERE (?1 IS NULL OR twin = ?1) "
 	    "AND (?2 IS NULL OR status = ?2) ORDER BY issued_ts DESC, id LIMIT ?3",
 };
 
@@ -692,6 +703,28 @@ store_commands_overdue(struct store *s, int64_t now, int max, char (*ids)[24], i
 }
 
 int
+store_command_last(struct store *s, const char *twin, const char *command, int64_t since,
+    int64_t *ts)
+{
+	sqlite3_stmt *st = s->st[ST_CMD_LAST];
+	int rc;
+
+	*ts = 0;
+	sqlite3_bind_text(st, 1, twin, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, command, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, since);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		*ts = sqlite3_column_int64(st, 0);	/* NULL (none) reads as 0 */
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		log_warnx("database: %s", sqlite3_errmsg(s->db));
+		return TW_ERR_DB;
+	}
+	return TW_OK;
+}
+
+int
 store_twin_put(struct store *s, const struct store_twin_row *t)
 {
 	sqlite3_stmt *st = s->st[ST_TWIN_PUT];
@@ -781,6 +814,10 @@ command_row(sqlite3_stmt *st, struct store_command_row *r)
 	r->timeout_ms = sqlite3_column_int64(st, 12);
 	r->deadline_ts = sqlite3_column_int64(st, 13);
 	r->issued_by = (const char *)sqlite3_column_text(st, 14);
+	r->effect_read = 1;
+	r->effect = (const char *)sqlite3_column_text(st, 15);
+	r->effect_ts = sqlite3_column_int64(st, 16);
+	r->effect_deadline_ts = sqlite3_column_int64(st, 17);
 }
 
 static void

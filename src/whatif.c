@@ -6,6 +6,7 @@
 
 #include "clock.h"
 #include "desired.h"
+#include "envelope.h"
 #include "err.h"
 #include "ingest.h"
 #include "model.h"
@@ -287,6 +288,76 @@ refused(cJSON *o, const char *reason)
 	    cJSON_AddStringToObject(o, "reason", reason) == NULL;
 }
 
+/*
+ * When the scenario itself last sent `command` to `t` (wall ms; 0: not):
+ * the rate counts the what-if's own commands as well as the stored ones.
+ */
+static int64_t
+scenario_last(const struct sim *s, const struct twin *t, const char *command)
+{
+	const cJSON *o, *st, *tw, *cmd, *ts;
+	int64_t last = 0;
+
+	cJSON_ArrayForEach(o, s->commands) {
+		st = cJSON_GetObjectItemCaseSensitive(o, "status");
+		tw = cJSON_GetObjectItemCaseSensitive(o, "twin");
+		cmd = cJSON_GetObjectItemCaseSensitive(o, "command");
+		ts = cJSON_GetObjectItemCaseSensitive(o, "ts");
+		if (cJSON_IsString(st) && strcmp(st->valuestring, "would_send") == 0 &&
+		    cJSON_IsString(tw) && strcmp(tw->valuestring, t->id) == 0 &&
+		    cJSON_IsString(cmd) && strcmp(cmd->valuestring, command) == 0 &&
+		    cJSON_IsNumber(ts))
+			last = s->wall + ((int64_t)ts->valuedouble - s->base);
+	}
+	return last;
+}
+
+/*
+ * The safety envelope's verdict on a rule's command in the scenario, as
+ * the live engine would give it (clamping `params` in place), with the
+ * scenario's own earlier commands counted by the rate.
+ */
+static int
+judge(struct sim *s, struct twin *t, const char *command, cJSON *params, int64_t at,
+    struct envelope_verdict *v)
+{
+	const struct model_command *mc = model_command(t->model, command);
+	int64_t wall = s->wall + (at - s->base), last;
+	struct envelope_ask a = { t->model, command, s->w->twins, t, at, wall, 1, s->w->store,
+	    s->w->fresh };
+
+	int rc = envelope_check(&a, params, v);
+
+	if (rc != TW_OK)
+		return rc;
+	if (v->refusal != ENVELOPE_OK || mc == NULL || mc->envelope == NULL ||
+	    mc->envelope->min_interval_ms == 0)
+		return TW_OK;
+	last = scenario_last(s, t, command);
+	if (last != 0 && wall - last < mc->envelope->min_interval_ms) {
+		v->refusal = ENVELOPE_RATE;
+		snprintf(v->why, sizeof(v->why), "rate: %s would go to %s %.1f s after the "
+		    "scenario's last one; the model allows one every %.1f s", command, t->id,
+		    (double)(wall - last) / 1000.0,
+		    (double)mc->envelope->min_interval_ms / 1000.0);
+	}
+	return TW_OK;
+}
+
+static int
+manual_refuses(struct sim *s, struct twin *t, int64_t at, struct request *why)
+{
+	struct envelope_ask a = { t->model, NULL, s->w->twins, t, at, s->wall + (at - s->base), 1,
+	    s->w->store, s->w->fresh };
+	struct envelope_verdict v;
+
+	envelope_recheck(&a, &v);
+	if (v.refusal == ENVELOPE_OK)
+		return 0;
+	snprintf(why->message, sizeof(why->message), "%s", v.why);
+	return 1;
+}
+
 /* A raised rule's actions, as actions.c would do them, described. */
 static int
 rule_actions(struct sim *s, struct twin *t, const struct rule *r, int64_t at)
@@ -301,9 +372,23 @@ rule_actions(struct sim *s, struct twin *t, const struct rule *r, int64_t at)
 		int rc;
 
 		if (ra->type == ACTION_COMMAND) {
+			struct envelope_verdict v;
+			cJSON *params = cJSON_Parse(ra->json);
+
+			if (params == NULL)
+				return TW_ERR_NOMEM;
+			/* Judged before it joins the list, so that it does not count against itself. */
+			if (commands_named(t->model, ra->command, s->w->policy) &&
+			    (rc = judge(s, t, ra->command, params, at, &v)) != TW_OK) {
+				cJSON_Delete(params);
+				return rc;
+			}
 			if ((o = entry(s->commands, t, at)) == NULL ||
-			    cJSON_AddStringToObject(o, "command", ra->command) == NULL ||
-			    !cJSON_AddItemToObject(o, "params", cJSON_Parse(ra->json)) ||
+			    !cJSON_AddItemToObject(o, "params", params)) {
+				cJSON_Delete(params);
+				return TW_ERR_NOMEM;
+			}
+			if (cJSON_AddStringToObject(o, "command", ra->command) == NULL ||
 			    cJSON_AddStringToObject(o, "rule", r->name) == NULL)
 				return TW_ERR_NOMEM;
 			if (!commands_named(t->model, ra->command, s->w->policy)) {
@@ -311,14 +396,24 @@ rule_actions(struct sim *s, struct twin *t, const struct rule *r, int64_t at)
 				    t->model_id != NULL ? t->model_id : "(none)", ra->command);
 				if (refused(o, reason))
 					return TW_ERR_NOMEM;
-			} else if (cJSON_AddStringToObject(o, "status", "would_send") == NULL) {
+			} else if (v.refusal != ENVELOPE_OK) {
+				if (refused(o, v.why) || cJSON_AddStringToObject(o, "refusal",
+				    envelope_refusal_name(v.refusal)) == NULL)
+					return TW_ERR_NOMEM;
+			} else if (cJSON_AddStringToObject(o, "status", "would_send") == NULL ||
+			    (v.clamped && cJSON_AddTrueToObject(o, "clamped") == NULL)) {
 				return TW_ERR_NOMEM;
 			}
 			continue;
 		}
 		if ((patch = cJSON_Parse(ra->json)) == NULL)
 			return TW_ERR_NOMEM;
-		rc = desired_put(s, t, patch, by, at, &why);
+		/* A rule's desired change in manual mode: refused, as live. */
+		if (manual_refuses(s, t, at, &why)) {
+			rc = TW_ERR_REFUSED;
+		} else {
+			rc = desired_put(s, t, patch, by, at, &why);
+		}
 		if (rc == TW_ERR_REFUSED) {
 			/* Described like the others, with the refusal. */
 			if ((o = entry(s->desired, t, at)) == NULL ||

@@ -1248,3 +1248,50 @@ class EventStream:
         if self.thread is not None:
             self.thread.join(3)
         self.sock.close()
+
+
+# ---- a fake PLC bridge, and --check of a models folder
+
+class Bridge:
+    """A PLC bridge: receives plant/+/cmd; answers each with `answer` (a
+    status, True for "done", None or False for no answer) and then reports
+    what `report(cmd)` returns (a dict of values, or None for nothing)."""
+
+    def __init__(self, port, answer="done", report=None):
+        self.answer = "done" if answer is True else answer or None
+        self.report = report
+        self.got, self.lock = [], threading.Lock()
+        self.client = mqtt.Client(client_id="bridge-" + secrets.token_hex(4), clean_session=True)
+        self.client.on_message = self._on_message
+        ready = threading.Event()
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        self.client.subscribe("plant/+/cmd", qos=1)
+        assert ready.wait(10)
+
+    def _on_message(self, client, userdata, m):
+        cmd = json.loads(m.payload)
+        with self.lock:
+            self.got.append(cmd)
+        if self.answer:
+            client.publish(m.topic + "/ack", json.dumps({"id": cmd["id"], "status": self.answer}),
+                           qos=1)
+        values = self.report(cmd) if self.report else None
+        if values:
+            client.publish(f"plant/{cmd['twin']}/telemetry",
+                           json.dumps({"ts": now_ms(), **values}), qos=1)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def check_models(tmp_path, models):
+    """twind --check of a minimal config with `models` ({file: body}) and no twins."""
+    mdir, tfile = write_plant(tmp_path, models, [])
+    conf = tmp_path / "twind.conf"
+    conf.write_text(f"[mqtt]\nport = {free_port()}\n[http]\nlisten = 127.0.0.1:{free_port()}\n"
+                    f"[storage]\ndatabase = {tmp_path}/twind.db\n"
+                    f"[twins]\nmodels = {mdir}\nfile = {tfile}\n")
+    return twind_check(conf)

@@ -1,12 +1,8 @@
 """Commands at scale, through MQTT and REST: a bridge that answers at once, one
 that never answers, one whose model says it does not answer, and the bounds."""
 
-import json
-import threading
-
-import paho.mqtt.client as mqtt
-
-from conftest import CTX, Broker, Publisher, Twind, now_ms, plant_extra, wait_until, write_plant
+from conftest import (CTX, Bridge, Broker, Publisher, Twind, now_ms, plant_extra, wait_until,
+                      write_plant)
 
 MODEL = "dtmi:test:Valve;1"
 
@@ -18,34 +14,6 @@ def valve_model():
                 {"@type": "Command", "name": "open"},
                 {"@type": "Command", "name": "close", "timeout": "1s"},
                 {"@type": "Command", "name": "pulse", "acknowledged": False}]}
-
-
-class Bridge:
-    """A PLC bridge: receives plant/+/cmd and, if told to, answers each at once."""
-
-    def __init__(self, port, answer):
-        self.got, self.lock = [], threading.Lock()
-        self.answer = answer
-        self.client = mqtt.Client(client_id="bridge-" + str(port), clean_session=True)
-        self.client.on_message = self._on_message
-        ready = threading.Event()
-        self.client.on_subscribe = lambda *a: ready.set()
-        self.client.connect("127.0.0.1", port, keepalive=30)
-        self.client.loop_start()
-        self.client.subscribe("plant/+/cmd", qos=1)
-        assert ready.wait(10)
-
-    def _on_message(self, client, userdata, m):
-        cmd = json.loads(m.payload)
-        with self.lock:
-            self.got.append(cmd)
-        if self.answer:
-            client.publish(m.topic + "/ack", json.dumps({"id": cmd["id"], "status": "done"}),
-                           qos=1)
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def commands(tw, **q):

@@ -225,6 +225,10 @@ def test_upgrade_rolls_up_what_is_stored_and_tells_systemd(make_twind, publisher
     con.executescript("DROP TABLE rollup_1m; DROP TABLE rollup_1h; DROP TABLE trimmed;"
                       "DROP INDEX alerts_done; DROP INDEX commands_done;"
                       "DROP TABLE anomaly_state;"
+                      "DROP INDEX commands_effect; ALTER TABLE commands DROP COLUMN effect;"
+                      "ALTER TABLE commands DROP COLUMN effect_ts;"
+                      "ALTER TABLE commands DROP COLUMN effect_deadline_ts;"
+                      "ALTER TABLE commands DROP COLUMN effect_from;"
                       "INSERT INTO series(twin, property) VALUES('old-1', 'v');"
                       "PRAGMA user_version = 5;")
     con.executemany("INSERT INTO history(series, ts, value) VALUES("

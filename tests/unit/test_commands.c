@@ -76,7 +76,7 @@ status_of(struct fix *f, const char *id)
 static int
 issue(struct fix *f, const char *twin, char *id)
 {
-	struct command_spec spec = { twin, "stop", NULL, NULL, NULL, 0, 30000 };
+	struct command_spec spec = { twin, "stop", NULL, NULL, NULL, 0, 30000, 0, NULL };
 	const char *reason;
 
 	return commands_issue(&f->c, f->st, &f->o, &spec, id, &reason);
@@ -150,7 +150,7 @@ test_bounds_refuse_per_twin_first(void **state)
 {
 	struct fix f;
 	char id[COMMAND_ID_MAX];
-	struct command_spec spec = { "p1", "stop", "{\"x\":1}", "rule-a", NULL, 5, 0 };
+	struct command_spec spec = { "p1", "stop", "{\"x\":1}", "rule-a", NULL, 5, 0, 0, NULL };
 	const char *reason;
 
 	(void)state;
@@ -175,7 +175,7 @@ test_no_answer_means_done_at_puback(void **state)
 {
 	struct fix f;
 	char id[COMMAND_ID_MAX];
-	struct command_spec spec = { "p1", "stop", NULL, NULL, "alice", 0, 0 };
+	struct command_spec spec = { "p1", "stop", NULL, NULL, "alice", 0, 0, 0, NULL };
 	const char *reason;
 
 	(void)state;

@@ -63,7 +63,7 @@ fix_init(struct fix *f)
 	f->c->newest_ts = f->ts;
 	f->c->newest_mono = clock_mono_ms();
 	f->policy.allow_unmodelled = 1;
-	f->w = (struct whatif_env){ f->m, &f->rt, &f->policy, 2 };
+	f->w = (struct whatif_env){ f->m, &f->rt, &f->policy, NULL, NULL, 2 };
 }
 
 static void

@@ -60,11 +60,14 @@ int desired_apply(struct desired_out *d, struct twin_map *m, struct twin *t,
 
 /*
  * An operator's REQ_DESIRED on `t` in the open batch: If-Match, then the
- * checks, then the patch. Returns 0 (r->version set), TW_ERR_CONFLICT or
- * TW_ERR_REFUSED (with the answer in `r`; nothing changed), or TW_ERR_NOMEM.
+ * checks, the envelope (interlock, rate; `fresh` as the envelope takes it),
+ * then the patch. Returns 0 (r->version set), TW_ERR_CONFLICT,
+ * TW_ERR_REFUSED or TW_ERR_FULL (the rate; with the answer in `r`;
+ * nothing changed), or TW_ERR_NOMEM.
  */
+struct status_rule;
 int desired_request(struct desired_out *d, struct twin_map *m, struct twin *t, struct request *r,
-    int64_t now);
+    int64_t now, const struct status_rule *fresh);
 
 /* After the commit: publishes the delta of every twin on the list, while connected. */
 void desired_publish(struct desired_out *d, struct twin_map *m, struct outbox *o);

@@ -122,5 +122,16 @@ int envelope_check(const struct envelope_ask *a, cJSON *params, struct envelope_
  * a->command NULL (a rule's desired change), manual mode alone. TW_OK.
  */
 int envelope_recheck(const struct envelope_ask *a, struct envelope_verdict *v);
+/*
+ * A desired patch ({prop: value or null}, checked against the model
+ * already): for each writable Property with an envelope, manual mode (a
+ * rule's patch: a->automatic, unless "allowInManual"), its interlock, and
+ * its rate (a new value within minInterval of the last one set; the same
+ * value again, or null, is not an actuation), and manual mode for a
+ * rule's patch on any property of a model that has one. a->command is
+ * unused. TW_OK with the verdict (its reason names the property).
+ */
+int envelope_desired(const struct envelope_ask *a, const cJSON *patch,
+    struct envelope_verdict *v);
 
 #endif

@@ -38,6 +38,7 @@ struct model_prop {
 	double tolerance;	/* twind extension "tolerance": |reported - desired| <= it converges */
 	int64_t converge_ms;	/* twind extension "convergenceTimeout"; 0 none */
 	char *unit;		/* DTDL "unit", or NULL */
+	struct envelope *envelope;	/* writable: "envelope" (minInterval, interlock); NULL none */
 };
 
 /* A Command, with twind's extension: does the asset answer it on {command_topic}/ack? */

@@ -45,7 +45,7 @@ struct request {
 	int err;			/* TW_OK or a TW_ERR_* code */
 	char code[32];			/* for the REST error object: "not_writable", ... */
 	char message[256];
-	int64_t retry_ms;		/* REQ_COMMAND refused by the rate: it may go again in this long */
+	int64_t retry_ms;		/* refused by the envelope's rate: it may go again in this long */
 	cJSON *result;			/* the object made or changed; the submitter frees it */
 	uint64_t version;		/* the twin's version afterwards (or now, on a conflict) */
 	/* The queue's. */

@@ -9,15 +9,15 @@
 #include "metrics.h"
 #include "model.h"
 
-/* A rule's desired change while the asset is in manual mode: refused, as its commands are. */
+/* A rule's desired change against the envelope: manual mode, interlocks, rates. */
 static int
-manual_refuses(struct actions *e, struct twin *t, const struct rule *r)
+envelope_refuses(struct actions *e, struct twin *t, const struct rule *r, const cJSON *patch)
 {
 	struct envelope_ask a = { t->model, NULL, e->twins, t, twin_clock(t, clock_mono_ms()),
 	    clock_now_ms(), 1, e->store, e->status };
 	struct envelope_verdict v;
 
-	envelope_recheck(&a, &v);
+	envelope_desired(&a, patch, &v);
 	if (v.refusal == ENVELOPE_OK)
 		return 0;
 	log_limited(e->log, "rule %s: desired action on %s refused: %s", r->name, t->id, v.why);
@@ -60,12 +60,14 @@ rule_actions(struct actions *e, struct twin *t, const struct rule *r, int64_t so
 			}
 			continue;
 		}
-		if (manual_refuses(e, t, r))
-			continue;
 		if ((patch = cJSON_Parse(ra->json)) == NULL)
 			return TW_ERR_NOMEM;
 		/* Checked like an operator's PATCH: a rule cannot write what an operator may not. */
 		rc = desired_check(e->twins, t, patch, &scratch);
+		if (rc == TW_OK && envelope_refuses(e, t, r, patch)) {
+			cJSON_Delete(patch);
+			continue;
+		}
 		snprintf(by, sizeof(by), "rule:%s", r->name);
 		if (rc == TW_OK)
 			rc = desired_apply(e->desired, e->twins, t, patch, by, clock_now_ms(), &changed);

@@ -64,10 +64,6 @@ reply_request(struct http_req *req, struct http_reply *rep, struct request *sr, 
 	engine_request(req->ctx->engine, sr);
 	if (sr->err != TW_OK) {
 		http_request_error(rep, sr);
-		/* A command the envelope's rate refused may go again then (RFC 9110). */
-		if (sr->retry_ms > 0)
-			http_add_header(rep, "Retry-After", "%lld",
-			    (long long)((sr->retry_ms + 999) / 1000));
 		cJSON_Delete(sr->result);
 		return;
 	}

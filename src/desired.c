@@ -3,7 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "desired.h"
+#include "envelope.h"
 #include "err.h"
 #include "log.h"
 #include "model.h"
@@ -326,8 +328,11 @@ desired_overdue(const struct twin *t, int64_t now, int64_t dflt_ms)
 
 int
 desired_request(struct desired_out *d, struct twin_map *m, struct twin *t, struct request *r,
-    int64_t now)
+    int64_t now, const struct status_rule *fresh)
 {
+	struct envelope_ask a = { t->model, NULL, m, t, twin_clock(t, clock_mono_ms()), now, 0,
+	    NULL, fresh };
+	struct envelope_verdict v;
 	int changed;
 
 	if (r->has_if_match && r->if_match != t->version) {
@@ -339,6 +344,13 @@ desired_request(struct desired_out *d, struct twin_map *m, struct twin *t, struc
 	}
 	if (desired_check(m, t, r->patch, r) != TW_OK)
 		return TW_ERR_REFUSED;
+	envelope_desired(&a, r->patch, &v);
+	if (v.refusal != ENVELOPE_OK) {
+		request_fail(r, v.refusal == ENVELOPE_RATE ? TW_ERR_FULL : TW_ERR_REFUSED,
+		    v.refusal == ENVELOPE_RATE ? "rate_limited" : "interlock", "%s", v.why);
+		r->retry_ms = v.retry_ms;
+		return v.refusal == ENVELOPE_RATE ? TW_ERR_FULL : TW_ERR_REFUSED;
+	}
 	if (desired_apply(d, m, t, r->patch, r->who, now, &changed) != TW_OK)
 		return TW_ERR_NOMEM;
 	if (changed) {

@@ -720,7 +720,7 @@ serve_twin_request(struct engine *e, struct request *r)
 	if (t == NULL || serve_begin(e, r) != TW_OK)
 		return;
 	if (r->type == REQ_DESIRED)
-		rc = desired_request(&e->desired, e->twins, t, r, clock_now_ms());
+		rc = desired_request(&e->desired, e->twins, t, r, clock_now_ms(), &e->status_rule);
 	else
 		rc = commands_request(&e->commands, e->store, &e->outbox, e->twins, t, r,
 		    &e->actions.policy);

@@ -12,6 +12,7 @@
 #include "names.h"
 #include "runtime.h"
 #include "store.h"
+#include "twin.h"
 #include "value.h"
 
 static const char *const refusal_names[ENVELOPE__COUNT] = {
@@ -333,6 +334,53 @@ envelope_check(const struct envelope_ask *a, cJSON *params, struct envelope_verd
 		snprintf(v->why, sizeof(v->why), "rate: %s went to %s %.1f s ago; the model "
 		    "allows one every %.1f s", a->command, a->twin->id,
 		    (double)(a->now - last) / 1000.0, (double)e->min_interval_ms / 1000.0);
+	}
+	return TW_OK;
+}
+
+/* One entry of a desired patch against its property's envelope. */
+static void
+desired_entry(const struct envelope_ask *a, const cJSON *it, struct envelope_verdict *v)
+{
+	const struct model_prop *mp = model_prop(a->model, it->string);
+	const struct envelope *e = mp != NULL ? mp->envelope : NULL;
+	const struct desired *d = NULL;
+	struct tw_val nv = { 0 };
+
+	check_conditions(a, e, v);
+	if (v->refusal != ENVELOPE_OK || e == NULL || e->min_interval_ms == 0 || cJSON_IsNull(it))
+		return;
+	for (uint32_t i = 0; i < a->twin->ndesired && d == NULL; i++)
+		if (strcmp(a->twin->desired[i].name, it->string) == 0 && !a->twin->desired[i].removed)
+			d = &a->twin->desired[i];
+	if (cJSON_IsNumber(it))
+		nv = (struct tw_val){ .type = VAL_NUM, .num = it->valuedouble };
+	else if (cJSON_IsBool(it))
+		nv = (struct tw_val){ .type = VAL_BOOL, .num = cJSON_IsTrue(it) };
+	else if (cJSON_IsString(it))
+		nv = (struct tw_val){ .type = VAL_STR, .str = it->valuestring };
+	if (d == NULL || value_equal(&d->val, &nv) || a->now - d->ts >= e->min_interval_ms ||
+	    d->ts > a->now)
+		return;
+	v->refusal = ENVELOPE_RATE;
+	v->retry_ms = d->ts + e->min_interval_ms - a->now;
+	snprintf(v->why, sizeof(v->why), "rate: %s was set on %s %.1f s ago; the model allows "
+	    "a new value every %.1f s", it->string, a->twin->id, (double)(a->now - d->ts) / 1000.0,
+	    (double)e->min_interval_ms / 1000.0);
+}
+
+int
+envelope_desired(const struct envelope_ask *a, const cJSON *patch, struct envelope_verdict *v)
+{
+	const cJSON *it;
+
+	memset(v, 0, sizeof(*v));
+	if (a->model == NULL)
+		return TW_OK;
+	cJSON_ArrayForEach(it, patch) {
+		desired_entry(a, it, v);
+		if (v->refusal != ENVELOPE_OK)
+			break;
 	}
 	return TW_OK;
 }

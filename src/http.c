@@ -178,6 +178,9 @@ http_request_error(struct http_reply *rep, const struct request *r)
 	default:		status = 500;
 	}
 	http_error(rep, status, r->code[0] != '\0' ? r->code : "internal", "%s", r->message);
+	/* Refused by the envelope's rate: it may go again then (RFC 9110). */
+	if (r->retry_ms > 0)
+		http_add_header(rep, "Retry-After", "%lld", (long long)((r->retry_ms + 999) / 1000));
 }
 
 void

@@ -93,7 +93,7 @@ static const struct key {
 	{ "convergenceTimeout", C_PROP, 1 },
 	{ "acknowledged", C_CMD, 1 },
 	{ "timeout", C_CMD, 1 },
-	{ "envelope", C_CMD, 1 },
+	{ "envelope", C_CMD | C_PROP, 1 },
 	{ "effect", C_CMD, 1 },
 	{ "manualMode", C_IFACE, 1 },
 };
@@ -134,7 +134,7 @@ struct elem {
 	char *ref;		/* Component: its Interface; Relationship: its target or NULL */
 	int cmd_ack;		/* Command: twind extension "acknowledged"; -1 when not said */
 	int64_t cmd_timeout_ms;	/* Command: twind extension "timeout"; 0 when not said */
-	char *cmd_envelope;	/* Command: twind extension "envelope", checked, as JSON text */
+	char *cmd_envelope;	/* Command, writable Property: "envelope", checked, as JSON text */
 	char *cmd_effect;	/* Command: twind extension "effect", checked, as JSON text */
 };
 
@@ -565,6 +565,67 @@ get_duration(struct load *l, struct iface *f, const struct elem *e, const cJSON 
 	return 1;
 }
 
+/* Whether `o` parses as an envelope, or as an effect: 0, or -1 with a message. */
+static int
+envelope_ok(const cJSON *o, char *msg, size_t len)
+{
+	char inner[240];
+	struct envelope *ev = envelope_parse(o, inner, sizeof(inner));
+
+	if (ev == NULL)
+		snprintf(msg, len, "envelope: %s", inner);
+	envelope_free(ev);
+	return ev != NULL ? 0 : -1;
+}
+
+/* A writable Property's envelope: its range is its minimum and maximum, not params. */
+static int
+prop_envelope_ok(const cJSON *o, char *msg, size_t len)
+{
+	char inner[240];
+	struct envelope *ev = envelope_parse(o, inner, sizeof(inner));
+	int ok = ev != NULL && ev->nparams == 0 && !ev->clamp;
+
+	if (ev == NULL)
+		snprintf(msg, len, "envelope: %s", inner);
+	else if (!ok)
+		snprintf(msg, len, "envelope: params and clamp are a Command's; a Property's range "
+		    "is its minimum and maximum");
+	envelope_free(ev);
+	return ok ? 0 : -1;
+}
+
+static int
+effect_ok(const cJSON *o, char *msg, size_t len)
+{
+	struct command_effect *ef = converge_parse(o, msg, len);
+
+	converge_effect_free(ef);
+	return ef != NULL ? 0 : -1;
+}
+
+/*
+ * A Command's extension object (its envelope, its effect): checked here,
+ * kept as text, and parsed again for each model that has the Command (an
+ * Interface's elements go into every model that extends it, and each
+ * model owns what it holds).
+ */
+static void
+keep_checked(struct load *l, struct iface *f, struct elem *e, const cJSON *o,
+    int (*ok)(const cJSON *, char *, size_t), char **text)
+{
+	char msg[256];
+
+	if (o == NULL || !f->ext)
+		return;
+	if (ok(o, msg, sizeof(msg)) != 0) {
+		say(l, f, e->index, e->p.name, "%s", msg);
+		return;
+	}
+	if ((*text = cJSON_PrintUnformatted(o)) == NULL)
+		say_nomem(l);
+}
+
 /* schema, unit, writable and the extension of a Telemetry or a Property. */
 static void
 parse_value(struct load *l, struct iface *f, struct elem *e, const cJSON *o)
@@ -631,6 +692,11 @@ parse_value(struct load *l, struct iface *f, struct elem *e, const cJSON *o)
 	if (get_duration(l, f, e, o, "convergenceTimeout", &p->converge_ms) > 0 && !p->writable)
 		say(l, f, e->index, nm, "convergenceTimeout is only for writable Properties "
 		    "(add \"writable\": true)");
+	if (get(o, "envelope") != NULL && !p->writable)
+		say(l, f, e->index, nm, "envelope is only for writable Properties "
+		    "(add \"writable\": true)");
+	else
+		keep_checked(l, f, e, get(o, "envelope"), prop_envelope_ok, &e->cmd_envelope);
 }
 
 /* A Component's schema or a Relationship's target: an Interface @id. */
@@ -656,50 +722,6 @@ parse_ref(struct load *l, struct iface *f, struct elem *e, const cJSON *o, const
 		return;
 	}
 	if ((e->ref = strdup(v->valuestring)) == NULL)
-		say_nomem(l);
-}
-
-/* Whether `o` parses as an envelope, or as an effect: 0, or -1 with a message. */
-static int
-envelope_ok(const cJSON *o, char *msg, size_t len)
-{
-	char inner[240];
-	struct envelope *ev = envelope_parse(o, inner, sizeof(inner));
-
-	if (ev == NULL)
-		snprintf(msg, len, "envelope: %s", inner);
-	envelope_free(ev);
-	return ev != NULL ? 0 : -1;
-}
-
-static int
-effect_ok(const cJSON *o, char *msg, size_t len)
-{
-	struct command_effect *ef = converge_parse(o, msg, len);
-
-	converge_effect_free(ef);
-	return ef != NULL ? 0 : -1;
-}
-
-/*
- * A Command's extension object (its envelope, its effect): checked here,
- * kept as text, and parsed again for each model that has the Command (an
- * Interface's elements go into every model that extends it, and each
- * model owns what it holds).
- */
-static void
-keep_checked(struct load *l, struct iface *f, struct elem *e, const cJSON *o,
-    int (*ok)(const cJSON *, char *, size_t), char **text)
-{
-	char msg[256];
-
-	if (o == NULL || !f->ext)
-		return;
-	if (ok(o, msg, sizeof(msg)) != 0) {
-		say(l, f, e->index, e->p.name, "%s", msg);
-		return;
-	}
-	if ((*text = cJSON_PrintUnformatted(o)) == NULL)
 		say_nomem(l);
 }
 
@@ -1387,6 +1409,7 @@ model_cleanup(struct model *m)
 	for (int i = 0; i < m->nprops; i++) {
 		free(m->props[i].name);
 		free(m->props[i].unit);
+		envelope_free(m->props[i].envelope);
 	}
 	free(m->props);
 	for (int i = 0; i < m->ncommands; i++) {
@@ -1441,6 +1464,26 @@ rel_cmp(const void *a, const void *b)
 	return strcmp(((const struct model_rel *)a)->name, ((const struct model_rel *)b)->name);
 }
 
+/* The model's own copy of an element's envelope, checked at parse time; NULL when none. */
+static int
+own_envelope(const struct elem *e, struct envelope **out, const char *prefix)
+{
+	char msg[256];
+	cJSON *o;
+
+	*out = NULL;
+	if (e->cmd_envelope == NULL)
+		return TW_OK;
+	if ((o = cJSON_Parse(e->cmd_envelope)) == NULL)
+		return TW_ERR_NOMEM;
+	*out = envelope_parse(o, msg, sizeof(msg));
+	cJSON_Delete(o);
+	/* A Component's interlock names the Component's own properties. */
+	if (*out == NULL || (prefix != NULL && envelope_prefix(*out, prefix) != TW_OK))
+		return TW_ERR_NOMEM;
+	return TW_OK;
+}
+
 /* The model's own copies of a Command's envelope and effect, checked at parse time. */
 static int
 command_envelope(const struct elem *e, struct model_command *mc, const char *prefix)
@@ -1448,16 +1491,8 @@ command_envelope(const struct elem *e, struct model_command *mc, const char *pre
 	char msg[256], *full;
 	cJSON *o;
 
-	if (e->cmd_envelope != NULL) {
-		if ((o = cJSON_Parse(e->cmd_envelope)) == NULL)
-			return TW_ERR_NOMEM;
-		mc->envelope = envelope_parse(o, msg, sizeof(msg));
-		cJSON_Delete(o);
-		/* A Component's interlock names the Component's own properties. */
-		if (mc->envelope == NULL ||
-		    (prefix != NULL && envelope_prefix(mc->envelope, prefix) != TW_OK))
-			return TW_ERR_NOMEM;
-	}
+	if (own_envelope(e, &mc->envelope, prefix) != TW_OK)
+		return TW_ERR_NOMEM;
 	if (e->cmd_effect != NULL) {
 		if ((o = cJSON_Parse(e->cmd_effect)) == NULL)
 			return TW_ERR_NOMEM;
@@ -1504,7 +1539,8 @@ add_elems(const struct load *l, const struct iface *f, const char *prefix, struc
 				p->name = full_name(prefix, e->p.name);
 				p->unit = e->p.unit != NULL ? strdup(e->p.unit) : NULL;
 				m->nprops++;
-				if (p->name == NULL || (e->p.unit != NULL && p->unit == NULL))
+				if (p->name == NULL || (e->p.unit != NULL && p->unit == NULL) ||
+				    own_envelope(e, &p->envelope, prefix) != TW_OK)
 					return TW_ERR_NOMEM;
 				break;
 			case EL_COMMAND:
@@ -1658,6 +1694,13 @@ check_conditions(struct load *l, const struct model_set *s)
 		for (int k = 0; k < m->ncommands; k++)
 			if (m->commands[k].effect != NULL)
 				check_effect(l, m, &m->commands[k]);
+		for (int k = 0; k < m->nprops; k++)
+			if (m->props[k].envelope != NULL && m->props[k].envelope->interlock != NULL) {
+				snprintf(what, sizeof(what), "property %s: interlock",
+				    m->props[k].name);
+				check_reads(l, m, what, m->props[k].envelope->interlock,
+				    m->props[k].envelope->prefix);
+			}
 		for (int k = 0; k < m->ncommands; k++)
 			if (m->commands[k].envelope != NULL &&
 			    m->commands[k].envelope->interlock != NULL) {

@@ -234,14 +234,31 @@ entry(cJSON *arr, const struct twin *t, int64_t at)
 	return o;
 }
 
+/* A desired patch against the envelope, as live: a rule's (automatic) or the scenario's own. */
+static int
+envelope_refuses(struct sim *s, struct twin *t, const cJSON *patch, int64_t at, int automatic,
+    struct request *why)
+{
+	struct envelope_ask a = { t->model, NULL, s->w->twins, t, at, s->wall + (at - s->base),
+	    automatic, s->w->store, s->w->fresh };
+	struct envelope_verdict v;
+
+	envelope_desired(&a, patch, &v);
+	if (v.refusal == ENVELOPE_OK)
+		return 0;
+	snprintf(why->message, sizeof(why->message), "%s", v.why);
+	return 1;
+}
+
 /* A desired patch on a copy, checked as it would be live. Returns 0, TW_ERR_REFUSED or TW_ERR_NOMEM. */
 static int
 desired_put(struct sim *s, struct twin *t, const cJSON *patch, const char *by, int64_t at,
-    struct request *why)
+    int automatic, struct request *why)
 {
 	const cJSON *it;
 
-	if (desired_check(s->w->twins, t, patch, why) != TW_OK)
+	if (desired_check(s->w->twins, t, patch, why) != TW_OK ||
+	    envelope_refuses(s, t, patch, at, automatic, why))
 		return TW_ERR_REFUSED;
 	cJSON_ArrayForEach(it, patch) {
 		const struct model_prop *mp = model_prop(t->model, it->string);
@@ -344,20 +361,6 @@ judge(struct sim *s, struct twin *t, const char *command, cJSON *params, int64_t
 	return TW_OK;
 }
 
-static int
-manual_refuses(struct sim *s, struct twin *t, int64_t at, struct request *why)
-{
-	struct envelope_ask a = { t->model, NULL, s->w->twins, t, at, s->wall + (at - s->base), 1,
-	    s->w->store, s->w->fresh };
-	struct envelope_verdict v;
-
-	envelope_recheck(&a, &v);
-	if (v.refusal == ENVELOPE_OK)
-		return 0;
-	snprintf(why->message, sizeof(why->message), "%s", v.why);
-	return 1;
-}
-
 /* A raised rule's actions, as actions.c would do them, described. */
 static int
 rule_actions(struct sim *s, struct twin *t, const struct rule *r, int64_t at)
@@ -408,12 +411,7 @@ rule_actions(struct sim *s, struct twin *t, const struct rule *r, int64_t at)
 		}
 		if ((patch = cJSON_Parse(ra->json)) == NULL)
 			return TW_ERR_NOMEM;
-		/* A rule's desired change in manual mode: refused, as live. */
-		if (manual_refuses(s, t, at, &why)) {
-			rc = TW_ERR_REFUSED;
-		} else {
-			rc = desired_put(s, t, patch, by, at, &why);
-		}
+		rc = desired_put(s, t, patch, by, at, 1, &why);
 		if (rc == TW_ERR_REFUSED) {
 			/* Described like the others, with the refusal. */
 			if ((o = entry(s->desired, t, at)) == NULL ||
@@ -777,7 +775,7 @@ run_step(struct sim *s, const cJSON *step, struct copy *c, int64_t at)
 	if (rep != NULL && (rc = report(s, c, rep, at)) != TW_OK)
 		return rc;
 	if (des != NULL) {
-		rc = desired_put(s, c->t, des, s->r->who, at, &why);
+		rc = desired_put(s, c->t, des, s->r->who, at, 0, &why);
 		if (rc == TW_ERR_REFUSED)
 			request_fail(s->r, TW_ERR_REFUSED, why.code, "%s: %s", c->t->id, why.message);
 		if (rc != TW_OK)

@@ -36,6 +36,10 @@ def pump(manual=True, **cmd_overrides):
              {"@type": "Telemetry", "name": "x", "schema": "double"},
              {"@type": "Property", "name": "maintenance", "schema": "boolean"},
              {"@type": "Property", "name": "mode", "schema": "string"},
+             # a set point: a new value at most every 2 s, never during maintenance
+             {"@type": "Property", "name": "setpoint", "schema": "double", "writable": True,
+              "minimum": 0, "maximum": 50,
+              "envelope": {"minInterval": "2s", "interlock": "not maintenance"}},
              {"@type": "Command", "name": "stop"},
          ] + [{"@type": "Command", "name": n, "envelope": e} for n, e in cmds.items()]}
     if manual:
@@ -54,9 +58,11 @@ RULES = [
      "actions": [{"command": "stop"}]},
     {"name": "protect", "match": {"twins": "m-*"}, "when": "x > 5", "clear": "x < 1",
      "actions": [{"command": "trip"}]},
+    {"name": "lower", "match": {"twins": "m-*"}, "when": "x > 8", "clear": "x < 1",
+     "actions": [{"desired": {"setpoint": 10}}]},
 ]
 TWINS = [{"id": i, "model": MODEL} for i in
-         ["p-1", "p-2", "f-1", "m-1", "m-2", "o-1", "o-2", "o-3", "o-4", "o-5"]]
+         ["p-1", "p-2", "f-1", "m-1", "m-2", "o-1", "o-2", "o-3", "o-4", "o-5", "o-6"]]
 
 
 class Plant:
@@ -284,6 +290,38 @@ def test_whatif_shows_the_envelope(plant):
     assert metric_value(tw.metrics(), "twind_commands_refused_total", reason="manual") == before
 
 
+def test_a_desired_value_meets_its_envelope(plant):
+    tw = plant.twind
+
+    def patch(v):
+        return tw.request("PATCH", "/api/v1/twins/o-6/desired", json={"setpoint": v})
+
+    send(plant, "o-6", maintenance=False)
+    assert patch(5).status_code == 200
+    r = patch(6)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited", r.text
+    assert 1 <= int(r.headers["Retry-After"]) <= 2, r.headers
+    assert patch(5).status_code == 200          # the same value again is not an actuation
+    send(plant, "o-6", maintenance=True)
+    time.sleep(2.1)
+    r = patch(7)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "interlock", r.text
+    assert tw.twin("o-6")["desired"]["setpoint"]["value"] == 5
+
+
+def test_a_rules_desired_change_is_refused_in_manual_mode(plant):
+    tw = plant.twind
+    before = {x["name"]: x["stats"]["errors"] for x in tw.get("/api/v1/rules").json()["rules"]}
+    send(plant, "m-2", x=0, mode="local")
+    send(plant, "m-2", x=9)
+    wait_until(lambda: any(a["rule"] == "lower" for a in
+                           tw.get("/api/v1/alerts", params={"twin": "m-2"}).json()["alerts"]),
+               5, what="the rule raised")
+    rules = {x["name"]: x["stats"]["errors"] for x in tw.get("/api/v1/rules").json()["rules"]}
+    assert rules["lower"] == before["lower"] + 1, rules
+    assert "setpoint" not in tw.twin("m-2")["desired"]
+
+
 def test_duplicated_params_are_refused(plant):
     """cJSON reads the first of two keys, a bridge the last: never both."""
     r = plant.twind.request("POST", "/api/v1/twins/o-4/commands",
@@ -333,6 +371,9 @@ def test_a_command_that_waited_is_judged_again(plant):
     ({"start": {"clamp": True}}, "clamp needs params"),
     ({"start": []}, "envelope must be an object"),
     ({"start": {"allowInManual": "yes"}}, "allowInManual must be true or false"),
+    ({"start": {"minInterval": "1s"}, "set_flow": {"params": {"rate": {"maximum": 4}}},
+      "reduce_load": {"clamp": True, "params": {"p": {"maximum": 1}}, "interlock": "sped > 0"}},
+     "interlock reads 'sped'"),
 ])
 def test_check_refuses_a_bad_envelope(tmp_path, override, needle):
     r = check_models(tmp_path, {"bad.json": pump(**override)})
@@ -364,6 +405,23 @@ def test_a_components_envelope_reads_its_own_properties(tmp_path):
     m["contents"].append({"@type": "Component", "name": "motor", "schema": "dtmi:test:Motor;1"})
     r = check_models(tmp_path, {"bad.json": m, "motor.json": COMPONENT})
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("prop,needle", [
+    ({"@type": "Property", "name": "sp", "schema": "double", "envelope": {"minInterval": "1s"}},
+     "envelope is only for writable Properties"),
+    ({"@type": "Property", "name": "sp", "schema": "double", "writable": True,
+      "envelope": {"params": {"sp": {"maximum": 1}}}}, "params and clamp are a Command's"),
+    ({"@type": "Property", "name": "sp", "schema": "double", "writable": True,
+      "envelope": {"interlock": "nope > 1"}}, "property sp: interlock reads 'nope'"),
+    ({"@type": "Telemetry", "name": "sp", "schema": "double", "envelope": {}},
+     "envelope"),
+])
+def test_check_refuses_a_bad_property_envelope(tmp_path, prop, needle):
+    m = pump()
+    m["contents"].append(prop)
+    r = check_models(tmp_path, {"bad.json": m})
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
 
 
 def test_check_refuses_a_bad_manual_mode(tmp_path):

@@ -124,12 +124,13 @@ int envelope_check(const struct envelope_ask *a, cJSON *params, struct envelope_
 int envelope_recheck(const struct envelope_ask *a, struct envelope_verdict *v);
 /*
  * A desired patch ({prop: value or null}, checked against the model
- * already): for each writable Property with an envelope, manual mode (a
- * rule's patch: a->automatic, unless "allowInManual"), its interlock, and
- * its rate (a new value within minInterval of the last one set; the same
- * value again, or null, is not an actuation), and manual mode for a
- * rule's patch on any property of a model that has one. a->command is
- * unused. TW_OK with the verdict (its reason names the property).
+ * already). For a new value of a property: manual mode (a rule's patch,
+ * a->automatic, unless the property's envelope says "allowInManual"; on
+ * any property of a model with a manualMode) and the property's
+ * interlock. For a new value or a withdrawal of a property with a
+ * minInterval: the rate (since the value was set). The same value again
+ * is not judged. a->command is unused. TW_OK with the verdict: the first
+ * refusal, naming the property, and for a rate the longest wait.
  */
 int envelope_desired(const struct envelope_ask *a, const cJSON *patch,
     struct envelope_verdict *v);

@@ -276,7 +276,7 @@ check_conditions(const struct envelope_ask *a, const struct envelope *e,
 	if (a->automatic && a->model->manual != NULL && (e == NULL || !e->allow_in_manual) &&
 	    runtime_condition(a->twins, a->twin, a->model->manual, NULL, a->clock, a->fresh) != 0) {
 		refuse(v, ENVELOPE_MANUAL, "manual: %s is in manual mode (%s holds, or is unknown "
-		    "or stale): a rule's command is refused", a->twin->id, a->model->manual_src);
+		    "or stale): a rule's action is refused", a->twin->id, a->model->manual_src);
 		return;
 	}
 	if (e != NULL && e->interlock != NULL &&
@@ -338,49 +338,86 @@ envelope_check(const struct envelope_ask *a, cJSON *params, struct envelope_verd
 	return TW_OK;
 }
 
-/* One entry of a desired patch against its property's envelope. */
+/* The entry's value, for comparing with the one set (null: type 0). */
+static struct tw_val
+entry_value(const cJSON *it)
+{
+	if (cJSON_IsNumber(it))
+		return (struct tw_val){ .type = VAL_NUM, .num = it->valuedouble };
+	if (cJSON_IsBool(it))
+		return (struct tw_val){ .type = VAL_BOOL, .num = cJSON_IsTrue(it) };
+	if (cJSON_IsString(it))
+		return (struct tw_val){ .type = VAL_STR, .str = it->valuestring };
+	return (struct tw_val){ 0 };
+}
+
+/*
+ * One entry of a desired patch against its property's envelope. The same
+ * value again changes nothing and is not judged. A withdrawal (null) is
+ * safe whatever the conditions, but it counts for the rate: a value,
+ * withdrawn and set anew, must not change the set point faster than the
+ * model allows.
+ */
 static void
 desired_entry(const struct envelope_ask *a, const cJSON *it, struct envelope_verdict *v)
 {
 	const struct model_prop *mp = model_prop(a->model, it->string);
 	const struct envelope *e = mp != NULL ? mp->envelope : NULL;
 	const struct desired *d = NULL;
-	struct tw_val nv = { 0 };
+	struct tw_val nv = entry_value(it);
+	int64_t set;
 
-	check_conditions(a, e, v);
-	if (v->refusal != ENVELOPE_OK || e == NULL || e->min_interval_ms == 0 || cJSON_IsNull(it))
-		return;
 	for (uint32_t i = 0; i < a->twin->ndesired && d == NULL; i++)
 		if (strcmp(a->twin->desired[i].name, it->string) == 0 && !a->twin->desired[i].removed)
 			d = &a->twin->desired[i];
-	if (cJSON_IsNumber(it))
-		nv = (struct tw_val){ .type = VAL_NUM, .num = it->valuedouble };
-	else if (cJSON_IsBool(it))
-		nv = (struct tw_val){ .type = VAL_BOOL, .num = cJSON_IsTrue(it) };
-	else if (cJSON_IsString(it))
-		nv = (struct tw_val){ .type = VAL_STR, .str = it->valuestring };
-	if (d == NULL || value_equal(&d->val, &nv) || a->now - d->ts >= e->min_interval_ms ||
-	    d->ts > a->now)
+	if (d != NULL && nv.type != 0 && value_equal(&d->val, &nv))
+		return;
+	if (d == NULL && nv.type == 0)
+		return;		/* withdrawing what is not there */
+	if (nv.type != 0) {
+		check_conditions(a, e, v);
+		if (v->refusal != ENVELOPE_OK) {
+			/* Name the property: a patch may set several. */
+			char why[sizeof(v->why) + PROP_NAME_MAX + 4];
+
+			snprintf(why, sizeof(why), "%s: %s", it->string, v->why);
+			memcpy(v->why, why, sizeof(v->why) - 1);
+			v->why[sizeof(v->why) - 1] = '\0';
+			return;
+		}
+	}
+	if (e == NULL || e->min_interval_ms == 0 || d == NULL)
+		return;
+	/* A wall clock stepped back makes the last one look newer than now: it counts as now. */
+	set = d->ts > a->now ? a->now : d->ts;
+	if (a->now - set >= e->min_interval_ms)
 		return;
 	v->refusal = ENVELOPE_RATE;
-	v->retry_ms = d->ts + e->min_interval_ms - a->now;
-	snprintf(v->why, sizeof(v->why), "rate: %s was set on %s %.1f s ago; the model allows "
-	    "a new value every %.1f s", it->string, a->twin->id, (double)(a->now - d->ts) / 1000.0,
+	v->retry_ms = set + e->min_interval_ms - a->now;
+	snprintf(v->why, sizeof(v->why), "rate: %s was set on %s %.1f s ago; the model allows a "
+	    "change every %.1f s", it->string, a->twin->id, (double)(a->now - set) / 1000.0,
 	    (double)e->min_interval_ms / 1000.0);
 }
 
 int
 envelope_desired(const struct envelope_ask *a, const cJSON *patch, struct envelope_verdict *v)
 {
+	struct envelope_verdict one;
 	const cJSON *it;
 
 	memset(v, 0, sizeof(*v));
 	if (a->model == NULL)
 		return TW_OK;
+	/* The first refusal is the reason; a rate's wait is the longest of them. */
 	cJSON_ArrayForEach(it, patch) {
-		desired_entry(a, it, v);
-		if (v->refusal != ENVELOPE_OK)
-			break;
+		memset(&one, 0, sizeof(one));
+		desired_entry(a, it, &one);
+		if (one.refusal == ENVELOPE_OK)
+			continue;
+		if (v->refusal == ENVELOPE_OK)
+			*v = one;
+		else if (one.refusal == ENVELOPE_RATE && one.retry_ms > v->retry_ms)
+			v->retry_ms = one.retry_ms;
 	}
 	return TW_OK;
 }

@@ -246,8 +246,23 @@ envelope_refuses(struct sim *s, struct twin *t, const cJSON *patch, int64_t at, 
 	envelope_desired(&a, patch, &v);
 	if (v.refusal == ENVELOPE_OK)
 		return 0;
-	snprintf(why->message, sizeof(why->message), "%s", v.why);
+	/* Answered as live would (desired_request), and named for the scenario's list. */
+	request_fail(why, v.refusal == ENVELOPE_RATE ? TW_ERR_FULL : TW_ERR_REFUSED,
+	    v.refusal == ENVELOPE_RATE ? "rate_limited" : v.refusal == ENVELOPE_MANUAL ?
+	    "manual_mode" : "interlock", "%s", v.why);
+	why->retry_ms = v.retry_ms;
 	return 1;
+}
+
+/* The envelope's name of a refusal answered by envelope_refuses, for a scenario's entry. */
+static const char *
+refusal_of(const struct request *why)
+{
+	if (strcmp(why->code, "rate_limited") == 0)
+		return "rate";
+	if (strcmp(why->code, "manual_mode") == 0)
+		return "manual";
+	return strcmp(why->code, "interlock") == 0 ? "interlock" : NULL;
 }
 
 /* A desired patch on a copy, checked as it would be live. Returns 0, TW_ERR_REFUSED or TW_ERR_NOMEM. */
@@ -283,11 +298,16 @@ desired_put(struct sim *s, struct twin *t, const cJSON *patch, const char *by, i
 				v = (struct tw_val){ .type = VAL_BOOL, .num = cJSON_IsTrue(it) };
 			else
 				v = (struct tw_val){ .type = VAL_STR, .str = it->valuestring };
-			if ((d = twin_desired_set(t, d != NULL ? d->name : name, &v, at)) == NULL)
+			/* As live: the same value again changes nothing; a new one is set at wall time. */
+			if (d != NULL && !d->removed && value_equal(&d->val, &v))
+				goto described;
+			if ((d = twin_desired_set(t, d != NULL ? d->name : name, &v,
+			    s->wall + (at - s->base))) == NULL)
 				return TW_ERR_NOMEM;
 			snprintf(d->set_by, sizeof(d->set_by), "%s", by);
 			d->converged_ts = 0;
 		}
+described:
 		if ((o = entry(s->desired, t, at)) == NULL ||
 		    cJSON_AddStringToObject(o, "property", it->string) == NULL ||
 		    !cJSON_AddItemToObject(o, "value", cJSON_Duplicate(it, 1)) ||
@@ -419,7 +439,9 @@ rule_actions(struct sim *s, struct twin *t, const struct rule *r, int64_t at)
 				cJSON_Delete(patch);
 				return TW_ERR_NOMEM;
 			}
-			if (cJSON_AddStringToObject(o, "by", by) == NULL || refused(o, why.message))
+			if (cJSON_AddStringToObject(o, "by", by) == NULL || refused(o, why.message) ||
+			    (refusal_of(&why) != NULL && cJSON_AddStringToObject(o, "refusal",
+			    refusal_of(&why)) == NULL))
 				return TW_ERR_NOMEM;
 			continue;
 		}
@@ -776,8 +798,11 @@ run_step(struct sim *s, const cJSON *step, struct copy *c, int64_t at)
 		return rc;
 	if (des != NULL) {
 		rc = desired_put(s, c->t, des, s->r->who, at, 0, &why);
-		if (rc == TW_ERR_REFUSED)
-			request_fail(s->r, TW_ERR_REFUSED, why.code, "%s: %s", c->t->id, why.message);
+		if (rc == TW_ERR_REFUSED) {
+			request_fail(s->r, why.err == TW_ERR_FULL ? TW_ERR_FULL : TW_ERR_REFUSED,
+			    why.code, "%s: %s", c->t->id, why.message);
+			s->r->retry_ms = why.retry_ms;
+		}
 		if (rc != TW_OK)
 			return rc;
 	}

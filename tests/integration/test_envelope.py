@@ -301,12 +301,22 @@ def test_a_desired_value_meets_its_envelope(plant):
     r = patch(6)
     assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited", r.text
     assert 1 <= int(r.headers["Retry-After"]) <= 2, r.headers
+    assert "setpoint" in r.json()["error"]["message"], r.text
     assert patch(5).status_code == 200          # the same value again is not an actuation
+    # withdrawn and set anew is a change too: not faster than the model allows
+    assert patch(None).status_code == 429
+    # a what-if answers as live would
+    r = tw.request("POST", "/api/v1/twins/o-6/simulate", json={"desired": {"setpoint": 9}})
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited", r.text
     send(plant, "o-6", maintenance=True)
     time.sleep(2.1)
     r = patch(7)
     assert r.status_code == 422 and r.json()["error"]["code"] == "interlock", r.text
-    assert tw.twin("o-6")["desired"]["setpoint"]["value"] == 5
+    assert r.json()["error"]["message"].startswith("setpoint: interlock: "), r.text
+    r = tw.request("POST", "/api/v1/twins/o-6/simulate", json={"desired": {"setpoint": 9}})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "interlock", r.text
+    assert patch(None).status_code == 200      # withdrawing is safe whatever the interlock
+    assert "setpoint" not in tw.twin("o-6")["desired"]
 
 
 def test_a_rules_desired_change_is_refused_in_manual_mode(plant):

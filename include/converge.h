@@ -48,6 +48,7 @@
 #define CONVERGE_MAX		10000	/* commands watched at once, plant-wide */
 #define CONVERGE_PER_TWIN	100	/* and per twin: each of its updates looks at them all */
 #define CONVERGE_GRACE_MS	2000	/* after a deadline, for readings on their way */
+#define CONVERGE_OVER_MAX	64	/* rows beyond the bounds ended per reload (more: the next) */
 
 enum converge_outcome {
 	CONVERGE_CONVERGED, CONVERGE_NOT_CONVERGED, CONVERGE_NOT_WATCHED, CONVERGE_NOT_SENT,

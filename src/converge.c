@@ -609,7 +609,7 @@ is_cancelled(const struct converge *c, const char *id)
 
 /* One waiting row back into memory, with its target from the model as it is now. */
 static int
-reload_row(struct converge *c, sqlite3_stmt *st)
+reload_row(struct converge *c, sqlite3_stmt *st, char (*over)[COMMAND_ID_MAX], int *nover)
 {
 	const char *id = (const char *)sqlite3_column_text(st, 0);
 	const char *twin = (const char *)sqlite3_column_text(st, 1);
@@ -638,28 +638,35 @@ reload_row(struct converge *c, sqlite3_stmt *st)
 	w->deadline = deadline;
 	if ((rc = add(c, twin, w)) != TW_OK)
 		watch_free(w);
-	/* Beyond the bound (a crash lost the cancellations): ended here, not left waiting. */
-	if (rc == TW_ERR_FULL)
-		return judge(c, id, CONVERGE_NOT_WATCHED, clock_now_ms());
-	return rc;
+	/*
+	 * Beyond the bound (a crash lost the cancellations): ended after the
+	 * scan, not left waiting; judged now, it would change the index the
+	 * scan walks. The rest wait for the next reload.
+	 */
+	if (rc == TW_ERR_FULL && *nover < CONVERGE_OVER_MAX)
+		snprintf(over[(*nover)++], COMMAND_ID_MAX, "%s", id);
+	return rc == TW_ERR_FULL ? TW_OK : rc;
 }
 
 int
 converge_reload(struct converge *c)
 {
 	sqlite3_stmt *st = c->st[CV_LOAD];
-	int rc = SQLITE_DONE, err = TW_OK;
+	char over[CONVERGE_OVER_MAX][COMMAND_ID_MAX];
+	int rc = SQLITE_DONE, err = TW_OK, nover = 0;
 
 	forget_all(c);
 	c->stale = 1;
 	sqlite3_bind_int(st, 1, CONVERGE_MAX);
 	while (err == TW_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
-		err = reload_row(c, st);
+		err = reload_row(c, st, over, &nover);
 	sqlite3_reset(st);
 	if (err == TW_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) {
 		log_warnx("database: %s", sqlite3_errmsg(store_handle(c->store)));
 		err = TW_ERR_DB;
 	}
+	for (int i = 0; err == TW_OK && i < nover; i++)
+		err = judge(c, over[i], CONVERGE_NOT_WATCHED, clock_now_ms());
 	if (err != TW_OK) {
 		forget_all(c);	/* the timer tries again: no half of them */
 		return err;

@@ -18,6 +18,7 @@
 #include "converge.h"
 #include "err.h"
 #include "model.h"
+#include "store_sql.h"
 
 static struct command_effect *
 parse(const char *json, char *err, size_t len)
@@ -291,6 +292,12 @@ test_per_twin_bound(void **state)
 	}
 	assert_int_equal(converge_watched(f.c), CONVERGE_PER_TWIN);
 	assert_string_equal(effect_of(&f, id), "(null)");
+	/* As after a crash that lost cancellations: more rows wait than the bound takes. */
+	assert_int_equal(sqlite3_exec(store_handle(f.st), "UPDATE commands SET effect = 'waiting', "
+	    "effect_deadline_ts = 99000 WHERE effect IS NULL", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(converge_reload(f.c), TW_OK);
+	assert_int_equal(converge_watched(f.c), CONVERGE_PER_TWIN);
+	assert_string_equal(effect_of(&f, id), "not_watched");
 	fix_cleanup(&f);
 }
 

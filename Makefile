@@ -43,7 +43,7 @@ DEPS_TEST := libcmocka-dev python3-pytest python3-paho-mqtt python3-requests sql
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-CORE := err log clock text names topic conf ring ingest value metrics model envelope converge plant expr expr_eval window anomaly rules \
+CORE := err log clock text names topic conf ring ingest value metrics model model_parse model_resolve envelope converge plant expr expr_eval window anomaly rules \
 	twin store history retention events alert progress request outbox commands desired alerts runtime actions undo apply \
 	restore twin_doc watchdog whatif backtest anomaly_store engine mqtt tokens http_guard www http api_page api_twins api_history api_forecast api_simulate api_backtest api_alerts api_models \
 	api_events api_system

@@ -87,6 +87,8 @@ void outbox_emit(struct outbox *o, const char *event, const char *twin, const ch
  */
 int outbox_queue(struct outbox *o, const char *topic, const char *event, const char *twin,
     cJSON *obj);
+/* A live event already formatted (copied), queued for after the commit like outbox_queue. */
+int outbox_queue_text(struct outbox *o, const char *event, const char *twin, const char *json);
 /* The batch is on disk: its messages go out (or wait for the broker). */
 void outbox_commit(struct outbox *o);
 /* The batch is void: its messages are dropped. */

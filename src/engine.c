@@ -86,6 +86,7 @@ struct engine {
 static void engine_tick(struct engine *e);
 static void touch(struct engine *e, struct twin *t);
 static int want_pending(void *arg, struct twin *t);
+static void judge_status(struct engine *e, struct twin *t, int queued);
 
 /* ---- the batch and its commit ---- */
 
@@ -358,6 +359,12 @@ apply_update(struct engine *e, const struct rec *r)
 		return rc;
 	e->batch_msgs++;
 	e->batch_vals += r->nvals;
+	/*
+	 * Back online at its message, not up to a tick later: and the twins a
+	 * burst created do not all change status together at the next tick,
+	 * a burst that would cut off every screen with a small buffer.
+	 */
+	judge_status(e, t, 1);
 	/* Only the rules that read one of these properties. */
 	return run_rules(e, t, e->names, r->nvals, r->ts);
 }
@@ -486,24 +493,37 @@ engine_record(struct engine *e, const struct rec *r)
 
 /* ---- the timer ---- */
 
-/* Status moves with time alone: judged on the timer, a change is an event. */
-static int
-check_status(void *arg, struct twin *t)
+/*
+ * Judges the status of `t` now; a change is a status event. One that a
+ * message made (`queued`) goes out with that message's commit; one that
+ * time made needs no commit and goes out at once.
+ */
+static void
+judge_status(struct engine *e, struct twin *t, int queued)
 {
-	struct engine *e = arg;
 	int st = twin_status_of(&e->status_rule, t->model, t->last_seen_ts, clock_now_ms());
 	char js[320];
 
 	if (st == t->status)
-		return 0;
+		return;
 	if (outbox_listening(&e->outbox)) {
 		snprintf(js, sizeof(js), "{\"twin\":\"%s\",\"status\":\"%s\",\"previous\":\"%s\","
 		    "\"last_seen_ts\":%lld}", t->id, twin_status_name(st), twin_status_name(t->status),
 		    (long long)t->last_seen_ts);
-		outbox_emit(&e->outbox, "status", t->id, js);
+		if (!queued)
+			outbox_emit(&e->outbox, "status", t->id, js);
+		else if (outbox_queue_text(&e->outbox, "status", t->id, js) != TW_OK)
+			log_limited(&e->drop_log, "twin %s: status event lost: out of memory", t->id);
 	}
 	t->status = st;
 	t->state_dirty = 1;
+}
+
+/* Status moves with time alone: judged on the timer. */
+static int
+check_status(void *arg, struct twin *t)
+{
+	judge_status(arg, t, 0);
 	return 0;
 }
 

@@ -98,19 +98,21 @@ outbox_emit(struct outbox *o, const char *event, const char *twin, const char *j
 		events_emit(o->events, event, twin, json);
 }
 
-int
-outbox_queue(struct outbox *o, const char *topic, const char *event, const char *twin,
-    cJSON *obj)
+/* Queues `payload` (owned, freed with cJSON_free) behind the batch's other messages. */
+static int
+queue_payload(struct outbox *o, const char *topic, const char *event, const char *twin,
+    char *payload)
 {
 	struct outbox_msg *m = calloc(1, sizeof(*m));
 
 	if (m != NULL) {
-		m->payload = obj != NULL ? cJSON_PrintUnformatted(obj) : NULL;
+		m->payload = payload;
 		m->topic = topic != NULL ? strdup(topic) : NULL;
 		m->twin = strdup(twin);
 		m->event = event;
+	} else {
+		cJSON_free(payload);
 	}
-	cJSON_Delete(obj);
 	if (m == NULL || m->payload == NULL || (topic != NULL && m->topic == NULL) ||
 	    m->twin == NULL) {
 		msg_free(m);
@@ -119,6 +121,27 @@ outbox_queue(struct outbox *o, const char *topic, const char *event, const char 
 	*o->batch_tail = m;
 	o->batch_tail = &m->next;
 	return TW_OK;
+}
+
+int
+outbox_queue(struct outbox *o, const char *topic, const char *event, const char *twin,
+    cJSON *obj)
+{
+	char *payload = obj != NULL ? cJSON_PrintUnformatted(obj) : NULL;
+
+	cJSON_Delete(obj);
+	return queue_payload(o, topic, event, twin, payload);
+}
+
+int
+outbox_queue_text(struct outbox *o, const char *event, const char *twin, const char *json)
+{
+	size_t n = strlen(json) + 1;
+	char *payload = cJSON_malloc(n);
+
+	if (payload != NULL)
+		memcpy(payload, json, n);
+	return queue_payload(o, NULL, event, twin, payload);
 }
 
 /* Registers a publication under its mid; a reused mid replaces one the broker will not ack again. */

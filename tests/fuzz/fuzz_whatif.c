@@ -25,6 +25,8 @@ static struct twin_map *map;
 static struct rule_set *rules;
 static struct runtime rt;
 static struct command_policy policy = { 0, 0, 1 };
+/* The defaults of [twins]: stale after 2 periods (5 min without one), offline after 4 (1 h). */
+static const struct status_rule fresh = { 2, 4, 300000, 3600000 };
 static struct twin *child;
 static struct window before;
 
@@ -62,7 +64,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1 || (body = cJSON_ParseWithLength((const char *)data + 1, size - 1)) == NULL)
 		return 0;
 	if (whatif_check(body, err, sizeof(err)) == 0) {
-		w = (struct whatif_env){ map, &rt, &policy, 2 };
+		w = (struct whatif_env){ .twins = map, .runtime = &rt, .policy = &policy,
+		    .store = NULL, .fresh = &fresh, .stale_factor = 2 };
 		r.twin = data[0] & 1 ? "line" : "pump";
 		r.depth = data[0] >> 1 & 3;
 		r.patch = body;

@@ -156,6 +156,35 @@ def test_status_stale_then_offline(plant, idle_stream):
         ev.close()
 
 
+def test_online_with_its_message(plant, idle_stream):
+    """A message makes its twin online at once: the status event goes out
+    with that message's commit, ahead of the twin event, not a tick later
+    (when the twins a burst created would all change status together)."""
+    tw, pub = plant.twind, plant.pub
+    s = EventStream(tw.http_port, "/api/v1/events?twin=on-*")
+    try:
+        assert s.wait_head() == 200
+        twins = [f"on-{k}" for k in range(5)]
+        for t in twins:
+            pub.publish(f"plant/{t}/telemetry", {"n": 1})
+        for t in twins:
+            s.wait_event(lambda e: e.data["twin"] == t, 5, etype="twin",
+                         what=f"the twin event of {t}")
+        seen = [(e.type, e.data["twin"], e.data.get("previous"), e.data.get("status"))
+                for e in s.snapshot()]
+        for t in twins:
+            assert ("status", t, "offline", "online") in seen, (t, seen)
+            first = next(kind for kind, twin, _, _ in seen if twin == t)
+            assert first == "status", (f"{t}: its twin event came before it was online", seen)
+        # and the timer has nothing left to say about them
+        time.sleep(1.2)
+        assert [e for e in s.snapshot("status")] == [e for e in s.snapshot("status")
+                                                     if e.data["previous"] == "offline"]
+        assert len(s.snapshot("status")) == len(twins), s.snapshot("status")
+    finally:
+        s.close()
+
+
 # --------------------------------------------------------------------------
 # events
 
@@ -328,9 +357,24 @@ def test_stalled_client_is_cut_off_and_ingest_keeps_pace(tmp_path, broker, stack
         s = EventStream(tw.http_port)
         try:
             assert s.wait_head() == 200
+            # A tick: the twins the burst created were online with their first
+            # messages, so the timer has no burst of status events for them
+            # (with this small buffer, such a burst cut the new client in CI).
+            time.sleep(1.2)
+            assert tw.metric("twind_event_clients") == 1
             pub.publish("plant/cut-0/telemetry", {"seq": -1, "ts": T + n})
-            s.wait_event(lambda e: e.data["twin"] == "cut-0", 10, etype="twin",
-                         what="an event after the cut")
+            try:
+                s.wait_event(lambda e: e.data["twin"] == "cut-0", 10, etype="twin",
+                             what="an event after the cut")
+            except AssertionError as e:
+                # Seen once in CI and never since: say which side lost it.
+                doc = tw.twin("cut-0")
+                raise AssertionError(
+                    f"{e}; stream: status {s.status}, ended {s.ended.is_set()}, "
+                    f"{len(s.body)} body bytes, last blocks {s.blocks[-3:]!r}; "
+                    f"cut-0: version {doc.get('version')}, seq {doc['reported'].get('seq')!r}; "
+                    f"clients {tw.metric('twind_event_clients')}, "
+                    f"cut {tw.metric('twind_event_clients_cut_total')}") from None
         finally:
             s.close()
     finally:

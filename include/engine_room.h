@@ -3,8 +3,8 @@
  * thread, engine_batch.c the batch and its commit, engine_timer.c the
  * timer and the disk, engine_serve.c the requests of other threads):
  * the engine's state and what the rooms call of each other. All of it
- * runs on the engine thread; the fields under `lock` are the only ones
- * other threads touch, through engine.h.
+ * runs on the engine thread; the fields under `lock` and the two atomics
+ * at the end are the only ones other threads touch, through engine.h.
  */
 #ifndef TW_ENGINE_ROOM_H
 #define TW_ENGINE_ROOM_H

@@ -18,6 +18,7 @@ static int
 apply_update(struct engine *e, const struct rec *r)
 {
 	struct twin *t;
+	int64_t seen;
 	int reason, rc;
 
 	if ((t = apply_twin(&e->apply, r, &reason)) == NULL) {
@@ -29,6 +30,7 @@ apply_update(struct engine *e, const struct rec *r)
 	/* Windows and `for` timers as they were, should this batch fail. */
 	if (t->nrs > 0)
 		batch_touch(e, t);
+	seen = t->last_seen_ts;
 	if ((rc = apply_values(&e->apply, t, r)) != TW_OK ||
 	    /* Nothing, not even the clock, while no command waits for its effect. */
 	    (converge_watched(e->converge) > 0 &&
@@ -39,9 +41,13 @@ apply_update(struct engine *e, const struct rec *r)
 	/*
 	 * Back online at its message, not up to a tick later: and the twins a
 	 * burst created do not all change status together at the next tick,
-	 * a burst that would cut off every screen with a small buffer.
+	 * a burst that would cut off every screen with a small buffer. Only
+	 * when the message was news of the twin (a retained one is not): a
+	 * change that time made is the timer's, said at once, since a
+	 * rollback would drop it and the reload would judge it silently.
 	 */
-	timer_judge_status(e, t, 1);
+	if (t->last_seen_ts != seen)
+		timer_judge_status(e, t, 1);
 	/* Only the rules that read one of these properties. */
 	return batch_run_rules(e, t, e->names, r->nvals, r->ts);
 }

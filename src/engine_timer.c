@@ -30,10 +30,14 @@ timer_judge_status(struct engine *e, struct twin *t, int queued)
 		snprintf(js, sizeof(js), "{\"twin\":\"%s\",\"status\":\"%s\",\"previous\":\"%s\","
 		    "\"last_seen_ts\":%lld}", t->id, twin_status_name(st), twin_status_name(t->status),
 		    (long long)t->last_seen_ts);
-		if (!queued)
+		if (!queued) {
 			outbox_emit(&e->outbox, "status", t->id, js);
-		else if (outbox_queue_text(&e->outbox, "status", t->id, js) != TW_OK)
-			log_limited(&e->drop_log, "twin %s: status event lost: out of memory", t->id);
+		} else if (outbox_queue_text(&e->outbox, "status", t->id, js) != TW_OK) {
+			/* Unchanged, so the timer says it at its next tick. */
+			log_limited(&e->drop_log, "twin %s: status event delayed: out of memory",
+			    t->id);
+			return;
+		}
 	}
 	t->status = st;
 	t->state_dirty = 1;

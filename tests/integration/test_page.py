@@ -18,6 +18,7 @@ from conftest import (LINE_ID, PUMP_ID, REPO, Broker, Publisher, Stack, Subscrib
 
 try:
     from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
@@ -408,20 +409,31 @@ def test_another_page_in_the_browser_can_do_nothing(plant, tmp_path):
     open_view(p, "#/alarms")
 
 
+def focused_twin(p):
+    """[data-twin of the focused element], or None while the tree is being drawn again."""
+    try:
+        return [p.driver.switch_to.active_element.get_attribute("data-twin")]
+    except StaleElementReferenceException:
+        return None
+
+
 def test_keyboard_alone_opens_a_twin(plant):
     p = plant
     open_view(p, "#/alarms")
     wait_until(lambda: css(p, '#tree li[data-twin="p-1"]'), 10, what="the tree drawn")
     # to whatever has the focus (the body at first), as a keyboard would
     ActionChains(p.driver).send_keys(Keys.TAB).perform()           # brand
+    # Keys go to whatever has the focus, as a keyboard's do: the tree is drawn
+    # again now and then (the page gives the focus to the new link), so an
+    # element found a moment ago may be gone (a CI failure: "not interactable").
     seen = []
     for _ in range(12):
-        active = p.driver.switch_to.active_element
-        seen.append(active.get_attribute("data-twin"))
-        if active.get_attribute("data-twin") == "p-1":
-            active.send_keys(Keys.ENTER)
+        twin = wait_until(lambda: focused_twin(p), 2, what="the focused element")[0]
+        seen.append(twin)
+        if twin == "p-1":
+            ActionChains(p.driver).send_keys(Keys.ENTER).perform()
             break
-        active.send_keys(Keys.TAB)
+        ActionChains(p.driver).send_keys(Keys.TAB).perform()
     else:
         raise AssertionError(f"p-1 not reached by Tab: {seen}")
     wait_until(lambda: p.driver.current_url.endswith("#/twin/p-1") and

@@ -73,8 +73,9 @@ $(BUILD)/tests/%.o: tests/unit/%.c
 $(TWIND): $(CORE_OBJ) $(BUILD)/main.o
 	$(CC) $(TW_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread -lm
 
-twind-sim: src/sim.c
-	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PKG_LIBS) -lm
+twind-sim: src/sim.c src/sim_plant.c include/sim.h
+	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c,$^) \
+		$(PKG_LIBS) -lm
 
 tests/bench/twind-load: tests/bench/load.c
 	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PKG_LIBS) -lm

@@ -18,105 +18,7 @@
 #include <cjson/cJSON.h>
 #include <mosquitto.h>
 
-#define SIM_MAX_PUMPS     1000      /* bounds the plant arrays and the twin names */
-#define SIM_MAX_RATE      100000.0  /* messages per second, whole plant */
-#define SIM_NOMINAL_RPM   1450.0
-#define SIM_MAX_RPM       3000.0    /* desired speeds above this are refused */
-#define SIM_RAMP_S        3.0       /* a speed change takes this long, so convergence is visible */
-#define SIM_DEGRADE_S     1800.0    /* the plant's ageing (temperatures, sensors) is complete after this much simulated time */
-#define SIM_WEAR_S        1800.0    /* at nominal speed, the bad bearing wears by 1 in this much simulated time */
-#define SIM_WEAR_MAX      2.0       /* wear stops there: vibration 12 mm/s at nominal speed, a seized bearing */
-#define SIM_VIB_LIMIT     10.0      /* the Pump model's maximum vibration, reached at wear 1.6 */
-#define SIM_SINGLE_EVERY  10        /* each twin's every 10th message uses plant/{twin}/telemetry/{property} */
-#define SIM_NESTED_EVERY  5         /* every 5th pump-1 message carries {"bearing":{"temp":..}} */
-#define SIM_PHYSICS_NS    100000000LL   /* plant state advances every 100 ms, whatever the rate */
-#define SIM_POLL_NS       20000000LL    /* commands are applied within 20 ms even at low rates */
-#define SIM_BURST         1000      /* at most this many messages per wake-up when behind */
-#define SIM_MAX_UNACKED   1000      /* messages libmosquitto may hold for us: bounds its queue */
-#define SIM_EVENTS        256       /* bound of the network-thread -> main-thread queue */
-#define SIM_ID_MAX        128       /* longest command id we echo back */
-#define SIM_NAME_MAX      32        /* "pump-1000.motor" and the like */
-#define SIM_READINGS      8
-#define SIM_WARN_PER_S    10        /* bad-input stderr lines per second, the rest are counted */
-
-struct sim_opts {
-	const char *host;
-	int port;
-	double rate;
-	int pumps;
-	long duration;
-	int qos;
-	const char *client_id;
-	double accel;
-	const char *username;	/* NULL: anonymous */
-	char password[257];	/* read from -w FILE, never given on the command line */
-};
-
-struct pump {
-	double setpoint;    /* speed wanted while running, from desired */
-	double target;      /* speed the drive ramps to now */
-	double speed;
-	double ramp_rate;   /* rpm per second of the ramp under way */
-	double temp;        /* lagged casing temperature */
-	double winding;     /* lagged motor winding temperature */
-	bool running;
-	bool degrades;
-	double wear;        /* bearing wear: 0 new, grows with load x time (Archard's law) */
-	unsigned long sent;
-	int64_t last_ts;
-	int64_t motor_last_ts;
-};
-
-enum twin_kind { TWIN_NONE, TWIN_LINE, TWIN_PUMP, TWIN_MOTOR };
-
-enum sim_ev_kind { SIM_EV_SPEED, SIM_EV_CMD };
-enum sim_cmd { SIM_CMD_REDUCE, SIM_CMD_STOP, SIM_CMD_START };
-
-struct sim_event {
-	enum sim_ev_kind kind;
-	enum sim_cmd cmd;
-	int pump;
-	double value;
-	char id[SIM_ID_MAX + 1];
-};
-
-/* Commands and setpoints arrive on libmosquitto's thread; the plant belongs to
- * the main thread, so they cross over through this bounded queue. */
-struct sim_queue {
-	pthread_mutex_t lock;
-	struct sim_event ev[SIM_EVENTS];
-	unsigned head;
-	unsigned len;
-};
-
-struct reading {
-	const char *name;
-	char text[48];      /* a JSON value, written out as is */
-};
-
-struct sim {
-	struct sim_opts opt;
-	struct mosquitto *mosq;
-	struct pump *pumps;
-	int ntwins;
-	int slot;
-	unsigned long msg_no;
-	int64_t line_last_ts;
-	int64_t start_ns;
-	double degrade;     /* 0 healthy .. 1 worn out */
-	uint64_t rng;
-	struct sim_queue q;
-	atomic_bool connected;
-	bool loop_started;  /* main thread only */
-	bool connect_warned;
-	atomic_int unacked;
-	unsigned long published;
-	unsigned long skipped;
-	/* network thread only: rate limit of bad-input lines */
-	time_t warn_sec;
-	int warn_count;
-	unsigned long warn_dropped;
-};
+#include "sim.h"
 
 static volatile sig_atomic_t sim_stop;
 
@@ -134,36 +36,12 @@ static int64_t mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static int64_t epoch_ms(void)
+int64_t sim_epoch_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* xorshift64*: noise only, so speed matters more than quality. */
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1DULL;
-}
-
-static double rng_uniform(uint64_t *s)
-{
-	return ((double)(rng_next(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-
-static double rng_gauss(uint64_t *s)
-{
-	double u = rng_uniform(s), v = rng_uniform(s);
-
-	return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v);
 }
 
 /* Input from the network can arrive in floods: a few lines a second are
@@ -521,15 +399,6 @@ static void sim_on_publish(struct mosquitto *m, void *obj, int mid)
 	atomic_fetch_sub(&s->unacked, 1);
 }
 
-static void pump_set_target(struct pump *p, double target)
-{
-	p->target = target;
-	/* The rate is fixed per change so that every change takes SIM_RAMP_S. */
-	p->ramp_rate = fabs(target - p->speed) / SIM_RAMP_S;
-	if (p->ramp_rate < 1.0)
-		p->ramp_rate = 1.0;
-}
-
 /* A stopped pump stays stopped when its setpoint changes: start runs it again. */
 static void sim_apply_event(struct sim *s, const struct sim_event *ev)
 {
@@ -566,141 +435,6 @@ static void sim_drain_events(struct sim *s)
 
 	while (queue_pop(&s->q, &ev))
 		sim_apply_event(s, &ev);
-}
-
-/* First-order lag towards target with time constant tau. */
-static double lag(double value, double target, double dt, double tau)
-{
-	return value + (target - value) * (1.0 - exp(-dt / tau));
-}
-
-static void sim_step_plant(struct sim *s, int64_t now_ns, double dt)
-{
-	double t = (double)(now_ns - s->start_ns) / 1e9 * s->opt.accel;
-	double x = t >= SIM_DEGRADE_S ? 1.0 : t / SIM_DEGRADE_S;
-	int i;
-
-	/* smoothstep: a slow start, a steady climb, then it stays high */
-	s->degrade = x * x * (3.0 - 2.0 * x);
-	for (i = 0; i < s->opt.pumps; i++) {
-		struct pump *p = &s->pumps[i];
-		double step = p->ramp_rate * dt;
-		double load;
-
-		if (fabs(p->target - p->speed) <= step)
-			p->speed = p->target;
-		else
-			p->speed += p->target > p->speed ? step : -step;
-		load = p->speed / SIM_NOMINAL_RPM;
-		/*
-		 * Archard: wear grows with load and sliding distance, so at a
-		 * steady speed it grows linearly and a slower pump wears slower.
-		 * A linear trend is then the truth a forecast can be held to.
-		 */
-		if (p->degrades && p->wear < SIM_WEAR_MAX)
-			p->wear = fmin(SIM_WEAR_MAX, p->wear + load * dt * s->opt.accel / SIM_WEAR_S);
-		p->temp = lag(p->temp, 25.0 + 35.0 * load + (p->degrades ? 35.0 * s->degrade : 0.0),
-		    dt, 30.0);
-		p->winding = lag(p->winding, 30.0 + 45.0 * load, dt, 60.0);
-	}
-}
-
-static double pump_current(const struct pump *p)
-{
-	double load = p->speed / SIM_NOMINAL_RPM;
-
-	/* Hydraulic power grows steeply with speed; a stopped motor draws nothing. */
-	return p->speed > 0 ? 2.0 + 10.0 * load * load : 0.0;
-}
-
-static double clamp0(double v)
-{
-	return v < 0 ? 0 : v;
-}
-
-/* Fills r with the readings of one twin, nested ones last; returns how many
- * there are and, in *flat, how many of them are plain values. */
-static int sim_readings(struct sim *s, enum twin_kind kind, int pump, struct reading *r,
-    int *flat)
-{
-	struct pump *p = pump >= 0 ? &s->pumps[pump] : NULL;
-	double load, vib, temp, flow = 0;
-	bool running = false;
-	int i, n = 0;
-
-	switch (kind) {
-	case TWIN_LINE:
-		for (i = 0; i < s->opt.pumps; i++) {
-			flow += 50.0 * s->pumps[i].speed / SIM_NOMINAL_RPM;
-			running = running || s->pumps[i].speed > 0;
-		}
-		r[n].name = "throughput";
-		snprintf(r[n++].text, sizeof(r->text), "%.1f", flow);
-		r[n].name = "running";
-		snprintf(r[n++].text, sizeof(r->text), "%s", running ? "true" : "false");
-		*flat = n;
-		break;
-	case TWIN_PUMP:
-		load = p->speed / SIM_NOMINAL_RPM;
-		vib = (2.0 + 5.0 * p->wear) * (0.15 + 0.85 * load);
-		temp = p->temp + 0.3 * rng_gauss(&s->rng);
-		r[n].name = "temperature";
-		snprintf(r[n++].text, sizeof(r->text), "%.2f", temp);
-		/* A redundant second sensor; pump-3's drifts away as the plant ages. */
-		r[n].name = "temperature2";
-		snprintf(r[n++].text, sizeof(r->text), "%.2f", p->temp + 0.3 * rng_gauss(&s->rng) +
-		    (pump == 2 ? 8.0 * s->degrade : 0.0));
-		r[n].name = "vibration";
-		/* pump-4's vibration sensor sticks once the plant has aged a little. */
-		if (pump == 3 && s->degrade > 0.2)
-			snprintf(r[n++].text, sizeof(r->text), "%.3f", 2.0);
-		else
-			snprintf(r[n++].text, sizeof(r->text), "%.3f",
-			    clamp0(vib + 0.08 * rng_gauss(&s->rng)));
-		r[n].name = "current";
-		snprintf(r[n++].text, sizeof(r->text), "%.2f",
-		    clamp0(pump_current(p) + (p->speed > 0 ? 0.1 * rng_gauss(&s->rng) : 0)));
-		r[n].name = "speed";
-		/* At rest the drive holds its target exactly, so reported can equal desired. */
-		if (p->speed == p->target)
-			snprintf(r[n++].text, sizeof(r->text), "%.15g", p->speed);
-		else
-			snprintf(r[n++].text, sizeof(r->text), "%.1f", p->speed);
-		/* Always remote: the pumps take twind's rules' commands (manualMode in pump.json). */
-		r[n].name = "mode";
-		snprintf(r[n++].text, sizeof(r->text), "\"remote\"");
-		*flat = n;
-		if (pump == 0 && p->sent++ % SIM_NESTED_EVERY == 0) {
-			r[n].name = "bearing";
-			snprintf(r[n++].text, sizeof(r->text), "{\"temp\":%.2f}",
-			    temp + 4.0 + 0.2 * rng_gauss(&s->rng));
-		}
-		break;
-	case TWIN_MOTOR:
-		r[n].name = "winding_temp";
-		snprintf(r[n++].text, sizeof(r->text), "%.2f",
-		    p->winding + 0.3 * rng_gauss(&s->rng));
-		r[n].name = "current";
-		snprintf(r[n++].text, sizeof(r->text), "%.2f",
-		    clamp0(pump_current(p) + (p->speed > 0 ? 0.1 * rng_gauss(&s->rng) : 0)));
-		*flat = n;
-		break;
-	case TWIN_NONE:
-		*flat = 0;
-		break;
-	}
-	return n;
-}
-
-/* Each twin's ts grows strictly even when two messages fall in one millisecond. */
-static int64_t sim_next_ts(int64_t *last)
-{
-	int64_t ts = epoch_ms();
-
-	if (ts <= *last)
-		ts = *last + 1;
-	*last = ts;
-	return ts;
 }
 
 /* Publishes one message for the next twin in round-robin order. */
@@ -796,7 +530,7 @@ static int sim_run(struct sim *s)
 		/* The truth a forecast of pump-2 can be checked against. */
 		printf("twind-sim: pump-2's bearing wears; at nominal speed its vibration reaches "
 		    "%g mm/s, the model's maximum, at ts %lld\n", SIM_VIB_LIMIT,
-		    (long long)(epoch_ms() + (int64_t)((SIM_VIB_LIMIT - 2.0) / 5.0 * SIM_WEAR_S /
+		    (long long)(sim_epoch_ms() + (int64_t)((SIM_VIB_LIMIT - 2.0) / 5.0 * SIM_WEAR_S /
 		    s->opt.accel * 1000.0)));
 		fflush(stdout);
 	}
@@ -827,28 +561,6 @@ static int sim_run(struct sim *s)
 		sim_sleep_until(wake);
 	}
 	return 0;
-}
-
-static void sim_init_plant(struct sim *s)
-{
-	int bad = s->opt.pumps >= 2 ? 1 : 0;
-	int i;
-
-	for (i = 0; i < s->opt.pumps; i++) {
-		struct pump *p = &s->pumps[i];
-
-		p->setpoint = SIM_NOMINAL_RPM;
-		p->target = SIM_NOMINAL_RPM;
-		p->speed = SIM_NOMINAL_RPM;
-		p->ramp_rate = 1.0;
-		/* start at the steady state, so there is no warm-up transient */
-		p->temp = 60.0;
-		p->winding = 75.0;
-		p->running = true;
-		p->degrades = i == bad;
-	}
-	s->ntwins = 1 + 2 * s->opt.pumps;
-	s->rng = (uint64_t)epoch_ms() * 0x9E3779B97F4A7C15ULL | 1;
 }
 
 static void usage(FILE *f)

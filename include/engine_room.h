@@ -95,8 +95,8 @@ int batch_run_rules(struct engine *e, struct twin *t, const char *const *names, 
 int batch_want_pending(void *arg, struct twin *t);
 
 /* engine_timer.c: the timer and the disk */
-/* The status of `t` judged now; `queued`: its event goes out with the batch's commit. */
-void timer_judge_status(struct engine *e, struct twin *t, int queued);
+/* The status of `t` at `now` (wall ms); `queued`: its event goes out with the commit. */
+void timer_judge_status(struct engine *e, struct twin *t, int64_t now, int queued);
 void timer_disk_full_enter(struct engine *e, const char *why);
 void timer_trim_step(struct engine *e);
 void timer_tick(struct engine *e);

@@ -14,14 +14,14 @@
 #include "watchdog.h"
 
 /*
- * Judges the status of `t` now; a change is a status event. One that a
+ * Judges the status of `t` at `now`; a change is a status event. One that a
  * message made (`queued`) goes out with that message's commit; one that
  * time made needs no commit and goes out at once.
  */
 void
-timer_judge_status(struct engine *e, struct twin *t, int queued)
+timer_judge_status(struct engine *e, struct twin *t, int64_t now, int queued)
 {
-	int st = twin_status_of(&e->status_rule, t->model, t->last_seen_ts, clock_now_ms());
+	int st = twin_status_of(&e->status_rule, t->model, t->last_seen_ts, now);
 	char js[320];
 
 	if (st == t->status)
@@ -47,7 +47,7 @@ timer_judge_status(struct engine *e, struct twin *t, int queued)
 static int
 check_status(void *arg, struct twin *t)
 {
-	timer_judge_status(arg, t, 0);
+	timer_judge_status(arg, t, clock_now_ms(), 0);
 	return 0;
 }
 

@@ -45,10 +45,11 @@ apply_update(struct engine *e, const struct rec *r)
 	 * when the message was news of the twin (a retained one is not): a
 	 * change that time made is the timer's, said at once, since a
 	 * rollback would drop it and the reload would judge it silently.
-	 * Judged as of its arrival: a backlog in the ring is not the twin's silence.
+	 * Judged on the timer's clock: with the message's arrival time instead,
+	 * a backlog longer than stale_after made the two disagree, and flap.
 	 */
 	if (t->last_seen_ts != seen)
-		timer_judge_status(e, t, r->arrival_ms, 1);
+		timer_judge_status(e, t, clock_now_ms(), 1);
 	/* Only the rules that read one of these properties. */
 	return batch_run_rules(e, t, e->names, r->nvals, r->ts);
 }

@@ -1,5 +1,7 @@
 // A property's history as an SVG trend: the min-max band of each bucket, the
-// average as a line, and the model's limits as dashed lines.
+// average as a line, the model's limits as dashed lines, and the forecast:
+// the trend of the range's last quarter projected a quarter ahead, with its
+// 95 % interval, from GET .../forecast (the same fit a rule's forecast() reads).
 import { get, q, twinPath } from "./api.js";
 import { fmtValue } from "./format.js";
 
@@ -22,12 +24,35 @@ function svg(tag, attrs, text) {
   return e;
 }
 
+// A quarter of the range: long enough to smooth the noise, short enough to
+// follow a bend (and at least the forecast's smallest window, 1 s).
+export const forecastSpan = (range) => Math.max(1, Math.round(range / 4000)) + "s";
+
 export async function loadTrend(twin, prop, range) {
   const to = Date.now();
   const step = stepFor(range);
   const path = q(twinPath(twin) + "/history", { property: prop, from: to - range, to,
     step: step.name });
-  return { buckets: await get(path), from: to - range, to };
+  const span = forecastSpan(range);
+  // A trend without its forecast is still a trend: a refusal draws no projection.
+  const fc = get(q(twinPath(twin) + "/forecast", { property: prop, window: span, horizon: span }))
+    .catch(() => null);
+  const [buckets, forecast] = await Promise.all([get(path), fc]);
+  return { buckets, forecast, from: to - range, to };
+}
+
+// Whether twind could fit a line: a slope, and an anchor inside the range
+// (a twin silent for longer than the range has nothing to project here).
+function usable(fc, from, to) {
+  return fc && typeof fc.slope_per_s === "number" && typeof fc.fitted === "number" &&
+    typeof fc.projected === "number" && fc.ts >= from && fc.ts <= to;
+}
+
+function fmtSpan(s) {
+  if (s < 90) return Math.round(s) + " s";
+  if (s < 5400) return Math.round(s / 60) + " min";
+  if (s < 172800) return (s / 3600).toFixed(1) + " h";
+  return (s / 86400).toFixed(1) + " d";
 }
 
 // Draws into `box`; `limits` is {minimum, maximum} from the model (either may be absent).
@@ -44,16 +69,29 @@ export function drawTrend(box, data, limits, label) {
     return;
   }
   let lo = Math.min(...pts.map((b) => b.min)), hi = Math.max(...pts.map((b) => b.max));
+  const fc = usable(data.forecast, data.from, data.to) ? data.forecast : null;
+  const end = fc ? Math.max(data.to, fc.ts + fc.horizon_s * 1000) : data.to;
   const lims = [];
   for (const k of ["minimum", "maximum"])
     if (limits && typeof limits[k] === "number") lims.push([k, limits[k]]);
-  // Show a limit when it is near the values: a far one would flatten the trend.
   const span0 = hi - lo || Math.abs(hi) || 1;
-  const shown = lims.filter(([, v]) => v >= lo - span0 && v <= hi + span0);
+  // The projection widens the scale, as far as one span out.
+  const fcVals = fc ? [fc.fitted, fc.projected].concat(fc.interval &&
+    typeof fc.interval.low === "number" ? [fc.interval.low, fc.interval.high] : []) : [];
+  const lo0 = lo, hi0 = hi;
+  for (const v of fcVals) {
+    lo = Math.min(lo, Math.max(v, lo0 - span0));
+    hi = Math.max(hi, Math.min(v, hi0 + span0));
+  }
+  // A limit is shown when it is near the values (a far one would flatten the
+  // trend), and always when the projection reaches it within the horizon.
+  const aimed = fc && typeof fc.time_to_limit_s === "number" &&
+    fc.time_to_limit_s <= fc.horizon_s ? fc.limit_source : null;
+  const shown = lims.filter(([k, v]) => k === aimed || (v >= lo - span0 && v <= hi + span0));
   for (const [, v] of shown) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
   const pad = (hi - lo) * 0.05 || 1;
   lo -= pad; hi += pad;
-  const x = (t) => L + ((t - data.from) / (data.to - data.from)) * (W - L - R);
+  const x = (t) => L + ((t - data.from) / (end - data.from)) * (W - L - R);
   const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
 
   s.append(svg("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
@@ -64,7 +102,7 @@ export function drawTrend(box, data, limits, label) {
   }
   const ticks = W < 500 ? 2 : 4;
   for (let i = 0; i <= ticks; i++) {
-    const t = data.from + ((data.to - data.from) * i) / ticks;
+    const t = data.from + ((end - data.from) * i) / ticks;
     const d = new Date(t);
     const txt = d.toTimeString().slice(0, 5);
     s.append(svg("text", { x: x(t), y: H - 8,
@@ -75,9 +113,41 @@ export function drawTrend(box, data, limits, label) {
   s.append(svg("polygon", { class: "band", points: top.concat(bottom).join(" ") }));
   s.append(svg("polyline", { class: "avg",
     points: pts.map((b) => `${x(b.ts).toFixed(1)},${y(b.avg).toFixed(1)}`).join(" ") }));
+  if (fc) box.setAttribute("aria-label", `${box.getAttribute("aria-label")}; ` +
+    drawForecast(s, fc, x, y, { T, B, H, W, R }));
   for (const [k, v] of shown) {
     s.append(svg("line", { class: "limit", "data-limit": k, x1: L, x2: W - R, y1: y(v), y2: y(v) }));
     s.append(svg("text", { class: "limit-label", x: W - R - 4, y: y(v) - 4, "text-anchor": "end" },
       `${k === "maximum" ? "max" : "min"} ${fmtValue(v)}`));
   }
+}
+
+// The fitted line from the newest reading to the horizon, the interval at the
+// horizon as a fan, "now", and the time to the limit when twind names one.
+// Clipped to the plot: a steep projection leaves it rather than squash it.
+function drawForecast(s, fc, x, y, box) {
+  const { T, B, H, W, R } = box;
+  const t1 = fc.ts + fc.horizon_s * 1000;
+  const clip = svg("clipPath", { id: "trend-plot" });
+  clip.append(svg("rect", { x: 0, y: T, width: W - R, height: H - B - T }));
+  const g = svg("g", { class: "forecast", "clip-path": "url(#trend-plot)",
+    "data-slope": fc.slope_per_s, "data-time-to-limit": fc.time_to_limit_s ?? "" });
+  const defs = svg("defs", {});
+  defs.append(clip);
+  s.append(defs, g);
+  s.append(svg("line", { class: "now", x1: x(fc.ts), x2: x(fc.ts), y1: T, y2: H - B }));
+  if (fc.interval && typeof fc.interval.low === "number")
+    g.append(svg("polygon", { class: "forecast-band", points: [[fc.ts, fc.fitted],
+      [t1, fc.interval.high], [t1, fc.interval.low]]
+      .map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ") }));
+  g.append(svg("line", { class: "forecast-line", x1: x(fc.ts), y1: y(fc.fitted),
+    x2: x(t1), y2: y(fc.projected) }));
+  const words = typeof fc.time_to_limit_s === "number"
+    ? `${fc.limit_source === "minimum" ? "min" : fc.limit_source === "maximum" ? "max" : "limit"} ` +
+      `${fmtValue(fc.limit)} in ${fmtSpan(fc.time_to_limit_s)}`
+    : `trend ${fc.slope_per_s >= 0 ? "+" : ""}${fmtValue(fc.slope_per_s * 60)}/min`;
+  const right = x(fc.ts) > W * 0.7;
+  s.append(svg("text", { class: "forecast-label", x: x(fc.ts) + (right ? -4 : 4), y: T + 28,
+    "text-anchor": right ? "end" : "start" }, words));
+  return words;
 }

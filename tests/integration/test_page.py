@@ -290,6 +290,39 @@ def test_trend_draws_buckets_and_limits(plant):
     assert svg.find_elements(By.CSS_SELECTOR, 'line.limit[data-limit="maximum"]')
 
 
+def test_trend_projects_the_forecast_to_the_limit(plant):
+    """A ramp of 10 rpm/s ending at 2400 reaches the model's maximum of 3000
+    in 60 s: the page draws twind's fitted line past "now" and says when."""
+    p = plant
+    t0 = now_ms() - 40000
+    for i in range(5):
+        p.pub.publish("plant/p-3/telemetry", {"ts": t0 + i * 10000, "speed": 2000 + i * 100})
+    wait_until(lambda: (p.twind.twin("p-3")["reported"].get("speed") or {}).get("value") == 2400,
+               5, what="the ramp stored")
+    fc = p.twind.get("/api/v1/twins/p-3/forecast",
+                     params={"property": "speed", "window": "225s", "horizon": "225s"}).json()
+    assert abs(fc["time_to_limit_s"] - 60) < 0.5, fc
+    open_view(p, "#/twin/p-3")
+    Select(wait_until(lambda: css(p, "#trend-prop"), 5)[0]).select_by_value("speed")
+    Select(css(p, "#trend-range")[0]).select_by_value("900000")
+    g = wait_until(lambda: css(p, "#trend svg g.forecast"), 5, what="the forecast drawn")[0]
+    assert abs(float(g.get_attribute("data-slope")) - 10) < 0.01
+    assert abs(float(g.get_attribute("data-time-to-limit")) - 60) < 0.5
+    line = g.find_element(By.CSS_SELECTOR, "line.forecast-line")
+    # the projection runs right of "now", towards the limit (up on the screen)
+    now = css(p, "#trend svg line.now")[0]
+    assert float(line.get_attribute("x2")) > float(now.get_attribute("x1"))
+    assert float(line.get_attribute("y2")) < float(line.get_attribute("y1"))
+    assert g.find_elements(By.CSS_SELECTOR, "polygon.forecast-band")
+    # the limit it heads for is drawn, though the values (2000-2400) are far from it
+    assert css(p, '#trend svg line.limit[data-limit="maximum"]')
+    label = p.driver.execute_script(   # SVG text has no innerText
+        "return document.querySelector('#trend svg text.forecast-label').textContent")
+    assert label == "max 3000 in 60 s", label
+    assert "max 3000 in 60 s" in css(p, "#trend")[0].get_attribute("aria-label")
+    screenshot(p, "page-forecast.png")
+
+
 def test_phone_width_has_no_sideways_scroll(plant):
     p = plant
     p.driver.set_window_size(390, 844)

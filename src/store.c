@@ -1,7 +1,12 @@
 /* SQLite: the schema and its migrations, every statement prepared once, transactions and values. */
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "err.h"
@@ -320,6 +325,49 @@ store_migrate(struct store *s)
 	return TW_OK;
 }
 
+static int
+store_side_files_exist(const char *path)
+{
+	char side[PATH_MAX];
+
+	snprintf(side, sizeof(side), "%s-wal", path);
+	if (access(side, R_OK | W_OK) != 0)
+		return 0;
+	snprintf(side, sizeof(side), "%s-shm", path);
+	return access(side, R_OK | W_OK) == 0;
+}
+
+/*
+ * SQLite says only "unable to open database file" when the writer cannot
+ * make its WAL or shared-memory file beside the database: say which
+ * directory, and why, before it tries.
+ */
+static int
+store_dir_writable(const char *path)
+{
+	char buf[PATH_MAX];
+	const char *dir;
+	int why;
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return TW_OK;	/* SQLite will say what is wrong with such a path */
+	dir = dirname(buf);
+	if (access(dir, W_OK | X_OK) == 0 || errno == ENOENT)
+		return TW_OK;
+	why = errno;
+	/* A directory closed to twind still serves when its WAL and -shm exist. */
+	if (why != EROFS && store_side_files_exist(path))
+		return TW_OK;
+	if (why == EROFS)
+		log_warnx("database %s: the state directory %s is read-only (its file system "
+		    "is mounted read-only): twind writes its database, WAL and shared-memory "
+		    "files there", path, dir);
+	else
+		log_warnx("database %s: twind cannot write in the state directory %s (%s)", path,
+		    dir, strerror(why));
+	return TW_ERR_DB;
+}
+
 struct store *
 store_open(const char *path, int writer, int full_sync)
 {
@@ -330,6 +378,8 @@ store_open(const char *path, int writer, int full_sync)
 	/* Only a new file is touched before it is read: a damaged one must stay as it is. */
 	int fresh = stat(path, &st) != 0 || st.st_size == 0;
 
+	if (writer && store_dir_writable(path) != TW_OK)
+		return NULL;
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return NULL;
 	s->writer = writer;

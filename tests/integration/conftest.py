@@ -891,6 +891,23 @@ def wait_stored(tw, acked_ts, timeout, prop="seq"):
 # models, twins file, desired state, live events (the "plant" tests)
 
 CTX = ["dtmi:dtdl:context;3", "dtmi:twind:context;1"]
+@contextlib.contextmanager
+def tmpfs(mnt, size):
+    """A tmpfs of `size` ("16m") mounted on the directory `mnt`, as small or as
+    read-only as a test needs; skips where it cannot be mounted (not root)."""
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                        str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
 PUMP_ID = "dtmi:test:Pump;1"
 LINE_ID = "dtmi:test:Line;1"
 LOOSE_ID = "dtmi:test:Loose;1"

@@ -7,27 +7,18 @@ under [storage] disk_reserve."""
 import errno
 import os
 import sqlite3
-import subprocess
 
 import pytest
 
-from conftest import StreamPublisher, now_ms, wait_until
+from conftest import tmpfs, StreamPublisher, now_ms, wait_until
 
 MSGS = 4000
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    with tmpfs(tmp_path / "small", "16m") as mnt:
+        yield mnt
 
 
 def fill(path, leave=0):

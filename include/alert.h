@@ -19,7 +19,14 @@ cJSON *alert_command_json(const struct store_command_row *c);
  */
 cJSON *alert_command_wire(const struct store_command_row *c);
 
-/* Writes a new command id ("c-" and 16 hex digits, random) into buf (>= 24 bytes). */
-void alert_command_id(char *buf, size_t len);
+/*
+ * Writes a new command id into buf (>= 24 bytes): "c-" and 16 hex digits,
+ * the wall clock's milliseconds in the first 11 and 20 random bits after
+ * them, and always above *last (the issuer's previous id, updated). In
+ * time order, so a new row goes to the right edge of the commands table
+ * rather than to a random page of it; random below the millisecond, so
+ * ids stay unique across a lost database or two gateways.
+ */
+void alert_command_id(char *buf, size_t len, uint64_t *last);
 
 #endif

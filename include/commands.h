@@ -63,6 +63,7 @@ struct commands {
 	unsigned n;			/* pending, plant-wide */
 	unsigned max, max_per_twin;
 	int64_t ttl_ms;
+	uint64_t last_id;		/* the newest id issued: ids only grow (alert_command_id) */
 	const char *topic_tmpl;		/* borrowed: [mqtt] command_topic */
 	struct converge *converge;	/* borrowed: watches the effect of what is issued; NULL none */
 	const struct status_rule *status;	/* borrowed: the envelope distrusts stale values */

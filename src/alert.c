@@ -91,13 +91,23 @@ alert_command_wire(const struct store_command_row *c)
 	return o;
 }
 
-void
-alert_command_id(char *buf, size_t len)
-{
-	uint64_t r;
+#define ID_RANDOM_BITS	20
 
-	/* Random, so ids stay unique across a lost database or two gateways. */
+void
+alert_command_id(char *buf, size_t len, uint64_t *last)
+{
+	uint32_t r;
+	int64_t ms = clock_now_ms();
+	uint64_t id;
+
 	if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
-		r = (uint64_t)clock_mono_us() * 6364136223846793005ULL + (uint64_t)clock_now_ms();
-	snprintf(buf, len, "c-%016llx", (unsigned long long)r);
+		r = (uint32_t)((uint64_t)clock_mono_us() * 6364136223846793005ULL >> 32);
+	/* 44 bits of milliseconds last until the year 2527; a clock before 1970 counts as 1970. */
+	id = ((uint64_t)(ms > 0 ? ms : 0) << ID_RANDOM_BITS) |
+	    (r & ((1u << ID_RANDOM_BITS) - 1));
+	/* A clock that steps back, or a second id in one millisecond, still sorts after. */
+	if (id <= *last)
+		id = *last + 1;
+	*last = id;
+	snprintf(buf, len, "c-%016llx", (unsigned long long)id);
 }

@@ -175,13 +175,13 @@ settle(struct commands *c, struct command *cmd, const char *status, const char *
 }
 
 static struct command *
-command_new(const struct command_spec *spec, int64_t now, int64_t ttl_ms)
+command_new(struct commands *c, const struct command_spec *spec, int64_t now)
 {
 	struct command *cmd = calloc(1, sizeof(*cmd));
 
 	if (cmd == NULL)
 		return NULL;
-	alert_command_id(cmd->id, sizeof(cmd->id));
+	alert_command_id(cmd->id, sizeof(cmd->id), &c->last_id);
 	snprintf(cmd->twin, sizeof(cmd->twin), "%s", spec->twin);
 	cmd->command = strdup(spec->command);
 	cmd->params = strdup(spec->params != NULL ? spec->params : "{}");
@@ -189,7 +189,7 @@ command_new(const struct command_spec *spec, int64_t now, int64_t ttl_ms)
 	cmd->by = spec->by != NULL ? strdup(spec->by) : NULL;
 	cmd->source_ts = spec->source_ts;
 	cmd->issued_ts = now;
-	cmd->expires_ts = now + ttl_ms;
+	cmd->expires_ts = now + c->ttl_ms;
 	cmd->timeout_ms = spec->timeout_ms;
 	if (cmd->command == NULL || cmd->params == NULL || (spec->rule != NULL && cmd->rule == NULL) ||
 	    (spec->by != NULL && cmd->by == NULL)) {
@@ -224,7 +224,7 @@ commands_issue(struct commands *c, struct store *st, struct outbox *o,
 	int rc;
 
 	*reason = NULL;
-	if ((cmd = command_new(spec, clock_now_ms(), c->ttl_ms)) == NULL)
+	if ((cmd = command_new(c, spec, clock_now_ms())) == NULL)
 		return TW_ERR_NOMEM;
 	memcpy(id, cmd->id, COMMAND_ID_MAX);
 	t = pending_of(c, spec->twin, 0);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "alert.h"
 #include "clock.h"
 #include "commands.h"
 #include "err.h"
@@ -266,6 +267,31 @@ test_answer_before_puback_and_of_another_twin(void **state)
 	fix_cleanup(&f);
 }
 
+/* Ids sort in issue order (new rows go to the table's right edge), even many per millisecond. */
+static void
+test_ids_grow_in_time_order(void **state)
+{
+	char prev[COMMAND_ID_MAX] = "", id[COMMAND_ID_MAX];
+	uint64_t last = 0;
+	int64_t t0 = clock_now_ms();
+	unsigned long long ms;
+
+	(void)state;
+	for (int i = 0; i < 10000; i++) {
+		alert_command_id(id, sizeof(id), &last);
+		assert_int_equal(strlen(id), 18);
+		assert_true(strcmp(id, prev) > 0);
+		memcpy(prev, id, sizeof(id));
+	}
+	/* The first 11 hex digits are the wall clock's milliseconds. */
+	assert_int_equal(sscanf(id, "c-%11llx", &ms), 1);
+	assert_true((int64_t)ms >= t0 && (int64_t)ms <= clock_now_ms() + 10000);
+	/* A clock stepped back still gives a larger id. */
+	last = UINT64_MAX - 5;
+	alert_command_id(id, sizeof(id), &last);
+	assert_string_equal(id, "c-fffffffffffffffb");
+}
+
 int
 main(void)
 {
@@ -276,6 +302,7 @@ main(void)
 		cmocka_unit_test(test_no_answer_means_done_at_puback),
 		cmocka_unit_test(test_answer_after_puback_in_the_same_batch),
 		cmocka_unit_test(test_answer_before_puback_and_of_another_twin),
+		cmocka_unit_test(test_ids_grow_in_time_order),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -48,7 +48,7 @@ CORE := err log clock text names topic conf ring ingest value metrics model mode
 	restore twin_doc watchdog whatif whatif_rules backtest anomaly_store engine engine_batch engine_timer engine_serve mqtt tokens http_guard www http api_page api_twins api_history api_forecast api_simulate api_backtest api_alerts api_models \
 	api_events api_system
 CORE_OBJ := $(CORE:%=$(BUILD)/%.o)
-UNIT := envelope converge anomaly whatif history tokens http_guard www ring ingest conf clock twin store model plant events expr window rules runtime request outbox commands
+UNIT := envelope converge anomaly whatif history tokens http_guard www ring ingest conf clock twin store model plant events expr window rules runtime request outbox commands alloc_fail
 UNIT_BIN := $(UNIT:%=$(BUILD)/tests/test_%)
 
 ifeq ($(SANITIZE),)
@@ -88,6 +88,15 @@ tests/bench/twind-functions: tests/bench/functions.c $(CORE_OBJ)
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(CORE_OBJ)
 	$(CC) $(TW_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka -lpthread -lm
+
+# Allocation failures injected into the parsers: every allocation call of
+# twind's objects goes through the test's counting wrappers, and so do
+# inih's, linked from its static library (libinih-dev) for that alone.
+ALLOC_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup \
+	-Wl,--wrap=asprintf,--wrap=free
+$(BUILD)/tests/test_alloc_fail: $(BUILD)/tests/test_alloc_fail.o $(CORE_OBJ)
+	$(CC) $(TW_LDFLAGS) $(LDFLAGS) $(ALLOC_WRAP) -o $@ $^ -l:libinih.a $(PKG_LIBS) -lcmocka \
+		-lpthread -lm
 
 # Installs what is missing, as root or through sudo; does nothing when all is there.
 deps:

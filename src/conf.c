@@ -364,15 +364,21 @@ conf_reader(char *str, int num, void *stream)
 	return line;
 }
 
-static void
+/* 0, or TW_ERR_NOMEM with `c` safe to clean up. */
+static int
 conf_defaults(struct conf *c)
 {
 	char msg[200];
+	int rc;
 
 	memset(c, 0, sizeof(*c));
 	for (size_t i = 0; i < NOPTS; i++)
-		if (opt_set(c, &opts[i], opts[i].def, NULL, msg, sizeof(msg)) != TW_OK)
+		if ((rc = opt_set(c, &opts[i], opts[i].def, NULL, msg, sizeof(msg))) != TW_OK) {
+			if (rc == TW_ERR_NOMEM)
+				return rc;	/* a reload (SIGHUP) parses too: no abort */
 			abort();	/* a default outside its own bounds is a bug */
+		}
+	return TW_OK;
 }
 
 int
@@ -389,7 +395,10 @@ conf_parse(struct conf *c, const char *path, FILE *err)
 	struct parse_ctx ctx = { .c = c, .path = path };
 	int line;
 
-	conf_defaults(c);
+	if (conf_defaults(c) != TW_OK) {
+		fprintf(err, "%s: out of memory\n", path);
+		return TW_ERR_NOMEM;
+	}
 	if ((ctx.f = fopen(path, "r")) == NULL) {
 		fprintf(err, "%s: cannot open: %s\n", path, strerror(errno));
 		return TW_ERR_IO;
@@ -643,7 +652,7 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 int
 conf_read_secrets(struct conf *c, const char *path, FILE *err)
 {
-	char buf[CONF_SECRET_MAX + 2];
+	char buf[CONF_SECRET_MAX + 2], *s;
 	struct stat st;
 	size_t n;
 	FILE *f;
@@ -676,10 +685,16 @@ conf_read_secrets(struct conf *c, const char *path, FILE *err)
 		explicit_bzero(buf, sizeof(buf));
 		return TW_ERR_INVAL;
 	}
+	/* Replaced only when copied: a NULL password is no setting at all. */
+	if ((s = strdup(buf)) == NULL) {
+		explicit_bzero(buf, sizeof(buf));
+		fprintf(err, "%s: out of memory\n", c->mqtt_password_file);
+		return TW_ERR_NOMEM;
+	}
 	free(c->mqtt_password);
-	c->mqtt_password = strdup(buf);
+	c->mqtt_password = s;
 	explicit_bzero(buf, sizeof(buf));
-	return c->mqtt_password != NULL ? TW_OK : TW_ERR_NOMEM;
+	return TW_OK;
 }
 
 void

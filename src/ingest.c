@@ -96,8 +96,13 @@ ingest_set_commands(struct ingest *in, const char *tmpl)
 	in->ack_prefix = strndup(tmpl, (size_t)(p - tmpl));
 	if (asprintf(&in->ack_suffix, "%s/ack", p + 6) < 0)
 		in->ack_suffix = NULL;
-	if (in->ack_prefix == NULL || in->ack_suffix == NULL)
+	if (in->ack_prefix == NULL || in->ack_suffix == NULL) {
+		/* Not half set: ingest_ack would read a NULL suffix. */
+		free(in->ack_prefix);
+		free(in->ack_suffix);
+		in->ack_prefix = in->ack_suffix = NULL;
 		return TW_ERR_NOMEM;
+	}
 	in->ack_prefix_len = strlen(in->ack_prefix);
 	in->ack_suffix_len = strlen(in->ack_suffix);
 	return TW_OK;

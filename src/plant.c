@@ -61,8 +61,9 @@ fail:
 static int
 find(const struct plant *p, const char *id)
 {
+	/* An entry whose id could not be copied (out of memory) has none. */
 	for (int i = 0; i < p->n; i++)
-		if (strcmp(p->v[i].id, id) == 0)
+		if (p->v[i].id != NULL && strcmp(p->v[i].id, id) == 0)
 			return i;
 	return -1;
 }
@@ -191,6 +192,7 @@ plant_load(struct plant *p, const char *path, const struct model_set *models, FI
 		return TW_ERR_INVAL;
 	}
 	if ((p->v = calloc((size_t)cJSON_GetArraySize(root) + 1, sizeof(*p->v))) == NULL) {
+		fprintf(err, "%s: out of memory\n", path);
 		cJSON_Delete(root);
 		return TW_ERR_NOMEM;
 	}

@@ -403,8 +403,10 @@ rules_build(struct rule_set *s, const cJSON *root, const char *label,
 		fprintf(err, "%s: expected a JSON array of at most %d rules\n", label, RULES_MAX);
 		return -1;
 	}
-	if ((s->v = calloc((size_t)cJSON_GetArraySize(root) + 1, sizeof(*s->v))) == NULL)
+	if ((s->v = calloc((size_t)cJSON_GetArraySize(root) + 1, sizeof(*s->v))) == NULL) {
+		fprintf(err, "%s: out of memory\n", label);
 		return -1;
+	}
 	cJSON_ArrayForEach(o, root) {
 		struct check c = { .path = label, .err = err };
 		const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
@@ -421,8 +423,10 @@ rules_build(struct rule_set *s, const cJSON *root, const char *label,
 		    strlen(name->valuestring))) {
 			problem(&c, "\"name\" must be a string of [A-Za-z0-9_.:-], 1 to 128 characters");
 		} else {
+			/* A rule whose name could not be copied (out of memory) has none. */
 			for (int j = 0; j < s->n; j++)
-				if (strcmp(s->v[j].name, name->valuestring) == 0)
+				if (s->v[j].name != NULL &&
+				    strcmp(s->v[j].name, name->valuestring) == 0)
 					problem(&c, "the name is used twice");
 		}
 		if ((s->v[s->n].name = strdup(c.name)) == NULL)
@@ -440,8 +444,10 @@ rules_from_json(const cJSON *rules, const char *label, FILE *err)
 {
 	struct rule_set *s = calloc(1, sizeof(*s));
 
-	if (s == NULL)
+	if (s == NULL) {
+		fprintf(err, "%s: out of memory\n", label);
 		return NULL;
+	}
 	atomic_store(&s->refs, 1);
 	if (rules_build(s, rules, label, NULL, err) != 0) {
 		rules_unref(s);
@@ -460,8 +466,10 @@ rules_load(const char *path, const struct rule_set *prev, FILE *err)
 	size_t len = 0;
 	char *buf;
 
-	if (s == NULL)
+	if (s == NULL) {
+		fprintf(err, "%s: out of memory\n", path != NULL && *path != '\0' ? path : "rules");
 		return NULL;
+	}
 	atomic_store(&s->refs, 1);
 	if (path == NULL || *path == '\0')
 		return s;

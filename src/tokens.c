@@ -134,6 +134,7 @@ tokens_load(const char *path, struct token_set **out, FILE *err)
 	}
 	if ((s = calloc(1, sizeof(*s))) == NULL ||
 	    (s->v = calloc(TOKENS_MAX, sizeof(*s->v))) == NULL) {
+		fprintf(err, "%s: out of memory\n", path);
 		free(s);
 		fclose(f);
 		return TW_ERR_NOMEM;

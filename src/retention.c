@@ -133,8 +133,11 @@ struct retention *
 retention_open(struct store *s, const struct conf *c, const char *db_path)
 {
 	struct retention *r = calloc(1, sizeof(*r));
-	char *copy = strdup(db_path);
+	/* The file system of the file a symlink names: its WAL and the budget's bytes live there. */
+	char *copy = realpath(db_path, NULL);
 
+	if (copy == NULL)
+		copy = strdup(db_path);
 	if (r == NULL || copy == NULL)
 		goto fail;
 	r->store = s;

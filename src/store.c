@@ -1,5 +1,6 @@
 /* SQLite: the schema and its migrations, every statement prepared once, transactions and values. */
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -325,47 +326,64 @@ store_migrate(struct store *s)
 	return TW_OK;
 }
 
+/* 0 when `file` is missing or twind may write it; else the errno, as twind's effective ids see it. */
 static int
-store_side_files_exist(const char *path)
+store_writable(const char *file, int dir)
 {
-	char side[PATH_MAX];
-
-	snprintf(side, sizeof(side), "%s-wal", path);
-	if (access(side, R_OK | W_OK) != 0)
+	if (faccessat(AT_FDCWD, file, W_OK | (dir ? X_OK : 0), AT_EACCESS) == 0 ||
+	    (!dir && errno == ENOENT))
 		return 0;
-	snprintf(side, sizeof(side), "%s-shm", path);
-	return access(side, R_OK | W_OK) == 0;
+	return errno;
 }
 
 /*
- * SQLite says only "unable to open database file" when the writer cannot
- * make its WAL or shared-memory file beside the database: say which
- * directory, and why, before it tries.
+ * SQLite says only "unable to open database file" (or opens the file read
+ * only without a word) when the writer cannot write the database or make
+ * its WAL and shared-memory files beside it: after such a failure, say
+ * which directory or file, and why. Judged only after SQLite failed, so a
+ * setup it can use (a symlink to a data partition, CAP_DAC_OVERRIDE) is
+ * never refused by a check of ours.
  */
-static int
-store_dir_writable(const char *path)
+static void
+store_explain(const char *path)
 {
-	char buf[PATH_MAX];
-	const char *dir;
+	char real[PATH_MAX], buf[PATH_MAX], side[PATH_MAX + 8], dir[PATH_MAX];
+	static const char *const sides[] = { "", "-wal", "-shm" };
 	int why;
 
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-		return TW_OK;	/* SQLite will say what is wrong with such a path */
-	dir = dirname(buf);
-	if (access(dir, W_OK | X_OK) == 0 || errno == ENOENT)
-		return TW_OK;
-	why = errno;
-	/* A directory closed to twind still serves when its WAL and -shm exist. */
-	if (why != EROFS && store_side_files_exist(path))
-		return TW_OK;
-	if (why == EROFS)
-		log_warnx("database %s: the state directory %s is read-only (its file system "
-		    "is mounted read-only): twind writes its database, WAL and shared-memory "
-		    "files there", path, dir);
-	else
-		log_warnx("database %s: twind cannot write in the state directory %s (%s)", path,
-		    dir, strerror(why));
-	return TW_ERR_DB;
+	/* The WAL and -shm go beside the file a symlink names. */
+	if (realpath(path, real) == NULL &&
+	    snprintf(real, sizeof(real), "%s", path) >= (int)sizeof(real))
+		return;
+	memcpy(buf, real, sizeof(buf));
+	if (realpath(dirname(buf), dir) == NULL) {
+		memcpy(buf, real, sizeof(buf));
+		snprintf(dir, sizeof(dir), "%s", dirname(buf));
+		if (errno == ENOENT) {
+			log_warnx("database %s: the state directory %s does not exist", path, dir);
+			return;
+		}
+	}
+	if ((why = store_writable(dir, 1)) == EROFS) {
+		log_warnx("database %s: the state directory %s is read-only (its file system is "
+		    "mounted read-only): twind writes its database, WAL and shared-memory files "
+		    "there", path, dir);
+		return;
+	}
+	for (size_t i = 0; i < sizeof(sides) / sizeof(sides[0]); i++) {
+		int w;
+
+		snprintf(side, sizeof(side), "%s%s", real, sides[i]);
+		if ((w = store_writable(side, 0)) != 0) {
+			log_warnx("database %s: twind cannot write %s (%s): its owner or mode is "
+			    "not twind's (was it made by another user, sqlite3 run as root?)", path,
+			    side, strerror(w));
+			return;
+		}
+	}
+	if (why != 0)
+		log_warnx("database %s: twind cannot write in the state directory %s (%s), where "
+		    "SQLite makes the WAL and shared-memory files", path, dir, strerror(why));
 }
 
 struct store *
@@ -378,13 +396,16 @@ store_open(const char *path, int writer, int full_sync)
 	/* Only a new file is touched before it is read: a damaged one must stay as it is. */
 	int fresh = stat(path, &st) != 0 || st.st_size == 0;
 
-	if (writer && store_dir_writable(path) != TW_OK)
-		return NULL;
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return NULL;
 	s->writer = writer;
 	if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
 		log_warnx("database %s: %s", path, s->db != NULL ? sqlite3_errmsg(s->db) : "?");
+		goto fail;
+	}
+	/* SQLite falls back to reading a file it may not write; the writer must write. */
+	if (writer && sqlite3_db_readonly(s->db, "main") == 1) {
+		log_warnx("database %s: opened read-only", path);
 		goto fail;
 	}
 	/* A reader waits briefly for a checkpoint rather than failing a request. */
@@ -416,6 +437,8 @@ store_open(const char *path, int writer, int full_sync)
 	}
 	return s;
 fail:
+	if (writer)
+		store_explain(path);
 	store_close(s);
 	return NULL;
 }

@@ -34,18 +34,22 @@ export async function loadTrend(twin, prop, range) {
   const path = q(twinPath(twin) + "/history", { property: prop, from: to - range, to,
     step: step.name });
   const span = forecastSpan(range);
-  // A trend without its forecast is still a trend: a refusal draws no projection.
+  // A trend without its forecast is still a trend: a refusal is said, not drawn.
   const fc = get(q(twinPath(twin) + "/forecast", { property: prop, window: span, horizon: span }))
-    .catch(() => null);
+    .catch((e) => ({ error: e.message || "refused" }));
   const [buckets, forecast] = await Promise.all([get(path), fc]);
   return { buckets, forecast, from: to - range, to };
 }
 
-// Whether twind could fit a line: a slope, and an anchor inside the range
-// (a twin silent for longer than the range has nothing to project here).
+const num = (v) => typeof v === "number" && Number.isFinite(v);
+
+// Whether twind could fit a line whose newest reading is in the range. A
+// device clock may run ahead of the browser's (twind takes readings up to
+// [ingest] max_future ahead): a newest reading up to a horizon past now counts.
 function usable(fc, from, to) {
-  return fc && typeof fc.slope_per_s === "number" && typeof fc.fitted === "number" &&
-    typeof fc.projected === "number" && fc.ts >= from && fc.ts <= to;
+  return fc && !fc.error && num(fc.slope_per_s) && num(fc.fitted) && num(fc.projected) &&
+    num(fc.ts) && num(fc.horizon_s) && fc.horizon_s >= 0 && fc.ts >= from &&
+    fc.ts <= to + Math.max(fc.horizon_s * 1000, 5000);
 }
 
 function fmtSpan(s) {
@@ -113,8 +117,13 @@ export function drawTrend(box, data, limits, label) {
   s.append(svg("polygon", { class: "band", points: top.concat(bottom).join(" ") }));
   s.append(svg("polyline", { class: "avg",
     points: pts.map((b) => `${x(b.ts).toFixed(1)},${y(b.avg).toFixed(1)}`).join(" ") }));
-  if (fc) box.setAttribute("aria-label", `${box.getAttribute("aria-label")}; ` +
-    drawForecast(s, fc, x, y, { T, B, H, W, R }));
+  let said = "";
+  if (fc) said = drawForecast(s, fc, x, y, { T, B, H, W, R, now: data.to });
+  else if (data.forecast && data.forecast.error) {
+    said = "no forecast: " + data.forecast.error;
+    s.append(svg("text", { class: "forecast-label", x: L + 4, y: T + 28 }, said));
+  }
+  if (said) box.setAttribute("aria-label", `${box.getAttribute("aria-label")}; ${said}`);
   for (const [k, v] of shown) {
     s.append(svg("line", { class: "limit", "data-limit": k, x1: L, x2: W - R, y1: y(v), y2: y(v) }));
     s.append(svg("text", { class: "limit-label", x: W - R - 4, y: y(v) - 4, "text-anchor": "end" },
@@ -122,32 +131,45 @@ export function drawTrend(box, data, limits, label) {
   }
 }
 
+let clips = 0;     // each drawing its own clip id, unique in the document
+
 // The fitted line from the newest reading to the horizon, the interval at the
-// horizon as a fan, "now", and the time to the limit when twind names one.
+// horizon as a fan, "now" (the browser's), and the time to the limit when
+// twind names one, counted from now: twind counts from the newest reading,
+// which for a twin gone quiet is in the past.
 // Clipped to the plot: a steep projection leaves it rather than squash it.
 function drawForecast(s, fc, x, y, box) {
-  const { T, B, H, W, R } = box;
+  const { T, B, H, W, R, now } = box;
   const t1 = fc.ts + fc.horizon_s * 1000;
-  const clip = svg("clipPath", { id: "trend-plot" });
+  const id = `trend-plot-${++clips}`;
+  const clip = svg("clipPath", { id });
   clip.append(svg("rect", { x: 0, y: T, width: W - R, height: H - B - T }));
-  const g = svg("g", { class: "forecast", "clip-path": "url(#trend-plot)",
-    "data-slope": fc.slope_per_s, "data-time-to-limit": fc.time_to_limit_s ?? "" });
+  const g = svg("g", { class: "forecast", "clip-path": `url(#${id})`,
+    "data-slope": fc.slope_per_s, "data-horizon": fc.horizon_s,
+    "data-time-to-limit": fc.time_to_limit_s ?? "" });
   const defs = svg("defs", {});
   defs.append(clip);
   s.append(defs, g);
-  s.append(svg("line", { class: "now", x1: x(fc.ts), x2: x(fc.ts), y1: T, y2: H - B }));
-  if (fc.interval && typeof fc.interval.low === "number")
+  s.append(svg("line", { class: "now", x1: x(now), x2: x(now), y1: T, y2: H - B }));
+  if (fc.interval && num(fc.interval.low) && num(fc.interval.high))
     g.append(svg("polygon", { class: "forecast-band", points: [[fc.ts, fc.fitted],
       [t1, fc.interval.high], [t1, fc.interval.low]]
       .map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ") }));
   g.append(svg("line", { class: "forecast-line", x1: x(fc.ts), y1: y(fc.fitted),
     x2: x(t1), y2: y(fc.projected) }));
-  const words = typeof fc.time_to_limit_s === "number"
-    ? `${fc.limit_source === "minimum" ? "min" : fc.limit_source === "maximum" ? "max" : "limit"} ` +
-      `${fmtValue(fc.limit)} in ${fmtSpan(fc.time_to_limit_s)}`
-    : `trend ${fc.slope_per_s >= 0 ? "+" : ""}${fmtValue(fc.slope_per_s * 60)}/min`;
-  const right = x(fc.ts) > W * 0.7;
-  s.append(svg("text", { class: "forecast-label", x: x(fc.ts) + (right ? -4 : 4), y: T + 28,
+  let words;
+  if (num(fc.time_to_limit_s) && num(fc.limit_ts)) {
+    const name = fc.limit_source === "minimum" ? "min" : fc.limit_source === "maximum" ? "max" :
+      "limit";
+    const left = (fc.limit_ts - now) / 1000;
+    words = left > 0 ? `${name} ${fmtValue(fc.limit)} in ${fmtSpan(left)}`
+      : `${name} ${fmtValue(fc.limit)} reached by the trend at ` +
+        new Date(fc.limit_ts).toTimeString().slice(0, 8);
+  } else {
+    words = `trend ${fc.slope_per_s >= 0 ? "+" : ""}${fmtValue(fc.slope_per_s * 60)}/min`;
+  }
+  const right = x(now) > W * 0.7;
+  s.append(svg("text", { class: "forecast-label", x: x(now) + (right ? -4 : 4), y: T + 28,
     "text-anchor": right ? "end" : "start" }, words));
   return words;
 }

@@ -193,16 +193,19 @@ async function refreshTrend() {
     root.querySelector("#trend").replaceChildren(el("p", { class: "hint" }, "No numeric values."));
     return;
   }
-  const id = view.id;
-  const data = await loadTrend(id, prop, range);
-  if (view && view.id === id) drawTrend(root.querySelector("#trend"), data,
-    modelProp(view.doc, prop), prop);
+  const v = view, seq = ++v.trendSeq;
+  const data = await loadTrend(v.id, prop, range);
+  // Only the newest answer is drawn: an older one (another property, range
+  // or twin, or a slow forecast) must not replace it.
+  if (view === v && seq === v.trendSeq) drawTrend(root.querySelector("#trend"), data,
+    modelProp(v.doc, prop), prop);
 }
 
 export async function mount(main, id) {
   const root = document.getElementById("tpl-twin").content.firstElementChild.cloneNode(true);
   main.replaceChildren(root);
-  view = { id, root, doc: null, version: 0, timers: [], rows: new Map(), names: null };
+  view = { id, root, doc: null, version: 0, timers: [], rows: new Map(), names: null,
+    trendSeq: 0 };
   root.querySelector("#twin-alarms").href = "#/alarms?twin=" + encodeURIComponent(id);
   try {
     await refresh();

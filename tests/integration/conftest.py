@@ -887,14 +887,10 @@ def wait_stored(tw, acked_ts, timeout, prop="seq"):
     wait_until(done, timeout, interval=0.2, what=f"{total} acknowledged messages in SQLite")
 
 
-# --------------------------------------------------------------------------
-# models, twins file, desired state, live events (the "plant" tests)
-
-CTX = ["dtmi:dtdl:context;3", "dtmi:twind:context;1"]
 @contextlib.contextmanager
 def tmpfs(mnt, size):
-    """A tmpfs of `size` ("16m") mounted on the directory `mnt`, as small or as
-    read-only as a test needs; skips where it cannot be mounted (not root)."""
+    """A tmpfs of `size` ("16m") mounted on the directory `mnt` (a test may
+    fill it, or remount it read-only); skips where it cannot be mounted (not root)."""
     mnt.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
@@ -908,6 +904,10 @@ def tmpfs(mnt, size):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+# --------------------------------------------------------------------------
+# models, twins file, desired state, live events (the "plant" tests)
+
+CTX = ["dtmi:dtdl:context;3", "dtmi:twind:context;1"]
 PUMP_ID = "dtmi:test:Pump;1"
 LINE_ID = "dtmi:test:Line;1"
 LOOSE_ID = "dtmi:test:Loose;1"

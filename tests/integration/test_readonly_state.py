@@ -1,5 +1,5 @@
-"""A state directory that cannot be written at start: a clear error naming
-the directory, exit 1, and nothing changed. A tmpfs the test mounts and
+"""A state directory that cannot be written at start, or does not exist: a
+clear error naming the directory, exit 1, and nothing changed. A tmpfs the test mounts and
 remounts read-only, since the tests run as root (file modes do not stop
 root's writes, a read-only mount does). A file system going read-only under
 a running twind cannot be made here: Linux refuses to remount one read-only
@@ -45,3 +45,13 @@ def test_read_only_at_start_is_refused_naming_the_directory(state_dir, make_twin
     remount(state_dir, "rw")
     tw.start()
     assert tw.twin("ro-1")["reported"]["v"]["value"] == 1
+
+
+def test_missing_state_directory_is_named(tmp_path, make_twind):
+    missing = tmp_path / "no" / "such"
+    tw = make_twind({"storage": {"database": str(missing / "twind.db")}}, start=False)
+    tw.expect_exit(1)
+    tw.start(wait=False)
+    assert tw.wait_exit(10, expect=1) == 1
+    assert f"the state directory {missing} does not exist" in tw.log(), tw.log()[-800:]
+    assert not missing.exists()

@@ -50,6 +50,7 @@ enum expr_wfn {
 	WFN_ANOMALY,		/* anomaly(p[, sensitivity]): param is the sensitivity */
 	WFN_EWMA,		/* ewma(p, half_life) */
 	WFN_DISAGREE,		/* disagree(p, q[, sensitivity]): param is the sensitivity */
+	WFN_QUANTILE,		/* quantile_over(p, w, q), median_over(p, w): param is q */
 };
 
 /* What a windows[] entry asks the twin to keep for a property. */
@@ -58,6 +59,7 @@ enum expr_win_kind {
 	EXPR_WIN_ANOMALY = 1,	/* the anomaly() detector (anomaly.h); len_ms is 0 */
 	EXPR_WIN_EWMA = 2,	/* ewma() (window.h); len_ms is the half-life */
 	EXPR_WIN_DIFF = 3,	/* disagree(): an anomaly detector fed with p - q; prop2 is q */
+	EXPR_WIN_QUANT = 4,	/* quantile_over(), median_over(): a quantile.h window of len_ms */
 };
 
 /* What a compiled expression reads: filled by expr_compile, owned by the expr. */
@@ -91,7 +93,8 @@ struct expr_env {
 	 * seconds for WFN_FORECAST, the limit for WFN_TIME_TO, else unused.
 	 * WFN_ZSCORE gets the current value from the environment itself.
 	 * WFN_ANOMALY asks for windows[win] of kind EXPR_WIN_ANOMALY, with the
-	 * sensitivity as `param`.
+	 * sensitivity as `param`; WFN_QUANTILE for one of kind EXPR_WIN_QUANT,
+	 * with the quantile as `param`.
 	 * For WFN_TIME_TO a negative *out means "never" and becomes
 	 * EXPR_NEVER. expr_window_value computes all of them from a window.
 	 * A NULL callback reads as unknown.

@@ -15,6 +15,7 @@
 #include "rules.h"
 #include "value.h"
 #include "anomaly.h"
+#include "quantile.h"
 #include "window.h"
 
 /* One reported property. Kept small: a plant has hundreds of thousands. */
@@ -45,6 +46,7 @@ struct twin_window {
 		struct window w;	/* EXPR_WIN_SPAN */
 		struct anomaly a;	/* EXPR_WIN_ANOMALY, EXPR_WIN_DIFF */
 		struct ewma e;		/* EXPR_WIN_EWMA */
+		struct quantile *q;	/* EXPR_WIN_QUANT: owned, 8 KB, too large for the slot */
 	};
 };
 
@@ -208,6 +210,17 @@ int64_t twin_clock(const struct twin *t, int64_t now_mono);
 struct twin *twin_copy(const struct twin *t);
 /* A malloc'd copy of n bytes (NULL for none or on failure): for copies of twins' arrays. */
 void *twin_memdup(const void *p, size_t n);
+/*
+ * Window slots own what does not fit in them (a quantile window): a copy
+ * copies it too (NULL for none or on failure), a free frees it. A slot
+ * moved elsewhere by assignment must be forgotten in its old array
+ * (twin_window_forget) before that array is freed.
+ */
+struct twin_window *twin_windows_dup(const struct twin_window *w, uint16_t n);
+void twin_windows_free(struct twin_window *w, uint16_t n);
+void twin_window_forget(struct twin_window *w);
+/* The bytes a window takes beyond its slot. */
+size_t twin_window_extra(const struct twin_window *w);
 void twin_copy_free(struct twin *c);
 
 /* Visits every twin; stops at the first non-zero return. */

@@ -65,6 +65,8 @@ void window_init(struct window *w, int64_t len_ms);
 void window_add(struct window *w, int64_t ts_ms, double v);
 /* As window_add, for `n` readings of `v` at `ts_ms` (a what-if's held value, in chunks). */
 void window_add_n(struct window *w, int64_t ts_ms, double v, uint32_t n);
+/* a / b rounded towards minus infinity (b > 0): the grid of buckets, shared with quantile.h. */
+int64_t window_floor_div(int64_t a, int64_t b);
 /* The bucket width: the window's edge is exact to it. */
 int64_t window_bucket_width(const struct window *w);
 /* Aggregates the window ending at `now_ms`; returns 0 with `out` filled, or -1 when empty. */

@@ -372,7 +372,7 @@ out:
  * How long after a reading the rule's outcome can still change with time
  * alone: its longest sliding window (they empty), or BACKTEST_AGE_MS when
  * it reads age(). 0: only readings change it (anomaly() and ewma() move
- * with readings, not with time).
+ * with readings, not with time). A quantile window empties as the others.
  */
 static int64_t
 moves_with_time(const struct rule *rule)
@@ -384,7 +384,8 @@ moves_with_time(const struct rule *rule)
 		const struct expr_refs *r = xs[j] != NULL ? expr_refs(xs[j]) : NULL;
 
 		for (int k = 0; r != NULL && k < r->nwindows; k++)
-			if (r->windows[k].kind == EXPR_WIN_SPAN && r->windows[k].len_ms > span)
+			if ((r->windows[k].kind == EXPR_WIN_SPAN ||
+			    r->windows[k].kind == EXPR_WIN_QUANT) && r->windows[k].len_ms > span)
 				span = r->windows[k].len_ms;
 		if (r != NULL && r->uses_age && span < BACKTEST_AGE_MS)
 			span = BACKTEST_AGE_MS;

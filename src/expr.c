@@ -43,7 +43,7 @@ struct parser {
 	int *col;
 };
 
-enum fn_arg { A_EXPR = 'e', A_PROP = 'p', A_DUR = 'd', A_NUM = 'n', A_SKIP = 's' };
+enum fn_arg { A_EXPR = 'e', A_PROP = 'p', A_DUR = 'd', A_NUM = 'n', A_SKIP = 's', A_QUANT = 'q' };
 
 #define SENSITIVITY_MAX	100.0
 
@@ -74,6 +74,8 @@ static const struct fn {
 	{ "anomaly", OP_WIN, WFN_ANOMALY, 1, 2, "pn" },
 	{ "ewma", OP_WIN, WFN_EWMA, 2, 2, "pd" },
 	{ "disagree", OP_WIN, WFN_DISAGREE, 2, 3, "ppn" },
+	{ "quantile_over", OP_WIN, WFN_QUANTILE, 3, 3, "pdq" },
+	{ "median_over", OP_WIN, WFN_QUANTILE, 2, 2, "pd" },
 	{ "prev", OP_PREV, 0, 1, 1, "p" },
 	{ "age", OP_AGE, 0, 0, 1, "p" },
 };
@@ -483,6 +485,12 @@ parse_call(struct parser *p, const struct tok *name)
 					    f->name, SENSITIVITY_MAX);
 				horizon = next(p)->num;
 				break;
+			case A_QUANT:
+				if (t->type != T_NUM || !arg_ends(p) || !(t->num >= 0 && t->num <= 1))
+					return perr(p, t->col, "%s() needs a number in [0, 1] here, "
+					    "such as 0.95", f->name);
+				horizon = next(p)->num;
+				break;
 			default:
 				if (parse_expr(p, BP_NONE) < 0)
 					return -1;
@@ -508,6 +516,9 @@ parse_call(struct parser *p, const struct tok *name)
 			horizon = nargs == 3 ? horizon : 1.0;
 		} else if (f->wfn == WFN_EWMA) {
 			win = window_index(p, prop, -1, len_ms, EXPR_WIN_EWMA, len_col);
+		} else if (f->wfn == WFN_QUANTILE) {
+			win = window_index(p, prop, -1, len_ms, EXPR_WIN_QUANT, len_col);
+			horizon = nargs == 3 ? horizon : 0.5;	/* median_over */
 		} else {
 			win = window_index(p, prop, -1, len_ms + skip_ms, EXPR_WIN_SPAN, len_col);
 			if (skip_ms > 0)

@@ -52,7 +52,7 @@ kept_free(struct restore *r)
 	HASH_ITER(hh, r->kept, k, tmp) {
 		HASH_DEL(r->kept, k);
 		free(k->rs);
-		free(k->windows);
+		twin_windows_free(k->windows, k->nwindows);
 		free(k->id);
 		free(k);
 	}

@@ -185,18 +185,37 @@ runtime_bind(const struct runtime *rt, struct twin *t, const struct runtime_open
 		if (r->clear != NULL)
 			want_windows(ws, &nws, maxw, r->clear, rt->binds[i].clear);
 	}
+	/* New quantile windows first: out of memory, `t` must stay as it was. */
+	for (int j = 0; j < nws; j++) {
+		if (ws[j].kind != EXPR_WIN_QUANT || window_of(t->windows, t->nwindows,
+		    ws[j].name, ws[j].name2, ws[j].kind, ws[j].len_ms) != NULL)
+			continue;
+		if ((ws[j].q = malloc(sizeof(*ws[j].q))) == NULL) {
+			for (int k = nws; k < maxw; k++)
+				ws[k].kind = EXPR_WIN_SPAN;	/* unused slots own nothing */
+			for (int k = j; k < nws; k++)
+				twin_window_forget(&ws[k]);
+			twin_windows_free(ws, (uint16_t)nws);
+			free(rs);
+			return TW_ERR_NOMEM;
+		}
+		quantile_init(ws[j].q, ws[j].len_ms);
+	}
 	for (int j = 0; j < nws; j++) {
 		struct twin_window *old = window_of(t->windows, t->nwindows, ws[j].name,
 		    ws[j].name2, ws[j].kind, ws[j].len_ms);
 
-		if (old != NULL)
+		if (old != NULL) {
+			/* Its data moves here: the old array, freed below, no longer owns it. */
 			ws[j] = *old;
-		else if (ws[j].kind == EXPR_WIN_ANOMALY || ws[j].kind == EXPR_WIN_DIFF)
+			twin_window_forget(old);
+		} else if (ws[j].kind == EXPR_WIN_ANOMALY || ws[j].kind == EXPR_WIN_DIFF) {
 			anomaly_init(&ws[j].a);
-		else if (ws[j].kind == EXPR_WIN_EWMA)
+		} else if (ws[j].kind == EXPR_WIN_EWMA) {
 			memset(&ws[j].e, 0, sizeof(ws[j].e));
-		else
+		} else if (ws[j].kind == EXPR_WIN_SPAN) {
 			window_init(&ws[j].w, ws[j].len_ms);
+		}
 	}
 	/* Many rules share few windows: keep only what is used. */
 	if (nws == 0) {
@@ -220,7 +239,7 @@ void
 runtime_unbind(struct twin *t)
 {
 	free(t->rs);
-	free(t->windows);
+	twin_windows_free(t->windows, t->nwindows);
 	t->rs = NULL;
 	t->windows = NULL;
 	t->nrs = 0;
@@ -247,6 +266,8 @@ runtime_feed(struct twin *t, const char *name, int64_t ts, const struct tw_val *
 				anomaly_add(&w->a, v->num);
 		} else if (w->kind == EXPR_WIN_EWMA) {
 			ewma_add(&w->e, w->len_ms, ts, v->num);
+		} else if (w->kind == EXPR_WIN_QUANT) {
+			quantile_add(w->q, ts, v->num, 1);
 		} else {
 			window_add(&w->w, ts, v->num);
 		}
@@ -373,6 +394,8 @@ env_window(void *arg, int win, int fn, double param, double *out)
 		return fn == WFN_DISAGREE ? anomaly_score(&tw->a, param, out) : -1;
 	if (tw->kind == EXPR_WIN_EWMA)
 		return fn == WFN_EWMA ? ewma_value(&tw->e, out) : -1;
+	if (tw->kind == EXPR_WIN_QUANT)
+		return fn == WFN_QUANTILE ? quantile_value(tw->q, c->now, param, out) : -1;
 	if (fn == WFN_ZSCORE && env_value(arg, c->refs->windows[win].prop, &cur) != 0)
 		return -1;
 	/* One definition of every window function, shared with the unit tests. */
@@ -562,6 +585,19 @@ runtime_eval(const struct runtime *rt, struct twin *t, const char *const *names,
 	return TW_OK;
 }
 
+/* The slots of the windows `e` reads, and what a quantile window owns beside its slot. */
+static size_t
+window_cost(const struct expr *e)
+{
+	const struct expr_refs *r = expr_refs(e);
+	size_t b = (size_t)r->nwindows * sizeof(struct twin_window);
+
+	for (int k = 0; k < r->nwindows; k++)
+		if (r->windows[k].kind == EXPR_WIN_QUANT)
+			b += sizeof(struct quantile);
+	return b;
+}
+
 size_t
 runtime_cost(const struct runtime *rt, const char *twin, const char *model)
 {
@@ -575,8 +611,8 @@ runtime_cost(const struct runtime *rt, const char *twin, const char *model)
 
 		if (!rules_match(r, twin, model))
 			continue;
-		b += sizeof(struct rule_state) + sizeof(struct twin_window) *
-		    (size_t)(expr_refs(r->when)->nwindows + (r->clear ? expr_refs(r->clear)->nwindows : 0));
+		b += sizeof(struct rule_state) + window_cost(r->when) +
+		    (r->clear != NULL ? window_cost(r->clear) : 0);
 	}
 	return b;
 }

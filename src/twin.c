@@ -67,7 +67,7 @@ twin_free(struct twin *t)
 		value_free(&t->desired[i].val);
 	free(t->props);
 	free(t->desired);
-	free(t->windows);
+	twin_windows_free(t->windows, t->nwindows);
 	free(t->rs);
 	free(t->model_id);
 	free(t->parent);
@@ -215,6 +215,8 @@ twin_charge(struct twin_map *m, struct twin *t)
 	    (size_t)t->cap * sizeof(*t->props) + (size_t)t->cap_desired * sizeof(*t->desired) +
 	    (size_t)t->nwindows * sizeof(*t->windows) + (size_t)t->nrs * sizeof(*t->rs);
 
+	for (uint16_t i = 0; i < t->nwindows; i++)
+		b += twin_window_extra(&t->windows[i]);
 	for (uint32_t i = 0; i < t->nprops; i++)
 		b += val_bytes(&t->props[i].val);
 	for (uint32_t i = 0; i < t->ndesired; i++)
@@ -498,6 +500,49 @@ twin_memdup(const void *p, size_t n)
 	return q;
 }
 
+size_t
+twin_window_extra(const struct twin_window *w)
+{
+	return w->kind == EXPR_WIN_QUANT ? sizeof(*w->q) : 0;
+}
+
+void
+twin_window_forget(struct twin_window *w)
+{
+	if (w->kind == EXPR_WIN_QUANT)
+		w->q = NULL;
+}
+
+void
+twin_windows_free(struct twin_window *w, uint16_t n)
+{
+	for (uint16_t i = 0; w != NULL && i < n; i++)
+		if (w[i].kind == EXPR_WIN_QUANT)
+			free(w[i].q);
+	free(w);
+}
+
+struct twin_window *
+twin_windows_dup(const struct twin_window *w, uint16_t n)
+{
+	struct twin_window *c = twin_memdup(w, (size_t)n * sizeof(*w));
+
+	if (c == NULL)
+		return NULL;
+	for (uint16_t i = 0; i < n; i++) {
+		if (c[i].kind != EXPR_WIN_QUANT || w[i].q == NULL)
+			continue;
+		if ((c[i].q = twin_memdup(w[i].q, sizeof(*w[i].q))) == NULL) {
+			/* Only the ones copied so far are this copy's own. */
+			for (uint16_t j = i; j < n; j++)
+				twin_window_forget(&c[j]);
+			twin_windows_free(c, n);
+			return NULL;
+		}
+	}
+	return c;
+}
+
 struct twin *
 twin_copy(const struct twin *src)
 {
@@ -518,7 +563,7 @@ twin_copy(const struct twin *src)
 	t->desired = twin_memdup(src->desired, src->ndesired * sizeof(*src->desired));
 	t->cap_desired = t->ndesired = src->desired != NULL && t->desired != NULL ?
 	    src->ndesired : 0;
-	t->windows = twin_memdup(src->windows, src->nwindows * sizeof(*src->windows));
+	t->windows = twin_windows_dup(src->windows, src->nwindows);
 	t->rs = twin_memdup(src->rs, src->nrs * sizeof(*src->rs));
 	failed |= t->nprops != src->nprops || t->ndesired != src->ndesired ||
 	    (src->nwindows > 0 && t->windows == NULL) || (src->nrs > 0 && t->rs == NULL);

@@ -21,14 +21,14 @@ undo_save(struct undo *u, const struct twin *t)
 	e = &u->v[u->n];
 	e->id = strdup(t->id);
 	e->rs = twin_memdup(t->rs, t->nrs * sizeof(*t->rs));
-	e->windows = twin_memdup(t->windows, t->nwindows * sizeof(*t->windows));
+	e->windows = twin_windows_dup(t->windows, t->nwindows);
 	e->nrs = t->nrs;
 	e->nwindows = t->nwindows;
 	if (e->id == NULL || (t->nrs > 0 && e->rs == NULL) ||
 	    (t->nwindows > 0 && e->windows == NULL)) {
 		free(e->id);
 		free(e->rs);
-		free(e->windows);
+		twin_windows_free(e->windows, t->nwindows);
 		return TW_ERR_NOMEM;
 	}
 	u->n++;
@@ -46,7 +46,7 @@ undo_restore(struct undo *u, struct twin_map *m)
 		if (t == NULL || t->nrs != e->nrs || t->nwindows != e->nwindows)
 			continue;
 		free(t->rs);
-		free(t->windows);
+		twin_windows_free(t->windows, t->nwindows);
 		t->rs = e->rs;
 		t->windows = e->windows;
 		e->rs = NULL;
@@ -61,7 +61,7 @@ undo_clear(struct undo *u)
 	for (unsigned i = 0; i < u->n; i++) {
 		free(u->v[i].id);
 		free(u->v[i].rs);
-		free(u->v[i].windows);
+		twin_windows_free(u->v[i].windows, u->v[i].nwindows);
 	}
 	u->n = 0;
 	if (u->cap > 1024) {

@@ -301,6 +301,25 @@ interval_of(const struct twin *t, const struct prop *p)
 	return 1000;
 }
 
+/* As hold() for a quantile window: the held readings, a sixteenth of the window at a time. */
+static void
+hold_quantile(struct quantile *q, const struct prop *p, int64_t at, int64_t every)
+{
+	int64_t from = p->ts > at - q->len_ms ? p->ts : at - q->len_ms;
+	int64_t chunk = (q->len_ms + QUANTILE_BUCKETS - 1) / QUANTILE_BUCKETS;
+
+	for (int64_t ts = from + every; ts <= at; ) {
+		/* The readings of [ts, end) all fall in the sixteenth of ts. */
+		int64_t end = (window_floor_div(ts, chunk) + 1) * chunk, n;
+
+		if (end > at + 1)
+			end = at + 1;
+		n = (end - ts + every - 1) / every;
+		quantile_add(q, ts, p->val.num, (uint32_t)(n < HOLD_WEIGHT_MAX ? n : HOLD_WEIGHT_MAX));
+		ts += n * every;
+	}
+}
+
 /* `p`'s value held from its ts to `at`, fed to its windows as readings every interval. */
 static void
 hold(struct twin *t, struct prop *p, int64_t at)
@@ -319,6 +338,10 @@ hold(struct twin *t, struct prop *p, int64_t at)
 		 * Only windows: an ewma weighs the next reading by the time since
 		 * the last, held or not; a detector learns from readings only.
 		 */
+		if (t->windows[i].kind == EXPR_WIN_QUANT) {
+			hold_quantile(t->windows[i].q, p, at, every);
+			continue;
+		}
 		if (t->windows[i].kind != EXPR_WIN_SPAN)
 			continue;
 		from = p->ts > at - w->len_ms ? p->ts : at - w->len_ms;

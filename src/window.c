@@ -20,8 +20,8 @@ bucket_width(const struct window *w)
 	return (w->len_ms + WINDOW_BUCKETS - 1) / WINDOW_BUCKETS;
 }
 
-static int64_t
-floor_div(int64_t a, int64_t b)
+int64_t
+window_floor_div(int64_t a, int64_t b)
 {
 	int64_t q = a / b;
 
@@ -33,7 +33,7 @@ floor_div(int64_t a, int64_t b)
 static struct window_bucket *
 slot_of(struct window *w, int64_t start, int64_t width)
 {
-	int64_t i = floor_div(start, width) % WINDOW_BUCKETS;
+	int64_t i = window_floor_div(start, width) % WINDOW_BUCKETS;
 
 	if (i < 0)
 		i += WINDOW_BUCKETS;
@@ -136,7 +136,7 @@ window_add_n(struct window *w, int64_t ts, double v, uint32_t n)
 	if (!isfinite(v) || ts > TS_LIMIT || ts < -TS_LIMIT || n == 0)
 		return;
 	width = bucket_width(w);
-	start = floor_div(ts, width) * width;
+	start = window_floor_div(ts, width) * width;
 	b = slot_of(w, start, width);
 	/* The common case, many points per bucket, needs no scan. */
 	if (b->n == 0 || b->start_ms != start) {

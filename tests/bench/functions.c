@@ -16,6 +16,7 @@
 
 #include "anomaly.h"
 #include "expr.h"
+#include "quantile.h"
 #include "window.h"
 
 #define NOW	1800000000000LL
@@ -26,6 +27,7 @@ struct bench_env {
 	struct window win[EXPR_WINDOWS_MAX];
 	struct anomaly det;
 	struct ewma ew;
+	struct quantile qw[EXPR_WINDOWS_MAX];
 	double x;
 };
 
@@ -51,6 +53,8 @@ env_window(void *arg, int win, int fn, double param, double *out)
 		return anomaly_score(&b->det, param, out);
 	if (fn == WFN_EWMA)
 		return ewma_value(&b->ew, out);
+	if (fn == WFN_QUANTILE)
+		return quantile_value(&b->qw[win], NOW, param, out);
 	return expr_window_value(&b->win[win], NOW, fn, param, &cur, out);
 }
 
@@ -89,15 +93,21 @@ measure(const char *src, long n)
 	b.e = e;
 	anomaly_init(&b.det);
 	memset(&b.ew, 0, sizeof(b.ew));
-	for (int w = 0; w < r->nwindows; w++)
+	for (int w = 0; w < r->nwindows; w++) {
 		if (r->windows[w].kind == EXPR_WIN_SPAN)
 			window_init(&b.win[w], r->windows[w].len_ms);
+		if (r->windows[w].kind == EXPR_WIN_QUANT)
+			quantile_init(&b.qw[w], r->windows[w].len_ms);
+	}
 	for (int i = 0; i < READINGS; i++) {
 		int64_t ts = NOW - (int64_t)(READINGS - i) * 5000;
 
-		for (int w = 0; w < r->nwindows; w++)
+		for (int w = 0; w < r->nwindows; w++) {
 			if (r->windows[w].kind == EXPR_WIN_SPAN)
 				window_add(&b.win[w], ts, reading(i));
+			if (r->windows[w].kind == EXPR_WIN_QUANT)
+				quantile_add(&b.qw[w], ts, reading(i), 1);
+		}
 		anomaly_add(&b.det, reading(i));
 		ewma_add(&b.ew, 3600000, ts, reading(i));
 	}
@@ -118,7 +128,10 @@ main(int argc, char **argv)
 		"avg_over(x, 1h) > 1", "stddev_over(x, 1d) > 1", "zscore(x, 1h) > 1",
 		"forecast(x, 1h, 30m) > 1", "avg_over(x, 6h, skip=6h) > 1", "ewma(x, 1h) > 1",
 		"anomaly(x) > 0.999",
+		/* 720 readings in the hour: exact; 17,280 in the day: sampled */
+		"median_over(x, 1h) > 1", "quantile_over(x, 1d, 0.95) > 1",
 	};
+	static struct quantile qa;
 	long n = argc > 1 ? atol(argv[1]) : 2000000;
 	struct anomaly a;
 	double floor_ns, t0, add_ns;
@@ -129,7 +142,9 @@ main(int argc, char **argv)
 	printf("%-28s %10s %8s\n", "expression", "ns/eval", "x floor");
 	printf("%-28s %10.1f %8.2f\n", "x > 1 (the floor)", floor_ns, 1.0);
 	for (size_t i = 0; i < sizeof(exprs) / sizeof(exprs[0]); i++) {
-		double ns = measure(exprs[i], n);
+		/* A quantile merges up to 1,024 kept readings: a tenth of the evaluations. */
+		double ns = measure(exprs[i], strstr(exprs[i], "quantile") || strstr(exprs[i], "median") ?
+		    n / 10 : n);
 
 		printf("%-28s %10.1f %8.2f\n", exprs[i], ns, ns / floor_ns);
 	}
@@ -139,8 +154,15 @@ main(int argc, char **argv)
 		anomaly_add(&a, reading((int)(i % 1000003)));
 	add_ns = (now_ns() - t0) / (double)n;
 	printf("%-28s %10.1f %8.2f\n", "anomaly: one reading learned", add_ns, add_ns / floor_ns);
+	quantile_init(&qa, 86400000);
+	t0 = now_ns();
+	for (long i = 0; i < n; i++)
+		quantile_add(&qa, NOW + i * 43, reading((int)(i % 1000003)), 1);
+	add_ns = (now_ns() - t0) / (double)n;
+	printf("%-28s %10.1f %8.2f\n", "quantile: one reading added", add_ns, add_ns / floor_ns);
 	printf("memory: a window %zu bytes, an anomaly detector %zu bytes (saved: %d), "
-	    "an ewma %zu bytes\n", sizeof(struct window), sizeof(struct anomaly),
-	    ANOMALY_STATE_BYTES, sizeof(struct ewma));
+	    "an ewma %zu bytes, a quantile window %zu bytes\n", sizeof(struct window),
+	    sizeof(struct anomaly), ANOMALY_STATE_BYTES, sizeof(struct ewma),
+	    sizeof(struct quantile));
 	return 0;
 }

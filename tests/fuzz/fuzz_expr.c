@@ -13,6 +13,7 @@
 #include "expr.h"
 #include "ingest.h"
 #include "value.h"
+#include "quantile.h"
 #include "window.h"
 #include "fuzz_util.h"
 
@@ -24,6 +25,7 @@ struct env {
 	struct window win[EXPR_WINDOWS_MAX];
 	struct anomaly det[EXPR_WINDOWS_MAX];	/* for windows of kind EXPR_WIN_ANOMALY */
 	struct ewma ewma[EXPR_WINDOWS_MAX];	/* for windows of kind EXPR_WIN_EWMA */
+	struct quantile q[EXPR_WINDOWS_MAX];	/* for windows of kind EXPR_WIN_QUANT */
 	const char *strs[4];
 };
 
@@ -90,12 +92,23 @@ env_window(void *arg, int win, int fn, double param, double *out)
 	struct env *e = arg;
 	struct tw_val cur = { 0 };
 
-	if (win < 0 || win >= e->refs->nwindows || fn < WFN_AVG || fn > WFN_DISAGREE ||
+	if (win < 0 || win >= e->refs->nwindows || fn < WFN_AVG || fn > WFN_QUANTILE ||
 	    (fn == WFN_ANOMALY) != (e->refs->windows[win].kind == EXPR_WIN_ANOMALY) ||
 	    (fn == WFN_DISAGREE) != (e->refs->windows[win].kind == EXPR_WIN_DIFF) ||
 	    (e->refs->windows[win].kind == EXPR_WIN_DIFF) != (e->refs->windows[win].prop2 >= 0) ||
-	    (fn == WFN_EWMA) != (e->refs->windows[win].kind == EXPR_WIN_EWMA))
+	    (fn == WFN_EWMA) != (e->refs->windows[win].kind == EXPR_WIN_EWMA) ||
+	    (fn == WFN_QUANTILE) != (e->refs->windows[win].kind == EXPR_WIN_QUANT))
 		abort();
+	if (fn == WFN_QUANTILE) {
+		/* The readings fed are in [-25, 25): every quantile of them is too. */
+		if (!(param >= 0 && param <= 1))
+			abort();
+		if (quantile_value(&e->q[win], NOW, param, out) != 0)
+			return -1;
+		if (!(*out >= -25 && *out < 25))
+			abort();
+		return 0;
+	}
 	if (fn == WFN_EWMA)
 		return ewma_value(&e->ewma[win], out);
 	if (fn == WFN_ANOMALY || fn == WFN_DISAGREE) {
@@ -166,6 +179,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (int i = 0; i < n; i++)
 				ewma_add(&env.ewma[w], len, NOW - (int64_t)(n - i) * (len / 7 + 1),
 				    (double)((int)((h >> i) % 200) - 100) / 4.0);
+			continue;
+		}
+		if (env.refs->windows[w].kind == EXPR_WIN_QUANT) {
+			/* Enough readings, some out of order, to fill and thin a sixteenth. */
+			quantile_init(&env.q[w], len);
+			for (int i = 0; i < n * 40; i++)
+				quantile_add(&env.q[w], NOW - (int64_t)((h >> (i % 29)) % 7) *
+				    (len / 7 + 1), (double)((int)((h >> (i % 24)) % 200) - 100) / 4.0,
+				    1 + (uint32_t)(i % 3 == 0) * (h % 50));
 			continue;
 		}
 		window_init(&env.win[w], len);

@@ -843,6 +843,8 @@ def test_check_good_rules(tmp_path):
                  ["bad_let_type", '"let" must be an object'], id="let-type"),
     pytest.param({"name": "bad_sens", "when": "anomaly(t, 0) > 0.9"},
                  ["bad_sens", "when: column 12", "number in (0, 100]"], id="anomaly-sensitivity"),
+    pytest.param({"name": "bad_q", "when": "quantile_over(t, 1h, 95) > 9"},
+                 ["bad_q", "when: column 22", "number in [0, 1]"], id="quantile-out-of-range"),
     pytest.param({"name": "bad_sev", "when": "x > 1", "severity": "fatal"},
                  ["bad_sev", "fatal"], id="severity"),
     pytest.param({"name": "bad_key", "when": "x > 1", "wen": "x > 2"},

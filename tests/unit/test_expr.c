@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "expr.h"
+#include "quantile.h"
 #include "window.h"
 
 #define T0	1800000000000LL
@@ -36,6 +37,7 @@ struct fake {
 	int64_t now;
 	struct window win[EXPR_WINDOWS_MAX];
 	struct ewma ew[EXPR_WINDOWS_MAX];
+	struct quantile qw[EXPR_WINDOWS_MAX];
 };
 
 static struct fprop *
@@ -95,6 +97,8 @@ fake_window(void *arg, int win, int fn, double param, double *out)
 
 	if (fn == WFN_EWMA)
 		return ewma_value(&f->ew[win], out);
+	if (fn == WFN_QUANTILE)
+		return quantile_value(&f->qw[win], f->now, param, out);
 	return expr_window_value(&f->win[win], f->now, fn, param,
 	    p != NULL && p->has_val ? &p->val : NULL, out);
 }
@@ -111,8 +115,10 @@ fake_bind(struct fake *f, const struct expr *e)
 
 		window_init(&f->win[i], r->windows[i].len_ms);
 		memset(&f->ew[i], 0, sizeof(f->ew[i]));
+		quantile_init(&f->qw[i], r->windows[i].len_ms);
 		for (int j = 0; p != NULL && j < p->npts; j++) {
 			window_add(&f->win[i], p->ts[j], p->v[j]);
+			quantile_add(&f->qw[i], p->ts[j], p->v[j], 1);
 			ewma_add(&f->ew[i], r->windows[i].len_ms, p->ts[j], p->v[j]);
 		}
 	}
@@ -743,6 +749,50 @@ test_skip_and_ewma(void **state)
 	near("ewma(flat, 1h)", 3);
 }
 
+/* quantile_over and median_over: their own window, exact for few readings, their errors said. */
+static void
+test_quantiles(void **state)
+{
+	const struct fprop *t = &twin_props[5];
+	double v[NPTS_MAX];
+	int n = 0;
+	struct expr *x;
+
+	(void)state;
+	/* The readings of the last 8 s, sorted: the median and the 0.9 quantile by hand. */
+	for (int i = 0; i < t->npts; i++)
+		if (t->ts[i] > twin.now - 8000)
+			v[n++] = t->v[i];
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+			double k = v[j];
+
+			v[j] = v[j - 1];
+			v[j - 1] = k;
+		}
+	assert_true(n >= 3);
+	near("count_over(t, 8s)", n);
+	near("median_over(t, 8s)", n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2);
+	near("quantile_over(t, 8s, 0)", v[0]);
+	near("quantile_over(t, 8s, 1)", v[n - 1]);
+	near("quantile_over(t, 8s, 0.9)", v[(int)(0.9 * (n - 1))] +
+	    (0.9 * (n - 1) - (int)(0.9 * (n - 1))) * (v[(int)(0.9 * (n - 1)) + 1] -
+	    v[(int)(0.9 * (n - 1))]));
+	near("median_over(flat, 1h)", 3);
+	is_unknown("median_over(ghost, 1m)");
+	/* median_over is the 0.5 quantile: one window for both; none shared with avg_over. */
+	x = compile_ok("median_over(t, 8s) <= quantile_over(t, 8s, 0.5) and avg_over(t, 8s) > 0");
+	assert_int_equal(expr_refs(x)->nwindows, 2);
+	assert_int_equal(expr_refs(x)->windows[0].kind, EXPR_WIN_QUANT);
+	assert_int_equal(expr_refs(x)->windows[1].kind, EXPR_WIN_SPAN);
+	expr_free(x);
+	bad("quantile_over(t, 8s, 1.5)", 22, "needs a number in [0, 1] here");
+	bad("quantile_over(t, 8s, x)", 22, "needs a number in [0, 1] here");
+	bad("quantile_over(t, 8s)", 20, "takes 3 arguments");
+	bad("median_over(t, 8s, skip=1s)", 20, "takes 2 arguments");
+	bad("median_over(t, 0s)", 16, "a window must be longer than 0");
+}
+
 static void
 test_refs(void **state)
 {
@@ -945,6 +995,7 @@ main(void)
 		cmocka_unit_test_setup(test_expand, setup),
 		cmocka_unit_test_setup(test_window_functions, setup),
 		cmocka_unit_test_setup(test_skip_and_ewma, setup),
+		cmocka_unit_test_setup(test_quantiles, setup),
 		cmocka_unit_test_setup(test_refs, setup),
 		cmocka_unit_test_setup(test_errors, setup),
 		cmocka_unit_test_setup(test_depth_limit, setup),

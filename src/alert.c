@@ -103,11 +103,14 @@ alert_command_id(char *buf, size_t len, uint64_t *last)
 	if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
 		r = (uint32_t)((uint64_t)clock_mono_us() * 6364136223846793005ULL >> 32);
 	/* 44 bits of milliseconds last until the year 2527; a clock before 1970 counts as 1970. */
-	id = ((uint64_t)(ms > 0 ? ms : 0) << ID_RANDOM_BITS) |
-	    (r & ((1u << ID_RANDOM_BITS) - 1));
-	/* A clock that steps back, or a second id in one millisecond, still sorts after. */
+	if (ms < 0)
+		ms = 0;
+	if (ms >= INT64_C(1) << (64 - ID_RANDOM_BITS))
+		ms = (INT64_C(1) << (64 - ID_RANDOM_BITS)) - 1;
+	id = ((uint64_t)ms << ID_RANDOM_BITS) | (r & ((1u << ID_RANDOM_BITS) - 1));
+	/* A clock that steps back, or a second id in one millisecond, still sorts after (never wraps). */
 	if (id <= *last)
-		id = *last + 1;
+		id = *last < UINT64_MAX ? *last + 1 : UINT64_MAX;
 	*last = id;
 	snprintf(buf, len, "c-%016llx", (unsigned long long)id);
 }

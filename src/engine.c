@@ -295,6 +295,8 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 	if (request_queue_init(&e->requests, wake, r) != TW_OK || e->twins == NULL ||
 	    e->names == NULL || e->hist == NULL || e->retention == NULL || e->converge == NULL ||
 	    runtime_init(&e->runtime, rules, e->twins) != TW_OK ||
+	    /* Command ids grow across restarts too, whatever the wall clock did meanwhile. */
+	    store_command_max_id(store, &e->commands.last_id) != TW_OK ||
 	    restore_load(&rs, store, 0) != TW_OK || converge_reload(e->converge) != TW_OK)
 		goto fail;
 	/* What the detectors learned is worth having, not worth refusing to start for. */

@@ -84,18 +84,27 @@ make_token(int argc, char **argv)
 	return 0;
 }
 
-/* Loads the file and the overrides; prints errors; returns 0 or TW_ERR_INVAL. */
+/* A parser's error as main takes it: out of memory stays itself (not the config's fault). */
+static int
+as_config_error(int rc)
+{
+	return rc == TW_OK || rc == TW_ERR_NOMEM ? rc : TW_ERR_INVAL;
+}
+
+/* Loads the file and the overrides; prints errors; returns 0, TW_ERR_INVAL or TW_ERR_NOMEM. */
 static int
 config_read(struct conf *c, const char *path, char **overrides, int noverrides)
 {
-	if (conf_parse(c, path, stderr) != TW_OK)
-		return TW_ERR_INVAL;
+	int rc;
+
+	if ((rc = as_config_error(conf_parse(c, path, stderr))) != TW_OK)
+		return rc;
 	for (int i = 0; i < noverrides; i++)
-		if (conf_set(c, overrides[i], stderr) != TW_OK)
-			return TW_ERR_INVAL;
+		if ((rc = as_config_error(conf_set(c, overrides[i], stderr))) != TW_OK)
+			return rc;
 	if (conf_validate(c, path, stderr) != TW_OK)
 		return TW_ERR_INVAL;
-	return conf_read_secrets(c, path, stderr);
+	return as_config_error(conf_read_secrets(c, path, stderr));
 }
 
 /*
@@ -109,14 +118,16 @@ plant_read(const struct conf *c, struct model_set **models, struct plant *plant,
 {
 	memset(plant, 0, sizeof(*plant));
 	*rules = NULL;
+	int rc = TW_ERR_INVAL;
+
 	if ((*models = model_set_load(c->models_dir, stderr)) == NULL)
 		return TW_ERR_INVAL;
-	if (plant_load(plant, c->twins_file, *models, stderr) != TW_OK ||
+	if ((rc = as_config_error(plant_load(plant, c->twins_file, *models, stderr))) != TW_OK ||
 	    (*rules = rules_load(c->rules_file, prev, stderr)) == NULL) {
 		model_set_unref(*models);
 		*models = NULL;
 		plant_cleanup(plant);
-		return TW_ERR_INVAL;
+		return rc != TW_OK ? rc : TW_ERR_INVAL;
 	}
 	return TW_OK;
 }
@@ -292,7 +303,7 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	char *overrides[OVERRIDES_MAX];
-	int noverrides = 0, check = 0, new_token = 0, ch, sig, status = EXIT_RUNTIME;
+	int noverrides = 0, check = 0, new_token = 0, ch, sig, rc, status = EXIT_RUNTIME;
 	const char *path = NULL;
 	struct conf conf = { 0 };
 	struct api_ctx api = { 0 };
@@ -350,12 +361,13 @@ main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	if (config_read(&conf, path, overrides, noverrides) != TW_OK ||
-	    tokens_read(&conf, &tokens) != TW_OK ||
-	    plant_read(&conf, &models, &plant, &rules, NULL) != TW_OK) {
+	if ((rc = config_read(&conf, path, overrides, noverrides)) != TW_OK ||
+	    (rc = as_config_error(tokens_read(&conf, &tokens))) != TW_OK ||
+	    (rc = plant_read(&conf, &models, &plant, &rules, NULL)) != TW_OK) {
 		tokens_free(tokens);
 		conf_cleanup(&conf);
-		return EXIT_USAGE;
+		/* Out of memory is no bad config: exit 1, which systemd restarts (2 it does not). */
+		return rc == TW_ERR_NOMEM ? EXIT_RUNTIME : EXIT_USAGE;
 	}
 	if (check) {
 		printf("%s: ok (%d models, %d twins in the twins file, %d rules, %d tokens)\n",

@@ -180,6 +180,8 @@ static const char *const stmt_sql[ST__COUNT] = {
 	/* The twin's commands since ?3 through commands_twin: those that may have reached it. */
 	[ST_CMD_LAST] = "SELECT max(issued_ts) FROM commands WHERE twin = ?1 AND issued_ts >= ?3 "
 	    "AND command = ?2 AND status <> 'refused'",
+	/* The primary key's right edge: one step. */
+	[ST_CMD_MAX_ID] = "SELECT max(id) FROM commands",
 	[ST_TWIN_EXISTS] = "SELECT 1 FROM twins WHERE id = ?",
 	[ST_LOAD_TWINS] = "SELECT " TWIN_COLS " FROM twins",
 	[ST_LOAD_SERIES] = "SELECT id, twin, property, ts, value, out_of_range FROM series",
@@ -337,6 +339,27 @@ store_writable(const char *file, int dir)
 }
 
 /*
+ * What `path` names when realpath cannot say (the file is not there yet):
+ * a symlink's target, relative to the link's own directory, or the path
+ * itself. 0, or -1 when it does not fit.
+ */
+static int
+store_link_target(const char *path, char *out, size_t len)
+{
+	char link[PATH_MAX], buf[PATH_MAX];
+	ssize_t n = readlink(path, link, sizeof(link) - 1);
+
+	if (n <= 0)
+		return snprintf(out, len, "%s", path) < (int)len ? 0 : -1;
+	link[n] = '\0';
+	if (link[0] == '/')
+		return snprintf(out, len, "%s", link) < (int)len ? 0 : -1;
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -1;
+	return snprintf(out, len, "%s/%s", dirname(buf), link) < (int)len ? 0 : -1;
+}
+
+/*
  * SQLite says only "unable to open database file" (or opens the file read
  * only without a word) when the writer cannot write the database or make
  * its WAL and shared-memory files beside it: after such a failure, say
@@ -351,15 +374,15 @@ store_explain(const char *path)
 	static const char *const sides[] = { "", "-wal", "-shm" };
 	int why;
 
-	/* The WAL and -shm go beside the file a symlink names. */
-	if (realpath(path, real) == NULL &&
-	    snprintf(real, sizeof(real), "%s", path) >= (int)sizeof(real))
+	/* The WAL and -shm go beside the file a symlink names, also one not there yet. */
+	if (realpath(path, real) == NULL && store_link_target(path, real, sizeof(real)) != 0)
 		return;
 	memcpy(buf, real, sizeof(buf));
 	if (realpath(dirname(buf), dir) == NULL) {
+		why = errno;
 		memcpy(buf, real, sizeof(buf));
 		snprintf(dir, sizeof(dir), "%s", dirname(buf));
-		if (errno == ENOENT) {
+		if (why == ENOENT) {
 			log_warnx("database %s: the state directory %s does not exist", path, dir);
 			return;
 		}
@@ -422,7 +445,9 @@ store_open(const char *path, int writer, int full_sync)
 		    store_exec(s, "PRAGMA journal_mode = WAL") != TW_OK ||
 		    store_exec(s, full_sync ? "PRAGMA synchronous = FULL" :
 		    "PRAGMA synchronous = NORMAL") != TW_OK ||
-		    store_migrate(s) != TW_OK)
+		    store_migrate(s) != TW_OK ||
+		    /* A write lock needs the WAL and -shm writable: a failed start, not a failed first batch. */
+		    store_exec(s, "BEGIN IMMEDIATE") != TW_OK || store_exec(s, "COMMIT") != TW_OK)
 			goto fail;
 	}
 	for (int i = 0; i < ST__COUNT; i++) {

@@ -1,5 +1,7 @@
 /* SQLite: every read (the load at start, the writer's lookups, and the reads of REST). */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "err.h"
 #include "log.h"
@@ -55,6 +57,27 @@ store_command_last(struct store *s, const char *twin, const char *command, int64
 		*ts = sqlite3_column_int64(st, 0);	/* NULL (none) reads as 0 */
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		log_warnx("database: %s", sqlite3_errmsg(s->db));
+		return TW_ERR_DB;
+	}
+	return TW_OK;
+}
+
+int
+store_command_max_id(struct store *s, uint64_t *id)
+{
+	sqlite3_stmt *st = s->st[ST_CMD_MAX_ID];
+	const char *text;
+	int rc;
+
+	*id = 0;
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW &&
+	    (text = (const char *)sqlite3_column_text(st, 0)) != NULL &&
+	    strncmp(text, "c-", 2) == 0 && strlen(text) == 18 &&
+	    strspn(text + 2, "0123456789abcdef") == 16)
+		*id = strtoull(text + 2, NULL, 16);
+	sqlite3_reset(st);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
 		log_warnx("database: %s", sqlite3_errmsg(s->db));
 		return TW_ERR_DB;

@@ -95,6 +95,31 @@ def test_unacknowledged_command_is_done_at_puback(tmp_path, make_twind, broker):
         bridge.close()
 
 
+def test_ids_grow_across_a_restart_whatever_the_clock(tmp_path, make_twind, broker):
+    """A gateway without a real-time clock may start with its clock behind the
+    ids it stored before: new ids still go above the stored ones, so a new
+    command can never take an old one's row."""
+    import sqlite3
+    tw = plant(tmp_path, make_twind)
+    first = post(tw, "v-0", "pulse").json()["id"]
+    assert tw.stop() == 0
+    # a command of the year 2500 (as if the clock had been that far ahead)
+    ahead = "c-%016x" % (((16725225600000) << 20) | 5)
+    con = sqlite3.connect(str(tw.db))
+    t = now_ms() - 1000     # recent: retention keeps it
+    con.execute("INSERT INTO commands(id, twin, command, params, status, issued_ts) "
+                "VALUES (?, 'v-0', 'pulse', '{}', 'done', ?)", (ahead, t))
+    con.commit()
+    con.close()
+    tw.start()
+    later = post(tw, "v-0", "pulse").json()["id"]
+    assert first < ahead < later, (first, ahead, later)
+    con = sqlite3.connect(f"file:{tw.db}?mode=ro", uri=True)
+    rows = dict(con.execute("SELECT id, issued_ts FROM commands").fetchall())
+    con.close()
+    assert rows[ahead] == t and rows[later] > t and len(rows) == 3, rows
+
+
 def test_bound_per_twin_refuses_with_a_stored_reason(tmp_path, make_twind, broker):
     """With the broker away, commands wait; beyond the per-twin bound they are
     refused (429) and stored as such, while another twin still gets its own."""

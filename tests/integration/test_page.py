@@ -334,6 +334,11 @@ def test_trend_says_why_it_has_no_forecast(plant):
     """A forecast twind refuses (a 413 for a window of more than 2 million
     points, played here by the page's fetch) is said on the trend, not drawn."""
     p = plant
+    publish(p, "p-3", temperature=41, speed=1000)
+    open_view(p, "#/twin/p-3")
+    Select(wait_until(lambda: css(p, "#trend-prop"), 5)[0]).select_by_value("speed")
+    Select(css(p, "#trend-range")[0]).select_by_value("900000")
+    wait_until(lambda: css(p, "#trend svg"), 5, what="the trend drawn")
     p.driver.execute_script("window.__fetch = window.fetch; window.fetch = (u, i) => "
                             "String(u).includes('/forecast') ? Promise.resolve(new Response("
                             "JSON.stringify({error: {code: 'too_large', message: 'window too "
@@ -352,6 +357,10 @@ def test_only_the_newest_trend_answer_is_drawn(plant):
     """A slow answer for the property chosen first must not replace the
     drawing of the one chosen after it."""
     p = plant
+    publish(p, "p-3", temperature=42, speed=1100)
+    open_view(p, "#/twin/p-3")
+    wait_until(lambda: {"temperature", "speed"} <= set(attrs(p, "#trend-prop option", "value")),
+               5, what="both properties offered")
     p.driver.execute_script("window.__fetch = window.fetch; window.fetch = (u, i) => "
                             "String(u).includes('property=temperature') ? new Promise((r) => "
                             "setTimeout(() => r(window.__fetch(u, i)), 1500)) : "

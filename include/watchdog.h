@@ -1,14 +1,15 @@
 /*
- * Heartbeats of the threads that own state (engine, MQTT), so that the
- * systemd watchdog is fed only while they make progress: a hung engine is
- * then restarted by systemd instead of being pinged for by main forever.
+ * Heartbeats of the threads that own state (engine, MQTT) and of the REST
+ * server (http_probe.h), so that the systemd watchdog is fed only while
+ * they make progress: a hung engine or server is then restarted by systemd
+ * instead of being pinged for by main forever.
  */
 #ifndef TW_WATCHDOG_H
 #define TW_WATCHDOG_H
 
 #include <stdint.h>
 
-enum watchdog_part { WD_ENGINE, WD_MQTT, WD__COUNT };
+enum watchdog_part { WD_ENGINE, WD_MQTT, WD_HTTP, WD__COUNT };
 
 /* Called by the part's own thread each time round its loop. */
 void watchdog_beat(enum watchdog_part part);
@@ -24,13 +25,14 @@ void watchdog_beat_ahead(enum watchdog_part part, int64_t ms);
  * otherwise 0 with the first stale part in *stale.
  */
 int watchdog_fresh(int64_t now_ms, int64_t max_age_ms, enum watchdog_part *stale);
-/* "engine", "mqtt": for the log and STATUS=. */
+/* "engine", "mqtt", "http": for the log and STATUS=. */
 const char *watchdog_name(enum watchdog_part part);
 /*
- * A test hook: when the environment names TWIND_TEST_HANG_ENGINE and that
- * file exists, the engine stops beating and waits until it is gone, as a
- * hung engine would. Called by the engine on its timer.
+ * A test hook: when the environment variable `env` names a file that
+ * exists, the caller waits until it is gone, as a hung part would
+ * (TWIND_TEST_HANG_ENGINE on the engine's timer, TWIND_TEST_HANG_HTTP in
+ * /healthz). `who` names it in the log.
  */
-void watchdog_test_hang(void);
+void watchdog_test_hang(const char *env, const char *who);
 
 #endif

@@ -8,6 +8,7 @@
 #include "ring.h"
 #include "engine.h"
 #include "tokens.h"
+#include "watchdog.h"
 
 void
 api_system_health(struct http_req *req, struct http_reply *rep)
@@ -15,6 +16,7 @@ api_system_health(struct http_req *req, struct http_reply *rep)
 	const char *reason = engine_health(req->ctx->engine);
 	cJSON *doc;
 
+	watchdog_test_hang("TWIND_TEST_HANG_HTTP", "http");
 	if ((doc = cJSON_CreateObject()) == NULL ||
 	    cJSON_AddStringToObject(doc, "status", reason != NULL ? "unavailable" : "ok") == NULL ||
 	    (reason != NULL && cJSON_AddStringToObject(doc, "reason", reason) == NULL)) {

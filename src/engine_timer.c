@@ -186,7 +186,7 @@ timer_tick(struct engine *e)
 	if (now < e->next_tick)
 		return;
 	e->next_tick = now + TICK_MS;
-	watchdog_test_hang();
+	watchdog_test_hang("TWIND_TEST_HANG_ENGINE", "engine");
 	/* Nothing the timer changes could be stored: it waits for room too. */
 	if (disk_check(e))
 		return;

@@ -668,6 +668,25 @@ fail:
 	return NULL;
 }
 
+int
+http_local_addr(const struct http *h, struct sockaddr_storage *ss, socklen_t *len)
+{
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon,
+	    MHD_DAEMON_INFO_LISTEN_FD);
+
+	*len = sizeof(*ss);
+	if (info == NULL || getsockname(info->listen_fd, (struct sockaddr *)ss, len) != 0)
+		return TW_ERR_IO;
+	/* A wildcard listener is asked on loopback, as a local client would. */
+	if (ss->ss_family == AF_INET &&
+	    ((struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY))
+		((struct sockaddr_in *)ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (ss->ss_family == AF_INET6 &&
+	    IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)ss)->sin6_addr))
+		((struct sockaddr_in6 *)ss)->sin6_addr = in6addr_loopback;
+	return TW_OK;
+}
+
 void
 http_stop(struct http *h)
 {

@@ -28,6 +28,7 @@
 #include "ring.h"
 #include "store.h"
 #include "tokens.h"
+#include "http_probe.h"
 #include "watchdog.h"
 #include "www.h"
 
@@ -221,9 +222,10 @@ pub_trouble(void *arg)
 }
 
 /*
- * The systemd watchdog is fed only while the engine and the MQTT thread
- * beat (within half the watchdog's interval): a hung engine stops the feed
- * and systemd restarts twind. STATUS= carries the figures, and why not.
+ * The systemd watchdog is fed only while the engine, the MQTT thread and
+ * the REST server beat (within half the watchdog's interval): a hung one
+ * stops the feed and systemd restarts twind. STATUS= carries the figures,
+ * and why not.
  */
 static struct log_limit wd_log[WD__COUNT];	/* main's own; one per part, so one does not hide another */
 
@@ -256,6 +258,28 @@ watchdog_feed(struct engine *engine, uint64_t wd_us)
 		    watchdog_name(stale));
 	}
 	notify(status);
+}
+
+/* With the systemd watchdog on, the REST server's heartbeat (http_probe.h); else none. */
+static int
+http_watch(struct http *http, const struct conf *c, struct http_probe **probe)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	uint64_t wd_us = 0;
+
+	*probe = NULL;
+#ifdef WITH_SYSTEMD
+	if (sd_watchdog_enabled(0, &wd_us) <= 0)
+		wd_us = 0;
+#endif
+	if (wd_us == 0)
+		return TW_OK;
+	if (http_local_addr(http, &ss, &len) != TW_OK ||
+	    (*probe = http_probe_start((struct sockaddr *)&ss, len, c->http_listen,
+	    c->http_tls_cert != NULL && c->http_tls_cert[0] != '\0')) == NULL)
+		return TW_ERR_IO;
+	return TW_OK;
 }
 
 /*
@@ -318,6 +342,7 @@ main(int argc, char **argv)
 	struct publisher pub = { NULL, pub_publish, pub_link, pub_trouble };
 	int have_progress = 0;
 	struct http *http = NULL;
+	struct http_probe *probe = NULL;
 	struct www *www = NULL;
 	struct token_set *tokens = NULL;
 	int tokens_at_start = 0;
@@ -434,7 +459,8 @@ main(int argc, char **argv)
 	tokens = NULL;			/* the server's now, also when it failed */
 	if (http == NULL)
 		goto out;
-	if (engine_start(engine) != TW_OK || mqtt_start(mqtt) != TW_OK) {
+	if (engine_start(engine) != TW_OK || mqtt_start(mqtt) != TW_OK ||
+	    http_watch(http, &conf, &probe) != TW_OK) {
 		log_warnx("cannot start threads");
 		goto out;
 	}
@@ -450,6 +476,7 @@ main(int argc, char **argv)
 	status = 0;
 out:
 	/* The order is the promise: stop reading, commit, ack, then close. */
+	http_probe_stop(probe);
 	if (mqtt != NULL)
 		mqtt_stop(mqtt);
 	if (engine != NULL)

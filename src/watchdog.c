@@ -9,7 +9,7 @@
 #include "watchdog.h"
 
 static _Atomic int64_t beats[WD__COUNT];
-static const char *const names[WD__COUNT] = { "engine", "mqtt" };
+static const char *const names[WD__COUNT] = { "engine", "mqtt", "http" };
 
 void
 watchdog_beat(enum watchdog_part part)
@@ -51,17 +51,17 @@ watchdog_name(enum watchdog_part part)
 }
 
 void
-watchdog_test_hang(void)
+watchdog_test_hang(const char *env, const char *who)
 {
-	const char *path = getenv("TWIND_TEST_HANG_ENGINE");
+	const char *path = getenv(env);
 	struct stat st;
 
 	/* Only a file of twind's own user: no other local user can hang it. */
 	if (path == NULL || lstat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
 	    st.st_uid != geteuid())
 		return;
-	log_warnx("engine: hanging on purpose while %s exists (TWIND_TEST_HANG_ENGINE)", path);
+	log_warnx("%s: hanging on purpose while %s exists (%s)", who, path, env);
 	while (access(path, F_OK) == 0)
 		usleep(100 * 1000);
-	log_info("engine: the test hang is over");
+	log_info("%s: the test hang is over", who);
 }

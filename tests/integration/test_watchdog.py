@@ -1,8 +1,9 @@
 """The systemd watchdog through a faked NOTIFY_SOCKET (what systemd gives a
 Type=notify service with WatchdogSec=): WATCHDOG=1 goes out only while the
-engine and the MQTT thread make progress; a hung engine stops it, so systemd
-would restart twind; STATUS= says why. The hang is twind's test hook
-(TWIND_TEST_HANG_ENGINE): the engine stops on its timer while a file exists."""
+engine, the MQTT thread and the REST server make progress; a hung engine or
+REST server stops it, so systemd would restart twind; STATUS= says why. The
+hangs are twind's test hooks (TWIND_TEST_HANG_ENGINE: the engine stops on
+its timer while a file exists; TWIND_TEST_HANG_HTTP: /healthz does)."""
 
 import socket
 import threading
@@ -56,9 +57,12 @@ def watched(tmp_path, make_twind, monkeypatch):
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
     monkeypatch.setenv("WATCHDOG_USEC", "2000000")
     monkeypatch.setenv("TWIND_TEST_HANG_ENGINE", str(hang))
+    monkeypatch.setenv("TWIND_TEST_HANG_HTTP", str(tmp_path / "hang-http"))
     tw = make_twind()
+    tw.hang_http = tmp_path / "hang-http"
     yield tw, n, hang
     hang.unlink(missing_ok=True)
+    tw.hang_http.unlink(missing_ok=True)
     n.close()
 
 
@@ -74,18 +78,24 @@ def test_watchdog_fed_while_all_make_progress(watched, publisher):
     assert status and "twins" in status[-1] and "broker connected" in status[-1], status
 
 
+def check_not_fed(n, after_s, part):
+    """After `after_s` (the part hung and went stale), 1.5 s without a ping,
+    and STATUS= naming the part."""
+    time.sleep(after_s)
+    t_stale = time.monotonic()
+    time.sleep(1.5)
+    assert n.since(t_stale, "WATCHDOG=1") == [], f"pinged for a hung {part}"
+    assert any(f"{part} thread stalled" in s for s in n.since(t_stale, "STATUS=")), \
+        n.since(t_stale, "STATUS=")
+
+
 def test_hung_engine_is_not_pinged_for(watched, publisher):
     tw, n, hang = watched
     wait_until(lambda: n.since(0, "WATCHDOG=1"), 5, what="the first ping")
     hang.write_text("")
     # the engine stops at its next tick (1 s), is stale after half the interval (1 s)
     wait_until(lambda: "engine: hanging on purpose" in tw.log(), 5, what="the engine hung")
-    time.sleep(1.6)
-    t_stale = time.monotonic()
-    time.sleep(1.5)
-    assert n.since(t_stale, "WATCHDOG=1") == [], "pinged for a hung engine"
-    assert any("engine thread stalled" in s for s in n.since(t_stale, "STATUS=")), \
-        n.since(t_stale, "STATUS=")
+    check_not_fed(n, 1.6, "engine")
     assert "the engine thread has not made progress" in tw.log()
     # systemd would restart it here; let it recover instead and be fed again
     hang.unlink()
@@ -93,6 +103,24 @@ def test_hung_engine_is_not_pinged_for(watched, publisher):
                what="pings again once the engine moves")
     publisher.publish("plant/w-2/telemetry", {"ts": now_ms(), "v": 1})
     tw.wait_version("w-2", 1)
+
+
+def test_hung_rest_server_is_not_pinged_for(watched, publisher):
+    """A REST handler stuck (here /healthz, held by the test hook) is found
+    by twind's own probe of /healthz within its 5 s deadline; the engine
+    and MQTT go on, but systemd would restart twind."""
+    tw, n, _ = watched
+    wait_until(lambda: n.since(0, "WATCHDOG=1"), 5, what="the first ping")
+    tw.hang_http.write_text("")
+    wait_until(lambda: "http: hanging on purpose" in tw.log(), 5, what="the probe's /healthz hung")
+    check_not_fed(n, 5.5, "http")
+    assert "did not answer its own /healthz" in tw.log()
+    # ingestion went on meanwhile: only the REST server was stuck
+    publisher.publish("plant/w-3/telemetry", {"ts": now_ms(), "v": 1})
+    tw.hang_http.unlink()
+    wait_until(lambda: n.since(time.monotonic() - 0.3, "WATCHDOG=1"), 8,
+               what="pings again once the server answers")
+    tw.wait_version("w-3", 1)
 
 
 def test_lost_broker_is_not_a_hang(watched, broker):

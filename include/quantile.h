@@ -7,14 +7,16 @@
  * its readings, sorted, up to QUANTILE_SLOTS of them: while no sixteenth
  * holds more, the quantile is exact (linear between the two nearest
  * readings, as most tools define it). Beyond that a sixteenth keeps a
- * uniform sample of its readings instead: each is kept with the same
- * chance, halved (every other reading of the sorted sample, from a random
+ * sample of its readings instead: each kept with the same chance, which
+ * halves (every other reading of the sorted sample is kept, from a random
  * one of the two) each time the sample fills, so a sixteenth always holds
  * between QUANTILE_SLOTS / 2 and QUANTILE_SLOTS of them, each standing for
  * its share of the sixteenth's exact count. The answer is then off by a
- * rank error whose standard deviation is at most sqrt(q (1 - q) / 512)
- * of the window's readings (2.2 % of them for the median), whatever the
- * rate. The smallest and largest readings are kept apart, so quantiles 0
+ * rank error: measured, its standard deviation stays under
+ * sqrt(q (1 - q) / 512) of the window's readings (2.2 % of them for the
+ * median) when the readings are spread over the window, and under
+ * sqrt(q (1 - q) / 32) (8.8 %) when one sixteenth holds nearly all of them
+ * (a window just begun, after a gap, a burst); test_quantile.c checks both.
  * and 1 are always exact and no answer leaves their range. The chance is a hash of the sixteenth's start and its count, so
  * the same readings always give the same answer (a what-if, a backtest).
  */
@@ -35,9 +37,17 @@ struct quantile_bucket {
 	double v[QUANTILE_SLOTS];
 };
 
-/* 8,712 bytes on LP64, whatever the rate; allocated apart from the twin's window slots. */
+/* 8,768 bytes on LP64, whatever the rate; allocated apart from the twin's window slots. */
 struct quantile {
 	int64_t len_ms;
+	uint64_t gen;		/* counts the readings taken: a new one voids the answer kept below */
+	/* The last answer, for the rules' 1-s tick, which asks again with no new reading. */
+	struct {
+		double p, v;
+		int64_t lo, hi;	/* the sixteenths the window spanned: a window that moved is asked anew */
+		uint64_t gen;
+		int ok;		/* 1: v is the answer; 0: the window was empty; -1: none kept */
+	} last;
 	struct quantile_bucket b[QUANTILE_BUCKETS];
 };
 
@@ -55,6 +65,11 @@ void quantile_add(struct quantile *q, int64_t ts_ms, double v, uint32_t n);
  * returns 0 with *out, or -1 when the window is empty or p is out of
  * [0, 1].
  */
-int quantile_value(const struct quantile *q, int64_t now_ms, double p, double *out);
+int quantile_value(struct quantile *q, int64_t now_ms, double p, double *out);
+/*
+ * How often readings came, in ms between two, over the sixteenths in use
+ * (to a sixteenth): 0 with *every_ms, or -1 with fewer than two readings.
+ */
+int quantile_every(const struct quantile *q, int64_t *every_ms);
 
 #endif

@@ -17,10 +17,19 @@ struct undo_entry {
 	uint16_t nrs, nwindows;
 };
 
-/* Bounded by the twins one batch touches (at most batch_max + the twins the timer touches). */
+/*
+ * Bounded by the twins one batch touches (at most batch_max + the twins
+ * the timer touches), and the copies of quantile windows (8.7 KB each) by
+ * UNDO_QUANT_MAX a batch: beyond it, a quantile window is not copied and
+ * keeps the failed batch's readings after a rollback (then counted twice
+ * when they are redelivered), as any state does when a copy finds no memory.
+ */
+#define UNDO_QUANT_MAX	(4u << 20)
+
 struct undo {
 	struct undo_entry *v;
 	unsigned n, cap;
+	size_t quant_bytes;	/* copies of quantile windows this batch */
 };
 
 /* Keeps a copy of the rule state of `t`. 0 or TW_ERR_NOMEM. */

@@ -38,6 +38,7 @@ quantile_init(struct quantile *q, int64_t len_ms)
 {
 	memset(q, 0, sizeof(*q));
 	q->len_ms = len_ms > 0 ? len_ms : 1;
+	q->last.ok = -1;
 }
 
 /*
@@ -117,6 +118,7 @@ quantile_add(struct quantile *q, int64_t ts, double v, uint32_t n)
 	b = slot_of(q, start, width);
 	if ((b->n == 0 || b->start_ms != start) && (b = quantile_open(q, start, width)) == NULL)
 		return;
+	q->gen++;
 	if (b->n == 0 || v < b->min)
 		b->min = v;
 	if (b->n == 0 || v > b->max)
@@ -187,26 +189,22 @@ walk(const struct quantile_bucket *const *in, const double *w, int nin, double h
 		for (int i = 1; i < nin; i++)
 			if (key[i] < key[best])
 				best = i;
+		/* Weighted, not x + f (next - x): next - x overflows between -1e308 and 1e308. */
 		if (key[best] != INFINITY)
-			x += f * (sign * key[best] - x);
+			x = (1 - f) * x + f * (sign * key[best]);
 	}
 	return x;
 }
 
-int
-quantile_value(const struct quantile *q, int64_t now, double p, double *out)
+/* The answer, without the one kept from last time. */
+static int
+quantile_compute(const struct quantile *q, int64_t now, double p, double *out)
 {
 	const struct quantile_bucket *in[QUANTILE_BUCKETS];
 	double w[QUANTILE_BUCKETS], total = 0, min = 0, max = 0, x;
 	int nin = 0;
 	int64_t lo;
 
-	if (!(p >= 0 && p <= 1))
-		return -1;
-	if (now > TS_LIMIT)
-		now = TS_LIMIT;
-	if (now < -TS_LIMIT)
-		now = -TS_LIMIT;
 	lo = now - q->len_ms;
 	for (int i = 0; i < QUANTILE_BUCKETS; i++) {
 		const struct quantile_bucket *b = &q->b[i];
@@ -231,5 +229,52 @@ quantile_value(const struct quantile *q, int64_t now, double p, double *out)
 	x = p <= 0.5 ? walk(in, w, nin, p * (total - 1), 0) :
 	    walk(in, w, nin, (1 - p) * (total - 1), 1);
 	*out = x < min ? min : x > max ? max : x;
+	return 0;
+}
+
+int
+quantile_value(struct quantile *q, int64_t now, double p, double *out)
+{
+	int64_t width = width_of(q), lo, hi;
+
+	if (!(p >= 0 && p <= 1))
+		return -1;
+	if (now > TS_LIMIT)
+		now = TS_LIMIT;
+	if (now < -TS_LIMIT)
+		now = -TS_LIMIT;
+	/* Which sixteenths are in depends on `now` only through these two. */
+	lo = window_floor_div(now - q->len_ms, width);
+	hi = window_floor_div(now, width);
+	if (q->last.ok < 0 || q->last.gen != q->gen || q->last.p != p || q->last.lo != lo ||
+	    q->last.hi != hi) {
+		q->last.ok = quantile_compute(q, now, p, &q->last.v) == 0;
+		q->last.p = p;
+		q->last.lo = lo;
+		q->last.hi = hi;
+		q->last.gen = q->gen;
+	}
+	if (!q->last.ok)
+		return -1;
+	*out = q->last.v;
+	return 0;
+}
+
+int
+quantile_every(const struct quantile *q, int64_t *every_ms)
+{
+	int64_t first = INT64_MAX, last = INT64_MIN;
+	uint64_t n = 0;
+
+	for (int i = 0; i < QUANTILE_BUCKETS; i++) {
+		if (q->b[i].n == 0)
+			continue;
+		n += q->b[i].n;
+		first = q->b[i].start_ms < first ? q->b[i].start_ms : first;
+		last = q->b[i].start_ms > last ? q->b[i].start_ms : last;
+	}
+	if (n < 2)
+		return -1;
+	*every_ms = (last - first + width_of(q)) / (int64_t)n;
 	return 0;
 }

@@ -156,7 +156,7 @@ runtime_bind(const struct runtime *rt, struct twin *t, const struct runtime_open
 	const struct rule_set *rs_set = rt->rules;
 	struct rule_state *rs = NULL;
 	struct twin_window *ws = NULL;
-	int nrs = 0, nws = 0, maxw = 0;
+	int nrs = 0, nws = 0, maxw = 0, wmax;
 
 	/* A reload that ran out of memory left no names bound: no rule runs until the next. */
 	if (rt->binds == NULL) {
@@ -174,6 +174,8 @@ runtime_bind(const struct runtime *rt, struct twin *t, const struct runtime_open
 		free(rs);
 		return TW_ERR_NOMEM;
 	}
+	/* A twin counts its windows in 16 bits: beyond, a window is not kept and reads unknown. */
+	wmax = maxw < UINT16_MAX ? maxw : UINT16_MAX;
 	nrs = 0;
 	for (int i = 0; i < rs_set->n; i++) {
 		const struct rule *r = &rs_set->v[i];
@@ -181,9 +183,9 @@ runtime_bind(const struct runtime *rt, struct twin *t, const struct runtime_open
 		if (!rules_match(r, t->id, t->model_id))
 			continue;
 		carry_state(t, r, opened, &rs[nrs++]);
-		want_windows(ws, &nws, maxw, r->when, rt->binds[i].when);
+		want_windows(ws, &nws, wmax, r->when, rt->binds[i].when);
 		if (r->clear != NULL)
-			want_windows(ws, &nws, maxw, r->clear, rt->binds[i].clear);
+			want_windows(ws, &nws, wmax, r->clear, rt->binds[i].clear);
 	}
 	/* New quantile windows first: out of memory, `t` must stay as it was. */
 	for (int j = 0; j < nws; j++) {

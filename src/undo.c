@@ -5,6 +5,61 @@
 #include "err.h"
 #include "undo.h"
 
+/* The twin's windows, their quantile windows too while UNDO_QUANT_MAX allows (else their q is NULL). */
+static struct twin_window *
+save_windows(struct undo *u, const struct twin *t)
+{
+	size_t quant = 0;
+	struct twin_window *c;
+
+	for (uint16_t i = 0; i < t->nwindows; i++)
+		quant += twin_window_extra(&t->windows[i]);
+	if (u->quant_bytes + quant <= UNDO_QUANT_MAX) {
+		u->quant_bytes += quant;
+		return twin_windows_dup(t->windows, t->nwindows);
+	}
+	if ((c = twin_memdup(t->windows, (size_t)t->nwindows * sizeof(*c))) != NULL)
+		for (uint16_t i = 0; i < t->nwindows; i++)
+			twin_window_forget(&c[i]);
+	return c;
+}
+
+/* The window of `w` (n) that rules know as `k`, or NULL. */
+static struct twin_window *
+same_window(struct twin_window *w, uint16_t n, const struct twin_window *k)
+{
+	for (uint16_t i = 0; i < n; i++)
+		if (w[i].name == k->name && w[i].name2 == k->name2 && w[i].kind == k->kind &&
+		    w[i].len_ms == k->len_ms)
+			return &w[i];
+	return NULL;
+}
+
+/*
+ * A quantile window the copy could not take stays the live one: moved into
+ * the copy before the live array goes. 0, or -1 when one has no live
+ * counterpart (the twin was bound anew): then the twin keeps its state.
+ */
+static int
+keep_uncopied(struct undo_entry *e, struct twin *t)
+{
+	for (int pass = 0; pass < 2; pass++)
+		for (uint16_t i = 0; i < e->nwindows; i++) {
+			struct twin_window *live;
+
+			if (e->windows[i].kind != EXPR_WIN_QUANT || e->windows[i].q != NULL)
+				continue;
+			live = same_window(t->windows, t->nwindows, &e->windows[i]);
+			if (live == NULL || live->q == NULL)
+				return -1;	/* only in the first pass: nothing moved yet */
+			if (pass == 1) {
+				e->windows[i].q = live->q;
+				twin_window_forget(live);
+			}
+		}
+	return 0;
+}
+
 int
 undo_save(struct undo *u, const struct twin *t)
 {
@@ -21,7 +76,7 @@ undo_save(struct undo *u, const struct twin *t)
 	e = &u->v[u->n];
 	e->id = strdup(t->id);
 	e->rs = twin_memdup(t->rs, t->nrs * sizeof(*t->rs));
-	e->windows = twin_windows_dup(t->windows, t->nwindows);
+	e->windows = save_windows(u, t);
 	e->nrs = t->nrs;
 	e->nwindows = t->nwindows;
 	if (e->id == NULL || (t->nrs > 0 && e->rs == NULL) ||
@@ -43,7 +98,8 @@ undo_restore(struct undo *u, struct twin_map *m)
 		struct twin *t = twin_find(m, e->id, strlen(e->id));
 
 		/* A twin the batch created goes with the reload anyway. */
-		if (t == NULL || t->nrs != e->nrs || t->nwindows != e->nwindows)
+		if (t == NULL || t->nrs != e->nrs || t->nwindows != e->nwindows ||
+		    keep_uncopied(e, t) != 0)
 			continue;
 		free(t->rs);
 		twin_windows_free(t->windows, t->nwindows);
@@ -64,6 +120,7 @@ undo_clear(struct undo *u)
 		twin_windows_free(u->v[i].windows, u->v[i].nwindows);
 	}
 	u->n = 0;
+	u->quant_bytes = 0;
 	if (u->cap > 1024) {
 		/* A burst of twins must not hold its peak forever. */
 		free(u->v);

@@ -298,6 +298,14 @@ interval_of(const struct twin *t, const struct prop *p)
 	if (longest != NULL && window_stats(longest, p->ts, &st) == 0 && st.n >= 2 &&
 	    st.last_ts > st.first_ts)
 		return (st.last_ts - st.first_ts) / (int64_t)(st.n - 1);
+	/* Read only by quantile windows: what they counted, to a sixteenth of them. */
+	for (uint16_t i = 0; i < t->nwindows; i++) {
+		int64_t every;
+
+		if (t->windows[i].name == p->name && t->windows[i].kind == EXPR_WIN_QUANT &&
+		    quantile_every(t->windows[i].q, &every) == 0 && every > 0)
+			return every;
+	}
 	return 1000;
 }
 

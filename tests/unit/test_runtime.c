@@ -15,6 +15,7 @@
 
 #include "err.h"
 #include "runtime.h"
+#include "undo.h"
 
 struct fix {
 	struct twin_map *m;
@@ -198,6 +199,64 @@ test_rebind_keeps_state_by_name(void **state)
 	fix_cleanup(&f);
 }
 
+/* The median of the twin's x over 1 m, from its window; -1 when unknown. */
+static double
+median_of(struct fix *f, int64_t now)
+{
+	double v;
+
+	return quantile_value(f->t->windows[0].q, now, 0.5, &v) == 0 ? v : -1;
+}
+
+/*
+ * A quantile window owns its 8.7 KB beside its slot: a what-if's copy and
+ * a batch's undo copy must be copies, never the live window, and a
+ * rollback must give back exactly what was there (also when the undo's
+ * quantile budget is spent: then the live window is kept as it is).
+ */
+static void
+test_quantile_windows_are_copied_not_shared(void **state)
+{
+	struct fix f;
+	struct twin *c;
+	struct undo u = { 0 };
+	struct quantile before;
+
+	(void)state;
+	fix_init(&f, "[{\"name\":\"m\",\"when\":\"median_over(x, 1m) > 0\","
+	    "\"message\":\"{x}\"}]");
+	assert_int_equal(f.t->nwindows, 1);
+	assert_int_equal(f.t->windows[0].kind, EXPR_WIN_QUANT);
+	for (int i = 0; i < 5; i++)
+		report(&f, "x", 1000000 + i * 100, 10 + i);
+	memcpy(&before, f.t->windows[0].q, sizeof(before));
+	/* A what-if's copy: what it learns stays its own. */
+	assert_non_null(c = twin_copy(f.t));
+	assert_ptr_not_equal(c->windows[0].q, f.t->windows[0].q);
+	for (int i = 0; i < 50; i++)
+		quantile_add(c->windows[0].q, 1001000 + i, 1000, 1);
+	assert_memory_equal(f.t->windows[0].q, &before, sizeof(before));
+	twin_copy_free(c);
+	/* A batch that fails: the undo copy goes back in. */
+	assert_int_equal(undo_save(&u, f.t), TW_OK);
+	for (int i = 0; i < 50; i++)
+		report(&f, "x", 1001000 + i, 1000);
+	assert_true(median_of(&f, 1001100) == 1000);
+	undo_restore(&u, f.m);
+	assert_memory_equal(f.t->windows[0].q, &before, sizeof(before));
+	assert_true(median_of(&f, 1001100) == 12);
+	/* Past the undo's quantile budget the window is not copied, and stays live. */
+	u.quant_bytes = UNDO_QUANT_MAX;
+	assert_int_equal(undo_save(&u, f.t), TW_OK);
+	assert_null(u.v[0].windows[0].q);
+	report(&f, "x", 1001000, 1000);
+	undo_restore(&u, f.m);
+	assert_non_null(f.t->windows[0].q);
+	assert_true(median_of(&f, 1001100) == 12.5);	/* 10..14 and the 1000 kept */
+	undo_cleanup(&u);
+	fix_cleanup(&f);
+}
+
 int
 main(void)
 {
@@ -206,6 +265,7 @@ main(void)
 		cmocka_unit_test(test_only_rules_that_read_the_update),
 		cmocka_unit_test(test_windows_cooldown_and_shelf),
 		cmocka_unit_test(test_rebind_keeps_state_by_name),
+		cmocka_unit_test(test_quantile_windows_are_copied_not_shared),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

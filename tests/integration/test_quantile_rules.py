@@ -70,3 +70,22 @@ def test_what_if_holds_a_value_in_the_window(make_twind, publisher, tmp_path):
     assert raised, r.json()["alerts"]
     # a dry run: the live twin has no alert
     assert not active(tw, twin, "median_hot")
+
+
+def test_what_if_holds_at_the_rate_the_window_saw(make_twind, publisher, tmp_path):
+    """A property read only by a quantile window, reported every 10 s: a
+    held value counts as one reading every 10 s, not every second."""
+    rule = {"name": "median10", "when": "median_over(temperature, 10m) > 80"}
+    tw = rules_twind(make_twind, tmp_path, [rule])
+    twin = "q-4"
+    t0 = now_ms() - 600_000
+    for i in range(60):
+        send(publisher, twin, t0 + i * 10_000, temperature=50)
+    applied(tw, twin, t0 + 59 * 10_000)
+    # 95, then 60 s of other news: 6 more readings of 95 against 60 of 50
+    r = tw.request("POST", f"/api/v1/twins/{twin}/simulate",
+                   data=json.dumps({"steps": [{"at": "+0s", "reported": {"temperature": 95}},
+                                              {"at": "+60s", "reported": {"other": 1}}]}),
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert not [a for a in r.json()["alerts"] if a["rule"] == "median10"], r.json()["alerts"]

@@ -35,6 +35,7 @@ struct conf {
 	int http_max_connections;
 	int http_max_per_ip;
 	int64_t http_timeout_ms;
+	int64_t http_hung_after_ms;	/* a REST handler running longer is a hang (watchdog) */
 	int http_max_body;
 	int http_allow_remote;
 	char *http_hosts;		/* names besides IP literals and localhost allowed in Host */

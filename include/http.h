@@ -8,7 +8,6 @@
 
 #include <cjson/cJSON.h>
 #include <stddef.h>
-#include <sys/socket.h>
 
 #include "conf.h"
 #include "store.h"
@@ -90,8 +89,6 @@ struct token_set;
  */
 struct http *http_start(const struct api_ctx *ctx, struct token_set *tokens);
 void http_stop(struct http *h);
-/* The address a local client reaches the server at (its listener's; a wildcard as loopback). */
-int http_local_addr(const struct http *h, struct sockaddr_storage *ss, socklen_t *len);
 /*
  * The index of the route `method` and `path` reach, or -1 (*path_known
  * says whether the path exists under another method). For the fuzzer.

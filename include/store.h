@@ -76,13 +76,13 @@ int store_command_answer(struct store *s, const char *id, const char *twin, cons
     const char *reason, int64_t acked_ts, int *changed);
 /* Writer: up to `max` ids of sent commands whose deadline is at or before `now`. */
 int store_commands_overdue(struct store *s, int64_t now, int max, char (*ids)[24], int *n);
+/* The largest command id stored (its 16 hex digits; 0 with none): new ids start above it. */
+int store_command_max_id(struct store *s, uint64_t *id);
 /*
  * Writer: when the newest command `command` of `twin` issued at or after
  * `since` was issued, refused and expired ones left out (0: none). It
  * sees the open batch.
  */
-/* The largest command id stored (its 16 hex digits; 0 with none): new ids start above it. */
-int store_command_max_id(struct store *s, uint64_t *id);
 int store_command_last(struct store *s, const char *twin, const char *command, int64_t since,
     int64_t *ts);
 /* Writer: one command by id (TW_ERR_NOTFOUND if none). */

@@ -64,6 +64,7 @@ static const struct opt opts[] = {
 	{ "http", "max_connections", OPT_INT, F(http_max_connections), "64", 1, 10000, NULL },
 	{ "http", "max_connections_per_ip", OPT_INT, F(http_max_per_ip), "16", 1, 10000, NULL },
 	{ "http", "timeout", OPT_DURATION, F(http_timeout_ms), "30s", 1000, 3600000, NULL },
+	{ "http", "hung_after", OPT_DURATION, F(http_hung_after_ms), "60s", 1000, 3600000, NULL },
 	{ "http", "max_body", OPT_INT, F(http_max_body), "65536", 1024, 16777216, NULL },
 	{ "http", "allow_remote_without_tokens", OPT_BOOL, F(http_allow_remote), "no", 0, 0, NULL },
 	{ "http", "hosts", OPT_STR, F(http_hosts), "", 0, 0, NULL },
@@ -555,6 +556,12 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 			    "and no wildcards\n", path, topics[i].name, topics[i].value);
 			return TW_ERR_INVAL;
 		}
+	}
+	/* The longest handler twind runs is a backtest: it must not read as a hang. */
+	if (c->http_hung_after_ms <= c->backtest_max_time_ms) {
+		fprintf(err, "%s: [http] hung_after must be longer than [rules] backtest_max_time\n",
+		    path);
+		return TW_ERR_INVAL;
 	}
 	if (c->mqtt_reconnect_min_ms > c->mqtt_reconnect_max_ms) {
 		fprintf(err, "%s: [mqtt] reconnect_min is above reconnect_max\n", path);

@@ -14,6 +14,7 @@
 #include "http.h"
 #include "http_guard.h"
 #include "tokens.h"
+#include "watchdog.h"
 #include "events.h"
 #include "request.h"
 #include "log.h"
@@ -472,6 +473,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 	struct http_req req = { 0 };
 	char *params;
 	enum MHD_Result ret;
+	int busy;
 
 	if (b == NULL) {
 		/* First call: headers only. The body, if any, comes in the next calls. */
@@ -521,6 +523,8 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 	req.ctx = h->ctx;
 	req.who = b->who[0] != '\0' ? b->who : NULL;
 	req.roles = b->roles;
+	/* From here to the answer is the handler's: the watchdog sees one that never ends. */
+	busy = watchdog_busy_enter();
 	req.db = reader_take(h->ctx->conf);
 	if (b->too_large)
 		http_error(&rep, 413, "too_large", "the body is larger than %d bytes",
@@ -530,6 +534,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 	else
 		http_dispatch(&req, &rep, b, params);
 	reader_give(req.db);
+	watchdog_busy_leave(busy);
 	ret = http_send(conn, &rep);
 	free(params);
 	return ret;
@@ -666,25 +671,6 @@ fail:
 	pthread_mutex_destroy(&h->tokens_lock);
 	free(h);
 	return NULL;
-}
-
-int
-http_local_addr(const struct http *h, struct sockaddr_storage *ss, socklen_t *len)
-{
-	const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon,
-	    MHD_DAEMON_INFO_LISTEN_FD);
-
-	*len = sizeof(*ss);
-	if (info == NULL || getsockname(info->listen_fd, (struct sockaddr *)ss, len) != 0)
-		return TW_ERR_IO;
-	/* A wildcard listener is asked on loopback, as a local client would. */
-	if (ss->ss_family == AF_INET &&
-	    ((struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY))
-		((struct sockaddr_in *)ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (ss->ss_family == AF_INET6 &&
-	    IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)ss)->sin6_addr))
-		((struct sockaddr_in6 *)ss)->sin6_addr = in6addr_loopback;
-	return TW_OK;
 }
 
 void

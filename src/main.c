@@ -28,7 +28,6 @@
 #include "ring.h"
 #include "store.h"
 #include "tokens.h"
-#include "http_probe.h"
 #include "watchdog.h"
 #include "www.h"
 
@@ -230,7 +229,7 @@ pub_trouble(void *arg)
 static struct log_limit wd_log[WD__COUNT];	/* main's own; one per part, so one does not hide another */
 
 static void
-watchdog_feed(struct engine *engine, uint64_t wd_us)
+watchdog_feed(struct engine *engine, uint64_t wd_us, int64_t hung_ms)
 {
 	static uint64_t last_received;
 	static int64_t last_ms;
@@ -243,7 +242,7 @@ watchdog_feed(struct engine *engine, uint64_t wd_us)
 
 	last_received = received;
 	last_ms = now;
-	if (wd_us == 0 || watchdog_fresh(now, (int64_t)(wd_us / 2000), &stale)) {
+	if (wd_us == 0 || watchdog_fresh(now, (int64_t)(wd_us / 2000), hung_ms, &stale)) {
 		notify("WATCHDOG=1");
 		snprintf(status, sizeof(status), "STATUS=%llu twins, %.0f msg/s, broker %s%s%s",
 		    (unsigned long long)atomic_load(&metrics.twins), rate,
@@ -251,35 +250,17 @@ watchdog_feed(struct engine *engine, uint64_t wd_us)
 		    engine_health(engine) != NULL ? ", not ingesting: " : "",
 		    engine_health(engine) != NULL ? engine_health(engine) : "");
 	} else {
-		log_limited(&wd_log[stale], "watchdog: the %s thread has not made progress for %llu "
-		    "ms; not feeding the watchdog", watchdog_name(stale),
-		    (unsigned long long)(wd_us / 2000));
+		if (stale == WD_HTTP)
+			log_limited(&wd_log[stale], "watchdog: a REST handler has run for more than "
+			    "[http] hung_after (%lld ms); not feeding the watchdog", (long long)hung_ms);
+		else
+			log_limited(&wd_log[stale], "watchdog: the %s thread has not made progress "
+			    "for %llu ms; not feeding the watchdog", watchdog_name(stale),
+			    (unsigned long long)(wd_us / 2000));
 		snprintf(status, sizeof(status), "STATUS=%s thread stalled: no watchdog ping",
 		    watchdog_name(stale));
 	}
 	notify(status);
-}
-
-/* With the systemd watchdog on, the REST server's heartbeat (http_probe.h); else none. */
-static int
-http_watch(struct http *http, const struct conf *c, struct http_probe **probe)
-{
-	struct sockaddr_storage ss;
-	socklen_t len;
-	uint64_t wd_us = 0;
-
-	*probe = NULL;
-#ifdef WITH_SYSTEMD
-	if (sd_watchdog_enabled(0, &wd_us) <= 0)
-		wd_us = 0;
-#endif
-	if (wd_us == 0)
-		return TW_OK;
-	if (http_local_addr(http, &ss, &len) != TW_OK ||
-	    (*probe = http_probe_start((struct sockaddr *)&ss, len, c->http_listen,
-	    c->http_tls_cert != NULL && c->http_tls_cert[0] != '\0')) == NULL)
-		return TW_ERR_IO;
-	return TW_OK;
 }
 
 /*
@@ -288,7 +269,7 @@ http_watch(struct http *http, const struct conf *c, struct http_probe **probe)
  */
 static int
 wait_for_stop(const sigset_t *set, struct engine *engine, struct http *http, int had_tokens,
-    const char *path, char **overrides, int noverrides)
+    const char *path, char **overrides, int noverrides, int64_t hung_ms)
 {
 	struct timespec tick = { 1, 0 };
 	uint64_t wd_us = 0;
@@ -306,7 +287,7 @@ wait_for_stop(const sigset_t *set, struct engine *engine, struct http *http, int
 #endif
 	for (;;) {
 		sig = sigtimedwait(set, &info, &tick);
-		watchdog_feed(engine, wd_us);
+		watchdog_feed(engine, wd_us, hung_ms);
 		if (sig == SIGTERM || sig == SIGINT)
 			return sig;
 		if (sig == SIGHUP) {
@@ -342,7 +323,6 @@ main(int argc, char **argv)
 	struct publisher pub = { NULL, pub_publish, pub_link, pub_trouble };
 	int have_progress = 0;
 	struct http *http = NULL;
-	struct http_probe *probe = NULL;
 	struct www *www = NULL;
 	struct token_set *tokens = NULL;
 	int tokens_at_start = 0;
@@ -459,8 +439,7 @@ main(int argc, char **argv)
 	tokens = NULL;			/* the server's now, also when it failed */
 	if (http == NULL)
 		goto out;
-	if (engine_start(engine) != TW_OK || mqtt_start(mqtt) != TW_OK ||
-	    http_watch(http, &conf, &probe) != TW_OK) {
+	if (engine_start(engine) != TW_OK || mqtt_start(mqtt) != TW_OK) {
 		log_warnx("cannot start threads");
 		goto out;
 	}
@@ -469,14 +448,14 @@ main(int argc, char **argv)
 	    conf.mqtt_host, conf.mqtt_port, conf.ring_bytes);
 	notify("READY=1\nSTATUS=ingesting");
 
-	sig = wait_for_stop(&set, engine, http, tokens_at_start, path, overrides, noverrides);
+	sig = wait_for_stop(&set, engine, http, tokens_at_start, path, overrides, noverrides,
+	    conf.http_hung_after_ms);
 	log_info("%s: stopping: no new messages, draining and committing",
 	    sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	notify("STOPPING=1");
 	status = 0;
 out:
 	/* The order is the promise: stop reading, commit, ack, then close. */
-	http_probe_stop(probe);
 	if (mqtt != NULL)
 		mqtt_stop(mqtt);
 	if (engine != NULL)

@@ -462,7 +462,10 @@ store_open(const char *path, int writer, int full_sync)
 	}
 	return s;
 fail:
-	if (writer)
+	if (writer && s->db != NULL && sqlite3_errcode(s->db) == SQLITE_BUSY)
+		log_warnx("database %s: another process holds its write lock (a second twind, or "
+		    "sqlite3 in a transaction?)", path);
+	else if (writer)
 		store_explain(path);
 	store_close(s);
 	return NULL;

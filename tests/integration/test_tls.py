@@ -169,38 +169,3 @@ def test_bad_tls_files_are_a_config_error(tmp_path, pki, what):
     named = str(junk) if what != "key-of-another" else str(pki / "client.key")
     assert named in r.stderr and "t.conf" in r.stderr, r.stderr
 
-
-def test_watchdog_probe_asks_over_tls(tmp_path, make_twind, pki, monkeypatch):
-    """Over HTTPS the REST server's heartbeat asks /healthz over TLS: fed while
-    it answers (and no TLS error in the log, as a plain request would make),
-    not fed once a handler hangs."""
-    from test_watchdog import Notify
-    n = Notify(tmp_path / "notify.sock")
-    hang = tmp_path / "hang-http"
-    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
-    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
-    monkeypatch.setenv("TWIND_TEST_HANG_HTTP", str(hang))
-    try:
-        tw = make_twind(extra={"http": {"tls_cert_file": str(pki / "server.pem"),
-                                        "tls_key_file": str(pki / "server.key")}},
-                        start=False)
-        tw.url = lambda path: f"https://127.0.0.1:{tw.http_port}{path}"
-        tw.http.verify = str(pki / "ca.pem")
-        tw.http.trust_env = False
-        tw.start()
-        wait_until(lambda: n.since(0, "WATCHDOG=1"), 5, what="the first ping")
-        t0 = time.monotonic()
-        time.sleep(2.5)
-        assert len(n.since(t0, "WATCHDOG=1")) >= 3
-        assert "handshake" not in tw.log() and "did not answer" not in tw.log(), tw.log()[-600:]
-        hang.write_text("")
-        time.sleep(6.5)
-        t_stale = time.monotonic()
-        time.sleep(1.2)
-        assert n.since(t_stale, "WATCHDOG=1") == [], "pinged for a hung REST server"
-        hang.unlink()
-        wait_until(lambda: n.since(time.monotonic() - 0.3, "WATCHDOG=1"), 8,
-                   what="pings again once the server answers")
-    finally:
-        hang.unlink(missing_ok=True)
-        n.close()

@@ -340,23 +340,27 @@ store_writable(const char *file, int dir)
 
 /*
  * What `path` names when realpath cannot say (the file is not there yet):
- * a symlink's target, relative to the link's own directory, or the path
- * itself. 0, or -1 when it does not fit.
+ * the last target of its symlinks (up to 8 hops, each relative to its own
+ * link's directory), or the path itself. 0, or -1 when it does not fit.
  */
 static int
 store_link_target(const char *path, char *out, size_t len)
 {
-	char link[PATH_MAX], buf[PATH_MAX];
-	ssize_t n = readlink(path, link, sizeof(link) - 1);
+	char cur[PATH_MAX], link[PATH_MAX], dir[PATH_MAX];
+	ssize_t n;
 
-	if (n <= 0)
-		return snprintf(out, len, "%s", path) < (int)len ? 0 : -1;
-	link[n] = '\0';
-	if (link[0] == '/')
-		return snprintf(out, len, "%s", link) < (int)len ? 0 : -1;
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+	if (snprintf(cur, sizeof(cur), "%s", path) >= (int)sizeof(cur))
 		return -1;
-	return snprintf(out, len, "%s/%s", dirname(buf), link) < (int)len ? 0 : -1;
+	for (int hop = 0; hop < 8 && (n = readlink(cur, link, sizeof(link) - 1)) > 0; hop++) {
+		if ((size_t)n >= sizeof(link) - 1)
+			return -1;	/* may have been cut */
+		link[n] = '\0';
+		memcpy(dir, cur, sizeof(dir));
+		if ((link[0] == '/' ? snprintf(cur, sizeof(cur), "%s", link) :
+		    snprintf(cur, sizeof(cur), "%s/%s", dirname(dir), link)) >= (int)sizeof(cur))
+			return -1;
+	}
+	return snprintf(out, len, "%s", cur) < (int)len ? 0 : -1;
 }
 
 /*

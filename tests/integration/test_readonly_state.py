@@ -55,3 +55,16 @@ def test_missing_state_directory_is_named(tmp_path, make_twind):
     assert tw.wait_exit(10, expect=1) == 1
     assert f"the state directory {missing} does not exist" in tw.log(), tw.log()[-800:]
     assert not missing.exists()
+
+
+def test_dangling_symlinks_name_the_directory_they_lead_to(tmp_path, make_twind):
+    """A database path that is a link to a link to a data partition not
+    mounted yet: the directory named is the one at the end of the links."""
+    missing = tmp_path / "data" / "twind"
+    (tmp_path / "hop2.db").symlink_to(missing / "twind.db")
+    (tmp_path / "hop1.db").symlink_to("hop2.db")           # relative, as ln -s makes them
+    tw = make_twind({"storage": {"database": str(tmp_path / "hop1.db")}}, start=False)
+    tw.expect_exit(1)
+    tw.start(wait=False)
+    assert tw.wait_exit(10, expect=1) == 1
+    assert f"the state directory {missing} does not exist" in tw.log(), tw.log()[-800:]

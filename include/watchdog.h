@@ -11,7 +11,7 @@
 
 enum watchdog_part { WD_ENGINE, WD_MQTT, WD_HTTP, WD__COUNT };
 
-/* REST handlers tracked at once: more than [http] max_connections allows. */
+/* REST handlers tracked at once: [http] max_connections is bounded by it. */
 #define WATCHDOG_BUSY_SLOTS	1024
 
 /* Called by the part's own thread each time round its loop. */

@@ -61,10 +61,11 @@ static const struct opt opts[] = {
 	{ "http", "listen", OPT_STR, F(http_listen), "127.0.0.1:8080", 0, 0, NULL },
 	{ "http", "max_event_clients", OPT_INT, F(http_event_clients), "16", 0, 1000, NULL },
 	{ "http", "event_buffer", OPT_INT, F(http_event_buffer), "65536", 4096, 16777216, NULL },
-	{ "http", "max_connections", OPT_INT, F(http_max_connections), "64", 1, 10000, NULL },
+	/* At most the watchdog's slots (WATCHDOG_BUSY_SLOTS): every handler is watched. */
+	{ "http", "max_connections", OPT_INT, F(http_max_connections), "64", 1, 1024, NULL },
 	{ "http", "max_connections_per_ip", OPT_INT, F(http_max_per_ip), "16", 1, 10000, NULL },
 	{ "http", "timeout", OPT_DURATION, F(http_timeout_ms), "30s", 1000, 3600000, NULL },
-	{ "http", "hung_after", OPT_DURATION, F(http_hung_after_ms), "60s", 1000, 3600000, NULL },
+	{ "http", "hung_after", OPT_DURATION, F(http_hung_after_ms), "5m", 1000, 3600000, NULL },
 	{ "http", "max_body", OPT_INT, F(http_max_body), "65536", 1024, 16777216, NULL },
 	{ "http", "allow_remote_without_tokens", OPT_BOOL, F(http_allow_remote), "no", 0, 0, NULL },
 	{ "http", "hosts", OPT_STR, F(http_hosts), "", 0, 0, NULL },
@@ -557,10 +558,14 @@ conf_validate(const struct conf *c, const char *path, FILE *err)
 			return TW_ERR_INVAL;
 		}
 	}
-	/* The longest handler twind runs is a backtest: it must not read as a hang. */
-	if (c->http_hung_after_ms <= c->backtest_max_time_ms) {
-		fprintf(err, "%s: [http] hung_after must be longer than [rules] backtest_max_time\n",
-		    path);
+	/*
+	 * A backtest may run backtest_max_time, and a write may wait 10 s for
+	 * the engine (REQUEST_WAIT_MS): neither, nor a little more, is a hang.
+	 */
+	if (c->http_hung_after_ms < c->backtest_max_time_ms + 5000 ||
+	    c->http_hung_after_ms < 15000) {
+		fprintf(err, "%s: [http] hung_after must be at least 15 s and 5 s longer than "
+		    "[rules] backtest_max_time\n", path);
 		return TW_ERR_INVAL;
 	}
 	if (c->mqtt_reconnect_min_ms > c->mqtt_reconnect_max_ms) {

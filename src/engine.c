@@ -198,7 +198,8 @@ engine_main(void *arg)
 
 	e->next_tick = clock_mono_ms() + TICK_MS;
 	for (;;) {
-		p = ring_peek(e->ring, &len, 100);
+		/* Requests left by serve_requests' budget: no wait for the ring. */
+		p = ring_peek(e->ring, &len, request_pending(&e->requests) ? 0 : 100);
 		if (p != NULL) {
 			int rc = engine_record(e, p);
 

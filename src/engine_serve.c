@@ -135,14 +135,22 @@ serve_reload(struct engine *e, struct request *r)
 	rules_unref(old_rules);
 }
 
+/*
+ * At most SERVE_BUDGET_MS of requests at a time (one at least), then back
+ * to the ring and the timer: clients that keep the queue full (two
+ * what-ifs in a loop) must not stop ingestion, nor the engine's heartbeat.
+ */
+#define SERVE_BUDGET_MS	50
+
 void
 serve_requests(struct engine *e)
 {
+	int64_t until = clock_mono_ms() + SERVE_BUDGET_MS;
 	struct request *r;
 
 	if (e->map_invalid && !e->in_txn && batch_reload(e) == TW_OK)
 		e->map_invalid = 0;
-	while ((r = request_next(&e->requests)) != NULL) {
+	while (clock_mono_ms() < until && (r = request_next(&e->requests)) != NULL) {
 		r->err = TW_OK;
 		/* The twins in memory are not the truth until a load works. */
 		if (e->map_invalid) {

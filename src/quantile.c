@@ -189,9 +189,15 @@ walk(const struct quantile_bucket *const *in, const double *w, int nin, double h
 		for (int i = 1; i < nin; i++)
 			if (key[i] < key[best])
 				best = i;
-		/* Weighted, not x + f (next - x): next - x overflows between -1e308 and 1e308. */
-		if (key[best] != INFINITY)
-			x = (1 - f) * x + f * (sign * key[best]);
+		/*
+		 * x + f (next - x): exact when they are equal; weighted only when
+		 * next - x overflows (between -1e308 and 1e308).
+		 */
+		if (key[best] != INFINITY) {
+			double y = sign * key[best];
+
+			x = isfinite(y - x) ? x + f * (y - x) : (1 - f) * x + f * y;
+		}
 	}
 	return x;
 }

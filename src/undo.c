@@ -15,8 +15,9 @@ save_windows(struct undo *u, const struct twin *t)
 	for (uint16_t i = 0; i < t->nwindows; i++)
 		quant += twin_window_extra(&t->windows[i]);
 	if (u->quant_bytes + quant <= UNDO_QUANT_MAX) {
-		u->quant_bytes += quant;
-		return twin_windows_dup(t->windows, t->nwindows);
+		if ((c = twin_windows_dup(t->windows, t->nwindows)) != NULL)
+			u->quant_bytes += quant;
+		return c;
 	}
 	if ((c = twin_memdup(t->windows, (size_t)t->nwindows * sizeof(*c))) != NULL)
 		for (uint16_t i = 0; i < t->nwindows; i++)

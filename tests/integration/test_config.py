@@ -88,6 +88,8 @@ def test_overrides_are_checked_like_the_file(tmp_path):
     r = run(["-c", str(conf), "--check", "-o", "mqtt.nope=1"], tmp_path)
     assert r.returncode == 2 and "unknown key" in r.stderr, r.stderr
     # a backtest may run up to backtest_max_time: hung_after must be longer
-    r = run(["-c", str(conf), "--check", "-o", "http.hung_after=5s",
-             "-o", "rules.backtest_max_time=10s"], tmp_path)
-    assert r.returncode == 2 and "hung_after must be longer" in r.stderr, r.stderr
+    r = run(["-c", str(conf), "--check", "-o", "http.hung_after=20s",
+             "-o", "rules.backtest_max_time=18s"], tmp_path)
+    assert r.returncode == 2 and "hung_after must be at least 15 s" in r.stderr, r.stderr
+    r = run(["-c", str(conf), "--check", "-o", "http.hung_after=10s"], tmp_path)
+    assert r.returncode == 2 and "hung_after must be at least 15 s" in r.stderr, r.stderr

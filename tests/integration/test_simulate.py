@@ -287,3 +287,42 @@ def test_bad_requests(plant):
                    headers={"Content-Type": "text/plain"})
     assert r.status_code == 415
     assert tw.get("/healthz").status_code == 200
+
+
+def test_what_ifs_in_a_loop_do_not_stop_ingestion(tmp_path, make_twind, publisher):
+    """Two clients keeping what-ifs queued (a read token is enough): the
+    engine serves requests for at most 50 ms at a time, then takes the
+    ring again, so a reading published meanwhile is applied at once and the
+    engine's heartbeat goes on (found by an outside reading: the queue never
+    emptied, and a healthy twind would have been restarted by systemd)."""
+    import threading
+    import requests
+    rules = [{"name": f"r{i}", "when": f"avg_over(v, 1h) > {1e9 + i}"} for i in range(1500)]
+    rf = tmp_path / "rules.json"
+    rf.write_text(json.dumps(rules))
+    tw = make_twind({"rules": {"file": str(rf)}})
+    publisher.publish("plant/wl-1/telemetry", {"ts": now_ms(), "v": 1})
+    tw.wait_version("wl-1", 1)
+    body = json.dumps({"reported": {"v": 2}, "steps": [{"at": f"+{i + 1}s"} for i in range(100)]})
+    stop = threading.Event()
+    answers = []
+
+    def loop():
+        s = requests.Session()
+        while not stop.is_set():
+            answers.append(s.post(tw.url("/api/v1/twins/wl-1/simulate"), data=body,
+                                  headers={"Content-Type": "application/json"},
+                                  timeout=30).status_code)
+    ts = [threading.Thread(target=loop, daemon=True) for _ in range(2)]
+    for t in ts:
+        t.start()
+    try:
+        time.sleep(1)
+        publisher.publish("plant/wl-1/telemetry", {"ts": now_ms(), "v": 7})
+        wait_until(lambda: tw.twin("wl-1")["reported"]["v"]["value"] == 7, 3,
+                   what="the reading applied while what-ifs keep the queue full")
+    finally:
+        stop.set()
+        for t in ts:
+            t.join(35)
+    assert answers and set(answers) == {200}, set(answers)

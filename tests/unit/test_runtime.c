@@ -239,6 +239,7 @@ test_quantile_windows_are_copied_not_shared(void **state)
 	twin_copy_free(c);
 	/* A batch that fails: the undo copy goes back in. */
 	assert_int_equal(undo_save(&u, f.t), TW_OK);
+	assert_ptr_not_equal(u.v[0].windows[0].q, f.t->windows[0].q);
 	for (int i = 0; i < 50; i++)
 		report(&f, "x", 1001000 + i, 1000);
 	assert_true(median_of(&f, 1001100) == 1000);

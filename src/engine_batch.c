@@ -194,6 +194,8 @@ batch_commit(struct engine *e)
 	}
 	e->in_txn = 0;
 	metrics_commit(e->batch_msgs, clock_mono_us() - t0);
+	/* Before the count of what was applied: a reader that sees it sees this too. */
+	atomic_store(&metrics.memory_bytes, twin_map_bytes(e->twins));
 	metrics_add(&metrics.applied, e->batch_msgs);
 	metrics_add(&metrics.values, e->batch_vals);
 	if (atomic_exchange(&e->failing, 0)) {
@@ -207,7 +209,6 @@ batch_commit(struct engine *e)
 	/* Only what is committed goes out: nothing may run ahead of the disk. */
 	batch_publish_committed(e);
 	atomic_store(&metrics.commands_pending, commands_pending(&e->commands));
-	atomic_store(&metrics.memory_bytes, twin_map_bytes(e->twins));
 	return TW_OK;
 }
 

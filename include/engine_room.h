@@ -61,6 +61,8 @@ struct engine {
 	uint32_t failed_gen;		/* records of this generation or older are refused */
 	int map_invalid;		/* a reload after a rollback failed: the twins are unknown */
 	int64_t next_tick;
+	int64_t serve_reload_ms;	/* a request does not retry a failed reload before this */
+	int64_t serve_next_ms;		/* requests wait for the ring's share until this */
 	int64_t next_trim;		/* retention's next step, monotonic ms */
 	int64_t disk_retry_ms;		/* a full disk is not looked at again before this */
 	int64_t disk_backoff_ms;	/* doubles when twind comes back only to fill up again */
@@ -102,6 +104,8 @@ void timer_trim_step(struct engine *e);
 void timer_tick(struct engine *e);
 
 /* engine_serve.c: requests from other threads, served between records */
+/* 1 when requests wait and it is their turn (`ring_busy`: records wait too). */
+int serve_due(struct engine *e, int ring_busy);
 void serve_requests(struct engine *e);
 
 #endif

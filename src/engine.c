@@ -212,7 +212,7 @@ engine_main(void *arg)
 			batch_commit(e);
 		}
 		timer_trim_step(e);
-		if (request_pending(&e->requests))
+		if (serve_due(e, p != NULL))
 			serve_requests(e);
 		timer_tick(e);
 		if (p != NULL)

@@ -139,18 +139,34 @@ serve_reload(struct engine *e, struct request *r)
  * At most SERVE_BUDGET_MS of requests at a time (one at least), then back
  * to the ring and the timer: clients that keep the queue full (two
  * what-ifs in a loop) must not stop ingestion, nor the engine's heartbeat.
+ * The ring then gets as long as the requests took (serve_due).
  */
 #define SERVE_BUDGET_MS	50
+/* A failing database is not reloaded for every request: the timer retries too. */
+#define SERVE_RELOAD_MS	200
+
+int
+serve_due(struct engine *e, int ring_busy)
+{
+	if (!request_pending(&e->requests))
+		return 0;
+	return !ring_busy || clock_mono_ms() >= e->serve_next_ms;
+}
 
 void
 serve_requests(struct engine *e)
 {
-	int64_t until = clock_mono_ms() + SERVE_BUDGET_MS;
+	int64_t start = clock_mono_ms(), until;
 	struct request *r;
 
-	if (e->map_invalid && !e->in_txn && batch_reload(e) == TW_OK)
-		e->map_invalid = 0;
-	while (clock_mono_ms() < until && (r = request_next(&e->requests)) != NULL) {
+	if (e->map_invalid && !e->in_txn && start >= e->serve_reload_ms) {
+		e->serve_reload_ms = start + SERVE_RELOAD_MS;
+		if (batch_reload(e) == TW_OK)
+			e->map_invalid = 0;
+	}
+	/* Counted after the reload: a slow reload still leaves a request served. */
+	until = clock_mono_ms() + SERVE_BUDGET_MS;
+	while ((r = request_next(&e->requests)) != NULL) {
 		r->err = TW_OK;
 		/* The twins in memory are not the truth until a load works. */
 		if (e->map_invalid) {
@@ -176,5 +192,9 @@ serve_requests(struct engine *e)
 			serve_alert(e, r);
 		}
 		request_done(&e->requests, r);
+		if (clock_mono_ms() >= until)
+			break;
 	}
+	/* The ring's share: as long as these requests took. */
+	e->serve_next_ms = 2 * clock_mono_ms() - start;
 }

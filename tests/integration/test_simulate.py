@@ -292,8 +292,8 @@ def test_bad_requests(plant):
 def test_what_ifs_in_a_loop_do_not_stop_ingestion(tmp_path, make_twind, publisher):
     """Two clients keeping what-ifs queued (a read token is enough): the
     engine serves requests for at most 50 ms at a time, then takes the
-    ring again, so a reading published meanwhile is applied at once and the
-    engine's heartbeat goes on (found by an outside reading: the queue never
+    ring again for as long, so readings published meanwhile are applied at
+    once and the engine's heartbeat goes on (found by an outside reading: the queue never
     emptied, and a healthy twind would have been restarted by systemd)."""
     import threading
     import requests
@@ -321,6 +321,13 @@ def test_what_ifs_in_a_loop_do_not_stop_ingestion(tmp_path, make_twind, publishe
         publisher.publish("plant/wl-1/telemetry", {"ts": now_ms(), "v": 7})
         wait_until(lambda: tw.twin("wl-1")["reported"]["v"]["value"] == 7, 3,
                    what="the reading applied while what-ifs keep the queue full")
+        # A burst, not one reading: the ring gets as long as the requests
+        # took, not one record between two 50-ms turns (a second reading).
+        t0 = now_ms()
+        publisher.publish_many(("plant/wl-1/telemetry", {"ts": t0 + i, "v": 1000 + i})
+                               for i in range(300))
+        wait_until(lambda: tw.twin("wl-1")["reported"]["v"]["value"] == 1299, 5,
+                   what="a burst of 300 readings applied while what-ifs keep the queue full")
     finally:
         stop.set()
         for t in ts:

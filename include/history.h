@@ -46,7 +46,9 @@ int history_put(struct history *h, int64_t series, int64_t ts, const struct tw_v
  * included), whose minute has lost rows. Both are counted
  * (twind_values_too_old_total).
  */
-void history_set_floor(struct history *h, int64_t floor_ts, int64_t redo_floor_ts);
+/* `pack_edge`: points older may be in blocks (history_blocks.h), so they are looked up there. */
+void history_set_floor(struct history *h, int64_t floor_ts, int64_t redo_floor_ts,
+    int64_t pack_edge);
 /* Writes the batch's rollups; called before the commit, inside the transaction. */
 int history_flush(struct history *h);
 /* The batch was rolled back: its rollups are forgotten. */
@@ -84,5 +86,13 @@ int history_plan(struct store *s, int64_t step_ms, int64_t from, int64_t to,
  */
 int history_buckets(struct store *s, int64_t series, const struct history_plan *plan,
     int limit, int (*cb)(void *arg, const struct history_bucket *b), void *arg);
+
+/*
+ * Raw history of (twin, prop) in [from, to], ascending by ts: the oldest
+ * `limit` points, or with `newest` the newest ones, from rows and blocks.
+ * Returns TW_ERR_NOTFOUND for an unknown series.
+ */
+int history_read(struct store *s, const char *twin, const char *prop, int64_t from, int64_t to,
+    int limit, int newest, int (*cb)(void *arg, const struct store_point *p), void *arg);
 
 #endif

@@ -39,6 +39,8 @@ struct metrics {
 	atomic_int disk_full;				/* engine: ingestion paused for space */
 	atomic_int_fast64_t disk_free;			/* engine: bytes free, -1 unknown */
 	atomic_uint_fast64_t trimmed;			/* engine: rows retention deleted */
+	atomic_uint_fast64_t packed;			/* engine: raw points packed into blocks */
+	atomic_uint_fast64_t blocks_bad;		/* engine: blocks that did not decode, set aside */
 	atomic_uint_fast64_t values_too_old;		/* engine: older than retention's edge */
 	atomic_uint_fast64_t http_requests;		/* REST threads */
 	atomic_uint_fast64_t http_refused;		/* REST threads: the browser guard */

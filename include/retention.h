@@ -32,6 +32,8 @@ int retention_step(struct retention *r, int64_t wall_ms);
 int64_t retention_floor(const struct retention *r);
 /* The raw edge, the budget's included: a correction older than this rebuilds no minute. */
 int64_t retention_redo_floor(const struct retention *r);
+/* Points older than this may be packed into blocks (history_blocks.h). */
+int64_t retention_pack_edge(const struct retention *r);
 /* [storage] disk_reserve, at most an eighth of the file system (a larger one would never clear). */
 int64_t retention_reserve(const struct retention *r);
 
@@ -47,5 +49,7 @@ int64_t retention_disk_free(struct retention *r, int with_free_pages);
 
 /* Rows deleted so far, per what (for metrics and the README's figures). */
 uint64_t retention_trimmed_rows(const struct retention *r);
+/* Points packed from rows into blocks so far. */
+uint64_t retention_packed_points(const struct retention *r);
 
 #endif

@@ -205,15 +205,6 @@ struct store_point {
 	int64_t ts;
 	struct tw_val val;
 };
-/*
- * History of (twin, prop) in [from, to], ascending by ts: the oldest
- * `limit` points, or with `newest` the newest ones. Returns
- * TW_ERR_NOTFOUND for an unknown series.
- */
-int store_read_history(struct store *s, const char *twin, const char *prop, int64_t from,
-    int64_t to, int limit, int newest,
-    int (*cb)(void *arg, const struct store_point *p), void *arg);
-
 /* The id of series (twin, prop): TW_ERR_NOTFOUND if there is none. */
 int store_series_find(struct store *s, const char *twin, const char *prop, int64_t *id);
 

@@ -232,7 +232,7 @@ read_prop(struct http_req *req, const struct query *q, const struct history_plan
 		return history_buckets(req->db, series, plan, q->limit, bucket_row, pg);
 	/* Without from, the newest points are what anyone looking wants. */
 	if (q->has_from)
-		return store_read_history(req->db, id, pg->prop, q->from, q->to, q->limit, 0,
+		return history_read(req->db, id, pg->prop, q->from, q->to, q->limit, 0,
 		    point_row, pg);
 	/*
 	 * The newest points, oldest first: a page cut by its bytes would keep
@@ -242,7 +242,7 @@ read_prop(struct http_req *req, const struct query *q, const struct history_plan
 	for (int limit = q->limit, tries = 0; ; tries++) {
 		size_t start = pg->out->len;
 
-		rc = store_read_history(req->db, id, pg->prop, q->from, q->to, limit, 1, point_row,
+		rc = history_read(req->db, id, pg->prop, q->from, q->to, limit, 1, point_row,
 		    pg);
 		if (!pg->full || pg->out->failed || pg->rows <= 1 || tries == 8) {
 			pg->more = tries > 0 && pg->rows == limit;

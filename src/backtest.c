@@ -7,6 +7,7 @@
 #include "backtest.h"
 #include "clock.h"
 #include "err.h"
+#include "history.h"
 #include "runtime.h"
 #include "twin.h"
 #include "value.h"
@@ -79,7 +80,7 @@ cursor_peek(struct run *r, const char *twin, struct cursor *c, const struct stor
 	if (c->last_page)
 		return TW_OK;
 	page_clear(c);
-	rc = store_read_history(r->db, twin, c->name, c->next_from, r->ask->to,
+	rc = history_read(r->db, twin, c->name, c->next_from, r->ask->to,
 	    BACKTEST_PAGE, 0, page_add, c);
 	if (rc == TW_ERR_NOTFOUND)
 		rc = TW_OK;	/* never reported */

@@ -305,7 +305,7 @@ engine_new(const struct conf *c, struct ring *r, struct progress *p, const struc
 		log_warnx("the anomaly detectors learn anew");
 	e->apply.partial = rs.partial;
 	history_set_floor(e->hist, retention_floor(e->retention),
-	    retention_redo_floor(e->retention));
+	    retention_redo_floor(e->retention), retention_pack_edge(e->retention));
 	if (store_begin(store) != TW_OK || restore_plant(e->twins, e->models, &e->runtime, plant) != TW_OK ||
 	    twin_flush_dirty(e->twins, batch_flush_twin, e) != TW_OK || store_commit(store) != TW_OK) {
 		log_warnx("cannot apply the twins file: %s", store_errmsg(store));

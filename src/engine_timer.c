@@ -170,8 +170,9 @@ timer_trim_step(struct engine *e)
 	rc = retention_step(e->retention, clock_now_ms());
 	e->next_trim = now + (rc == 1 ? 20 : TICK_MS);
 	history_set_floor(e->hist, retention_floor(e->retention),
-	    retention_redo_floor(e->retention));
+	    retention_redo_floor(e->retention), retention_pack_edge(e->retention));
 	atomic_store(&metrics.trimmed, retention_trimmed_rows(e->retention));
+	atomic_store(&metrics.packed, retention_packed_points(e->retention));
 	if (rc == -TW_ERR_FULL)
 		timer_disk_full_enter(e, "disk full: the database cannot grow");
 }

@@ -1,10 +1,12 @@
 /* History tiers: raw points, minute and hour rollups kept in the raw points' commit. */
+#include <math.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
 #include "history.h"
+#include "history_blocks.h"
 #include "log.h"
 #include "metrics.h"
 #include "store_sql.h"
@@ -32,7 +34,7 @@ struct acc {
 enum hist_stmt {
 	H_PUT_NEW, H_PUT_OVER,
 	H_MERGE_1M, H_MERGE_1H,
-	H_REDO_1M_DEL, H_REDO_1M, H_REDO_1H_DEL, H_REDO_1H,
+	H_REDO_1M_DEL, H_REDO_1H_DEL, H_REDO_1H,
 	H__COUNT
 };
 
@@ -58,15 +60,6 @@ static const char *const hist_sql[H__COUNT] = {
 	[H_MERGE_1M] = MERGE("rollup_1m"),
 	[H_MERGE_1H] = MERGE("rollup_1h"),
 	[H_REDO_1M_DEL] = "DELETE FROM rollup_1m WHERE series = ? AND ts = ?",
-	/* Beyond 1e300 a value could only come from before ingest refused it: left out. */
-	[H_REDO_1M] = "INSERT INTO rollup_1m SELECT ?1, ?2, count(*), sum(value), min(value), "
-	    "max(value), min(ts), (SELECT value FROM history WHERE series = ?1 AND ts >= ?2 "
-	    "AND ts < ?2 + 60000 AND typeof(value) = 'real' AND abs(value) <= 1e300 "
-	    "ORDER BY ts LIMIT 1), max(ts), "
-	    "(SELECT value FROM history WHERE series = ?1 AND ts >= ?2 AND ts < ?2 + 60000 "
-	    "AND typeof(value) = 'real' AND abs(value) <= 1e300 ORDER BY ts DESC LIMIT 1) "
-	    "FROM history WHERE series = ?1 AND ts >= ?2 AND ts < ?2 + 60000 "
-	    "AND typeof(value) = 'real' AND abs(value) <= 1e300 HAVING count(*) > 0",
 	[H_REDO_1H_DEL] = "DELETE FROM rollup_1h WHERE series = ? AND ts = ?",
 	[H_REDO_1H] = "INSERT INTO rollup_1h SELECT ?1, ?2, sum(n), sum(total), min(lo), max(hi), "
 	    "min(first_ts), (SELECT first_v FROM rollup_1m WHERE series = ?1 AND ts >= ?2 "
@@ -78,12 +71,14 @@ static const char *const hist_sql[H__COUNT] = {
 
 struct history {
 	struct store *store;
+	struct hblocks *blocks;
 	sqlite3_stmt *st[H__COUNT];
 	struct acc slot[ACC_SLOTS];
 	uint16_t order[ACC_MAX];	/* the slots in use, in the order they were taken */
 	int n;
 	int64_t floor;			/* retention's age edge: no rollup takes older points */
 	int64_t redo_floor;		/* the raw edge: no correction older rebuilds a minute */
+	int64_t pack_edge;		/* points older may be in blocks */
 };
 
 static const char *const tier_names[TIER__COUNT] = { "raw", "1m", "1h" };
@@ -115,7 +110,9 @@ history_open(struct store *s)
 		return NULL;
 	h->store = s;
 	h->floor = h->redo_floor = INT64_MIN;	/* until retention says where its edges are */
-	if (store_prepare_all(s, hist_sql, H__COUNT, h->st) != TW_OK) {
+	h->pack_edge = INT64_MAX;		/* until then, any point may be packed */
+	if ((h->blocks = hblocks_open(s)) == NULL ||
+	    store_prepare_all(s, hist_sql, H__COUNT, h->st) != TW_OK) {
 		history_close(h);
 		return NULL;
 	}
@@ -129,14 +126,16 @@ history_close(struct history *h)
 		return;
 	for (int i = 0; i < H__COUNT; i++)
 		sqlite3_finalize(h->st[i]);
+	hblocks_close(h->blocks);
 	free(h);
 }
 
 void
-history_set_floor(struct history *h, int64_t floor_ts, int64_t redo_floor_ts)
+history_set_floor(struct history *h, int64_t floor_ts, int64_t redo_floor_ts, int64_t pack_edge)
 {
 	h->floor = floor_ts;
 	h->redo_floor = redo_floor_ts;
+	h->pack_edge = pack_edge;
 }
 
 static struct acc *
@@ -181,14 +180,45 @@ acc_add(struct acc *a, int64_t ts, double v)
 	a->n++;
 }
 
+/*
+ * A point that a block may hold. Found with this value: a redelivery
+ * (*fresh 0). Found with another: the block takes a number, or lets go
+ * of the point for a string or a boolean, which goes to a row (*redo 1).
+ * Not found: *fresh 1, and the caller writes a row as for any point.
+ */
+static int
+put_packed(struct history *h, int64_t series, int64_t ts, const struct tw_val *v, int *fresh,
+    int *redo)
+{
+	double old;
+	int found, rc;
+
+	*fresh = 1;
+	if ((rc = hblocks_find(h->blocks, series, ts, &found, &old)) != TW_OK || !found)
+		return rc;
+	if (v->type == VAL_NUM && v->num == old) {
+		*fresh = 0;
+		return TW_OK;
+	}
+	*redo = 1;
+	return hblocks_set(h->blocks, series, ts, v->type == VAL_NUM ? &v->num : NULL);
+}
+
 int
 history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *v, int *fresh)
 {
 	sqlite3 *db = store_handle(h->store);
 	sqlite3_stmt *st = h->st[H_PUT_NEW];
 	struct acc *a;
-	int redo = 0;
+	int redo = 0, rc;
 
+	/* Old enough to be packed: a block may hold it (a redelivery, a correction). */
+	if (ts < h->pack_edge && (rc = put_packed(h, series, ts, v, fresh, &redo)) != TW_OK)
+		return rc;
+	if (ts < h->pack_edge && !*fresh)
+		return TW_OK;
+	if (redo && v->type == VAL_NUM)
+		goto rollup;
 	sqlite3_bind_int64(st, 1, series);
 	sqlite3_bind_int64(st, 2, ts);
 	store_bind_value(st, 3, v);
@@ -206,6 +236,7 @@ history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *
 			return TW_OK;		/* a redelivery */
 		*fresh = redo = 1;
 	}
+rollup:
 	if (!redo && v->type != VAL_NUM)
 		return TW_OK;			/* only numbers are rolled up */
 	/*
@@ -257,6 +288,34 @@ redo(struct history *h, enum hist_stmt del, enum hist_stmt ins, int64_t series, 
 	return TW_OK;
 }
 
+static int
+fold_point(void *arg, const struct store_point *p)
+{
+	/* Beyond 1e300 a value could only come from before ingest refused it: left out. */
+	if (p->val.type == VAL_NUM && fabs(p->val.num) <= 1e300)
+		acc_add(arg, p->ts, p->val.num);
+	return 0;
+}
+
+/* Rebuilds the minute row (series, minute) from the raw points, rows and blocks. */
+static int
+redo_minute(struct history *h, int64_t series, int64_t minute)
+{
+	struct acc a = { .series = series, .minute = minute };
+	sqlite3_stmt *del = h->st[H_REDO_1M_DEL];
+	int rc;
+
+	sqlite3_bind_int64(del, 1, series);
+	sqlite3_bind_int64(del, 2, minute);
+	if (store_step_done(h->store, del) != TW_OK)
+		return TW_ERR_DB;
+	rc = hblocks_read(h->store, series, minute, minute + HISTORY_MINUTE_MS - 1, INT64_MAX, 0,
+	    fold_point, &a);
+	if (rc != TW_OK || a.n == 0)
+		return rc;
+	return bind_merge(h, h->st[H_MERGE_1M], &a, minute);
+}
+
 /*
  * Minutes first, then hours: an hour that holds a replaced value is
  * rebuilt from its minutes once those are right (the config keeps every
@@ -271,7 +330,7 @@ history_flush(struct history *h)
 	for (int i = 0; i < h->n && rc == TW_OK; i++) {
 		const struct acc *a = &h->slot[h->order[i]];
 
-		rc = a->redo ? redo(h, H_REDO_1M_DEL, H_REDO_1M, a->series, a->minute) :
+		rc = a->redo ? redo_minute(h, a->series, a->minute) :
 		    bind_merge(h, h->st[H_MERGE_1M], a, a->minute);
 	}
 	for (int i = 0; i < h->n && rc == TW_OK; i++) {
@@ -362,35 +421,73 @@ bucket_add(struct history_bucket *b, const struct history_bucket *row)
 	b->count += row->count;
 }
 
-/*
- * Rows come in ts order (the primary key's), so buckets are folded here
- * as they pass: one bucket in memory, whatever the range.
- */
-int
-history_buckets(struct store *s, int64_t series, const struct history_plan *plan, int limit,
-    int (*cb)(void *, const struct history_bucket *), void *arg)
+/* Buckets folded as rows pass, in ts order: one bucket in memory, whatever the range. */
+struct fold {
+	const struct history_plan *plan;
+	int limit, n, stop, cut;
+	int64_t scanned;
+	struct history_bucket b;
+	int (*cb)(void *, const struct history_bucket *);
+	void *arg;
+};
+
+/* Takes one row (a raw point is a row of one); non-zero to stop. */
+static int
+fold_row(struct fold *f, const struct history_bucket *row)
+{
+	int64_t at = history_bucket_of(row->ts, f->plan->step_ms);
+
+	if (f->b.count > 0 && at != f->b.ts) {
+		if (f->cb(f->arg, &f->b) != 0 || ++f->n >= f->limit)
+			f->stop = 1;
+		f->b.count = 0;
+		f->b.sum = 0;
+		if (f->stop)
+			return 1;
+	}
+	/* Cut before the bucket being folded: the next page starts with it. */
+	if (++f->scanned > SCAN_ROWS_MAX) {
+		f->stop = f->cut = 1;
+		return 1;
+	}
+	f->b.ts = at;
+	bucket_add(&f->b, row);
+	return 0;
+}
+
+static int
+fold_raw(void *arg, const struct store_point *p)
+{
+	struct history_bucket row = { .ts = p->ts, .count = 1, .first_ts = p->ts,
+	    .last_ts = p->ts };
+
+	if (p->val.type != VAL_NUM)
+		return 0;
+	row.sum = row.min = row.max = row.first = row.last = p->val.num;
+	return fold_row(arg, &row) ? -1 : 0;
+}
+
+/* The rollup rows of a tier through f. */
+static int
+fold_rollups(struct store *s, int64_t series, struct fold *f)
 {
 	static const char *const sql[TIER__COUNT] = {
-		"SELECT ts, 1, value, value, value, ts, value, ts, value FROM history "
-		"WHERE series = ? AND ts >= ? AND ts <= ? AND typeof(value) = 'real' ORDER BY ts",
-		"SELECT ts, n, total, lo, hi, first_ts, first_v, last_ts, last_v FROM rollup_1m "
-		"WHERE series = ? AND ts >= ? AND ts <= ? ORDER BY ts",
-		"SELECT ts, n, total, lo, hi, first_ts, first_v, last_ts, last_v FROM rollup_1h "
-		"WHERE series = ? AND ts >= ? AND ts <= ? ORDER BY ts",
+		[TIER_MINUTE] = "SELECT ts, n, total, lo, hi, first_ts, first_v, last_ts, last_v "
+		    "FROM rollup_1m WHERE series = ? AND ts >= ? AND ts <= ? ORDER BY ts",
+		[TIER_HOUR] = "SELECT ts, n, total, lo, hi, first_ts, first_v, last_ts, last_v "
+		    "FROM rollup_1h WHERE series = ? AND ts >= ? AND ts <= ? ORDER BY ts",
 	};
-	struct history_bucket b = { 0 }, row;
+	struct history_bucket row;
 	sqlite3_stmt *st;
-	int rc, n = 0, stop = 0, cut = 0;
-	int64_t scanned = 0;
+	int rc;
 
-	if (sqlite3_prepare_v2(store_handle(s), sql[plan->tier], -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(store_handle(s), sql[f->plan->tier], -1, &st, NULL) != SQLITE_OK)
 		return TW_ERR_DB;
 	sqlite3_bind_int64(st, 1, series);
-	sqlite3_bind_int64(st, 2, plan->from);
-	sqlite3_bind_int64(st, 3, plan->to);
-	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		int64_t at = history_bucket_of(sqlite3_column_int64(st, 0), plan->step_ms);
-
+	sqlite3_bind_int64(st, 2, f->plan->from);
+	sqlite3_bind_int64(st, 3, f->plan->to);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		row.ts = sqlite3_column_int64(st, 0);
 		row.count = sqlite3_column_int64(st, 1);
 		row.sum = sqlite3_column_double(st, 2);
 		row.min = sqlite3_column_double(st, 3);
@@ -399,31 +496,52 @@ history_buckets(struct store *s, int64_t series, const struct history_plan *plan
 		row.first = sqlite3_column_double(st, 6);
 		row.last_ts = sqlite3_column_int64(st, 7);
 		row.last = sqlite3_column_double(st, 8);
-		if (b.count > 0 && at != b.ts) {
-			if (cb(arg, &b) != 0 || ++n >= limit)
-				stop = 1;
-			b.count = 0;
-			b.sum = 0;
-			if (stop)
-				break;
-		}
-		/* Cut before the bucket being folded: the next page starts with it. */
-		if (++scanned > SCAN_ROWS_MAX) {
-			stop = cut = 1;
+		if (fold_row(f, &row) != 0)
 			break;
-		}
-		b.ts = at;
-		bucket_add(&b, &row);
 	}
-	if (!stop && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+	if (!f->stop && rc != SQLITE_DONE) {
 		log_warnx("database: %s", sqlite3_errmsg(store_handle(s)));
 		sqlite3_finalize(st);
 		return TW_ERR_DB;
 	}
 	sqlite3_finalize(st);
-	if (!stop && b.count > 0)
-		cb(arg, &b);
-	if (cut && n == 0)
+	return TW_OK;
+}
+
+int
+history_buckets(struct store *s, int64_t series, const struct history_plan *plan, int limit,
+    int (*cb)(void *, const struct history_bucket *), void *arg)
+{
+	struct fold f = { .plan = plan, .limit = limit, .cb = cb, .arg = arg };
+	int rc;
+
+	if (plan->tier == TIER_RAW) {
+		rc = hblocks_read(s, series, plan->from, plan->to, INT64_MAX, 0, fold_raw, &f);
+		/* fold_raw's stop is not an error (errors are positive). */
+		if (rc == -1)
+			rc = TW_OK;
+	} else {
+		rc = fold_rollups(s, series, &f);
+	}
+	if (rc != TW_OK)
+		return rc;
+	if (!f.stop && f.b.count > 0)
+		cb(arg, &f.b);
+	if (f.cut && f.n == 0)
 		return TW_ERR_REFUSED;	/* one bucket holds more rows than a page may fold */
-	return cut ? TW_ERR_FULL : TW_OK;
+	return f.cut ? TW_ERR_FULL : TW_OK;
+}
+
+/* ---- raw points by twin and property ---- */
+
+int
+history_read(struct store *s, const char *twin, const char *prop, int64_t from, int64_t to,
+    int limit, int newest, int (*cb)(void *, const struct store_point *), void *arg)
+{
+	int64_t series;
+	int rc;
+
+	if ((rc = store_series_find(s, twin, prop, &series)) != TW_OK)
+		return rc;
+	return hblocks_read(s, series, from, to, limit, newest, cb, arg);
 }

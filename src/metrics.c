@@ -149,8 +149,12 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	    "under [storage] disk_reserve.", (uint64_t)atomic_load(&metrics.disk_full));
 	gauge(&o, "twind_disk_free_bytes", "Bytes free on the database's file system.",
 	    (uint64_t)(atomic_load(&metrics.disk_free) > 0 ? atomic_load(&metrics.disk_free) : 0));
-	counter(&o, "twind_retention_trimmed_total", "Rows deleted by retention and the disk "
-	    "budget.", load(&metrics.trimmed));
+	counter(&o, "twind_retention_trimmed_total", "Raw points and rows deleted by retention "
+	    "and the disk budget.", load(&metrics.trimmed));
+	counter(&o, "twind_history_blocks_bad_total", "Blocks of raw history that did not decode, "
+	    "moved to history_block_bad.", load(&metrics.blocks_bad));
+	counter(&o, "twind_history_packed_total", "Raw points older than an hour packed from "
+	    "rows into compressed blocks.", load(&metrics.packed));
 	counter(&o, "twind_values_too_old_total", "Values older than raw retention's edge: "
 	    "kept raw until the next trim, in no rollup.", load(&metrics.values_too_old));
 	counter(&o, "twind_http_requests_total", "REST requests served.",

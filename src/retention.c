@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "err.h"
 #include "history.h"
+#include "history_blocks.h"
 #include "log.h"
 #include "retention.h"
 #include "store_sql.h"
@@ -20,18 +21,22 @@
 #define VACUUM_PAGES	1024		/* pages given back to the file system per step */
 #define AHEAD_MS	86400000LL	/* at start, the clock may run this far past the newest data */
 #define JUMP_MS		HISTORY_HOUR_MS	/* a wall clock this far from the anchored one has jumped */
+#define PACK_ROUND_MS	600000		/* packing looks at every series this often */
+#define PACK_ROUND_POINTS 1000000	/* ... packing at most this many a round (an upgrade's backlog) */
 
 /*
  * The jobs of a round, in order. Raw numbers go at `raw`; raw booleans
- * and strings, which no rollup summarises, at `hour`.
+ * and strings, which no rollup summarises, at `hour`. Packing comes
+ * after trimming, so that no point is packed only to be deleted.
  */
-enum job { J_RAW, J_MINUTE, J_HOUR, J_RAW_OTHER, J_ALERTS, J_COMMANDS, J_QUARANTINE, J__COUNT };
+enum job { J_RAW, J_MINUTE, J_HOUR, J_RAW_OTHER, J_PACK, J_ALERTS, J_COMMANDS, J_QUARANTINE,
+	J__COUNT };
 
 enum ret_stmt {
 	R_BEGIN, R_COMMIT, R_ROLLBACK, R_SERIES_NEXT, R_SERIES_NEXT_NUM, R_SERIES_NEXT_OTHER,
 	R_DEL_RAW, R_DEL_MINUTE, R_DEL_HOUR, R_DEL_ALERTS, R_DEL_COMMANDS,
 	R_DEL_QUARANTINE, R_MARK, R_MARKS, R_OLDEST_RAW, R_OLDEST_MINUTE, R_PAGES, R_FREE,
-	R_PAGE_SIZE, R_VACUUM, R_NEWEST,
+	R_PAGE_SIZE, R_VACUUM, R_NEWEST, R_OLDEST_PACKED,
 	R__COUNT
 };
 
@@ -78,6 +83,8 @@ static const char *const ret_sql[R__COUNT] = {
 	[R_PAGE_SIZE] = "PRAGMA page_size",
 	[R_VACUUM] = "PRAGMA incremental_vacuum(1024)",
 	[R_NEWEST] = "SELECT max(ts) FROM series",
+	[R_OLDEST_PACKED] = "SELECT min((SELECT t0 FROM history_block b WHERE b.series = s.id "
+	    "ORDER BY t0 LIMIT 1)) FROM series s",
 };
 
 static const struct {
@@ -89,6 +96,8 @@ static const struct {
 	[J_MINUTE] = { R_DEL_MINUTE, R_SERIES_NEXT, TIER_MINUTE },
 	[J_HOUR] = { R_DEL_HOUR, R_SERIES_NEXT, TIER_HOUR },
 	[J_RAW_OTHER] = { R_DEL_RAW, R_SERIES_NEXT_OTHER, -1 },
+	/* Any series: one that holds strings now may hold older numbers. */
+	[J_PACK] = { 0, R_SERIES_NEXT, -1 },
 	[J_ALERTS] = { R_DEL_ALERTS, 0, -1 },
 	[J_COMMANDS] = { R_DEL_COMMANDS, 0, -1 },
 	[J_QUARANTINE] = { R_DEL_QUARANTINE, 0, -1 },
@@ -108,6 +117,12 @@ struct retention {
 	int64_t floor;			/* the age edge of raw numbers: no rollup takes older points */
 	int64_t redo_floor;		/* the raw edge with the budget's: no minute is whole before */
 	int64_t age_edge;		/* this round's raw edge by age alone */
+	int64_t pack_edge;		/* points older may be packed; marked before any is */
+	int64_t next_pack;		/* monotonic ms: when packing runs again */
+	int pack_due;			/* this round packs */
+	int64_t pack_cursor;		/* the series packing goes on from next round */
+	int64_t pack_round_points;	/* packed this round */
+	struct hblocks *blocks;
 	int64_t newest;			/* the newest ts on disk at open */
 	int64_t wall0, mono0;		/* retention's clock: wall0 + (monotonic - mono0); 0: unset */
 	struct log_limit clock_log;
@@ -115,6 +130,7 @@ struct retention {
 	enum job job;			/* the job this round is on; J__COUNT: caught up */
 	int64_t series;			/* the tier job's cursor */
 	uint64_t trimmed;
+	uint64_t packed;		/* points moved from rows into blocks */
 	struct log_limit budget_log;
 };
 
@@ -135,6 +151,7 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 	struct retention *r = calloc(1, sizeof(*r));
 	/* The file system of the file a symlink names: its WAL and the budget's bytes live there. */
 	char *copy = realpath(db_path, NULL);
+	int rc;
 
 	if (copy == NULL)
 		copy = strdup(db_path);
@@ -143,19 +160,22 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 	r->store = s;
 	r->conf = c;
 	r->job = J__COUNT;
-	r->floor = r->redo_floor = INT64_MIN;
+	r->floor = r->redo_floor = r->pack_edge = INT64_MIN;
 	if ((r->dir = strdup(dirname(copy))) == NULL)
 		goto fail;
-	if (store_prepare_all(s, ret_sql, R__COUNT, r->st) != TW_OK)
+	if (store_prepare_all(s, ret_sql, R__COUNT, r->st) != TW_OK ||
+	    (r->blocks = hblocks_open(s)) == NULL)
 		goto fail;
 	/*
 	 * What the budget took before a restart stays taken (its own rows);
 	 * the tiers' edges say where writing a late point would be pointless.
 	 */
-	while (sqlite3_step(r->st[R_MARKS]) == SQLITE_ROW) {
+	while ((rc = sqlite3_step(r->st[R_MARKS])) == SQLITE_ROW) {
 		const char *name = (const char *)sqlite3_column_text(r->st[R_MARKS], 0);
 		int64_t at = sqlite3_column_int64(r->st[R_MARKS], 1);
 
+		if (name != NULL && strcmp(name, "packed") == 0)
+			r->pack_edge = at;
 		for (int t = TIER_RAW; t < TIER_HOUR && name != NULL; t++) {
 			if (strcmp(name, budget_names[t]) == 0)
 				r->budget_edge[t] = at;
@@ -164,6 +184,12 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 		}
 	}
 	sqlite3_reset(r->st[R_MARKS]);
+	/* Without the packing edge, a redelivery of a packed point would count twice. */
+	if (rc != SQLITE_DONE) {
+		log_warnx("database: cannot read retention's edges: %s",
+		    sqlite3_errmsg(store_handle(s)));
+		goto fail;
+	}
 	r->newest = scalar(r, R_NEWEST, 0);
 	r->fs_bytes = fs_size(r->dir);
 	if (retention_reserve(r) < c->disk_reserve_bytes)
@@ -185,6 +211,7 @@ retention_close(struct retention *r)
 		return;
 	for (int i = 0; i < R__COUNT; i++)
 		sqlite3_finalize(r->st[i]);
+	hblocks_close(r->blocks);
 	free(r->dir);
 	free(r);
 }
@@ -224,6 +251,12 @@ int64_t
 retention_redo_floor(const struct retention *r)
 {
 	return r->redo_floor;
+}
+
+int64_t
+retention_pack_edge(const struct retention *r)
+{
+	return r->pack_edge;
 }
 
 /*
@@ -267,6 +300,12 @@ retention_trimmed_rows(const struct retention *r)
 	return r->trimmed;
 }
 
+uint64_t
+retention_packed_points(const struct retention *r)
+{
+	return r->packed;
+}
+
 /* A one-value query (a PRAGMA, a min()); `def` when it gives NULL or fails. */
 static int64_t
 scalar(struct retention *r, enum ret_stmt id, int64_t def)
@@ -296,11 +335,14 @@ budget_check(struct retention *r, int64_t now)
 {
 	int64_t page = scalar(r, R_PAGE_SIZE, 4096);
 	int64_t used = (scalar(r, R_PAGES, 0) - scalar(r, R_FREE, 0)) * page;
-	int64_t oldest;
+	int64_t oldest, packed;
 
 	if (r->conf->max_db_bytes == 0 || used <= r->conf->max_db_bytes)
 		return;
 	oldest = scalar(r, R_OLDEST_RAW, now);
+	packed = scalar(r, R_OLDEST_PACKED, now);
+	if (packed < oldest)
+		oldest = packed;
 	if (oldest < now - RAW_FLOOR_MS) {
 		r->budget_edge[TIER_RAW] = max64(r->budget_edge[TIER_RAW], oldest +
 		    max64(HISTORY_MINUTE_MS, (now - oldest) / 10));
@@ -345,10 +387,14 @@ round_begin(struct retention *r, int64_t now)
 	r->cutoff[J_HOUR] = history_bucket_of(now - c->keep_hour_ms, HISTORY_HOUR_MS);
 	r->cutoff[J_RAW_OTHER] = history_bucket_of(max64(now - c->keep_hour_ms,
 	    r->budget_edge[TIER_RAW]), HISTORY_MINUTE_MS);
+	/* Whole minutes too: a minute is all rows or all packed, until a late point comes. */
+	r->cutoff[J_PACK] = history_bucket_of(now - HBLOCKS_PACK_AGE_MS, HISTORY_MINUTE_MS);
 	r->cutoff[J_ALERTS] = now - c->keep_alerts_ms;
 	r->cutoff[J_COMMANDS] = now - c->keep_commands_ms;
 	r->cutoff[J_QUARANTINE] = now - c->keep_quarantine_ms;
 	r->round_mono = clock_mono_ms();
+	r->pack_due = r->round_mono >= r->next_pack;
+	r->pack_round_points = 0;
 	r->job = J_RAW;
 	r->series = 0;
 }
@@ -380,11 +426,62 @@ trim_tier(struct retention *r, enum ret_stmt del, enum ret_stmt which, int64_t c
 			return -1;
 		changed = sqlite3_changes(db);
 		n += changed;
+		/* Raw points are rows and blocks: the blocks' older points go too. */
+		if (del == R_DEL_RAW && n < max) {
+			int64_t packed;
+			int all;
+
+			if (hblocks_trim(r->blocks, r->series, cutoff, max - n, &packed, &all) != TW_OK)
+				return -1;
+			n += (int)packed;
+			if (!all)
+				changed = 1;
+		}
 		/* This series may have more: come back to it. */
 		if (n >= max && changed > 0)
 			r->series--;
 	}
 	return n;
+}
+
+/*
+ * Packs one series' old rows from the cursor: one block's worth at most
+ * per step, since one is up to BLOCK_MAX rows. Returns the points packed.
+ */
+static int
+pack_step(struct retention *r, int *done)
+{
+	/* A backlog goes on next round: the other jobs and the budget must run meanwhile. */
+	if (r->pack_round_points >= PACK_ROUND_POINTS) {
+		r->pack_cursor = r->series;
+		r->next_pack = 0;
+		*done = 1;
+		return 0;
+	}
+	for (int looked = 0; looked < STEP_SERIES; looked++) {
+		sqlite3_stmt *next = r->st[R_SERIES_NEXT];
+		int64_t moved;
+
+		sqlite3_bind_int64(next, 1, r->series);
+		if (sqlite3_step(next) != SQLITE_ROW) {
+			sqlite3_reset(next);
+			/* Due again in a while; a round that fails before this packs again next round. */
+			r->pack_cursor = 0;
+			r->next_pack = clock_mono_ms() + PACK_ROUND_MS;
+			*done = 1;
+			return 0;
+		}
+		r->series = sqlite3_column_int64(next, 0);
+		sqlite3_reset(next);
+		if (hblocks_pack(r->blocks, r->series, r->cutoff[J_PACK], &moved) != TW_OK)
+			return -1;
+		if (moved > 0) {
+			r->series--;	/* it may have more */
+			r->pack_round_points += moved;
+			return (int)moved;
+		}
+	}
+	return 0;
 }
 
 static int
@@ -420,6 +517,17 @@ job_begin(struct retention *r)
 {
 	int t;
 
+	if (r->job == J_PACK) {
+		/* Marked before any point is packed: history.c looks in blocks under it. */
+		if (!r->pack_due) {
+			r->job++;
+			return job_begin(r);
+		}
+		r->pack_edge = max64(r->pack_edge, r->cutoff[J_PACK]);
+		if (r->series == 0)
+			r->series = r->pack_cursor;
+		return mark(r, "packed", r->pack_edge);
+	}
 	if (r->job == J__COUNT || (t = jobs[r->job].mark) < 0)
 		return TW_OK;
 	if (t < TIER_HOUR)
@@ -468,6 +576,7 @@ int
 retention_step(struct retention *r, int64_t wall)
 {
 	int n = 0, done = 0, got, full;
+	uint64_t trimmed = 0, packed = 0;
 
 	if (r->job == J__COUNT) {
 		if (r->round_mono != 0 && clock_mono_ms() - r->round_mono < ROUND_MS)
@@ -482,12 +591,13 @@ retention_step(struct retention *r, int64_t wall)
 		enum ret_stmt del = jobs[r->job].del;
 
 		done = 0;
-		got = jobs[r->job].next != 0 ?
+		got = r->job == J_PACK ? pack_step(r, &done) : jobs[r->job].next != 0 ?
 		    trim_tier(r, del, jobs[r->job].next, r->cutoff[r->job], STEP_ROWS - n, &done) :
 		    trim_table(r, del, r->cutoff[r->job], STEP_ROWS - n, &done);
 		if (got < 0)
 			goto fail;
 		n += got;
+		*(r->job == J_PACK ? &packed : &trimmed) += (uint64_t)got;
 		if (!done)
 			break;
 		r->job++;
@@ -497,7 +607,8 @@ retention_step(struct retention *r, int64_t wall)
 	}
 	if (store_step_done(r->store, r->st[R_COMMIT]) != TW_OK)
 		goto fail;
-	r->trimmed += (uint64_t)n;
+	r->trimmed += trimmed;
+	r->packed += packed;
 	if (r->job == J__COUNT)
 		vacuum_if_it_pays(r);
 	return r->job < J__COUNT;

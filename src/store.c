@@ -122,6 +122,16 @@ static const char *const migrations[] = {
 	"ALTER TABLE commands ADD COLUMN effect_deadline_ts INTEGER;"
 	"ALTER TABLE commands ADD COLUMN effect_from;"
 	"CREATE INDEX commands_effect ON commands(effect_deadline_ts) WHERE effect = 'waiting';",
+	/*
+	 * 9: raw numbers older than an hour packed per series into blocks
+	 * (history_blocks.c); t0 and t1 are the first and last point's ts.
+	 * A rowid table: a block is a few KiB, too large for an index's b-tree.
+	 */
+	"CREATE TABLE history_block(series INTEGER NOT NULL, t0 INTEGER NOT NULL,"
+	"  t1 INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL);"
+	"CREATE UNIQUE INDEX history_block_at ON history_block(series, t0);"
+	"CREATE TABLE history_block_bad(series INTEGER NOT NULL, t0 INTEGER NOT NULL,"
+	"  t1 INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL);",
 };
 
 #define TWIN_COLS	"id, model, parent, version, last_seen_ts, created_ts, delta_pending, " \
@@ -200,10 +210,6 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_READ_REPORTED] = "SELECT id, twin, property, ts, value, out_of_range FROM series "
 	    "WHERE twin = ? AND ts IS NOT NULL ORDER BY property",
 	[ST_SERIES_FIND] = "SELECT id FROM series WHERE twin = ? AND property = ?",
-	[ST_HISTORY_ASC] = "SELECT ts, value FROM history WHERE series = ? "
-	    "AND ts >= ? AND ts <= ? ORDER BY ts ASC LIMIT ?",
-	[ST_HISTORY_NEWEST] = "SELECT ts, value FROM (SELECT ts, value FROM history "
-	    "WHERE series = ? AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?) ORDER BY ts",
 	[ST_READ_DESIRED] = "SELECT twin, property, value, ts, pending_since_ts, published, "
 	    "converged_ts, in_delta, set_by FROM desired WHERE twin = ? ORDER BY property",
 	[ST_READ_ALERTS_TWIN] = "SELECT " ALERT_COLS " FROM alerts WHERE twin = ? AND active = 1 "

@@ -413,34 +413,3 @@ store_series_find(struct store *s, const char *twin, const char *prop, int64_t *
 	return TW_ERR_DB;
 }
 
-struct point_cb { int (*cb)(void *, const struct store_point *); void *arg; };
-
-static int
-point_row_cb(void *p, sqlite3_stmt *st)
-{
-	struct point_cb *c = p;
-	struct store_point pt;
-
-	pt.ts = sqlite3_column_int64(st, 0);
-	store_column_value(st, 1, &pt.val);
-	return c->cb(c->arg, &pt);
-}
-
-int
-store_read_history(struct store *s, const char *twin, const char *prop, int64_t from,
-    int64_t to, int limit, int newest, int (*cb)(void *, const struct store_point *),
-    void *arg)
-{
-	struct point_cb pc = { cb, arg };
-	sqlite3_stmt *st = s->st[newest ? ST_HISTORY_NEWEST : ST_HISTORY_ASC];
-	int64_t series;
-	int rc;
-
-	if ((rc = store_series_find(s, twin, prop, &series)) != TW_OK)
-		return rc;
-	sqlite3_bind_int64(st, 1, series);
-	sqlite3_bind_int64(st, 2, from);
-	sqlite3_bind_int64(st, 3, to);
-	sqlite3_bind_int(st, 4, limit);
-	return found_or_empty(step_rows(s, st, point_row_cb, &pc));
-}

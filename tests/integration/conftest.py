@@ -581,15 +581,108 @@ class Twind:
         return con
 
     def db_history(self, twin_id, prop):
-        """[(ts, value)] of one series, ascending, read from SQLite."""
+        """[(ts, value)] of one series, ascending, read from SQLite: the rows
+        and the packed blocks (decoded here, not by twind)."""
         con = self.db_connect()
         try:
-            return con.execute(
+            # one snapshot for both: a packing in between must not show a point twice
+            con.execute("BEGIN")
+            rows = con.execute(
                 "SELECT h.ts, h.value FROM history h JOIN series s ON s.id = h.series "
                 "WHERE s.twin = ? AND s.property = ? ORDER BY h.ts",
                 (twin_id, prop)).fetchall()
+            for (data,) in con.execute(
+                    "SELECT b.data FROM history_block b JOIN series s ON s.id = b.series "
+                    "WHERE s.twin = ? AND s.property = ?", (twin_id, prop)):
+                rows += decode_block(data)
         finally:
             con.close()
+        rows.sort()
+        assert all(a[0] < b[0] for a, b in zip(rows, rows[1:])), "a point stored twice"
+        return rows
+
+
+def decode_block(data):
+    """[(ts, value)] of one history block (src/block.c's format, read
+    independently of it): format, decimals, n, the first ts, time tokens,
+    then the values as decimal deltas or XOR records."""
+    import struct
+    mask = (1 << 64) - 1
+    pos = 0
+
+    def varint():
+        nonlocal pos
+        x = shift = 0
+        while True:
+            b = data[pos]
+            pos += 1
+            x |= (b & 0x7f) << shift
+            shift += 7
+            if not b & 0x80:
+                return x
+
+    def signed(u):
+        u &= mask
+        return u - (1 << 64) if u >> 63 else u
+
+    def unzig(z):
+        return (z >> 1) ^ -(z & 1)
+
+    zeros = 0
+
+    def token():
+        nonlocal zeros
+        if zeros:
+            zeros -= 1
+            return 0
+        z = varint()
+        if z:
+            return unzig(z)
+        zeros = varint()
+        return 0
+
+    fmt = data[0]
+    pos = 1
+    dec = None
+    if fmt == 1:
+        dec = data[1]
+        pos = 2
+    n = varint()
+    t = signed(unzig(varint()))
+    ts, delta = [t], 0
+    for _ in range(n - 1):
+        delta = signed(delta + token())
+        t = signed(t + delta)
+        ts.append(t)
+    assert zeros == 0
+    if dec is not None:
+        m = signed(unzig(varint()))
+        vals = [m / 10 ** dec]
+        for _ in range(n - 1):
+            m = signed(m + token())
+            vals.append(m / 10 ** dec)
+        assert zeros == 0
+        at = -1
+        for _ in range(varint()):            # where a 0 is -0.0
+            at += varint() + 1
+            assert vals[at] == 0
+            vals[at] = -0.0
+    else:
+        bits = struct.unpack_from("<Q", data, pos)[0]
+        pos += 8
+        vals = [struct.unpack("<d", struct.pack("<Q", bits))[0]]
+        for _ in range(n - 1):
+            h = data[pos]
+            pos += 1
+            lead, trail, x = h >> 4, h & 15, 0
+            if lead != 8:
+                for i in range(trail, 8 - lead):
+                    x |= data[pos] << (8 * i)
+                    pos += 1
+            bits ^= x
+            vals.append(struct.unpack("<d", struct.pack("<Q", bits))[0])
+    assert pos == len(data), "trailing bytes in a block"
+    return list(zip(ts, vals))
 
 
 # --------------------------------------------------------------------------

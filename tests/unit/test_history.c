@@ -42,6 +42,26 @@ collect(void *arg, const struct store_point *p)
 	return ps->n == 16;
 }
 
+/* Raw points in rows and in blocks. */
+#define POINTS "SELECT (SELECT count(*) FROM history) + " \
+	"(SELECT coalesce(sum(n), 0) FROM history_block)"
+
+struct many {
+	int n;
+	int64_t ts[2048];
+	double v[2048];
+};
+
+static int
+collect_many(void *arg, const struct store_point *p)
+{
+	struct many *ps = arg;
+
+	ps->ts[ps->n] = p->ts;
+	ps->v[ps->n] = p->val.num;
+	return ++ps->n == 2048;
+}
+
 struct buckets {
 	int n;
 	struct history_bucket b[64];
@@ -97,17 +117,17 @@ test_redelivery_changes_nothing(void **state)
 	assert_int_equal(store_commit(w), TW_OK);
 
 	assert_non_null(r = store_open(path, 0, 0));
-	assert_int_equal(store_read_history(r, "p1", "t", 0, INT64_MAX, 100, 0, collect, &ps),
+	assert_int_equal(history_read(r, "p1", "t", 0, INT64_MAX, 100, 0, collect, &ps),
 	    TW_OK);
 	assert_int_equal(ps.n, 2);
 	assert_int_equal(ps.ts[0], 1000);
 	assert_true(ps.v[0] == 1.5);
 	ps.n = 0;
-	assert_int_equal(store_read_history(r, "p1", "t", 0, INT64_MAX, 1, 1, collect, &ps), TW_OK);
+	assert_int_equal(history_read(r, "p1", "t", 0, INT64_MAX, 1, 1, collect, &ps), TW_OK);
 	assert_int_equal(ps.n, 1);
 	assert_int_equal(ps.ts[0], 2000);	/* newest */
 	ps.n = 0;
-	assert_int_equal(store_read_history(r, "p1", "on", 0, INT64_MAX, 10, 0, collect, &ps),
+	assert_int_equal(history_read(r, "p1", "on", 0, INT64_MAX, 10, 0, collect, &ps),
 	    TW_OK);
 	assert_int_equal(ps.type[0], VAL_BOOL);
 	store_close(r);
@@ -273,7 +293,24 @@ test_retention_trims_exactly_what_is_old(void **state)
 	assert_int_equal(rc, 0);
 	assert_int_equal(count("SELECT count(*) FROM history WHERE ts < "
 	    "(SELECT before_ts FROM trimmed WHERE tier = 'raw')"), 0);
-	assert_int_equal(count("SELECT count(*) FROM history"), 3 * (1440 - 432));
+	assert_int_equal(count("SELECT count(*) FROM history_block WHERE t0 < "
+	    "(SELECT before_ts FROM trimmed WHERE tier = 'raw')"), 0);
+	assert_int_equal(count(POINTS), 3 * (1440 - 432));
+	/* What is older than an hour is packed, and reads back exact. */
+	assert_int_equal(count("SELECT count(*) FROM history"), 3 * 6);
+	for (int k = 0; k < 3; k++) {
+		static struct many ps;
+
+		ps.n = 0;
+		snprintf(name, sizeof(name), "r%d", k);
+		assert_int_equal(history_read(w, name, "t", 0, INT64_MAX, 2000, 0, collect_many, &ps),
+		    TW_OK);
+		assert_int_equal(ps.n, 1440 - 432);
+		for (int i = 0; i < ps.n; i++) {
+			assert_int_equal(ps.ts[i], now - 7 * 86400000LL + i * 600000LL);
+			assert_true(ps.v[i] == 432 + i);
+		}
+	}
 	assert_int_equal(count("SELECT before_ts FROM trimmed WHERE tier = 'raw'"),
 	    now - 7 * 86400000LL);
 	/* The minutes and hours of the trimmed raw rows are all still there. */
@@ -294,6 +331,143 @@ conf_default_ages(struct conf *c)
 	c->keep_minute_ms = 90 * 86400000LL;
 	c->keep_hour_ms = 1825 * 86400000LL;
 	c->keep_alerts_ms = c->keep_commands_ms = c->keep_quarantine_ms = 30 * 86400000LL;
+}
+
+/* Runs retention to its end at `now`, from a fresh open (its clock anchors there). */
+static void
+retain(struct store *w, const struct conf *c, struct history *h, int64_t now)
+{
+	struct retention *r;
+	int rc, steps = 0;
+
+	assert_non_null(r = retention_open(w, c, path));
+	while ((rc = retention_step(r, now)) == 1)
+		assert_true(++steps < 200);
+	assert_int_equal(rc, 0);
+	history_set_floor(h, retention_floor(r), retention_redo_floor(r), retention_pack_edge(r));
+	retention_close(r);
+}
+
+/*
+ * Packed points: trimmed exactly at the edge (a block across it keeps its
+ * newer part), a redelivery is no new point, and corrections by a number
+ * or a string rebuild the minute they fall in.
+ */
+static void
+test_packed_points_trim_and_take_corrections(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct conf c;
+	struct history *h;
+	int64_t now = 1000LL * 86400000, s, cutoff, t;
+	static struct many ps;
+	struct points one = { 0 };
+	struct tw_val str = { .type = VAL_STR, .str = "stuck" };
+	char sql[160];
+	int fresh;
+
+	(void)state;
+	conf_default_ages(&c);
+	assert_non_null(h = history_open(w));
+	assert_int_equal(store_begin(w), TW_OK);
+	assert_int_equal(store_series_add(w, "pk", "t", &s, NULL, NULL), TW_OK);
+	for (int i = 0; i < 1440; i++)
+		put(h, s, now - 10 * 86400000LL + i * 600000LL, i * 0.5, &fresh);
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	retain(w, &c, h, now);
+	assert_true(count("SELECT count(*) FROM history_block") >= 1);
+	/* Two days on, the edge falls inside a block. */
+	retain(w, &c, h, now + 2 * 86400000LL);
+	cutoff = now + 2 * 86400000LL - 7 * 86400000LL;
+	ps.n = 0;
+	assert_int_equal(history_read(w, "pk", "t", INT64_MIN, INT64_MAX, 2048, 0, collect_many,
+	    &ps), TW_OK);
+	assert_int_equal(ps.n, 1440 - 720);
+	assert_int_equal(count(POINTS), 1440 - 720);
+	for (int i = 0; i < ps.n; i++) {
+		assert_int_equal(ps.ts[i], cutoff + i * 600000LL);
+		assert_true(ps.v[i] == (720 + i) * 0.5);
+	}
+	assert_int_equal(count("SELECT count(*) FROM history"), 0);
+	/* A redelivery, a number and a string at packed points. */
+	t = cutoff + 100 * 600000LL;
+	assert_int_equal(store_begin(w), TW_OK);
+	put(h, s, t, 410, &fresh);
+	assert_int_equal(fresh, 0);
+	put(h, s, t, 1000, &fresh);
+	assert_int_equal(fresh, 1);
+	assert_int_equal(history_put(h, s, t + 600000LL, &str, &fresh), TW_OK);
+	assert_int_equal(fresh, 1);
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	assert_int_equal(count(POINTS), 1440 - 720);
+	assert_int_equal(history_read(w, "pk", "t", t, t + 600000LL, 16, 0, collect, &one), TW_OK);
+	assert_int_equal(one.n, 2);
+	assert_true(one.type[0] == VAL_NUM && one.v[0] == 1000);
+	assert_true(one.type[1] == VAL_STR);
+	assert_int_equal(count("SELECT count(*) FROM history"), 1);
+	/* The minute of the number has it; the string's minute has no numbers left. */
+	snprintf(sql, sizeof(sql), "SELECT hi FROM rollup_1m WHERE series = %lld AND ts = %lld",
+	    (long long)s, (long long)history_bucket_of(t, HISTORY_MINUTE_MS));
+	assert_int_equal(count(sql), 1000);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM rollup_1m WHERE series = %lld AND "
+	    "ts = %lld", (long long)s, (long long)history_bucket_of(t + 600000LL, HISTORY_MINUTE_MS));
+	assert_int_equal(count(sql), 0);
+	history_close(h);
+	store_close(w);
+}
+
+/*
+ * A block that does not decode (a damaged file) is set aside at the first
+ * writer that meets it: a late point into its range is stored, retention
+ * goes on, readers read around it. It must not wedge ingestion (the
+ * batch would fail, the broker redeliver, for ever).
+ */
+static void
+test_a_bad_block_is_set_aside(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct conf c;
+	struct history *h;
+	int64_t now = 1000LL * 86400000, s, t0;
+	static struct many ps;
+	int fresh;
+
+	(void)state;
+	conf_default_ages(&c);
+	assert_non_null(h = history_open(w));
+	assert_int_equal(store_begin(w), TW_OK);
+	assert_int_equal(store_series_add(w, "bad", "t", &s, NULL, NULL), TW_OK);
+	/* 6,000 points a minute apart: a block of 4,096 and one of 1,844, and 60 rows. */
+	for (int i = 0; i < 6000; i++)
+		put(h, s, now - 6000 * 60000LL + i * 60000LL, i, &fresh);
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	retain(w, &c, h, now);
+	assert_int_equal(count("SELECT count(*) FROM history_block"), 2);
+	t0 = count("SELECT min(t0) FROM history_block");
+	count("UPDATE history_block SET data = x'01020304' WHERE t0 = "
+	    "(SELECT min(t0) FROM history_block)");
+	/* Readers leave it out and say so; no error. */
+	ps.n = 0;
+	assert_int_equal(history_read(w, "bad", "t", INT64_MIN, INT64_MAX, 2048, 1, collect_many,
+	    &ps), TW_OK);
+	assert_int_equal(ps.n, 1904);
+	/* A late point into its range: stored, the block set aside. */
+	assert_int_equal(store_begin(w), TW_OK);
+	put(h, s, t0 + 30000, -1, &fresh);
+	assert_int_equal(fresh, 1);
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	assert_int_equal(count("SELECT count(*) FROM history_block_bad"), 1);
+	assert_int_equal(count("SELECT n FROM history_block_bad"), 4096);
+	assert_int_equal(count(POINTS), 6000 - 4096 + 1);
+	/* Retention and packing go on past it. */
+	retain(w, &c, h, now + 86400000LL);
+	assert_int_equal(count(POINTS), 6000 - 4096 + 1);
+	history_close(h);
+	store_close(w);
 }
 
 /* A wall clock a year ahead of the data (a bad RTC) ages nothing away. */
@@ -326,7 +500,7 @@ test_retention_ignores_a_clock_far_ahead(void **state)
 	while ((rc = retention_step(r, now + 365 * 86400000LL)) == 1)
 		assert_true(++steps < 100);
 	assert_int_equal(rc, 0);
-	assert_int_equal(count("SELECT count(*) FROM history"), 100);
+	assert_int_equal(count(POINTS), 100);
 	assert_int_equal(count("SELECT sum(n) FROM rollup_1m"), 100);
 	/* The edge is a day past the newest data, minus the age, on a whole minute. */
 	assert_int_equal(count("SELECT before_ts FROM trimmed WHERE tier = 'raw'"),
@@ -365,7 +539,7 @@ test_a_point_under_the_edge_changes_nothing(void **state)
 	assert_int_equal(store_commit(w), TW_OK);
 	while (retention_step(r, now) == 1)
 		assert_true(++steps < 100);
-	history_set_floor(h, retention_floor(r), retention_redo_floor(r));
+	history_set_floor(h, retention_floor(r), retention_redo_floor(r), retention_pack_edge(r));
 	assert_true(retention_floor(r) > old);
 	assert_int_equal(count("SELECT count(*) FROM history"), 1);
 	assert_int_equal(store_begin(w), TW_OK);
@@ -479,6 +653,9 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_huge_values_keep_sums_finite, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retention_keeps_what_is_owed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_packed_points_trim_and_take_corrections, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_a_bad_block_is_set_aside, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,6 +5,7 @@ test), redeliveries landing once, corrections and late points correcting
 raw and rollups, a restart keeping it all, and the bytes per point."""
 import math
 import random
+import time
 
 from conftest import now_ms, wait_until
 from test_history_tiers import MINUTE, expected_buckets, get_buckets
@@ -149,3 +150,38 @@ def test_late_points_redeliveries_and_corrections_of_packed_points(make_twind, p
     assert raw(tw, "pk-late", base, marker) == want
     assert get_buckets(tw, "pk-late", "v", "1m", lo, hi).json() == \
         expected_buckets(pts, MINUTE, lo, hi)
+
+
+def test_kill_9_while_packing_loses_nothing(make_twind, publisher):
+    """SIGKILL at several moments of packing (each step is one
+    transaction, its rows and its block together): after each restart
+    every point is there once, in rows or blocks, and the file is sound."""
+    tw = make_twind()
+    base = (now_ms() - 7 * HOUR) // HOUR * HOUR        # all of it more than an hour old
+    series = {f"pk-kill-{k}": {base + i * 1000 + k: round(k + i / 100, 2) for i in range(15000)}
+              for k in range(6)}
+    for twin, pts in series.items():
+        publisher.publish_many([(f"plant/{twin}/telemetry", {"ts": ts, "v": v})
+                                for ts, v in pts.items()], timeout=60)
+    wait_until(lambda: all(len(tw.db_history(t, "v")) == len(p) for t, p in series.items()),
+               60, what="all stored")
+    total = sum(len(p) for p in series.values())
+    for delay in (0.05, 0.2, 0.5):
+        tw.kill9()
+        tw.start()
+        time.sleep(delay)
+    tw.kill9()
+    # the kills came mid-way: some points packed, some still rows
+    left = sum(rows_left(tw, t) for t in series)
+    assert 0 < left < total, left
+    tw.start()
+    wait_until(lambda: all(rows_left(tw, t) == 0 for t in series), 60,
+               what="everything older than an hour packed")
+    con = tw.db_connect()
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("SELECT coalesce(sum(n), 0) FROM history_block").fetchone()[0] == total
+    finally:
+        con.close()
+    for twin, pts in series.items():
+        assert tw.db_history(twin, "v") == sorted(pts.items())

@@ -29,6 +29,11 @@ struct hblocks *hblocks_open(struct store *s);
 void hblocks_close(struct hblocks *b);
 /* Whether a block of `series` holds a point at `ts` (*found), and its value (*old). */
 int hblocks_find(struct hblocks *b, int64_t series, int64_t ts, int *found, double *old);
+/*
+ * Whether `ts` falls in the range of a block of `series` that was set
+ * aside (it did not decode): the rollups may count a point there already.
+ */
+int hblocks_lost(struct hblocks *b, int64_t series, int64_t ts, int *lost);
 /* The packed point at `ts` takes value *v, or with v NULL leaves the block. */
 int hblocks_set(struct hblocks *b, int64_t series, int64_t ts, const double *v);
 /*

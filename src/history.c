@@ -184,18 +184,21 @@ acc_add(struct acc *a, int64_t ts, double v)
  * A point that a block may hold. Found with this value: a redelivery
  * (*fresh 0). Found with another: the block takes a number, or lets go
  * of the point for a string or a boolean, which goes to a row (*redo 1).
- * Not found: *fresh 1, and the caller writes a row as for any point.
+ * Not found: *fresh 1, and the caller writes a row as for any point;
+ * *lost 1 when a block set aside held its range (its minute may count it).
  */
 static int
 put_packed(struct history *h, int64_t series, int64_t ts, const struct tw_val *v, int *fresh,
-    int *redo)
+    int *redo, int *lost)
 {
 	double old;
 	int found, rc;
 
 	*fresh = 1;
-	if ((rc = hblocks_find(h->blocks, series, ts, &found, &old)) != TW_OK || !found)
+	if ((rc = hblocks_find(h->blocks, series, ts, &found, &old)) != TW_OK)
 		return rc;
+	if (!found)
+		return hblocks_lost(h->blocks, series, ts, lost);
 	if (v->type == VAL_NUM && v->num == old) {
 		*fresh = 0;
 		return TW_OK;
@@ -210,10 +213,10 @@ history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *
 	sqlite3 *db = store_handle(h->store);
 	sqlite3_stmt *st = h->st[H_PUT_NEW];
 	struct acc *a;
-	int redo = 0, rc;
+	int redo = 0, lost = 0, rc;
 
 	/* Old enough to be packed: a block may hold it (a redelivery, a correction). */
-	if (ts < h->pack_edge && (rc = put_packed(h, series, ts, v, fresh, &redo)) != TW_OK)
+	if (ts < h->pack_edge && (rc = put_packed(h, series, ts, v, fresh, &redo, &lost)) != TW_OK)
 		return rc;
 	if (ts < h->pack_edge && !*fresh)
 		return TW_OK;
@@ -235,6 +238,16 @@ history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *
 		if (sqlite3_changes(db) == 0)
 			return TW_OK;		/* a redelivery */
 		*fresh = redo = 1;
+	}
+	/*
+	 * In the range of a block that was set aside: stored (a replay puts
+	 * back what was lost), but it may be a redelivery of a lost point that
+	 * its minute counts already: no rollup, and no rule sees it again.
+	 */
+	if (lost && !redo) {
+		*fresh = 0;
+		metrics_add(&metrics.values_too_old, 1);
+		return TW_OK;
 	}
 rollup:
 	if (!redo && v->type != VAL_NUM)

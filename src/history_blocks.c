@@ -8,6 +8,7 @@
  * written as a row when it is older than the packing edge, so a
  * redelivery of a packed point stays one point.
  */
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +22,8 @@
 #include "value.h"
 
 enum hb_stmt {
-	HB_AT, HB_AFTER, HB_ROWID, HB_PUT, HB_ADD, HB_DEL, HB_BAD, HB_ROWS, HB_ROWS_DEL, HB_OLDEST,
-	HB__COUNT
+	HB_AT, HB_AFTER, HB_ROWID, HB_PUT, HB_ADD, HB_DEL, HB_BAD, HB_ROWS, HB_ROWS_DEL, HB_LOST,
+	HB_OLDEST, HB__COUNT
 };
 
 #define BLOCK_COLS "rowid, t0, t1, n, data"
@@ -41,10 +42,17 @@ static const char *const hb_sql[HB__COUNT] = {
 	/* A block that does not decode is kept aside, not lost, and no longer in the way. */
 	[HB_BAD] = "INSERT INTO history_block_bad(series, t0, t1, n, data) "
 	    "SELECT series, t0, t1, n, data FROM history_block WHERE rowid = ?1",
+	/*
+	 * The same rows in both: what is packed is what is deleted. A value
+	 * beyond 1e300 could only come from before ingest refused it (or a
+	 * hand edit): it stays a row, so that no block ever fails to encode.
+	 */
 	[HB_ROWS] = "SELECT ts, value FROM history WHERE series = ?1 AND ts < ?2 "
-	    "AND typeof(value) = 'real' ORDER BY ts LIMIT ?3",
+	    "AND typeof(value) = 'real' AND abs(value) <= 1e300 ORDER BY ts LIMIT ?3",
 	[HB_ROWS_DEL] = "DELETE FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3 "
-	    "AND typeof(value) = 'real'",
+	    "AND typeof(value) = 'real' AND abs(value) <= 1e300",
+	[HB_LOST] = "SELECT t1 FROM history_block_bad WHERE series = ?1 AND t0 <= ?2 "
+	    "ORDER BY t0 DESC LIMIT 1",
 	[HB_OLDEST] = "SELECT " BLOCK_COLS " FROM history_block WHERE series = ?1 AND t0 < ?2 "
 	    "ORDER BY t0 LIMIT 1",
 };
@@ -254,6 +262,24 @@ hblocks_find(struct hblocks *b, int64_t series, int64_t ts, int *found, double *
 }
 
 int
+hblocks_lost(struct hblocks *b, int64_t series, int64_t ts, int *lost)
+{
+	sqlite3_stmt *st = b->st[HB_LOST];
+	int rc;
+
+	*lost = 0;
+	sqlite3_bind_int64(st, 1, series);
+	sqlite3_bind_int64(st, 2, ts);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*lost = sqlite3_column_int64(st, 0) >= ts;
+	else if (rc != SQLITE_DONE)
+		return step_fail(b, st);
+	sqlite3_reset(st);
+	return TW_OK;
+}
+
+int
 hblocks_set(struct hblocks *b, int64_t series, int64_t ts, const double *v)
 {
 	struct pts p;
@@ -432,8 +458,8 @@ hblocks_trim(struct hblocks *b, int64_t series, int64_t cutoff, int64_t max, int
 			*done = 1;
 			break;
 		}
-		/* Wholly older: deleted without a decode (a bad block goes too). */
-		if (p.t1 < cutoff) {
+		/* Wholly older: deleted without a decode (a bad block goes too), if its n is sane. */
+		if (p.t1 < cutoff && p.count >= 1 && p.count <= BLOCK_MAX) {
 			*deleted += p.count;
 			if ((rc = store_block(b, series, p.rowid, &p, 0, 0)) != TW_OK)
 				break;
@@ -457,8 +483,9 @@ hblocks_trim(struct hblocks *b, int64_t series, int64_t cutoff, int64_t max, int
 
 /* ---- readers ---- */
 
-/* Shared by every reader thread: a lost update of it costs a log line at most. */
+/* Shared by every reader thread (and the engine's, through redo_minute). */
 static struct log_limit bad_log;
+static pthread_mutex_t bad_log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Packed points of a series in [from, to], one block decoded at a time. */
 struct bcur {
@@ -528,8 +555,10 @@ bcur_next(struct bcur *c, sqlite3 *db, int64_t *ts, double *v)
 		    (size_t)sqlite3_column_bytes(c->st, COL_DATA), c->p.ts, c->p.v);
 		/* Read around it: the writer sets it aside when it next meets it. */
 		if (c->p.n < 0) {
+			pthread_mutex_lock(&bad_log_lock);
 			log_limited(&bad_log, "database: block %lld does not decode: its points "
 			    "are left out of this answer", (long long)sqlite3_column_int64(c->st, 0));
+			pthread_mutex_unlock(&bad_log_lock);
 			c->p.n = 0;
 		}
 		c->i = c->desc ? c->p.n - 1 : 0;

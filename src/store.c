@@ -131,7 +131,8 @@ static const char *const migrations[] = {
 	"  t1 INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL);"
 	"CREATE UNIQUE INDEX history_block_at ON history_block(series, t0);"
 	"CREATE TABLE history_block_bad(series INTEGER NOT NULL, t0 INTEGER NOT NULL,"
-	"  t1 INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL);",
+	"  t1 INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL);"
+	"CREATE INDEX history_block_bad_at ON history_block_bad(series, t0);",
 };
 
 #define TWIN_COLS	"id, model, parent, version, last_seen_ts, created_ts, delta_pending, " \

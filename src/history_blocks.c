@@ -23,7 +23,7 @@
 
 enum hb_stmt {
 	HB_AT, HB_AFTER, HB_ROWID, HB_PUT, HB_ADD, HB_DEL, HB_BAD, HB_ROWS, HB_ROWS_DEL, HB_LOST,
-	HB_OLDEST, HB__COUNT
+	HB_LOST_TRIM, HB_OLDEST, HB__COUNT
 };
 
 #define BLOCK_COLS "rowid, t0, t1, n, data"
@@ -53,6 +53,8 @@ static const char *const hb_sql[HB__COUNT] = {
 	    "AND typeof(value) = 'real' AND abs(value) <= 1e300",
 	[HB_LOST] = "SELECT t1 FROM history_block_bad WHERE series = ?1 AND t0 <= ?2 "
 	    "ORDER BY t0 DESC LIMIT 1",
+	/* Kept for a look as long as its points would have been. */
+	[HB_LOST_TRIM] = "DELETE FROM history_block_bad WHERE series = ?1 AND t1 < ?2",
 	[HB_OLDEST] = "SELECT " BLOCK_COLS " FROM history_block WHERE series = ?1 AND t0 < ?2 "
 	    "ORDER BY t0 LIMIT 1",
 };
@@ -447,6 +449,10 @@ hblocks_trim(struct hblocks *b, int64_t series, int64_t cutoff, int64_t max, int
 
 	*deleted = 0;
 	*done = 0;
+	sqlite3_bind_int64(b->st[HB_LOST_TRIM], 1, series);
+	sqlite3_bind_int64(b->st[HB_LOST_TRIM], 2, cutoff);
+	if ((rc = store_step_done(b->store, b->st[HB_LOST_TRIM])) != TW_OK)
+		return rc;
 	if ((rc = pts_alloc(&p, BLOCK_MAX)) != TW_OK)
 		return rc;
 	while (*deleted < max) {

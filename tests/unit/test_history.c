@@ -488,6 +488,8 @@ test_a_bad_block_is_set_aside(void **state)
 	count("UPDATE history_block SET n = -100000");
 	retain(w, &c, h, now + 7 * 86400000LL);
 	assert_int_equal(count("SELECT count(*) FROM history_block"), 0);
+	/* The block set aside goes when its points would have gone. */
+	assert_int_equal(count("SELECT count(*) FROM history_block_bad"), 0);
 	history_close(h);
 	store_close(w);
 }

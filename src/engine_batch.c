@@ -202,12 +202,18 @@ batch_commit(struct engine *e)
 		atomic_store(&metrics.db_failing, 0);
 		log_info("database: commits work again");
 	}
-	progress_advance(e->progress, e->batch_seq, 0);
 	undo_clear(&e->undo);
 	commands_commit(&e->commands);
 	converge_commit(e->converge);
-	/* Only what is committed goes out: nothing may run ahead of the disk. */
+	/*
+	 * Only what is committed goes out: nothing may run ahead of the disk.
+	 * Queued before the MQTT thread hears of the commit, so that its next
+	 * write carries them: libmosquitto in threaded mode only queues, and
+	 * once that thread is reading again, a command would wait for the
+	 * next batch's commit.
+	 */
 	batch_publish_committed(e);
+	progress_advance(e->progress, e->batch_seq, 0);
 	atomic_store(&metrics.commands_pending, commands_pending(&e->commands));
 	return TW_OK;
 }

@@ -2,7 +2,8 @@
 # Measures twind's ingest rate and its closed loop (telemetry -> rule -> command), CPU per message and peak memory as ratios to a bare C subscriber ("the floor") on the same private broker in the same run, because shared machines are too noisy for absolute numbers.
 #
 # usage: tests/bench/bench.sh [COUNT]     (from the repo root; env ROUNDS, TWINS, TWIND,
-#        MODELS, RULES, INGEST, CLOSED_LOOP, CL_COUNT, LAT_COUNT, LAT_RATE, CL_WAIT_S)
+#        MODELS, RULES, INGEST, CLOSED_LOOP, CL_COUNT, LAT_COUNT, LAT_RATE, CL_WAIT_S;
+#        BENCH_KEEP=1 keeps the logs of a run that passed)
 #
 # Ingest: ROUNDS rounds (default 3) of one floor phase then one twind phase,
 # each twind phase with a fresh database; every figure in the table is the
@@ -67,7 +68,7 @@ cleanup() {
 	wait 2>/dev/null || true
 	if [[ -n $TMP && -d $TMP ]]; then
 		if ((rc == 0)); then
-			rm -rf "$TMP"
+			[[ -n ${BENCH_KEEP:-} ]] || rm -rf "$TMP"
 		else
 			echo "bench: logs kept in $TMP" >&2
 		fi

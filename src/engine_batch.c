@@ -209,8 +209,8 @@ batch_commit(struct engine *e)
 	 * Only what is committed goes out: nothing may run ahead of the disk.
 	 * Queued before the MQTT thread hears of the commit, so that its next
 	 * write carries them: libmosquitto in threaded mode only queues, and
-	 * once that thread is reading again, a command would wait for the
-	 * next batch's commit.
+	 * once that thread has read more telemetry, its next write waits for
+	 * the next batch's commit (commands, alerts and deltas alike).
 	 */
 	batch_publish_committed(e);
 	progress_advance(e->progress, e->batch_seq, 0);

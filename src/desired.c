@@ -285,8 +285,12 @@ desired_publish(struct desired_out *d, struct twin_map *m, struct outbox *o)
 	for (unsigned i = 0; i < d->n; i++) {
 		struct twin *t = d->v[i];
 
-		/* The broker is away: the twin stays pending and goes out after the reconnect. */
-		if (publish_one(d, m, o, t) == TW_ERR_UNAVAIL) {
+		/*
+		 * The broker is away, or the flights are full: the twin stays
+		 * pending and goes out later. Asked first, so that a full outbox
+		 * does not cost a delta document per pending twin per commit.
+		 */
+		if (!outbox_connected(o) || publish_one(d, m, o, t) == TW_ERR_UNAVAIL) {
 			d->v[keep++] = t;
 			continue;
 		}

@@ -324,7 +324,8 @@ def test_state_older_than_30_days_is_forgotten(make_twind, make_publisher, tmp_p
 def test_sensors_disagree_rule(make_twind, make_publisher, tmp_path):
     """The shipped pair rule: a drifting sensor raises it; a change of the
     process (both sensors step together), two sensors standing still a little
-    apart (no spread to judge by), and a twin without the second sensor do not."""
+    apart (no spread to judge by), one flicker of one of them, and a twin
+    without the second sensor do not. The drift's alert clears once they agree."""
     import random
     rules = [r for r in json.loads((REPO / "config" / "rules-anomaly.json").read_text())
              if r["name"] == "sensors_disagree"]
@@ -338,21 +339,27 @@ def test_sensors_disagree_rule(make_twind, make_publisher, tmp_path):
         return round(v + rng.gauss(0, 0.3), 2)
 
     series = {
-        # y drifts 6 away over the first 2 minutes, then stays there
-        "sd-drift": [{"temperature": noisy(50), "temperature2": noisy(50 + 6 * min(i, 120) / 120)}
-                     for i in range(n)],
+        # y drifts 6 away over the first 2 minutes, stays there, and comes back after 4
+        "sd-drift": [{"temperature": noisy(50),
+                      "temperature2": noisy(50 + (6 * min(i, 120) / 120 if i < n else 0))}
+                     for i in range(n + 180)],
         # the process steps by 20 half-way: both sensors say so
         "sd-process": [{"temperature": noisy(50 + 20 * (i >= n // 2)),
                         "temperature2": noisy(50 + 20 * (i >= n // 2))} for i in range(n)],
         # two quantised sensors in a steady process, one step apart
         "sd-still": [{"temperature": 50.0, "temperature2": 50.5} for _ in range(n)],
+        # the same, with one flicker of one sensor
+        "sd-flicker": [{"temperature": 50.1 if i == n // 2 else 50.0, "temperature2": 50.5}
+                       for i in range(n)],
         "sd-single": [{"temperature": noisy(50)} for _ in range(n)],
     }
     for twin, values in series.items():
         replay(pub, tw, twin, t0, values, step=1000)
     a = wait_until(lambda: alerts(tw, "sd-drift") or None, 5, what="the drift alert")
     assert a[0]["rule"] == "sensors_disagree"
-    # raised after the drift passed 3 spreads and stayed there for 30 s, not at once
-    assert a[0]["raised_ts"] - t0 >= 60_000, a[0]
-    for twin in ("sd-process", "sd-still", "sd-single"):
+    # raised once the drift stands clear of the spread (its ramp is in the spread), not at its start
+    assert 60_000 <= a[0]["raised_ts"] - t0 < n * 1000, a[0]
+    # the sensors agree again for 3 minutes: cleared
+    assert not a[0]["active"] and a[0]["cleared_ts"] >= t0 + n * 1000, a[0]
+    for twin in ("sd-process", "sd-still", "sd-flicker", "sd-single"):
         assert alerts(tw, twin) == [], f"{twin}: {alerts(tw, twin)}"

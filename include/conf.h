@@ -56,6 +56,7 @@ struct conf {
 	/* [storage] */
 	char *db_path;
 	int db_sync;			/* enum conf_sync */
+	int64_t db_cache_bytes;		/* the writer's SQLite page cache */
 	int batch_max;
 	int quarantine_max;
 	int64_t max_db_bytes;		/* 0: no budget; else trimmed to stay under */

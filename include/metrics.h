@@ -55,6 +55,8 @@ struct metrics {
 	atomic_uint_fast64_t property_names;		/* engine: interned property names */
 	atomic_uint_fast64_t memory_bytes;		/* engine: what the twins and names hold */
 	atomic_uint_fast64_t memory_budget;		/* engine: [twins] memory_max */
+	atomic_uint_fast64_t db_cache;			/* engine: its SQLite page cache */
+	atomic_uint_fast64_t db_cache_budget;		/* main: [storage] cache_size */
 };
 
 extern struct metrics metrics;

@@ -25,6 +25,13 @@ struct store *store_open(const char *path, int writer, int full_sync);
  */
 void store_set_migrate_hook(void (*fn)(void));
 void store_close(struct store *s);
+/*
+ * Bounds the connection's page cache at about `bytes` (SQLite counts a
+ * page with its header). Returns 0 or TW_ERR_DB.
+ */
+int store_cache_size(struct store *s, int64_t bytes);
+/* Bytes its page cache holds now; the connection's own thread asks. */
+int64_t store_cache_used(struct store *s);
 
 /* Writer: transactions. Return 0 or TW_ERR_DB. */
 int store_begin(struct store *s);

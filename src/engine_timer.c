@@ -180,7 +180,7 @@ timer_trim_step(struct engine *e)
 void
 timer_tick(struct engine *e)
 {
-	int64_t now = clock_mono_ms();
+	int64_t now = clock_mono_ms(), used;
 
 	/* Once round the loop, with the clock this tick reads anyway: no cost per record. */
 	watchdog_beat_at(WD_ENGINE, now);
@@ -188,6 +188,9 @@ timer_tick(struct engine *e)
 		return;
 	e->next_tick = now + TICK_MS;
 	watchdog_test_hang("TWIND_TEST_HANG_ENGINE", "engine");
+	/* The writer's connection is this thread's: only it may ask. */
+	if ((used = store_cache_used(e->store)) >= 0)
+		atomic_store(&metrics.db_cache, (uint64_t)used);
 	/* Nothing the timer changes could be stored: it waits for room too. */
 	if (disk_check(e))
 		return;
@@ -215,9 +218,12 @@ timer_tick(struct engine *e)
 		batch_fail(e, "writing an alert");
 		return;
 	}
-	if (e->in_txn && batch_commit(e) != TW_OK)
-		return;
-	batch_publish_committed(e);
+	/* A commit publishes what it made; without one, what waited for the broker goes now. */
+	if (e->in_txn) {
+		if (batch_commit(e) != TW_OK)
+			return;
+	} else
+		batch_publish_committed(e);
 	/* Only committed state goes out, and only while connected. */
 	if (e->conf->state_topic[0] != '\0' && outbox_connected(&e->outbox))
 		twin_each(e->twins, publish_state, e);

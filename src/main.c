@@ -405,6 +405,11 @@ main(int argc, char **argv)
 		log_warnx("cannot open the database %s", conf.db_path);
 		goto out;
 	}
+	if (store_cache_size(store, conf.db_cache_bytes) != TW_OK) {
+		log_warnx("cannot set the database's page cache");
+		goto out;
+	}
+	atomic_store(&metrics.db_cache_budget, (uint64_t)conf.db_cache_bytes);
 	if ((ring = ring_new((size_t)conf.ring_bytes)) == NULL) {
 		log_warnx("cannot allocate the ring of %d bytes", conf.ring_bytes);
 		goto out;

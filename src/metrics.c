@@ -195,6 +195,10 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	    "hold.", load(&metrics.memory_bytes));
 	gauge(&o, "twind_memory_budget_bytes", "[twins] memory_max, the bound of twind_memory_bytes.",
 	    load(&metrics.memory_budget));
+	gauge(&o, "twind_db_cache_bytes", "Bytes the writer's SQLite page cache holds.",
+	    load(&metrics.db_cache));
+	gauge(&o, "twind_db_cache_budget_bytes", "[storage] cache_size, the bound of "
+	    "twind_db_cache_bytes.", load(&metrics.db_cache_budget));
 	if (o.failed) {
 		free(o.buf);
 		return NULL;

@@ -482,6 +482,27 @@ fail:
 	return NULL;
 }
 
+int
+store_cache_size(struct store *s, int64_t bytes)
+{
+	char sql[64];
+
+	/* A negative size is in KiB: SQLite turns it into pages of whatever size the file has. */
+	snprintf(sql, sizeof(sql), "PRAGMA cache_size = -%lld", (long long)(bytes / 1024));
+	return store_exec(s, sql);
+}
+
+int64_t
+store_cache_used(struct store *s)
+{
+	int cur = 0, hi = 0;
+
+	/* The pagers' heap, pages and their headers: what cache_size bounds. */
+	if (sqlite3_db_status(s->db, SQLITE_DBSTATUS_CACHE_USED, &cur, &hi, 0) != SQLITE_OK)
+		return -1;
+	return cur;
+}
+
 void
 store_close(struct store *s)
 {

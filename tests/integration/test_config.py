@@ -48,6 +48,8 @@ def test_check_good_config(tmp_path):
                  id="unknown-section"),
     pytest.param("[mqtt]\nhost = 127.0.0.1\n[no_such_section]\n", 3,
                  id="unknown-empty-section"),
+    pytest.param("[mqtt]\nhost = 127.0.0.1\n[storage]\ncache_size = 100K\n", 4,
+                 id="cache-size-too-small"),
 ])
 def test_check_bad_config(tmp_path, body, line):
     conf = write_conf(tmp_path, body)

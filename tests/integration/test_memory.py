@@ -2,6 +2,7 @@
 at ingest or at start, and what was accepted keeps working."""
 
 import json
+import time
 
 from conftest import now_ms, wait_until
 
@@ -78,3 +79,34 @@ def test_budget_holds_at_start(tmp_path, make_twind, publisher):
     v = tw.version("mem-0")
     publisher.publish("plant/mem-0/telemetry", {"ts": now_ms() + 20, "v": 7})
     tw.wait_version("mem-0", v + 1)
+
+
+def _cache_after_load(tw, publisher, twins=1500):
+    """Enough series that their pages pass 256 KiB; returns the cache gauge once
+    the engine's timer has read it after the load."""
+    T = now_ms()
+    publisher.publish_many(
+        (f"plant/cache-{i}/telemetry", {"ts": T, "a": i, "b": -i, "c": i / 3, "d": 1, "e": 2})
+        for i in range(twins))
+    wait_until(lambda: tw.metric("twind_updates_applied_total") >= twins, 20,
+               what=f"{twins} messages applied")
+    # The gauge is read on the engine's one-second timer, after the commits.
+    time.sleep(2.5)
+    return tw.metric("twind_db_cache_bytes")
+
+
+def test_page_cache_is_bounded(make_twind, publisher):
+    """[storage] cache_size bounds the writer's SQLite page cache, and the
+    gauge shows what it holds: a small cache stays at its bound, the default
+    holds the same load's pages."""
+    small = make_twind(extra={"storage": {"cache_size": "256K"}})
+    assert small.metric("twind_db_cache_budget_bytes") == 256 << 10
+    used_small = _cache_after_load(small, publisher)
+    # SQLite turns the KiB into whole pages and counts its own headers beside
+    # them (265,736 bytes here): the bound within a few per cent.
+    assert 0 < used_small <= 1.05 * (256 << 10), used_small
+    assert small.stop() == 0
+    big = make_twind()
+    assert big.metric("twind_db_cache_budget_bytes") == 8 << 20
+    used_big = _cache_after_load(big, publisher)
+    assert 2 * used_small < used_big <= 1.05 * (8 << 20), (used_small, used_big)

@@ -213,12 +213,17 @@ history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *
 	sqlite3 *db = store_handle(h->store);
 	sqlite3_stmt *st = h->st[H_PUT_NEW];
 	struct acc *a;
-	int redo = 0, lost = 0, rc;
+	int redo = 0, lost = 0, packed, rc;
 
-	/* Old enough to be packed: a block may hold it (a redelivery, a correction). */
-	if (ts < h->pack_edge && (rc = put_packed(h, series, ts, v, fresh, &redo, &lost)) != TW_OK)
+	/*
+	 * Old enough to be packed: a block may hold it (a redelivery, a
+	 * correction). Under retention's edge it is no longer history, though
+	 * a block across the edge still holds it: a row, trimmed next round.
+	 */
+	packed = ts < h->pack_edge && ts >= h->floor;
+	if (packed && (rc = put_packed(h, series, ts, v, fresh, &redo, &lost)) != TW_OK)
 		return rc;
-	if (ts < h->pack_edge && !*fresh)
+	if (packed && !*fresh)
 		return TW_OK;
 	if (redo && v->type == VAL_NUM)
 		goto rollup;

@@ -456,32 +456,30 @@ hblocks_trim(struct hblocks *b, int64_t series, int64_t cutoff, int64_t max, int
 	if ((rc = pts_alloc(&p, BLOCK_MAX)) != TW_OK)
 		return rc;
 	while (*deleted < max) {
-		int keep = 0;
-
 		if ((rc = load(b, HB_OLDEST, series, cutoff, PEEK, &p)) != TW_OK)
 			break;
 		if (p.rowid == 0) {
 			*done = 1;
 			break;
 		}
-		/* Wholly older: deleted without a decode (a bad block goes too), if its n is sane. */
-		if (p.t1 < cutoff && p.count >= 1 && p.count <= BLOCK_MAX) {
-			*deleted += p.count;
-			if ((rc = store_block(b, series, p.rowid, &p, 0, 0)) != TW_OK)
-				break;
-			continue;
+		/*
+		 * The block across the edge stays whole until all of it is older:
+		 * cutting its older part off would write the block again each
+		 * minute the edge moves (flash wear). Readers stop at the edge.
+		 */
+		if (p.t1 >= cutoff) {
+			*done = 1;
+			break;
 		}
-		if ((rc = load(b, HB_ROWID, series, p.rowid, DECODE, &p)) != TW_OK)
+		/* A bad block goes too, without a decode, if its n is sane; else its n is read. */
+		if ((p.count < 1 || p.count > BLOCK_MAX) &&
+		    (rc = load(b, HB_ROWID, series, p.rowid, DECODE, &p)) != TW_OK)
 			break;
 		if (p.rowid == 0)
 			continue;	/* set aside */
-		while (keep < p.n && p.ts[keep] < cutoff)
-			keep++;
-		*deleted += keep;
-		/* The block across the edge: its older part goes; nothing older is left. */
-		rc = store_block(b, series, p.rowid, &p, keep, p.n - keep);
-		*done = 1;
-		break;
+		*deleted += p.count < 1 || p.count > BLOCK_MAX ? p.n : p.count;
+		if ((rc = store_block(b, series, p.rowid, &p, 0, 0)) != TW_OK)
+			break;
 	}
 	pts_free(&p);
 	return rc;
@@ -593,17 +591,18 @@ row_next(sqlite3_stmt *st, sqlite3 *db, struct store_point *pt)
  * the last of them. cb NULL: only counted.
  */
 static int
-read_pass(sqlite3 *db, int64_t series, int64_t from, int64_t to, int64_t limit, int desc,
-    int (*cb)(void *, const struct store_point *), void *arg, int64_t *count, int64_t *last)
+read_pass(sqlite3 *db, int64_t series, int64_t from, int64_t to, int64_t edge, int64_t limit,
+    int desc, int (*cb)(void *, const struct store_point *), void *arg, int64_t *count,
+    int64_t *last)
 {
-	struct bcur c = { NULL, desc, from, to, { 0 }, -1 };
+	struct bcur c = { NULL, desc, from > edge ? from : edge, to, { 0 }, -1 };
 	sqlite3_stmt *rows = NULL;
 	struct store_point hp, bp = { 0, { VAL_NUM, 0, NULL } };
 	int rc, hn, bn;
 
 	*count = 0;
 	if ((rc = prepare(db, read_sql[0][desc], series, from, to, &rows)) != TW_OK ||
-	    (rc = prepare(db, read_sql[1][desc], series, from, to, &c.st)) != TW_OK ||
+	    (rc = prepare(db, read_sql[1][desc], series, c.from, to, &c.st)) != TW_OK ||
 	    (rc = pts_alloc(&c.p, BLOCK_MAX)) != TW_OK)
 		goto out;
 	hn = row_next(rows, db, &hp);
@@ -637,13 +636,41 @@ out:
 	return rc;
 }
 
+/*
+ * Retention's raw edge: a block across it keeps its older points until
+ * all of it is older (hblocks_trim), and they are no longer history.
+ * Rows need no such edge: retention deletes the older numbers, and keeps
+ * strings and booleans as long as hours.
+ */
+static int
+raw_edge(sqlite3 *db, int64_t *edge)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	*edge = INT64_MIN;
+	if (sqlite3_prepare_v2(db, "SELECT before_ts FROM trimmed WHERE tier = 'raw'", -1, &st,
+	    NULL) != SQLITE_OK) {
+		log_warnx("database: %s", sqlite3_errmsg(db));
+		return TW_ERR_DB;
+	}
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		*edge = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		log_warnx("database: %s", sqlite3_errmsg(db));
+		return TW_ERR_DB;
+	}
+	return TW_OK;
+}
+
 int
 hblocks_read(struct store *s, int64_t series, int64_t from, int64_t to, int64_t limit,
     int newest, int (*cb)(void *, const struct store_point *), void *arg)
 {
 	sqlite3 *db = store_handle(s);
 	int own = sqlite3_get_autocommit(db), rc;
-	int64_t count = 0, last = from;
+	int64_t count = 0, last = from, edge;
 
 	if (limit <= 0 || from > to)
 		return TW_OK;
@@ -651,10 +678,12 @@ hblocks_read(struct store *s, int64_t series, int64_t from, int64_t to, int64_t 
 		log_warnx("database: %s", sqlite3_errmsg(db));
 		return TW_ERR_DB;
 	}
+	rc = raw_edge(db, &edge);
 	/* The newest `limit`: counted back from `to`, then read forward from the last counted. */
-	rc = newest ? read_pass(db, series, from, to, limit, 1, NULL, NULL, &count, &last) : TW_OK;
+	if (rc == TW_OK && newest)
+		rc = read_pass(db, series, from, to, edge, limit, 1, NULL, NULL, &count, &last);
 	if (rc == TW_OK && (!newest || count > 0))
-		rc = read_pass(db, series, newest ? last : from, to, limit, 0, cb, arg, &count,
+		rc = read_pass(db, series, newest ? last : from, to, edge, limit, 0, cb, arg, &count,
 		    &last);
 	if (own)
 		sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);

@@ -343,6 +343,9 @@ budget_check(struct retention *r, int64_t now)
 	packed = scalar(r, R_OLDEST_PACKED, now);
 	if (packed < oldest)
 		oldest = packed;
+	/* A block across the last edge holds older points, gone for readers: not a reason to stop. */
+	if (oldest < r->cutoff[J_RAW])
+		oldest = r->cutoff[J_RAW];
 	if (oldest < now - RAW_FLOOR_MS) {
 		r->budget_edge[TIER_RAW] = max64(r->budget_edge[TIER_RAW], oldest +
 		    max64(HISTORY_MINUTE_MS, (now - oldest) / 10));

@@ -325,7 +325,8 @@ def test_sensors_disagree_rule(make_twind, make_publisher, tmp_path):
     """The shipped pair rule: a drifting sensor raises it; a change of the
     process (both sensors step together), two sensors standing still a little
     apart (no spread to judge by), one flicker of one of them, and a twin
-    without the second sensor do not. The drift's alert clears once they agree."""
+    without the second sensor do not. The drift's alert clears once they agree,
+    and once either sensor stands still (nothing is left to judge by)."""
     import random
     rules = [r for r in json.loads((REPO / "config" / "rules-anomaly.json").read_text())
              if r["name"] == "sensors_disagree"]
@@ -343,6 +344,10 @@ def test_sensors_disagree_rule(make_twind, make_publisher, tmp_path):
         "sd-drift": [{"temperature": noisy(50),
                       "temperature2": noisy(50 + (6 * min(i, 120) / 120 if i < n else 0))}
                      for i in range(n + 180)],
+        # the same drift, then y freezes where it drifted to while x stays noisy
+        "sd-freeze": [{"temperature": noisy(50),
+                       "temperature2": noisy(50 + 6 * min(i, 120) / 120) if i < n else 56.0}
+                      for i in range(n + 180)],
         # the process steps by 20 half-way: both sensors say so
         "sd-process": [{"temperature": noisy(50 + 20 * (i >= n // 2)),
                         "temperature2": noisy(50 + 20 * (i >= n // 2))} for i in range(n)],
@@ -360,6 +365,10 @@ def test_sensors_disagree_rule(make_twind, make_publisher, tmp_path):
     # raised once the drift stands clear of the spread (its ramp is in the spread), not at its start
     assert 60_000 <= a[0]["raised_ts"] - t0 < n * 1000, a[0]
     # the sensors agree again for 3 minutes: cleared
+    assert not a[0]["active"] and a[0]["cleared_ts"] >= t0 + n * 1000, a[0]
+    # y frozen (it never comes back): no spread left to judge by, cleared
+    a = alerts(tw, "sd-freeze")
+    assert len(a) == 1 and a[0]["rule"] == "sensors_disagree", a
     assert not a[0]["active"] and a[0]["cleared_ts"] >= t0 + n * 1000, a[0]
     for twin in ("sd-process", "sd-still", "sd-flicker", "sd-single"):
         assert alerts(tw, twin) == [], f"{twin}: {alerts(tw, twin)}"

@@ -44,11 +44,11 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CORE := err log clock text names topic conf ring ingest value metrics block model model_parse model_resolve envelope converge plant expr expr_eval window quantile anomaly rules \
-	twin store store_write store_read history history_blocks retention events alert progress request outbox commands desired alerts runtime actions undo apply \
+	twin store store_write store_read history history_blocks rollup_block rollup_blocks retention events alert progress request outbox commands desired alerts runtime actions undo apply \
 	restore twin_doc watchdog whatif whatif_rules backtest anomaly_store engine engine_batch engine_timer engine_serve mqtt tokens http_guard www http api_page api_twins api_history api_forecast api_simulate api_backtest api_alerts api_models \
 	api_events api_system
 CORE_OBJ := $(CORE:%=$(BUILD)/%.o)
-UNIT := block history_model envelope converge anomaly quantile whatif history tokens http_guard www ring ingest conf clock twin store model plant events expr window rules runtime request outbox commands alloc_fail
+UNIT := block rollup_block history_model envelope converge anomaly quantile whatif history tokens http_guard www ring ingest conf clock twin store model plant events expr window rules runtime request outbox commands alloc_fail
 UNIT_BIN := $(UNIT:%=$(BUILD)/tests/test_%)
 
 ifeq ($(SANITIZE),)

@@ -39,9 +39,10 @@ void history_close(struct history *h);
 int history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *v,
     int *fresh);
 /*
- * Retention's edges. A point older than `floor_ts` (raw numbers' age
- * edge) goes to raw history (until the next trim) but into no rollup,
- * since a redelivery of it cannot be told from a new point; so does a
+ * Retention's edges. A point older than `floor_ts` (raw numbers' edge,
+ * the disk budget's included) is stored as a row until the next trim,
+ * which rules see and readers do not, but goes into no rollup, since a
+ * redelivery of it cannot be told from a new point; so does a
  * correction older than `redo_floor_ts` (the raw edge, the disk budget's
  * included), whose minute has lost rows. Both are counted
  * (twind_values_too_old_total).
@@ -55,6 +56,9 @@ int history_flush(struct history *h);
 void history_rollback(struct history *h);
 
 /* ---- readers ---- */
+
+/* Tier t's retention edge (`trimmed`): nothing older is history; INT64_MIN when none. */
+int history_edge(struct store *s, enum history_tier t, int64_t *edge);
 
 struct history_bucket {
 	int64_t ts;		/* the bucket's start */

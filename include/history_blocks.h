@@ -19,6 +19,13 @@
 /* A series packs once it has this many such points, or one a day older than the edge. */
 #define HBLOCKS_PACK_MIN	256
 #define HBLOCKS_PACK_WAIT_MS	86400000LL
+/*
+ * A block across retention's edge is kept whole while its oldest point
+ * is at most this far under the edge, then cut once: a sparse series' or
+ * a backlog's block may span days, and on disk nothing may outlive the
+ * age by more than this.
+ */
+#define HBLOCKS_KEEP_MS		86400000LL
 
 /* ---- the writer (the engine's thread; a transaction open) ---- */
 
@@ -40,8 +47,11 @@ int hblocks_set(struct hblocks *b, int64_t series, int64_t ts, const double *v);
  * Packs up to BLOCK_MAX row points of `series` older than `edge` into
  * blocks (merging with a block they fall into), when there are enough
  * (see above). *moved: points packed, 0 when the series has none to pack.
+ * Rows under `floor` (retention's raw edge) wait for their trim: packed,
+ * they would write a block across the edge again.
  */
-int hblocks_pack(struct hblocks *b, int64_t series, int64_t edge, int64_t *moved);
+int hblocks_pack(struct hblocks *b, int64_t series, int64_t floor, int64_t edge,
+    int64_t *moved);
 /*
  * Removes packed points of `series` older than `cutoff`, at most about
  * `max` of them; *deleted counts them, *done is 1 when none older is left.

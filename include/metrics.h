@@ -40,6 +40,7 @@ struct metrics {
 	atomic_int_fast64_t disk_free;			/* engine: bytes free, -1 unknown */
 	atomic_uint_fast64_t trimmed;			/* engine: rows retention deleted */
 	atomic_uint_fast64_t packed;			/* engine: raw points packed into blocks */
+	atomic_uint_fast64_t rollups_packed;		/* engine: rollup rows packed into blocks */
 	atomic_uint_fast64_t blocks_bad;		/* engine: blocks that did not decode, set aside */
 	atomic_uint_fast64_t values_too_old;		/* engine: older than retention's edge */
 	atomic_uint_fast64_t http_requests;		/* REST threads */

@@ -28,7 +28,11 @@ void retention_close(struct retention *r);
  * (-TW_ERR_FULL: the disk is full).
  */
 int retention_step(struct retention *r, int64_t wall_ms);
-/* The age edge of raw numbers: a point older than this goes into no rollup. */
+/*
+ * The raw edge of numbers (by age or by the disk budget, never moving
+ * back): a point older than this goes into no rollup, since a redelivery
+ * of a trimmed point could not be told from a new one.
+ */
 int64_t retention_floor(const struct retention *r);
 /* The raw edge, the budget's included: a correction older than this rebuilds no minute. */
 int64_t retention_redo_floor(const struct retention *r);
@@ -51,5 +55,7 @@ int64_t retention_disk_free(struct retention *r, int with_free_pages);
 uint64_t retention_trimmed_rows(const struct retention *r);
 /* Points packed from rows into blocks so far. */
 uint64_t retention_packed_points(const struct retention *r);
+/* Rollup rows packed into blocks so far. */
+uint64_t retention_packed_rollups(const struct retention *r);
 
 #endif

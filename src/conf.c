@@ -86,7 +86,8 @@ static const struct opt opts[] = {
 	{ "storage", "database", OPT_PATH, F(db_path), "/var/lib/twind/twind.db", 0, 0, NULL },
 	{ "storage", "synchronous", OPT_ENUM, F(db_sync), "full", 0, 0, "normal|full" },
 	/* The writer's page cache: the pages every commit touches should fit (README, Memory). */
-	{ "storage", "cache_size", OPT_SIZE, F(db_cache_bytes), "8M", 256 << 10, 1LL << 32, NULL },
+	/* At most 1G: SQLite 3.40 counts the cache's bytes in an int (twind_db_cache_bytes). */
+	{ "storage", "cache_size", OPT_SIZE, F(db_cache_bytes), "8M", 256 << 10, 1LL << 30, NULL },
 	{ "storage", "batch_max", OPT_INT, F(batch_max), "8192", 1, 1000000, NULL },
 	{ "storage", "quarantine_max", OPT_INT, F(quarantine_max), "1000", 0, 1000000, NULL },
 	{ "storage", "max_db_size", OPT_SIZE, F(max_db_bytes), "0", 0, 1LL << 50, NULL },
@@ -291,7 +292,7 @@ opt_set(struct conf *c, const struct opt *o, const char *v, const char *config_p
 	case OPT_SIZE:
 		if (parse_size(v, &d) != TW_OK || d < o->min || d > o->max) {
 			snprintf(msg, msglen, "%s: '%s' is not a size from %lldK to %lldM "
-			    "(such as 0, 65536, 512K, 64M, 2G)", o->name, v,
+			    "(such as 512K, 64M, 2G)", o->name, v,
 			    (long long)(o->min >> 10), (long long)(o->max >> 20));
 			return TW_ERR_INVAL;
 		}

@@ -173,6 +173,7 @@ timer_trim_step(struct engine *e)
 	    retention_redo_floor(e->retention), retention_pack_edge(e->retention));
 	atomic_store(&metrics.trimmed, retention_trimmed_rows(e->retention));
 	atomic_store(&metrics.packed, retention_packed_points(e->retention));
+	atomic_store(&metrics.rollups_packed, retention_packed_rollups(e->retention));
 	if (rc == -TW_ERR_FULL)
 		timer_disk_full_enter(e, "disk full: the database cannot grow");
 }

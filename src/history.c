@@ -9,6 +9,7 @@
 #include "history_blocks.h"
 #include "log.h"
 #include "metrics.h"
+#include "rollup_blocks.h"
 #include "store_sql.h"
 
 /*
@@ -381,6 +382,30 @@ history_rollback(struct history *h)
 /* ---- readers ---- */
 
 int
+history_edge(struct store *s, enum history_tier t, int64_t *edge)
+{
+	sqlite3 *db = store_handle(s);
+	sqlite3_stmt *st;
+	int rc;
+
+	*edge = INT64_MIN;
+	if (sqlite3_prepare_v2(db, "SELECT before_ts FROM trimmed WHERE tier = ?", -1, &st,
+	    NULL) != SQLITE_OK) {
+		log_warnx("database: %s", sqlite3_errmsg(db));
+		return TW_ERR_DB;
+	}
+	sqlite3_bind_text(st, 1, tier_names[t], -1, SQLITE_STATIC);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		*edge = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		log_warnx("database: %s", sqlite3_errmsg(db));
+		return TW_ERR_DB;
+	}
+	return TW_OK;
+}
+
+int
 history_plan(struct store *s, int64_t step_ms, int64_t from, int64_t to,
     struct history_plan *plan)
 {
@@ -485,45 +510,11 @@ fold_raw(void *arg, const struct store_point *p)
 	return fold_row(arg, &row) ? -1 : 0;
 }
 
-/* The rollup rows of a tier through f. */
+/* One rollup row through f; non-zero to stop. */
 static int
-fold_rollups(struct store *s, int64_t series, struct fold *f)
+fold_rollup(void *arg, const struct history_bucket *row)
 {
-	static const char *const sql[TIER__COUNT] = {
-		[TIER_MINUTE] = "SELECT ts, n, total, lo, hi, first_ts, first_v, last_ts, last_v "
-		    "FROM rollup_1m WHERE series = ? AND ts >= ? AND ts <= ? ORDER BY ts",
-		[TIER_HOUR] = "SELECT ts, n, total, lo, hi, first_ts, first_v, last_ts, last_v "
-		    "FROM rollup_1h WHERE series = ? AND ts >= ? AND ts <= ? ORDER BY ts",
-	};
-	struct history_bucket row;
-	sqlite3_stmt *st;
-	int rc;
-
-	if (sqlite3_prepare_v2(store_handle(s), sql[f->plan->tier], -1, &st, NULL) != SQLITE_OK)
-		return TW_ERR_DB;
-	sqlite3_bind_int64(st, 1, series);
-	sqlite3_bind_int64(st, 2, f->plan->from);
-	sqlite3_bind_int64(st, 3, f->plan->to);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		row.ts = sqlite3_column_int64(st, 0);
-		row.count = sqlite3_column_int64(st, 1);
-		row.sum = sqlite3_column_double(st, 2);
-		row.min = sqlite3_column_double(st, 3);
-		row.max = sqlite3_column_double(st, 4);
-		row.first_ts = sqlite3_column_int64(st, 5);
-		row.first = sqlite3_column_double(st, 6);
-		row.last_ts = sqlite3_column_int64(st, 7);
-		row.last = sqlite3_column_double(st, 8);
-		if (fold_row(f, &row) != 0)
-			break;
-	}
-	if (!f->stop && rc != SQLITE_DONE) {
-		log_warnx("database: %s", sqlite3_errmsg(store_handle(s)));
-		sqlite3_finalize(st);
-		return TW_ERR_DB;
-	}
-	sqlite3_finalize(st);
-	return TW_OK;
+	return fold_row(arg, row);
 }
 
 int
@@ -539,7 +530,7 @@ history_buckets(struct store *s, int64_t series, const struct history_plan *plan
 		if (rc == -1)
 			rc = TW_OK;
 	} else {
-		rc = fold_rollups(s, series, &f);
+		rc = rblocks_read(s, plan->tier, series, plan->from, plan->to, fold_rollup, &f);
 	}
 	if (rc != TW_OK)
 		return rc;

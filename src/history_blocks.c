@@ -15,6 +15,7 @@
 
 #include "block.h"
 #include "err.h"
+#include "history.h"
 #include "history_blocks.h"
 #include "log.h"
 #include "metrics.h"
@@ -47,7 +48,7 @@ static const char *const hb_sql[HB__COUNT] = {
 	 * beyond 1e300 could only come from before ingest refused it (or a
 	 * hand edit): it stays a row, so that no block ever fails to encode.
 	 */
-	[HB_ROWS] = "SELECT ts, value FROM history WHERE series = ?1 AND ts < ?2 "
+	[HB_ROWS] = "SELECT ts, value FROM history WHERE series = ?1 AND ts < ?2 AND ts >= ?4 "
 	    "AND typeof(value) = 'real' AND abs(value) <= 1e300 ORDER BY ts LIMIT ?3",
 	[HB_ROWS_DEL] = "DELETE FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3 "
 	    "AND typeof(value) = 'real' AND abs(value) <= 1e300",
@@ -306,9 +307,10 @@ hblocks_set(struct hblocks *b, int64_t series, int64_t ts, const double *v)
 	return rc;
 }
 
-/* Up to `max` numeric rows of `series` older than `edge` into r; a negated error or 0. */
+/* Up to `max` numeric rows of `series` in [floor, edge) into r; a negated error or 0. */
 static int
-read_rows(struct hblocks *b, int64_t series, int64_t edge, int max, struct pts *r)
+read_rows(struct hblocks *b, int64_t series, int64_t floor, int64_t edge, int max,
+    struct pts *r)
 {
 	sqlite3_stmt *st = b->st[HB_ROWS];
 	int rc;
@@ -317,6 +319,7 @@ read_rows(struct hblocks *b, int64_t series, int64_t edge, int max, struct pts *
 	sqlite3_bind_int64(st, 1, series);
 	sqlite3_bind_int64(st, 2, edge);
 	sqlite3_bind_int(st, 3, max);
+	sqlite3_bind_int64(st, 4, floor);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW && r->n < r->cap) {
 		r->ts[r->n] = sqlite3_column_int64(st, 0);
 		r->v[r->n++] = sqlite3_column_double(st, 1);
@@ -395,7 +398,7 @@ target(struct hblocks *b, int64_t series, const struct pts *r, struct pts *blk, 
 }
 
 int
-hblocks_pack(struct hblocks *b, int64_t series, int64_t edge, int64_t *moved)
+hblocks_pack(struct hblocks *b, int64_t series, int64_t floor, int64_t edge, int64_t *moved)
 {
 	struct pts r = { 0 }, blk = { 0 }, m = { 0 };
 	int rc, k;
@@ -403,7 +406,7 @@ hblocks_pack(struct hblocks *b, int64_t series, int64_t edge, int64_t *moved)
 	*moved = 0;
 	if ((rc = pts_alloc(&r, BLOCK_MAX)) != TW_OK)
 		return rc;
-	if ((rc = read_rows(b, series, edge, BLOCK_MAX, &r)) != TW_OK || r.n == 0)
+	if ((rc = read_rows(b, series, floor, edge, BLOCK_MAX, &r)) != TW_OK || r.n == 0)
 		goto out;
 	if ((rc = pts_alloc(&blk, BLOCK_MAX)) != TW_OK ||
 	    (rc = target(b, series, &r, &blk, &k)) != TW_OK)
@@ -456,6 +459,8 @@ hblocks_trim(struct hblocks *b, int64_t series, int64_t cutoff, int64_t max, int
 	if ((rc = pts_alloc(&p, BLOCK_MAX)) != TW_OK)
 		return rc;
 	while (*deleted < max) {
+		int keep;
+
 		if ((rc = load(b, HB_OLDEST, series, cutoff, PEEK, &p)) != TW_OK)
 			break;
 		if (p.rowid == 0) {
@@ -466,9 +471,19 @@ hblocks_trim(struct hblocks *b, int64_t series, int64_t cutoff, int64_t max, int
 		 * The block across the edge stays whole until all of it is older:
 		 * cutting its older part off would write the block again each
 		 * minute the edge moves (flash wear). Readers stop at the edge.
+		 * Once its oldest point is a day under the edge, its older part
+		 * goes: at most one write a day for a block that spans days.
 		 */
 		if (p.t1 >= cutoff) {
 			*done = 1;
+			if (p.t0 >= cutoff - HBLOCKS_KEEP_MS ||
+			    (rc = load(b, HB_ROWID, series, p.rowid, DECODE, &p)) != TW_OK ||
+			    p.rowid == 0)
+				break;
+			for (keep = 0; keep < p.n && p.ts[keep] < cutoff; keep++)
+				;
+			*deleted += keep;
+			rc = store_block(b, series, p.rowid, &p, keep, p.n - keep);
 			break;
 		}
 		/* A bad block goes too, without a decode, if its n is sane; else its n is read. */
@@ -502,10 +517,11 @@ struct bcur {
 
 /* Rows of history and blocks: both in ts order, merged by hblocks_read. */
 static const char *const read_sql[2][2] = {
+	/* Numbers under the raw edge are history no more (a late one waits for its trim). */
 	{ "SELECT ts, value FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3 "
-	  "ORDER BY ts",
+	  "AND (ts >= ?4 OR typeof(value) != 'real') ORDER BY ts",
 	  "SELECT ts, value FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3 "
-	  "ORDER BY ts DESC" },
+	  "AND (ts >= ?4 OR typeof(value) != 'real') ORDER BY ts DESC" },
 	/* From the block holding ?2 (blocks do not overlap), without a scan of older ones. */
 	{ "SELECT " BLOCK_COLS " FROM history_block WHERE series = ?1 AND t0 >= coalesce((SELECT "
 	  "t0 FROM history_block WHERE series = ?1 AND t0 <= ?2 ORDER BY t0 DESC LIMIT 1), ?2) "
@@ -514,20 +530,6 @@ static const char *const read_sql[2][2] = {
 	  "t0 FROM history_block WHERE series = ?1 AND t0 <= ?2 ORDER BY t0 DESC LIMIT 1), ?2) "
 	  "AND t0 <= ?3 ORDER BY t0 DESC" },
 };
-
-static int
-prepare(sqlite3 *db, const char *sql, int64_t series, int64_t from, int64_t to,
-    sqlite3_stmt **st)
-{
-	if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
-		log_warnx("database: %s", sqlite3_errmsg(db));
-		return TW_ERR_DB;
-	}
-	sqlite3_bind_int64(*st, 1, series);
-	sqlite3_bind_int64(*st, 2, from);
-	sqlite3_bind_int64(*st, 3, to);
-	return TW_OK;
-}
 
 /* The next packed point: 1, 0 at the end, or a negated TW_ERR_*. */
 static int
@@ -591,18 +593,20 @@ row_next(sqlite3_stmt *st, sqlite3 *db, struct store_point *pt)
  * the last of them. cb NULL: only counted.
  */
 static int
-read_pass(sqlite3 *db, int64_t series, int64_t from, int64_t to, int64_t edge, int64_t limit,
+read_pass(struct store *s, int64_t series, int64_t from, int64_t to, int64_t edge, int64_t limit,
     int desc, int (*cb)(void *, const struct store_point *), void *arg, int64_t *count,
     int64_t *last)
 {
 	struct bcur c = { NULL, desc, from > edge ? from : edge, to, { 0 }, -1 };
+	sqlite3 *db = store_handle(s);
 	sqlite3_stmt *rows = NULL;
 	struct store_point hp, bp = { 0, { VAL_NUM, 0, NULL } };
 	int rc, hn, bn;
 
 	*count = 0;
-	if ((rc = prepare(db, read_sql[0][desc], series, from, to, &rows)) != TW_OK ||
-	    (rc = prepare(db, read_sql[1][desc], series, c.from, to, &c.st)) != TW_OK ||
+	if ((rc = store_prepare_range(s, read_sql[0][desc], series, from, to, &rows)) != TW_OK ||
+	    sqlite3_bind_int64(rows, 4, edge) != SQLITE_OK ||
+	    (rc = store_prepare_range(s, read_sql[1][desc], series, c.from, to, &c.st)) != TW_OK ||
 	    (rc = pts_alloc(&c.p, BLOCK_MAX)) != TW_OK)
 		goto out;
 	hn = row_next(rows, db, &hp);
@@ -636,34 +640,6 @@ out:
 	return rc;
 }
 
-/*
- * Retention's raw edge: a block across it keeps its older points until
- * all of it is older (hblocks_trim), and they are no longer history.
- * Rows need no such edge: retention deletes the older numbers, and keeps
- * strings and booleans as long as hours.
- */
-static int
-raw_edge(sqlite3 *db, int64_t *edge)
-{
-	sqlite3_stmt *st;
-	int rc;
-
-	*edge = INT64_MIN;
-	if (sqlite3_prepare_v2(db, "SELECT before_ts FROM trimmed WHERE tier = 'raw'", -1, &st,
-	    NULL) != SQLITE_OK) {
-		log_warnx("database: %s", sqlite3_errmsg(db));
-		return TW_ERR_DB;
-	}
-	if ((rc = sqlite3_step(st)) == SQLITE_ROW)
-		*edge = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		log_warnx("database: %s", sqlite3_errmsg(db));
-		return TW_ERR_DB;
-	}
-	return TW_OK;
-}
-
 int
 hblocks_read(struct store *s, int64_t series, int64_t from, int64_t to, int64_t limit,
     int newest, int (*cb)(void *, const struct store_point *), void *arg)
@@ -678,12 +654,18 @@ hblocks_read(struct store *s, int64_t series, int64_t from, int64_t to, int64_t 
 		log_warnx("database: %s", sqlite3_errmsg(db));
 		return TW_ERR_DB;
 	}
-	rc = raw_edge(db, &edge);
+	/*
+	 * Retention's raw edge: a block across it keeps its older points
+	 * until all of it is older (hblocks_trim), and they are no longer
+	 * history; nor is a number stored under it since (it waits for the
+	 * next trim). Strings and booleans are kept as long as hours.
+	 */
+	rc = history_edge(s, TIER_RAW, &edge);
 	/* The newest `limit`: counted back from `to`, then read forward from the last counted. */
 	if (rc == TW_OK && newest)
-		rc = read_pass(db, series, from, to, edge, limit, 1, NULL, NULL, &count, &last);
+		rc = read_pass(s, series, from, to, edge, limit, 1, NULL, NULL, &count, &last);
 	if (rc == TW_OK && (!newest || count > 0))
-		rc = read_pass(db, series, newest ? last : from, to, edge, limit, 0, cb, arg, &count,
+		rc = read_pass(s, series, newest ? last : from, to, edge, limit, 0, cb, arg, &count,
 		    &last);
 	if (own)
 		sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);

@@ -155,6 +155,8 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	    "moved to history_block_bad.", load(&metrics.blocks_bad));
 	counter(&o, "twind_history_packed_total", "Raw points older than an hour packed from "
 	    "rows into compressed blocks.", load(&metrics.packed));
+	counter(&o, "twind_history_rollups_packed_total", "Minute and hour rollup rows under the "
+	    "raw edge packed into compressed blocks.", load(&metrics.rollups_packed));
 	counter(&o, "twind_values_too_old_total", "Values older than raw retention's edge: "
 	    "kept raw until the next trim, in no rollup.", load(&metrics.values_too_old));
 	counter(&o, "twind_http_requests_total", "REST requests served.",

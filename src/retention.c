@@ -11,12 +11,19 @@
 #include "history_blocks.h"
 #include "log.h"
 #include "retention.h"
+#include "rollup_blocks.h"
 #include "store_sql.h"
 
 #define STEP_ROWS	2000		/* rows deleted per step: a few ms, so a batch waits little */
 #define STEP_SERIES	512		/* series looked at per step, found rows or not */
 #define ROUND_MS	10000		/* cutoffs and the budget are looked at again this often */
 #define RAW_FLOOR_MS	HISTORY_HOUR_MS	/* the budget never takes the last hour of raw points */
+/*
+ * ... and raw has nothing more to give once its oldest point is this
+ * near that hour: the edge is on whole minutes and a round behind, so
+ * with points in the last hour it never quite reaches it.
+ */
+#define RAW_SLACK_MS	(5 * HISTORY_MINUTE_MS)
 #define MINUTE_FLOOR_MS	86400000LL	/* ... nor the last day of minutes */
 #define VACUUM_PAGES	1024		/* pages given back to the file system per step */
 #define AHEAD_MS	86400000LL	/* at start, the clock may run this far past the newest data */
@@ -27,16 +34,18 @@
 /*
  * The jobs of a round, in order. Raw numbers go at `raw`; raw booleans
  * and strings, which no rollup summarises, at `hour`. Packing comes
- * after trimming, so that no point is packed only to be deleted.
+ * after trimming, so that no point is packed only to be deleted: raw
+ * points older than an hour (J_PACK), then the rollups under the raw
+ * edge, which no point changes any more (J_RPACK).
  */
-enum job { J_RAW, J_MINUTE, J_HOUR, J_RAW_OTHER, J_PACK, J_ALERTS, J_COMMANDS, J_QUARANTINE,
-	J__COUNT };
+enum job { J_RAW, J_MINUTE, J_HOUR, J_RAW_OTHER, J_PACK, J_RPACK, J_ALERTS, J_COMMANDS,
+	J_QUARANTINE, J__COUNT };
 
 enum ret_stmt {
 	R_BEGIN, R_COMMIT, R_ROLLBACK, R_SERIES_NEXT, R_SERIES_NEXT_NUM, R_SERIES_NEXT_OTHER,
 	R_DEL_RAW, R_DEL_MINUTE, R_DEL_HOUR, R_DEL_ALERTS, R_DEL_COMMANDS,
 	R_DEL_QUARANTINE, R_MARK, R_MARKS, R_OLDEST_RAW, R_OLDEST_MINUTE, R_PAGES, R_FREE,
-	R_PAGE_SIZE, R_VACUUM, R_NEWEST, R_OLDEST_PACKED,
+	R_PAGE_SIZE, R_VACUUM, R_NEWEST, R_OLDEST_PACKED, R_OLDEST_MINUTE_PACKED,
 	R__COUNT
 };
 
@@ -85,6 +94,8 @@ static const char *const ret_sql[R__COUNT] = {
 	[R_NEWEST] = "SELECT max(ts) FROM series",
 	[R_OLDEST_PACKED] = "SELECT min((SELECT t0 FROM history_block b WHERE b.series = s.id "
 	    "ORDER BY t0 LIMIT 1)) FROM series s",
+	[R_OLDEST_MINUTE_PACKED] = "SELECT min((SELECT t0 FROM rollup_1m_block b "
+	    "WHERE b.series = s.id ORDER BY t1 LIMIT 1)) FROM series s",
 };
 
 static const struct {
@@ -98,6 +109,7 @@ static const struct {
 	[J_RAW_OTHER] = { R_DEL_RAW, R_SERIES_NEXT_OTHER, -1 },
 	/* Any series: one that holds strings now may hold older numbers. */
 	[J_PACK] = { 0, R_SERIES_NEXT, -1 },
+	[J_RPACK] = { 0, R_SERIES_NEXT, -1 },
 	[J_ALERTS] = { R_DEL_ALERTS, 0, -1 },
 	[J_COMMANDS] = { R_DEL_COMMANDS, 0, -1 },
 	[J_QUARANTINE] = { R_DEL_QUARANTINE, 0, -1 },
@@ -114,15 +126,16 @@ struct retention {
 	int64_t cutoff[J__COUNT];	/* this round: rows older than this go */
 	int64_t budget_edge[TIER_HOUR];	/* raw, minute: moved forward by max_db_size */
 	int64_t round_mono;		/* when this round began (monotonic); 0: none yet */
-	int64_t floor;			/* the age edge of raw numbers: no rollup takes older points */
 	int64_t redo_floor;		/* the raw edge with the budget's: no minute is whole before */
-	int64_t age_edge;		/* this round's raw edge by age alone */
+	int64_t raw_mark;		/* the raw edge: it never moves back, no rollup takes older */
 	int64_t pack_edge;		/* points older may be packed; marked before any is */
+	int64_t rollup_edge;		/* rollups older are packed, and no point goes into them */
 	int64_t next_pack;		/* monotonic ms: when packing runs again */
 	int pack_due;			/* this round packs */
-	int64_t pack_cursor;		/* the series packing goes on from next round */
+	int64_t pack_cursor[2];		/* the series J_PACK, J_RPACK go on from next round */
 	int64_t pack_round_points;	/* packed this round */
 	struct hblocks *blocks;
+	struct rblocks *rblocks;
 	int64_t newest;			/* the newest ts on disk at open */
 	int64_t wall0, mono0;		/* retention's clock: wall0 + (monotonic - mono0); 0: unset */
 	struct log_limit clock_log;
@@ -131,8 +144,12 @@ struct retention {
 	int64_t series;			/* the tier job's cursor */
 	uint64_t trimmed;
 	uint64_t packed;		/* points moved from rows into blocks */
+	uint64_t rollups_packed;	/* rollup rows moved into blocks */
 	struct log_limit budget_log;
 };
+
+/* In `trimmed`: rollup rows older are in blocks, and no point goes into them. */
+#define ROLLUP_MARK	"packed:rollups"
 
 static int64_t scalar(struct retention *r, enum ret_stmt id, int64_t def);
 static int64_t max64(int64_t a, int64_t b);
@@ -160,11 +177,11 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 	r->store = s;
 	r->conf = c;
 	r->job = J__COUNT;
-	r->floor = r->redo_floor = r->pack_edge = INT64_MIN;
+	r->redo_floor = r->pack_edge = r->rollup_edge = r->raw_mark = INT64_MIN;
 	if ((r->dir = strdup(dirname(copy))) == NULL)
 		goto fail;
 	if (store_prepare_all(s, ret_sql, R__COUNT, r->st) != TW_OK ||
-	    (r->blocks = hblocks_open(s)) == NULL)
+	    (r->blocks = hblocks_open(s)) == NULL || (r->rblocks = rblocks_open(s)) == NULL)
 		goto fail;
 	/*
 	 * What the budget took before a restart stays taken (its own rows);
@@ -176,6 +193,10 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 
 		if (name != NULL && strcmp(name, "packed") == 0)
 			r->pack_edge = at;
+		if (name != NULL && strcmp(name, ROLLUP_MARK) == 0)
+			r->rollup_edge = at;
+		if (name != NULL && strcmp(name, history_tier_name(TIER_RAW)) == 0)
+			r->raw_mark = at;
 		for (int t = TIER_RAW; t < TIER_HOUR && name != NULL; t++) {
 			if (strcmp(name, budget_names[t]) == 0)
 				r->budget_edge[t] = at;
@@ -212,6 +233,7 @@ retention_close(struct retention *r)
 	for (int i = 0; i < R__COUNT; i++)
 		sqlite3_finalize(r->st[i]);
 	hblocks_close(r->blocks);
+	rblocks_close(r->rblocks);
 	free(r->dir);
 	free(r);
 }
@@ -241,10 +263,11 @@ retention_reserve(const struct retention *r)
 	return want;
 }
 
+/* The raw edge, and the packed rollups' edge, which takes no point even if the raw one moved back. */
 int64_t
 retention_floor(const struct retention *r)
 {
-	return r->floor;
+	return max64(r->raw_mark, r->rollup_edge);
 }
 
 int64_t
@@ -306,6 +329,12 @@ retention_packed_points(const struct retention *r)
 	return r->packed;
 }
 
+uint64_t
+retention_packed_rollups(const struct retention *r)
+{
+	return r->rollups_packed;
+}
+
 /* A one-value query (a PRAGMA, a min()); `def` when it gives NULL or fails. */
 static int64_t
 scalar(struct retention *r, enum ret_stmt id, int64_t def)
@@ -346,7 +375,7 @@ budget_check(struct retention *r, int64_t now)
 	/* A block across the last edge holds older points, gone for readers: not a reason to stop. */
 	if (oldest < r->cutoff[J_RAW])
 		oldest = r->cutoff[J_RAW];
-	if (oldest < now - RAW_FLOOR_MS) {
+	if (oldest < now - RAW_FLOOR_MS - RAW_SLACK_MS) {
 		r->budget_edge[TIER_RAW] = max64(r->budget_edge[TIER_RAW], oldest +
 		    max64(HISTORY_MINUTE_MS, (now - oldest) / 10));
 		if (r->budget_edge[TIER_RAW] > now - RAW_FLOOR_MS)
@@ -358,6 +387,11 @@ budget_check(struct retention *r, int64_t now)
 		return;
 	}
 	oldest = scalar(r, R_OLDEST_MINUTE, now);
+	packed = scalar(r, R_OLDEST_MINUTE_PACKED, now);
+	if (packed < oldest)
+		oldest = packed;
+	if (oldest < r->cutoff[J_MINUTE])
+		oldest = r->cutoff[J_MINUTE];
 	if (oldest < now - MINUTE_FLOOR_MS) {
 		r->budget_edge[TIER_MINUTE] = history_bucket_of(max64(r->budget_edge[TIER_MINUTE],
 		    oldest + max64(HISTORY_HOUR_MS, (now - oldest) / 10)), HISTORY_HOUR_MS);
@@ -380,10 +414,14 @@ round_begin(struct retention *r, int64_t now)
 	const struct conf *c = r->conf;
 
 	budget_check(r, now);
-	/* Whole minutes: no minute straddles the edge, so a correction finds all its points. */
-	r->age_edge = history_bucket_of(now - c->keep_raw_ms, HISTORY_MINUTE_MS);
-	r->cutoff[J_RAW] = history_bucket_of(max64(now - c->keep_raw_ms,
-	    r->budget_edge[TIER_RAW]), HISTORY_MINUTE_MS);
+	/*
+	 * Whole minutes: no minute straddles the edge, so a correction finds
+	 * all its points. Never under the last edge: what went before it is
+	 * gone (a longer `raw`, a clock stepped back), and a point stored
+	 * under it now would be half history (its row shown, its block not).
+	 */
+	r->cutoff[J_RAW] = history_bucket_of(max64(max64(now - c->keep_raw_ms,
+	    r->budget_edge[TIER_RAW]), r->raw_mark), HISTORY_MINUTE_MS);
 	/* Minutes go in whole hours, so an hour with raw points keeps all its minutes. */
 	r->cutoff[J_MINUTE] = history_bucket_of(max64(now - c->keep_minute_ms,
 	    r->budget_edge[TIER_MINUTE]), HISTORY_HOUR_MS);
@@ -440,6 +478,18 @@ trim_tier(struct retention *r, enum ret_stmt del, enum ret_stmt which, int64_t c
 			if (!all)
 				changed = 1;
 		}
+		/* So are rollups: whole blocks of them. */
+		if ((del == R_DEL_MINUTE || del == R_DEL_HOUR) && n < max) {
+			int64_t packed;
+			int all;
+
+			if (rblocks_trim(r->rblocks, del == R_DEL_MINUTE ? TIER_MINUTE : TIER_HOUR,
+			    r->series, cutoff, max - n, &packed, &all) != TW_OK)
+				return -1;
+			n += (int)packed;
+			if (!all)
+				changed = 1;
+		}
 		/* This series may have more: come back to it. */
 		if (n >= max && changed > 0)
 			r->series--;
@@ -447,16 +497,30 @@ trim_tier(struct retention *r, enum ret_stmt del, enum ret_stmt which, int64_t c
 	return n;
 }
 
+/* One series' minute rows, else its hour rows, under the rollup edge into a block. */
+static int
+pack_rollups(struct retention *r, int64_t series, int64_t *moved)
+{
+	int rc = rblocks_pack(r->rblocks, TIER_MINUTE, series, r->rollup_edge, moved);
+
+	if (rc == TW_OK && *moved == 0)
+		rc = rblocks_pack(r->rblocks, TIER_HOUR, series, r->rollup_edge, moved);
+	return rc;
+}
+
 /*
- * Packs one series' old rows from the cursor: one block's worth at most
- * per step, since one is up to BLOCK_MAX rows. Returns the points packed.
+ * Packs one series' old rows from the cursor (raw points for J_PACK,
+ * rollups for J_RPACK): one block's worth at most per step, since one is
+ * up to BLOCK_MAX rows. Returns the points or rows packed.
  */
 static int
 pack_step(struct retention *r, int *done)
 {
+	int64_t *cursor = &r->pack_cursor[r->job == J_RPACK];
+
 	/* A backlog goes on next round: the other jobs and the budget must run meanwhile. */
 	if (r->pack_round_points >= PACK_ROUND_POINTS) {
-		r->pack_cursor = r->series;
+		*cursor = r->series;
 		r->next_pack = 0;
 		*done = 1;
 		return 0;
@@ -469,14 +533,18 @@ pack_step(struct retention *r, int *done)
 		if (sqlite3_step(next) != SQLITE_ROW) {
 			sqlite3_reset(next);
 			/* Due again in a while; a round that fails before this packs again next round. */
-			r->pack_cursor = 0;
-			r->next_pack = clock_mono_ms() + PACK_ROUND_MS;
+			*cursor = 0;
+			/* A backlog J_PACK left stays due next round. */
+			if (r->next_pack != 0 || r->job == J_PACK)
+				r->next_pack = clock_mono_ms() + PACK_ROUND_MS;
 			*done = 1;
 			return 0;
 		}
 		r->series = sqlite3_column_int64(next, 0);
 		sqlite3_reset(next);
-		if (hblocks_pack(r->blocks, r->series, r->cutoff[J_PACK], &moved) != TW_OK)
+		if ((r->job == J_PACK ? hblocks_pack(r->blocks, r->series, r->raw_mark,
+		    r->cutoff[J_PACK], &moved) :
+		    pack_rollups(r, r->series, &moved)) != TW_OK)
 			return -1;
 		if (moved > 0) {
 			r->series--;	/* it may have more */
@@ -520,23 +588,32 @@ job_begin(struct retention *r)
 {
 	int t;
 
-	if (r->job == J_PACK) {
-		/* Marked before any point is packed: history.c looks in blocks under it. */
+	if (r->job == J_PACK || r->job == J_RPACK) {
 		if (!r->pack_due) {
 			r->job++;
 			return job_begin(r);
 		}
-		r->pack_edge = max64(r->pack_edge, r->cutoff[J_PACK]);
 		if (r->series == 0)
-			r->series = r->pack_cursor;
-		return mark(r, "packed", r->pack_edge);
+			r->series = r->pack_cursor[r->job == J_RPACK];
+		/* Marked before any point is packed: history.c looks in blocks under it. */
+		if (r->job == J_PACK) {
+			r->pack_edge = max64(r->pack_edge, r->cutoff[J_PACK]);
+			return mark(r, "packed", r->pack_edge);
+		}
+		/*
+		 * Whole hours under the raw edge (set by J_RAW this round):
+		 * no point goes into their minutes or hours any more, and
+		 * history.c takes none under this mark, which never moves back.
+		 */
+		r->rollup_edge = max64(r->rollup_edge, history_bucket_of(r->raw_mark, HISTORY_HOUR_MS));
+		return mark(r, ROLLUP_MARK, r->rollup_edge);
 	}
 	if (r->job == J__COUNT || (t = jobs[r->job].mark) < 0)
 		return TW_OK;
 	if (t < TIER_HOUR)
 		r->redo_floor = max64(r->redo_floor, r->cutoff[r->job]);
 	if (r->job == J_RAW)
-		r->floor = r->age_edge;
+		r->raw_mark = r->cutoff[J_RAW];
 	if (r->job == J_RAW)
 		for (int b = TIER_RAW; b < TIER_HOUR; b++)
 			if (r->budget_edge[b] != 0 &&
@@ -579,7 +656,7 @@ int
 retention_step(struct retention *r, int64_t wall)
 {
 	int n = 0, done = 0, got, full;
-	uint64_t trimmed = 0, packed = 0;
+	uint64_t trimmed = 0, packed = 0, rpacked = 0;
 
 	if (r->job == J__COUNT) {
 		if (r->round_mono != 0 && clock_mono_ms() - r->round_mono < ROUND_MS)
@@ -594,13 +671,16 @@ retention_step(struct retention *r, int64_t wall)
 		enum ret_stmt del = jobs[r->job].del;
 
 		done = 0;
-		got = r->job == J_PACK ? pack_step(r, &done) : jobs[r->job].next != 0 ?
+		got = r->job == J_PACK || r->job == J_RPACK ? pack_step(r, &done) : jobs[r->job].next != 0 ?
 		    trim_tier(r, del, jobs[r->job].next, r->cutoff[r->job], STEP_ROWS - n, &done) :
 		    trim_table(r, del, r->cutoff[r->job], STEP_ROWS - n, &done);
 		if (got < 0)
 			goto fail;
 		n += got;
-		*(r->job == J_PACK ? &packed : &trimmed) += (uint64_t)got;
+		if (r->job == J_RPACK)
+			rpacked += (uint64_t)got;
+		else
+			*(r->job == J_PACK ? &packed : &trimmed) += (uint64_t)got;
 		if (!done)
 			break;
 		r->job++;
@@ -612,6 +692,7 @@ retention_step(struct retention *r, int64_t wall)
 		goto fail;
 	r->trimmed += trimmed;
 	r->packed += packed;
+	r->rollups_packed += rpacked;
 	if (r->job == J__COUNT)
 		vacuum_if_it_pays(r);
 	return r->job < J__COUNT;

@@ -133,6 +133,18 @@ static const char *const migrations[] = {
 	"CREATE TABLE history_block_bad(series INTEGER NOT NULL, t0 INTEGER NOT NULL,"
 	"  t1 INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL);"
 	"CREATE INDEX history_block_bad_at ON history_block_bad(series, t0);",
+	/*
+	 * 10: minute and hour rollups older than the raw edge, which nothing
+	 * changes any more, packed per series into blocks (rollup_blocks.c);
+	 * t0 and t1 are the first and last row's ts. Found by t1: a range
+	 * starts at the first block that ends in it.
+	 */
+	"CREATE TABLE rollup_1m_block(series INTEGER NOT NULL, t0 INTEGER NOT NULL,"
+	"  t1 INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL);"
+	"CREATE UNIQUE INDEX rollup_1m_block_at ON rollup_1m_block(series, t1);"
+	"CREATE TABLE rollup_1h_block(series INTEGER NOT NULL, t0 INTEGER NOT NULL,"
+	"  t1 INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL);"
+	"CREATE UNIQUE INDEX rollup_1h_block_at ON rollup_1h_block(series, t1);",
 };
 
 #define TWIN_COLS	"id, model, parent, version, last_seen_ts, created_ts, delta_pending, " \
@@ -241,6 +253,20 @@ store_prepare_all(struct store *s, const char *const *sql, int n, sqlite3_stmt *
 			log_warnx("database: preparing '%s': %s", sql[i], sqlite3_errmsg(s->db));
 			return TW_ERR_DB;
 		}
+	return TW_OK;
+}
+
+int
+store_prepare_range(struct store *s, const char *sql, int64_t series, int64_t from, int64_t to,
+    sqlite3_stmt **st)
+{
+	if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK) {
+		log_warnx("database: %s", sqlite3_errmsg(s->db));
+		return TW_ERR_DB;
+	}
+	sqlite3_bind_int64(*st, 1, series);
+	sqlite3_bind_int64(*st, 2, from);
+	sqlite3_bind_int64(*st, 3, to);
 	return TW_OK;
 }
 

@@ -250,6 +250,37 @@ def report_cost(label, s, history):
                  f"{m / max(rows['rollup_1m'], 1):.1f} ({rows['rollup_1m']:,} rows) | "
                  f"{h / max(rows['rollup_1h'], 1):.1f} ({rows['rollup_1h']:,} rows) | "
                  f"{(raw + m + h) / n:.1f} |")
+    return n
+
+
+RPACKED = []
+
+
+def report_packed(label, s, history, points):
+    """Restarted with raw kept an hour: the rollups under the raw edge are
+    packed at start; their bytes, rows and blocks, over the points they hold."""
+    s.stop()
+    s.start(history)
+    last, last_t, t0 = -1, time.monotonic(), time.monotonic()
+    while time.monotonic() - last_t < 2 and time.monotonic() - t0 < 120:
+        time.sleep(0.1)
+        now = s.metrics().get("twind_history_rollups_packed_total", 0)
+        if now != last:
+            last, last_t = now, time.monotonic()
+    s.stop()
+    con = sqlite3.connect(f"file:{s.db}?mode=ro", uri=True)
+    size = dict(con.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"))
+    cells = []
+    total = 0
+    for t in ("1m", "1h"):
+        rows = con.execute(f"SELECT count(*) FROM rollup_{t}").fetchone()[0]
+        packed = con.execute(f"SELECT coalesce(sum(n), 0) FROM rollup_{t}_block").fetchone()[0]
+        b = sum(size.get(f"rollup_{t}_block{x}", 0) for x in ("", "_at"))
+        total += b + size.get(f"rollup_{t}", 0)
+        cells.append(f"{b / max(packed, 1):.1f} ({packed:,} packed, {rows:,} rows left)")
+    con.close()
+    RPACKED.append(f"| {label} | {last:,.0f} | {cells[0]} | {cells[1]} | "
+                   f"{total / max(points, 1):.2f} |")
 
 
 def commit_quantile(before, after, q):
@@ -321,7 +352,7 @@ def main():
                   f"ratio {bt['ms'] / bt['read_ms']:.2f}); commit time p99 meanwhile <= "
                   f"{bt['p99'] * 1000:g} ms over {bt['commits']} commits (without: <= "
                   f"{quiet[0] * 1000:g} ms)")
-            report_cost("day (1 Hz) + month (1/min), 2 decimals", s, {"raw": "60d"})
+            npts = report_cost("day (1 Hz) + month (1/min), 2 decimals", s, {"raw": "60d"})
             # retention: raw kept 1 h, so almost all of it goes while telemetry comes in
             con = sqlite3.connect(f"file:{s.db}?mode=ro", uri=True)
             edge = int(time.time() * 1000) - HOUR
@@ -347,6 +378,7 @@ def main():
                   f"commit time p50 <= {p50 * 1000:g} ms, p99 <= {p99 * 1000:g} ms "
                   f"(histogram bucket bounds); without trimming, same telemetry: p99 <= "
                   f"{quiet[0] * 1000:g} ms over {quiet[1]} commits")
+            report_packed("day (1 Hz) + month (1/min), 2 decimals", s, {"raw": "1h"}, npts)
         finally:
             s.close()
     with tempfile.TemporaryDirectory(prefix="twind-hbench-nab-") as tmp:
@@ -365,7 +397,8 @@ def main():
             publish_all(s.mport, msgs)
             wait(lambda: s.metrics().get("twind_updates_applied_total", 0) >= len(msgs), 120,
                  "the NAB series stored")
-            report_cost("the six NAB series", s, {"raw": "365d", "minute": "365d"})
+            npts = report_cost("the six NAB series", s, {"raw": "365d", "minute": "365d"})
+            report_packed("the six NAB series", s, {"raw": "1h", "minute": "365d"}, npts)
         finally:
             s.close()
     print("\nbytes on disk (SQLite dbstat, pages of each table over its rows; raw: rows, "
@@ -374,6 +407,13 @@ def main():
           "bytes / hour row | all tiers / raw point |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     print("\n".join(COSTS))
+    print("\nonce older than `raw` (restarted with raw = 1h): the rollups under the raw edge "
+          "packed into blocks (SQLite dbstat: the blocks and their index over the rows packed; "
+          "all tiers: every rollup page over the raw points they summarise):\n")
+    print("| series | rows packed at start | bytes / packed minute row | "
+          "bytes / packed hour row | all tiers / raw point |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    print("\n".join(RPACKED))
     print("\n" + "\n".join(PACKS))
 
 

@@ -27,7 +27,7 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 20
 FUZZ_FLAGS ?= -timeout=10 -rss_limit_mb=1024
 FUZZ_DIR := build/fuzz
-FUZZ_TARGETS := ingest topic expr model plant rules conf http_guard tokens route history whatif anomaly block
+FUZZ_TARGETS := ingest topic expr model plant rules conf http_guard tokens route history whatif anomaly block rollup_block
 
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS := -std=c11 -O1 -g $(filter-out -Werror,$(WARN)) $(FUZZ_SAN) \

@@ -11,6 +11,7 @@ from conftest import now_ms, wait_until
 from test_history_tiers import MINUTE, expected_buckets, get_buckets
 
 HOUR = 3_600_000
+DAY = 24 * HOUR
 
 
 def raw(tw, twin, lo, hi):
@@ -244,19 +245,62 @@ def test_a_block_across_the_raw_edge_is_kept_whole_until_all_of_it_is_older(make
     assert across_base < edge < across_base + len(across) * 1000, (edge, across_base)
     # not written again: the same row and the same bytes
     assert blocks_of(tw, "edge-across") == before
-    # REST reads it from the edge on, exact; nothing older
-    kept = sorted((ts, v) for ts, v in across.items() if ts >= edge)
-    assert raw(tw, "edge-across", across_base, across_base + 2 * HOUR) == kept
-    r = tw.get("/api/v1/twins/edge-across/history",
-               params={"property": "v", "from": across_base, "to": edge - 1})
-    assert r.status_code == 200 and r.json() == [], r.text
-    # the newest page (no from) ends at the same place
-    r = tw.get("/api/v1/twins/edge-across/history", params={"property": "v", "limit": 10000})
-    assert [(p["ts"], p["value"]) for p in r.json()] == kept
-    # a redelivery of a point older than the edge goes into no rollup, and changes no block
+
+    def reads_from_the_edge():
+        """REST reads it from the edge on, exact; nothing older (the edge moves
+        each minute: read again if it moved meanwhile)."""
+        for _ in range(3):
+            e = raw_edge(tw)
+            kept = sorted((ts, v) for ts, v in across.items() if ts >= e)
+            got = raw(tw, "edge-across", across_base, across_base + 2 * HOUR)
+            r = tw.get("/api/v1/twins/edge-across/history",
+                       params={"property": "v", "from": across_base, "to": e - 1})
+            newest = tw.get("/api/v1/twins/edge-across/history",
+                            params={"property": "v", "limit": 10000})
+            if raw_edge(tw) == e:
+                break
+        assert kept and got == kept
+        assert r.status_code == 200 and r.json() == [], r.text
+        # the newest page (no from) ends at the same place
+        assert [(p["ts"], p["value"]) for p in newest.json()] == kept
+
+    reads_from_the_edge()
+    # a redelivery of a point older than the edge goes into no rollup, and changes no
+    # block; its row waits for the next trim, and REST does not show it meanwhile
     publisher.publish("plant/edge-across/telemetry", {"ts": across_base + 1000, "v": 1.0})
     wait_until(lambda: tw.metric("twind_values_too_old_total") >= 1, 10, what="too old")
     assert blocks_of(tw, "edge-across") == before
+    reads_from_the_edge()
+
+
+def test_a_longer_raw_keeps_the_edge_where_it_was(make_twind, publisher):
+    """What went before the raw edge is gone: a longer `raw` does not move
+    the edge back, and a late point under it is as under any edge (no
+    rollup; its row waits for the trim, unseen). It was taken into the
+    rollups and shown, then hidden once packed into a block under the
+    edge, while its minute still counted it: raw and buckets disagreed."""
+    tw = make_twind(extra={"history": {"raw": "1h"}})
+    wait_until(lambda: raw_edge(tw) is not None, 20, what="the first retention round")
+    edge = raw_edge(tw)
+    tw.stop()
+    tw.conf.write_text(tw.conf.read_text().replace("raw = 1h", "raw = 4h"))
+    tw.start()
+    base = (now_ms() - 2 * HOUR) // MINUTE * MINUTE
+    late = {base + i * 5000: float(i % 13) for i in range(300)}
+    assert base + 300 * 5000 < edge
+    before = tw.metric("twind_values_too_old_total")
+    publisher.publish_many([("plant/edge-longer/telemetry", {"ts": ts, "v": v})
+                            for ts, v in late.items()], timeout=60)
+    wait_until(lambda: tw.metric("twind_values_too_old_total") >= before + len(late), 20,
+               what="every late point too old")
+    for _ in range(2):
+        assert raw_edge(tw) >= edge
+        assert raw(tw, "edge-longer", base, base + HOUR) == []
+        r = get_buckets(tw, "edge-longer", "v", "1m", base, base + HOUR)
+        assert r.json() == [], r.headers.get("X-History-Tier")
+        tw.stop()                      # packing runs at start: it takes none of them
+        tw.start()
+    wait_until(lambda: tw.db_history("edge-longer", "v") == [], 20, what="the rows trimmed")
 
 
 def marks(tw):
@@ -274,7 +318,9 @@ def test_the_disk_budget_trims_the_oldest_raw_points_first_while_publishing(make
     hour of packed points from two hours ago is cut from its old end round
     after round (its block kept whole across each edge), the minute buckets
     of all of it still answer exactly, and a publisher meanwhile loses
-    nothing."""
+    nothing. Then, with only the last hour of raw points left (and points
+    in it), the oldest minutes go, and hours stay: the budget stood still
+    there before, as raw's edge never quite reached the hour."""
     from conftest import StreamPublisher
     tw = make_twind()
     now = now_ms()
@@ -286,7 +332,21 @@ def test_the_disk_budget_trims_the_oldest_raw_points_first_while_publishing(make
     packed_after_restart(tw, len(pts))
     assert len(blocks_of(tw, "budget-1")) == 1
     tw.stop()
-    # a budget no database meets: raw goes down to the last hour, hours and minutes stay
+    # minutes and an hour of three days ago (their raw points long gone)
+    old = (now - 3 * DAY) // HOUR * HOUR
+    import sqlite3
+    con = sqlite3.connect(tw.db)
+    con.execute("INSERT INTO series(twin, property) VALUES('budget-old', 'v')")
+    sid = con.execute("SELECT id FROM series WHERE twin = 'budget-old'").fetchone()[0]
+    con.executemany("INSERT INTO rollup_1m VALUES(?, ?, 1, 1.0, 1.0, 1.0, ?, 1.0, ?, 1.0)",
+                    [(sid, old + i * MINUTE, old + i * MINUTE, old + i * MINUTE)
+                     for i in range(60)])
+    con.execute("INSERT INTO rollup_1h VALUES(?, ?, 60, 60.0, 1.0, 1.0, ?, 1.0, ?, 1.0)",
+                (sid, old, old, old + 59 * MINUTE))
+    con.commit()
+    con.close()
+    # a budget no database meets: raw goes down to the last hour, then minutes to the
+    # last day; hours stay
     tw.conf.write_text(tw.conf.read_text().replace("[storage]\n",
                                                    "[storage]\nmax_db_size = 1K\n"))
     tw.start()
@@ -312,7 +372,8 @@ def test_the_disk_budget_trims_the_oldest_raw_points_first_while_publishing(make
     kept = sorted((ts, v) for ts, v in pts.items() if ts >= edge)
     got = raw(tw, "budget-1", base, base + 2 * HOUR)
     # the next round may have moved the edge between the two reads: a suffix, exact
-    assert got == kept[len(kept) - len(got):] and len(got) <= len(kept), (len(got), len(kept))
+    assert got and got == kept[len(kept) - len(got):] and len(got) <= len(kept), \
+        (len(got), len(kept))
     # the rollups answer for all of it, exact
     lo, hi = base, base + len(pts) * 1000 - 1
     same_buckets(get_buckets(tw, "budget-1", "v", "1m", lo, hi).json(),
@@ -321,3 +382,19 @@ def test_the_disk_budget_trims_the_oldest_raw_points_first_while_publishing(make
     assert len(acked) == 2000
     wait_until(lambda: len(tw.db_history("budget-2", "v")) == 2000, 20,
                what="every live point stored while the budget trimmed")
+
+    def old_minutes():
+        con = tw.db_connect()
+        try:
+            # rows, and rows packed into blocks (under the raw edge)
+            return [con.execute(f"SELECT (SELECT count(*) FROM rollup_1{t} WHERE series = ?1)"
+                                f" + (SELECT coalesce(sum(n), 0) FROM rollup_1{t}_block "
+                                f"WHERE series = ?1)", (sid,)).fetchone()[0]
+                    for t in ("m", "h")]
+        finally:
+            con.close()
+    # raw down to its last hour (the live points are in it): the oldest minutes go next
+    wait_until(lambda: old_minutes() == [0, 1], 120, what=f"the old minutes trimmed "
+               f"({old_minutes()}, marks {marks(tw)})")
+    assert marks(tw)["budget:1m"] > old
+    assert "trimming minutes older than" in tw.log()

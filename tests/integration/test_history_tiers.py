@@ -230,6 +230,7 @@ def test_upgrade_rolls_up_what_is_stored_and_tells_systemd(make_twind, publisher
                       "ALTER TABLE commands DROP COLUMN effect_deadline_ts;"
                       "ALTER TABLE commands DROP COLUMN effect_from;"
                       "DROP TABLE history_block; DROP TABLE history_block_bad;"
+                      "DROP TABLE rollup_1m_block; DROP TABLE rollup_1h_block;"
                       "INSERT INTO series(twin, property) VALUES('old-1', 'v');"
                       "PRAGMA user_version = 5;")
     con.executemany("INSERT INTO history(series, ts, value) VALUES("

@@ -259,6 +259,25 @@ count(const char *sql)
 	return n;
 }
 
+static int
+add_count(void *arg, const struct history_bucket *b)
+{
+	*(int64_t *)arg += b->count;
+	return 0;
+}
+
+/* Readings tier t counts for `series`, in its rows and its blocks, as a reader sees them. */
+static int64_t
+rolled(struct store *s, int64_t series, enum history_tier t)
+{
+	struct history_plan plan = { t, t == TIER_MINUTE ? 60000 : 3600000, INT64_MIN + 3600000,
+	    INT64_MAX - 3600000 };
+	int64_t n = 0;
+
+	assert_int_equal(history_buckets(s, series, &plan, INT32_MAX, add_count, &n), TW_OK);
+	return n;
+}
+
 static void
 test_retention_trims_exactly_what_is_old(void **state)
 {
@@ -313,9 +332,15 @@ test_retention_trims_exactly_what_is_old(void **state)
 	}
 	assert_int_equal(count("SELECT before_ts FROM trimmed WHERE tier = 'raw'"),
 	    now - 7 * 86400000LL);
-	/* The minutes and hours of the trimmed raw rows are all still there. */
-	assert_int_equal(count("SELECT sum(n) FROM rollup_1m"), 3 * 1440);
-	assert_int_equal(count("SELECT sum(n) FROM rollup_1h"), 3 * 1440);
+	/* The minutes and hours of the trimmed raw rows are all still there, in rows and blocks. */
+	for (int k = 0; k < 3; k++) {
+		assert_int_equal(rolled(w, s[k], TIER_MINUTE), 1440);
+		assert_int_equal(rolled(w, s[k], TIER_HOUR), 1440);
+	}
+	/* Those under the raw edge are packed: no point changes them any more. */
+	assert_int_equal(count("SELECT count(*) FROM rollup_1m WHERE ts < "
+	    "(SELECT before_ts FROM trimmed WHERE tier = 'packed:rollups')"), 0);
+	assert_int_equal(count("SELECT sum(n) FROM rollup_1m_block"), 3 * 432);
 	assert_int_equal(retention_trimmed_rows(r), 3 * 432);
 	retention_close(r);
 	history_close(h);
@@ -350,7 +375,8 @@ retain(struct store *w, const struct conf *c, struct history *h, int64_t now)
 
 /*
  * Packed points: read exactly from the edge on (a block across it is kept
- * whole, not written again as the edge moves, until all of it is older),
+ * whole, not written again as the edge moves, until all of it is older or
+ * its oldest point is a day under the edge, when its older part goes once),
  * a redelivery is no new point, and corrections by a number or a string
  * rebuild the minute they fall in.
  */
@@ -378,13 +404,13 @@ test_packed_points_trim_and_take_corrections(void **state)
 	assert_int_equal(store_commit(w), TW_OK);
 	retain(w, &c, h, now);
 	assert_true(count("SELECT count(*) FROM history_block") >= 1);
-	/* Two days on, the edge falls inside a block. */
-	retain(w, &c, h, now + 2 * 86400000LL);
-	cutoff = now + 2 * 86400000LL - 7 * 86400000LL;
+	/* Half a day on, the edge falls inside the block. */
+	retain(w, &c, h, now + 43200000LL);
+	cutoff = now + 43200000LL - 7 * 86400000LL;
 	ps.n = 0;
 	assert_int_equal(history_read(w, "pk", "t", INT64_MIN, INT64_MAX, 2048, 0, collect_many,
 	    &ps), TW_OK);
-	assert_int_equal(ps.n, 1440 - 720);
+	assert_int_equal(ps.n, 1440 - 504);
 	/* Stored: those, and the older part of the one block across the edge. */
 	snprintf(sql, sizeof(sql), "SELECT count(*) FROM history_block WHERE t1 < %lld",
 	    (long long)cutoff);
@@ -393,16 +419,17 @@ test_packed_points_trim_and_take_corrections(void **state)
 	    (long long)cutoff);
 	assert_int_equal(count(sql), 1);
 	kept = count(POINTS);
-	assert_true(kept > 1440 - 720 && kept < 1440);
+	assert_int_equal(kept, 1440 - 432);	/* the block as it was packed */
 	for (int i = 0; i < ps.n; i++) {
 		assert_int_equal(ps.ts[i], cutoff + i * 600000LL);
-		assert_true(ps.v[i] == (720 + i) * 0.5);
+		assert_true(ps.v[i] == (504 + i) * 0.5);
 	}
-	assert_int_equal(count("SELECT count(*) FROM history"), 0);
+	/* The newest hour's 6 points wait for a block of their own. */
+	assert_int_equal(count("SELECT count(*) FROM history"), 6);
 	/* A redelivery, a number and a string at packed points. */
 	t = cutoff + 100 * 600000LL;
 	assert_int_equal(store_begin(w), TW_OK);
-	put(h, s, t, 410, &fresh);
+	put(h, s, t, 302, &fresh);		/* point 604 */
 	assert_int_equal(fresh, 0);
 	put(h, s, t, 1000, &fresh);
 	assert_int_equal(fresh, 1);
@@ -415,7 +442,7 @@ test_packed_points_trim_and_take_corrections(void **state)
 	assert_int_equal(one.n, 2);
 	assert_true(one.type[0] == VAL_NUM && one.v[0] == 1000);
 	assert_true(one.type[1] == VAL_STR);
-	assert_int_equal(count("SELECT count(*) FROM history"), 1);
+	assert_int_equal(count("SELECT count(*) FROM history"), 7);
 	/* The minute of the number has it; the string's minute has no numbers left. */
 	snprintf(sql, sizeof(sql), "SELECT hi FROM rollup_1m WHERE series = %lld AND ts = %lld",
 	    (long long)s, (long long)history_bucket_of(t, HISTORY_MINUTE_MS));
@@ -423,6 +450,17 @@ test_packed_points_trim_and_take_corrections(void **state)
 	snprintf(sql, sizeof(sql), "SELECT count(*) FROM rollup_1m WHERE series = %lld AND "
 	    "ts = %lld", (long long)s, (long long)history_bucket_of(t + 600000LL, HISTORY_MINUTE_MS));
 	assert_int_equal(count(sql), 0);
+	/* Two days on, the block's oldest point is a day under the edge: its older part goes. */
+	retain(w, &c, h, now + 2 * 86400000LL);
+	cutoff = now + 2 * 86400000LL - 7 * 86400000LL;
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM history_block WHERE t0 < %lld",
+	    (long long)cutoff);
+	assert_int_equal(count(sql), 0);
+	assert_int_equal(count(POINTS), 1440 - 720);
+	ps.n = 0;
+	assert_int_equal(history_read(w, "pk", "t", INT64_MIN, INT64_MAX, 2048, 0, collect_many,
+	    &ps), TW_OK);
+	assert_int_equal(ps.n, 1440 - 720);
 	history_close(h);
 	store_close(w);
 }
@@ -575,14 +613,18 @@ test_a_point_under_the_edge_changes_nothing(void **state)
 	history_set_floor(h, retention_floor(r), retention_redo_floor(r), retention_pack_edge(r));
 	assert_true(retention_floor(r) > old);
 	assert_int_equal(count("SELECT count(*) FROM history"), 1);
+	/* The old minute and hour are packed now; the blocks stay as they are. */
+	assert_int_equal(count("SELECT sum(n) FROM rollup_1m_block"), 1);
+	assert_int_equal(count("SELECT sum(n) FROM rollup_1h_block"), 1);
 	assert_int_equal(store_begin(w), TW_OK);
 	put(h, s, old + 5000, 1, &fresh);		/* a redelivery, its raw row gone */
 	put(h, s, old + 6000, 99, &fresh);		/* a correction of a trimmed point */
 	put(h, s, old + 6000, 98, &fresh);		/* ... and of that one */
 	assert_int_equal(history_flush(h), TW_OK);
 	assert_int_equal(store_commit(w), TW_OK);
-	assert_int_equal(count("SELECT sum(n) FROM rollup_1h"), 61);
-	assert_int_equal(count("SELECT sum(total) FROM rollup_1m"), 65);
+	assert_int_equal(rolled(w, s, TIER_HOUR), 61);
+	assert_int_equal(count("SELECT sum(total) FROM rollup_1m"), 5);
+	assert_int_equal(count("SELECT n FROM rollup_1m_block"), 1);
 	assert_int_equal(count("SELECT count(*) FROM history"), 3);
 	/* Number 1 and true at one ts are two values, not a redelivery. */
 	assert_int_equal(store_begin(w), TW_OK);
@@ -591,7 +633,7 @@ test_a_point_under_the_edge_changes_nothing(void **state)
 	assert_int_equal(fresh, 1);
 	assert_int_equal(history_flush(h), TW_OK);
 	assert_int_equal(store_commit(w), TW_OK);
-	assert_int_equal(count("SELECT sum(n) FROM rollup_1h"), 61);
+	assert_int_equal(rolled(w, s, TIER_HOUR), 61);
 	retention_close(r);
 	history_close(h);
 	store_close(w);

@@ -128,6 +128,24 @@ pts_free(struct pts *p)
 	p->v = NULL;
 }
 
+/*
+ * The points of the block in the row `st` is on (BLOCK_COLS); -1 when it
+ * does not decode, or does not span what its row says: a damaged file
+ * must not give points out of order, nor twice. (Its count is not
+ * trusted, nor needed: the points are.)
+ */
+static int
+decode_block(sqlite3_stmt *st, int64_t *ts, double *v)
+{
+	int n = block_decode(sqlite3_column_blob(st, COL_DATA),
+	    (size_t)sqlite3_column_bytes(st, COL_DATA), ts, v);
+
+	if (n > 0 && (ts[0] != sqlite3_column_int64(st, 1) ||
+	    ts[n - 1] != sqlite3_column_int64(st, 2)))
+		return -1;
+	return n;
+}
+
 static int
 step_fail(struct hblocks *b, sqlite3_stmt *st)
 {
@@ -181,8 +199,7 @@ load(struct hblocks *b, enum hb_stmt id, int64_t series, int64_t key, int decode
 	p->t1 = sqlite3_column_int64(st, 2);
 	p->count = sqlite3_column_int64(st, 3);
 	if (decode)
-		p->n = block_decode(sqlite3_column_blob(st, COL_DATA),
-		    (size_t)sqlite3_column_bytes(st, COL_DATA), p->ts, p->v);
+		p->n = decode_block(st, p->ts, p->v);
 	sqlite3_reset(st);
 	if (p->n >= 0)
 		return TW_OK;
@@ -557,8 +574,7 @@ bcur_next(struct bcur *c, sqlite3 *db, int64_t *ts, double *v)
 			log_warnx("database: %s", sqlite3_errmsg(db));
 			return -TW_ERR_DB;
 		}
-		c->p.n = block_decode(sqlite3_column_blob(c->st, COL_DATA),
-		    (size_t)sqlite3_column_bytes(c->st, COL_DATA), c->p.ts, c->p.v);
+		c->p.n = decode_block(c->st, c->p.ts, c->p.v);
 		/* Read around it: the writer sets it aside when it next meets it. */
 		if (c->p.n < 0) {
 			pthread_mutex_lock(&bad_log_lock);

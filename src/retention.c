@@ -25,6 +25,8 @@
  */
 #define RAW_SLACK_MS	(5 * HISTORY_MINUTE_MS)
 #define MINUTE_FLOOR_MS	86400000LL	/* ... nor the last day of minutes */
+/* ... which likewise is reached only to within a whole hour and a round. */
+#define MINUTE_SLACK_MS	(HISTORY_HOUR_MS + RAW_SLACK_MS)
 #define VACUUM_PAGES	1024		/* pages given back to the file system per step */
 #define AHEAD_MS	86400000LL	/* at start, the clock may run this far past the newest data */
 #define JUMP_MS		HISTORY_HOUR_MS	/* a wall clock this far from the anchored one has jumped */
@@ -32,8 +34,9 @@
 #define PACK_ROUND_POINTS 1000000	/* ... packing at most this many a round (an upgrade's backlog) */
 
 /*
- * The jobs of a round, in order. Raw numbers go at `raw`; raw booleans
- * and strings, which no rollup summarises, at `hour`. Packing comes
+ * The jobs of a round, in order. Raw numbers go at `raw`, in every
+ * series; the raw booleans and strings of a series whose newest value is
+ * one, which no rollup summarises, at `hour`. Packing comes
  * after trimming, so that no point is packed only to be deleted: raw
  * points older than an hour (J_PACK), then the rollups under the raw
  * edge, which no point changes any more (J_RPACK).
@@ -42,8 +45,8 @@ enum job { J_RAW, J_MINUTE, J_HOUR, J_RAW_OTHER, J_PACK, J_RPACK, J_ALERTS, J_CO
 	J_QUARANTINE, J__COUNT };
 
 enum ret_stmt {
-	R_BEGIN, R_COMMIT, R_ROLLBACK, R_SERIES_NEXT, R_SERIES_NEXT_NUM, R_SERIES_NEXT_OTHER,
-	R_DEL_RAW, R_DEL_MINUTE, R_DEL_HOUR, R_DEL_ALERTS, R_DEL_COMMANDS,
+	R_BEGIN, R_COMMIT, R_ROLLBACK, R_SERIES_NEXT, R_SERIES_NEXT_RAW, R_SERIES_NEXT_OTHER,
+	R_NUM_SPAN_END, R_DEL_NUM_SPAN, R_DEL_RAW, R_DEL_MINUTE, R_DEL_HOUR, R_DEL_ALERTS, R_DEL_COMMANDS,
 	R_DEL_QUARANTINE, R_MARK, R_MARKS, R_OLDEST_RAW, R_OLDEST_MINUTE, R_PAGES, R_FREE,
 	R_PAGE_SIZE, R_VACUUM, R_NEWEST, R_OLDEST_PACKED, R_OLDEST_MINUTE_PACKED,
 	R__COUNT
@@ -65,10 +68,19 @@ static const char *const ret_sql[R__COUNT] = {
 	 * never walks over rows it must keep.
 	 */
 	[R_SERIES_NEXT] = "SELECT id FROM series WHERE id > ? ORDER BY id LIMIT 1",
-	[R_SERIES_NEXT_NUM] = "SELECT id FROM series WHERE id > ? "
-	    "AND typeof(value) IN ('real', 'null') ORDER BY id LIMIT 1",
+	[R_SERIES_NEXT_RAW] = "SELECT id, typeof(value) IN ('real', 'null') FROM series "
+	    "WHERE id > ? ORDER BY id LIMIT 1",
 	[R_SERIES_NEXT_OTHER] = "SELECT id FROM series WHERE id > ? "
 	    "AND typeof(value) NOT IN ('real', 'null') ORDER BY id LIMIT 1",
+	/*
+	 * The numbers among a series of strings: a span of at most ?4 rows
+	 * looked at per step from ?2 (its end, when there are more), then its
+	 * numbers deleted, so that the strings kept are walked over once.
+	 */
+	[R_NUM_SPAN_END] = "SELECT ts FROM history WHERE series = ?1 AND ts >= ?2 AND ts < ?3 "
+	    "ORDER BY ts LIMIT 1 OFFSET ?4",
+	[R_DEL_NUM_SPAN] = "DELETE FROM history WHERE series = ?1 AND ts >= ?2 AND ts < ?3 "
+	    "AND typeof(value) = 'real'",
 	[R_DEL_RAW] = DEL_TIER("history"),
 	[R_DEL_MINUTE] = DEL_TIER("rollup_1m"),
 	[R_DEL_HOUR] = DEL_TIER("rollup_1h"),
@@ -103,7 +115,7 @@ static const struct {
 	enum ret_stmt next;	/* a tier's table: series by series, these series; else 0 */
 	int mark;		/* the tier whose edge it moves, or -1 */
 } jobs[J__COUNT] = {
-	[J_RAW] = { R_DEL_RAW, R_SERIES_NEXT_NUM, TIER_RAW },
+	[J_RAW] = { R_DEL_RAW, R_SERIES_NEXT_RAW, TIER_RAW },
 	[J_MINUTE] = { R_DEL_MINUTE, R_SERIES_NEXT, TIER_MINUTE },
 	[J_HOUR] = { R_DEL_HOUR, R_SERIES_NEXT, TIER_HOUR },
 	[J_RAW_OTHER] = { R_DEL_RAW, R_SERIES_NEXT_OTHER, -1 },
@@ -142,6 +154,8 @@ struct retention {
 	int64_t fs_bytes;		/* the file system's size, at open */
 	enum job job;			/* the job this round is on; J__COUNT: caught up */
 	int64_t series;			/* the tier job's cursor */
+	int64_t raw_done;		/* no number older is left in any series (a whole J_RAW's cutoff) */
+	int64_t span_series, span_from;	/* J_RAW in a series of strings: from where it looks on */
 	uint64_t trimmed;
 	uint64_t packed;		/* points moved from rows into blocks */
 	uint64_t rollups_packed;	/* rollup rows moved into blocks */
@@ -150,6 +164,13 @@ struct retention {
 
 /* In `trimmed`: rollup rows older are in blocks, and no point goes into them. */
 #define ROLLUP_MARK	"packed:rollups"
+/* ... and no raw number is older, in any series: J_RAW need not look under it again. */
+#define NUMBERS_MARK	"raw:numbers"
+
+/* The edges a step moves in memory: put back when its transaction is rolled back. */
+struct edges {
+	int64_t redo_floor, raw_mark, pack_edge, rollup_edge, raw_done;
+};
 
 static int64_t scalar(struct retention *r, enum ret_stmt id, int64_t def);
 static int64_t max64(int64_t a, int64_t b);
@@ -177,7 +198,7 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 	r->store = s;
 	r->conf = c;
 	r->job = J__COUNT;
-	r->redo_floor = r->pack_edge = r->rollup_edge = r->raw_mark = INT64_MIN;
+	r->redo_floor = r->pack_edge = r->rollup_edge = r->raw_mark = r->raw_done = INT64_MIN;
 	if ((r->dir = strdup(dirname(copy))) == NULL)
 		goto fail;
 	if (store_prepare_all(s, ret_sql, R__COUNT, r->st) != TW_OK ||
@@ -195,6 +216,8 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 			r->pack_edge = at;
 		if (name != NULL && strcmp(name, ROLLUP_MARK) == 0)
 			r->rollup_edge = at;
+		if (name != NULL && strcmp(name, NUMBERS_MARK) == 0)
+			r->raw_done = at;
 		if (name != NULL && strcmp(name, history_tier_name(TIER_RAW)) == 0)
 			r->raw_mark = at;
 		for (int t = TIER_RAW; t < TIER_HOUR && name != NULL; t++) {
@@ -392,7 +415,7 @@ budget_check(struct retention *r, int64_t now)
 		oldest = packed;
 	if (oldest < r->cutoff[J_MINUTE])
 		oldest = r->cutoff[J_MINUTE];
-	if (oldest < now - MINUTE_FLOOR_MS) {
+	if (oldest < now - MINUTE_FLOOR_MS - MINUTE_SLACK_MS) {
 		r->budget_edge[TIER_MINUTE] = history_bucket_of(max64(r->budget_edge[TIER_MINUTE],
 		    oldest + max64(HISTORY_HOUR_MS, (now - oldest) / 10)), HISTORY_HOUR_MS);
 		if (r->budget_edge[TIER_MINUTE] > now - MINUTE_FLOOR_MS)
@@ -438,6 +461,35 @@ round_begin(struct retention *r, int64_t now)
 	r->pack_round_points = 0;
 	r->job = J_RAW;
 	r->series = 0;
+	r->span_series = 0;
+}
+
+/*
+ * The numbers of r->series, a series of strings, from r->span_from to
+ * `cutoff`, looking at no more than `max` rows; *more when it has not
+ * reached the cutoff. Returns the rows deleted, or -1.
+ */
+static int
+trim_numbers(struct retention *r, int64_t cutoff, int max, int *more)
+{
+	sqlite3_stmt *st = r->st[R_NUM_SPAN_END];
+	int64_t end = cutoff;
+
+	sqlite3_bind_int64(st, 1, r->series);
+	sqlite3_bind_int64(st, 2, r->span_from);
+	sqlite3_bind_int64(st, 3, cutoff);
+	sqlite3_bind_int(st, 4, max);
+	if ((*more = sqlite3_step(st) == SQLITE_ROW))
+		end = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	st = r->st[R_DEL_NUM_SPAN];
+	sqlite3_bind_int64(st, 1, r->series);
+	sqlite3_bind_int64(st, 2, r->span_from);
+	sqlite3_bind_int64(st, 3, end);
+	if (store_step_done(r->store, st) != TW_OK)
+		return -1;
+	r->span_from = end;
+	return sqlite3_changes(store_handle(r->store));
 }
 
 /* Deletes up to `max` rows of one tier, series by series from the cursor; rows deleted. */
@@ -450,7 +502,7 @@ trim_tier(struct retention *r, enum ret_stmt del, enum ret_stmt which, int64_t c
 
 	for (int looked = 0; looked < STEP_SERIES && n < max; looked++) {
 		sqlite3_stmt *next = r->st[which];
-		int changed;
+		int changed, numbers = 1, more;
 
 		sqlite3_bind_int64(next, 1, r->series);
 		if (sqlite3_step(next) != SQLITE_ROW) {
@@ -459,16 +511,33 @@ trim_tier(struct retention *r, enum ret_stmt del, enum ret_stmt which, int64_t c
 			return n;
 		}
 		r->series = sqlite3_column_int64(next, 0);
+		if (which == R_SERIES_NEXT_RAW)
+			numbers = sqlite3_column_int(next, 1);
 		sqlite3_reset(next);
-		sqlite3_bind_int64(r->st[del], 1, r->series);
-		sqlite3_bind_int64(r->st[del], 2, cutoff);
-		sqlite3_bind_int(r->st[del], 3, max - n);
-		if (store_step_done(r->store, r->st[del]) != TW_OK)
-			return -1;
-		changed = sqlite3_changes(db);
-		n += changed;
-		/* Raw points are rows and blocks: the blocks' older points go too. */
-		if (del == R_DEL_RAW && n < max) {
+		if (!numbers) {
+			/* Its strings stay: only its numbers go, looked for once each. */
+			if (r->span_series != r->series) {
+				r->span_series = r->series;
+				r->span_from = r->raw_done;
+			}
+			if ((changed = trim_numbers(r, cutoff, max - n, &more)) < 0)
+				return -1;
+			n += changed;
+			if (more) {
+				r->series--;	/* a step's worth looked at: on from there next step */
+				return n;
+			}
+		} else {
+			sqlite3_bind_int64(r->st[del], 1, r->series);
+			sqlite3_bind_int64(r->st[del], 2, cutoff);
+			sqlite3_bind_int(r->st[del], 3, max - n);
+			if (store_step_done(r->store, r->st[del]) != TW_OK)
+				return -1;
+			changed = sqlite3_changes(db);
+			n += changed;
+		}
+		/* Raw points are rows and blocks: the blocks' older points (numbers) go too. */
+		if (which == R_SERIES_NEXT_RAW && n < max) {
 			int64_t packed;
 			int all;
 
@@ -652,17 +721,40 @@ retention_probe(struct retention *r, int64_t now)
 	return TW_OK;
 }
 
+static void
+edges_save(const struct retention *r, struct edges *e)
+{
+	e->redo_floor = r->redo_floor;
+	e->raw_mark = r->raw_mark;
+	e->pack_edge = r->pack_edge;
+	e->rollup_edge = r->rollup_edge;
+	e->raw_done = r->raw_done;
+}
+
+static void
+edges_restore(struct retention *r, const struct edges *e)
+{
+	r->redo_floor = e->redo_floor;
+	r->raw_mark = e->raw_mark;
+	r->pack_edge = e->pack_edge;
+	r->rollup_edge = e->rollup_edge;
+	r->raw_done = e->raw_done;
+}
+
 int
 retention_step(struct retention *r, int64_t wall)
 {
 	int n = 0, done = 0, got, full;
 	uint64_t trimmed = 0, packed = 0, rpacked = 0;
+	struct edges before;
 
 	if (r->job == J__COUNT) {
 		if (r->round_mono != 0 && clock_mono_ms() - r->round_mono < ROUND_MS)
 			return 0;
 		round_begin(r, retention_clock(r, wall));
 	}
+	/* The edges move in memory as the step goes, and only hold if its transaction does. */
+	edges_save(r, &before);
 	if (store_step_done(r->store, r->st[R_BEGIN]) != TW_OK)
 		return -TW_ERR_DB;
 	if (r->series == 0 && job_begin(r) != TW_OK)
@@ -683,6 +775,11 @@ retention_step(struct retention *r, int64_t wall)
 			*(r->job == J_PACK ? &packed : &trimmed) += (uint64_t)got;
 		if (!done)
 			break;
+		if (r->job == J_RAW) {
+			r->raw_done = r->cutoff[J_RAW];
+			if (mark(r, NUMBERS_MARK, r->raw_done) != TW_OK)
+				goto fail;
+		}
 		r->job++;
 		r->series = 0;
 		if (job_begin(r) != TW_OK)
@@ -701,6 +798,7 @@ fail:
 	full = store_full(r->store);
 	if (!sqlite3_get_autocommit(store_handle(r->store)))
 		store_step_done(r->store, r->st[R_ROLLBACK]);
+	edges_restore(r, &before);
 	/* The next round starts over; what was deleted before stays deleted. */
 	r->job = J__COUNT;
 	return full ? -TW_ERR_FULL : -TW_ERR_DB;

@@ -43,7 +43,7 @@ offset(int64_t ts, int64_t bucket)
 static int
 row_ok(const struct history_bucket *r, const struct history_bucket *prev, int64_t width)
 {
-	return r->ts % width == 0 && (prev == NULL || r->ts > prev->ts) && r->count >= 1 &&
+	return r->ts % width == 0 && r->ts <= INT64_MAX - width && (prev == NULL || r->ts > prev->ts) && r->count >= 1 &&
 	    (double)r->count <= COUNT_MAX && r->first_ts >= r->ts && r->last_ts >= r->first_ts &&
 	    offset(r->last_ts, r->ts) < (double)width && isfinite(r->first) &&
 	    isfinite(r->last) && isfinite(r->min) && isfinite(r->max) && isfinite(r->sum);
@@ -201,7 +201,8 @@ take_kind(struct history_bucket *rows, int n, int m, int *full, const struct rbl
 		double k = s->v[i];
 
 		rows[i].ts = s->ts[i];
-		if (rows[i].ts % width != 0)
+		/* A bucket must end inside int64: its offsets are added to its ts. */
+		if (rows[i].ts % width != 0 || rows[i].ts > INT64_MAX - width)
 			return -1;
 		if (k == 1.0) {
 			full[i] = 0;
@@ -256,5 +257,6 @@ rblock_decode(const uint8_t *in, size_t len, int64_t width, struct history_bucke
 			return -1;
 		}
 	}
-	return n;
+	/* What comes out keeps the encoder's rules, whatever came in. */
+	return rblock_valid(rows, n, width) == n ? n : -1;
 }

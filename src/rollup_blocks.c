@@ -18,12 +18,15 @@
 #include "rollup_blocks.h"
 #include "store_sql.h"
 
-enum rb_stmt { RB_LAST, RB_ROWS, RB_ROWS_DEL, RB_ADD, RB_TRIM, RB__COUNT };
+enum rb_stmt { RB_LAST, RB_WAITING, RB_ROWS, RB_ROWS_DEL, RB_ADD, RB_TRIM, RB__COUNT };
 
 #define ROW_COLS "ts, n, total, lo, hi, first_ts, first_v, last_ts, last_v"
 
 #define RB_SQL(tier) { \
 	[RB_LAST] = "SELECT max(t1) FROM " tier "_block WHERE series = ?1", \
+	/* The oldest row waiting, and whether RBLOCKS_PACK_MIN are: their ts only, off the key. */ \
+	[RB_WAITING] = "SELECT min(ts), count(*) FROM (SELECT ts FROM " tier " WHERE series = ?1 " \
+	    "AND ts > ?2 AND ts < ?3 ORDER BY ts LIMIT ?4)", \
 	[RB_ROWS] = "SELECT " ROW_COLS " FROM " tier " WHERE series = ?1 AND ts > ?2 " \
 	    "AND ts < ?3 ORDER BY ts LIMIT ?4", \
 	[RB_ROWS_DEL] = "DELETE FROM " tier " WHERE series = ?1 AND ts >= ?2 AND ts <= ?3", \
@@ -110,6 +113,32 @@ last_packed(struct rblocks *b, int t, int64_t series, int64_t *last)
 	return TW_OK;
 }
 
+/*
+ * Whether tier t's rows after `after` and before `edge` make a block now:
+ * enough of them, or the oldest long enough under the edge. Asked before
+ * any row is read, since most series wait most of the time.
+ */
+static int
+block_due(struct rblocks *b, int t, int64_t series, int64_t after, int64_t edge, int *due)
+{
+	sqlite3_stmt *st = b->st[t][RB_WAITING];
+	int rc;
+
+	*due = 0;
+	sqlite3_bind_int64(st, 1, series);
+	sqlite3_bind_int64(st, 2, after);
+	sqlite3_bind_int64(st, 3, edge);
+	sqlite3_bind_int(st, 4, RBLOCKS_PACK_MIN);
+	if ((rc = sqlite3_step(st)) != SQLITE_ROW)
+		return step_fail(b, st);
+	/* A block of few and recent rows: wait for more, or blocks would be tiny. */
+	if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+		*due = sqlite3_column_int64(st, 1) >= RBLOCKS_PACK_MIN ||
+		    sqlite3_column_int64(st, 0) < edge - RBLOCKS_PACK_WAIT_MS;
+	sqlite3_reset(st);
+	return TW_OK;
+}
+
 /* Up to RBLOCK_MAX rows of tier t after `after` and before `edge`, oldest first. */
 static int
 read_rows(struct rblocks *b, int t, int64_t series, int64_t after, int64_t edge,
@@ -168,18 +197,17 @@ rblocks_pack(struct rblocks *b, enum history_tier tier, int64_t series, int64_t 
 {
 	struct history_bucket *rows;
 	int64_t last;
-	int t = tier - TIER_MINUTE, n, ok, rc;
+	int t = tier - TIER_MINUTE, n, ok, rc, due;
 
 	*moved = 0;
 	if (t < 0 || t > 1)
 		return TW_ERR_INVAL;
+	if ((rc = last_packed(b, t, series, &last)) != TW_OK ||
+	    (rc = block_due(b, t, series, last, edge, &due)) != TW_OK || !due)
+		return rc;
 	if ((rows = malloc(RBLOCK_MAX * sizeof(*rows))) == NULL)
 		return TW_ERR_NOMEM;
-	if ((rc = last_packed(b, t, series, &last)) != TW_OK ||
-	    (rc = read_rows(b, t, series, last, edge, rows, &n)) != TW_OK || n == 0)
-		goto out;
-	/* A block of few and recent rows: wait for more, or blocks would be tiny. */
-	if (n < RBLOCKS_PACK_MIN && rows[0].ts >= edge - RBLOCKS_PACK_WAIT_MS)
+	if ((rc = read_rows(b, t, series, last, edge, rows, &n)) != TW_OK || n == 0)
 		goto out;
 	/* A block's rows span at most span_of[t]. */
 	for (ok = 1; ok < n && (uint64_t)rows[ok].ts - (uint64_t)rows[0].ts <
@@ -193,8 +221,15 @@ rblocks_pack(struct rblocks *b, enum history_tier tier, int64_t series, int64_t 
 		    history_tier_name(tier), (long long)rows[0].ts);
 		goto out;
 	}
-	if ((rc = write_block(b, t, series, rows, ok)) == TW_OK)
+	if ((rc = write_block(b, t, series, rows, ok)) == TW_OK) {
 		*moved = ok;
+	} else if (rc == TW_ERR_INVAL) {
+		/* A bug (rblock_valid took what the encoder refuses): the rows stay, retention goes on. */
+		log_limited(&b->bad_log, "history: series %lld: %s rollup rows from %lld could not be "
+		    "packed and stay rows", (long long)series, history_tier_name(tier),
+		    (long long)rows[0].ts);
+		rc = TW_OK;
+	}
 out:
 	free(rows);
 	return rc;
@@ -205,6 +240,7 @@ rblocks_trim(struct rblocks *b, enum history_tier tier, int64_t series, int64_t 
     int64_t max, int64_t *deleted, int *done)
 {
 	int t = tier - TIER_MINUTE, rc;
+	int64_t n;
 
 	*deleted = 0;
 	*done = 0;
@@ -222,7 +258,9 @@ rblocks_trim(struct rblocks *b, enum history_tier tier, int64_t series, int64_t 
 		}
 		if (rc != SQLITE_ROW)
 			return step_fail(b, st);
-		*deleted += sqlite3_column_int64(st, 0);
+		/* A damaged count must neither stop retention nor wrap: a block is 1..RBLOCK_MAX rows. */
+		n = sqlite3_column_int64(st, 0);
+		*deleted += n >= 1 && n <= RBLOCK_MAX ? n : 1;
 		/* RETURNING's statement finishes its DELETE at the next step. */
 		if (sqlite3_step(st) != SQLITE_DONE)
 			return step_fail(b, st);
@@ -248,12 +286,12 @@ struct rcur {
 static const char *const read_sql[2][2] = {
 	{ "SELECT " ROW_COLS " FROM rollup_1m WHERE series = ?1 AND ts >= ?2 AND ts <= ?3 "
 	  "ORDER BY ts",
-	  "SELECT rowid, data FROM rollup_1m_block WHERE series = ?1 AND t1 >= ?2 AND t0 <= ?3 "
-	  "ORDER BY t1" },
+	  "SELECT rowid, data, t0, t1, n FROM rollup_1m_block WHERE series = ?1 AND t1 >= ?2 "
+	  "AND t1 < ?3 + ?4 AND t0 <= ?3 ORDER BY t1" },
 	{ "SELECT " ROW_COLS " FROM rollup_1h WHERE series = ?1 AND ts >= ?2 AND ts <= ?3 "
 	  "ORDER BY ts",
-	  "SELECT rowid, data FROM rollup_1h_block WHERE series = ?1 AND t1 >= ?2 AND t0 <= ?3 "
-	  "ORDER BY t1" },
+	  "SELECT rowid, data, t0, t1, n FROM rollup_1h_block WHERE series = ?1 AND t1 >= ?2 "
+	  "AND t1 < ?3 + ?4 AND t0 <= ?3 ORDER BY t1" },
 };
 
 /* The next packed row in range: 1, 0 at the end, or -1 on a database error. */
@@ -282,7 +320,15 @@ rcur_next(struct rcur *c, sqlite3 *db, const struct history_bucket **row)
 		c->i = 0;
 		c->n = rblock_decode(sqlite3_column_blob(c->st, 1),
 		    (size_t)sqlite3_column_bytes(c->st, 1), c->width, c->rows, c->scratch);
-		/* A damaged file: its rows are missing from answers until retention deletes it. */
+		/*
+		 * A damaged file: its rows are missing from answers until
+		 * retention deletes it. A block that decodes but is not what
+		 * its row says would break the merge's order.
+		 */
+		if (c->n > 0 && (c->rows[0].ts != sqlite3_column_int64(c->st, 2) ||
+		    c->rows[c->n - 1].ts != sqlite3_column_int64(c->st, 3) ||
+		    c->n != sqlite3_column_int64(c->st, 4)))
+			c->n = -1;
 		if (c->n < 0) {
 			pthread_mutex_lock(&read_bad_lock);
 			log_limited(&read_bad_log, "database: rollup block %lld does not decode: its "
@@ -359,8 +405,11 @@ rblocks_read(struct store *s, enum history_tier tier, int64_t series, int64_t fr
 	if (rc == TW_OK) {
 		c.from = from > edge ? from : edge;
 		if ((rc = store_prepare_range(s, read_sql[t][0], series, from, to, &rows)) == TW_OK &&
-		    (rc = store_prepare_range(s, read_sql[t][1], series, c.from, to, &c.st)) == TW_OK)
+		    (rc = store_prepare_range(s, read_sql[t][1], series, c.from, to, &c.st)) == TW_OK) {
+			/* A block ends within its span of its start: the index is bounded on both sides. */
+			sqlite3_bind_int64(c.st, 4, span_of[t]);
 			rc = merge(db, rows, &c, cb, arg);
+		}
 	}
 	sqlite3_finalize(rows);
 	sqlite3_finalize(c.st);

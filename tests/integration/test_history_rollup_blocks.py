@@ -94,6 +94,7 @@ def test_rollups_under_the_raw_edge_are_packed_and_read_back_exact(make_twind, p
     assert nbytes / n <= 4
     n, blocks, nbytes = packed_rows(tw, "rp-sparse", "rollup_1h_block")
     print(f"12 readings an hour row: {nbytes / n:.2f} bytes a row")
+    assert nbytes / n <= 30
     n, blocks, nbytes = packed_rows(tw, "rp-dense", "rollup_1m_block")
     print(f"6 readings a minute row: {nbytes / n:.2f} bytes a row")
     assert nbytes / n <= 30

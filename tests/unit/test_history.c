@@ -338,6 +338,7 @@ test_retention_trims_exactly_what_is_old(void **state)
 		assert_int_equal(rolled(w, s[k], TIER_HOUR), 1440);
 	}
 	/* Those under the raw edge are packed: no point changes them any more. */
+	assert_int_equal(count("SELECT count(*) FROM trimmed WHERE tier = 'packed:rollups'"), 1);
 	assert_int_equal(count("SELECT count(*) FROM rollup_1m WHERE ts < "
 	    "(SELECT before_ts FROM trimmed WHERE tier = 'packed:rollups')"), 0);
 	assert_int_equal(count("SELECT sum(n) FROM rollup_1m_block"), 3 * 432);
@@ -371,6 +372,184 @@ retain(struct store *w, const struct conf *c, struct history *h, int64_t now)
 	assert_int_equal(rc, 0);
 	history_set_floor(h, retention_floor(r), retention_redo_floor(r), retention_pack_edge(r));
 	retention_close(r);
+}
+
+/* Series `twin`.t with n points `every` ms apart from `from` (the value is the index), committed. */
+static int64_t
+fill(struct store *w, struct history *h, const char *twin, int n, int64_t from, int64_t every)
+{
+	int64_t s;
+	int fresh;
+
+	assert_int_equal(store_begin(w), TW_OK);
+	assert_int_equal(store_series_add(w, twin, "t", &s, NULL, NULL), TW_OK);
+	for (int i = 0; i < n; i++)
+		put(h, s, from + i * every, i, &fresh);
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	return s;
+}
+
+static void
+exec_sql(const char *sql)
+{
+	sqlite3 *db;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+/*
+ * A series of numbers whose newest value is a string ("offline"): its
+ * numbers still go at `raw` (they were kept hidden for `hour`, five
+ * years, as rows), its strings at `hour`, like every string.
+ */
+static void
+test_numbers_go_at_raw_in_a_series_now_of_strings(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct tw_val off = { .type = VAL_STR, .str = "offline" };
+	struct conf c;
+	struct history *h;
+	int64_t now = 1000LL * 86400000, day = 86400000LL, s;
+	int fresh;
+	static struct many ps;
+
+	(void)state;
+	conf_default_ages(&c);
+	assert_non_null(h = history_open(w));
+	s = fill(w, h, "o", 1440, now - 10 * day, 600000);
+	/* A string nine days old, among the old numbers, and the newest. */
+	assert_int_equal(store_begin(w), TW_OK);
+	assert_int_equal(history_put(h, s, now - 9 * day + 1, &off, &fresh), TW_OK);
+	assert_int_equal(history_put(h, s, now - 1000, &off, &fresh), TW_OK);
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	assert_int_equal(count("SELECT count(*) FROM history"), 1442);
+	exec_sql("UPDATE series SET value = 'offline'");
+	retain(w, &c, h, now);
+	assert_int_equal(count("SELECT count(*) FROM history WHERE typeof(value) = 'real' AND "
+	    "ts < (SELECT before_ts FROM trimmed WHERE tier = 'raw')"), 0);
+	assert_int_equal(count("SELECT count(*) FROM history_block WHERE t0 < "
+	    "(SELECT before_ts FROM trimmed WHERE tier = 'raw')"), 0);
+	/* The strings stay, the old one too. */
+	assert_int_equal(count("SELECT count(*) FROM history WHERE typeof(value) = 'text'"), 2);
+	assert_int_equal(history_read(w, "o", "t", 0, INT64_MAX, 2000, 0, collect_many, &ps),
+	    TW_OK);
+	assert_int_equal(ps.n, 1 + (1440 - 432) + 1);
+	assert_int_equal(ps.ts[0], now - 9 * day + 1);
+	assert_int_equal(ps.ts[1], now - 7 * day);
+	history_close(h);
+	store_close(w);
+}
+
+/*
+ * A step whose transaction is rolled back (here a trigger refuses the raw
+ * edge's mark, as a full disk would) leaves the edges where the file has
+ * them: history.c must not refuse points under an edge that is not there.
+ */
+static void
+test_a_rolled_back_step_moves_no_edge(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct conf c;
+	struct history *h;
+	struct retention *r;
+	int64_t now = 1000LL * 86400000, day = 86400000LL;
+
+	(void)state;
+	conf_default_ages(&c);
+	assert_non_null(h = history_open(w));
+	fill(w, h, "e", 144, now - 10 * day, 6000000);
+	retain(w, &c, h, now);
+	assert_int_equal(count("SELECT before_ts FROM trimmed WHERE tier = 'raw'"), now - 7 * day);
+	exec_sql("CREATE TRIGGER refuse BEFORE UPDATE ON trimmed "
+	    "WHEN new.tier = 'raw' BEGIN SELECT RAISE(ABORT, 'refused'); END");
+	/* A day later: the step that would move the raw edge fails. */
+	assert_non_null(r = retention_open(w, &c, path));
+	assert_int_equal(retention_floor(r), now - 7 * day);
+	assert_true(retention_step(r, now + day) < 0);
+	assert_int_equal(count("SELECT before_ts FROM trimmed WHERE tier = 'raw'"), now - 7 * day);
+	assert_int_equal(retention_floor(r), now - 7 * day);
+	retention_close(r);
+	history_close(h);
+	store_close(w);
+}
+
+/* A rollup block whose row count is damaged is trimmed like any other: retention goes on. */
+static void
+test_a_damaged_block_count_does_not_stop_retention(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct conf c;
+	struct history *h;
+	int64_t now = 1000LL * 86400000, day = 86400000LL;
+
+	(void)state;
+	conf_default_ages(&c);
+	assert_non_null(h = history_open(w));
+	fill(w, h, "d", 1440, now - 10 * day, 600000);
+	retain(w, &c, h, now);
+	assert_true(count("SELECT count(*) FROM rollup_1m_block") > 0);
+	/* Read as an int, it would be negative: the step failed, each round again. */
+	exec_sql("UPDATE rollup_1m_block SET n = 3000000000");
+	/* 90 days on, the minutes go, and the round ends. */
+	retain(w, &c, h, now + 90 * day);
+	assert_int_equal(count("SELECT count(*) FROM rollup_1m_block"), 0);
+	history_close(h);
+	store_close(w);
+}
+
+struct ordered {
+	int64_t last, n;
+	int out_of_order;
+};
+
+static int
+check_order(void *arg, const struct history_bucket *b)
+{
+	struct ordered *o = arg;
+
+	o->out_of_order += o->n > 0 && b->ts <= o->last;
+	o->last = b->ts;
+	o->n++;
+	return 0;
+}
+
+/*
+ * A block that decodes but is not the one its row says (here the first
+ * block's bytes under the second's row) is left out of answers: read
+ * as it is, its rows would come twice and out of order.
+ */
+static void
+test_a_block_unlike_its_row_is_left_out(void **state)
+{
+	struct store *w = store_open(path, 1, 0);
+	struct conf c;
+	struct history *h;
+	int64_t now = 1000LL * 86400000, day = 86400000LL, s;
+	struct history_plan plan = { TIER_MINUTE, 60000, 0, now };
+	struct ordered o = { 0 };
+
+	(void)state;
+	conf_default_ages(&c);
+	assert_non_null(h = history_open(w));
+	/* 13 days at 10 min: 6 days of minutes under the raw edge, two blocks (4 days at most). */
+	s = fill(w, h, "b", 1872, now - 13 * day, 600000);
+	retain(w, &c, h, now);
+	assert_int_equal(count("SELECT count(*) FROM rollup_1m_block"), 2);
+	assert_int_equal(history_buckets(w, s, &plan, INT32_MAX, check_order, &o), TW_OK);
+	assert_int_equal(o.n, 1872);
+	assert_int_equal(o.out_of_order, 0);
+	exec_sql("UPDATE rollup_1m_block SET data = (SELECT data FROM rollup_1m_block "
+	    "ORDER BY t0 LIMIT 1) WHERE t0 = (SELECT max(t0) FROM rollup_1m_block)");
+	memset(&o, 0, sizeof(o));
+	assert_int_equal(history_buckets(w, s, &plan, INT32_MAX, check_order, &o), TW_OK);
+	assert_int_equal(o.out_of_order, 0);
+	assert_int_equal(o.n, 1872 - count("SELECT n FROM rollup_1m_block ORDER BY t0 DESC LIMIT 1"));
+	history_close(h);
+	store_close(w);
 }
 
 /*
@@ -666,16 +845,6 @@ test_huge_values_keep_sums_finite(void **state)
 	store_close(w);
 }
 
-static void
-exec_sql(const char *sql)
-{
-	sqlite3 *db;
-
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
-}
-
 /*
  * Old alerts go only when cleared and acknowledged, and never the newest
  * row (its id would be given again); old commands only when finished.
@@ -721,6 +890,14 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_plan_falls_back_where_a_tier_was_trimmed, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_retention_trims_exactly_what_is_old, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_numbers_go_at_raw_in_a_series_now_of_strings,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_a_rolled_back_step_moves_no_edge, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_a_damaged_block_count_does_not_stop_retention,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_a_block_unlike_its_row_is_left_out, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_retention_ignores_a_clock_far_ahead, setup,
 		    teardown),

@@ -214,6 +214,51 @@ test_decode_refuses_prefixes_other_widths_and_garbage(void **state)
 	assert_int_equal(rblock_decode(blk, len, MIN, back, &scratch), 50);
 }
 
+static void
+put_le(uint8_t *p, uint64_t v, int bytes)
+{
+	for (int i = 0; i < bytes; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/*
+ * A damaged block whose one row sits in the last minute an int64 can
+ * count, its first reading 59,999 ms in: ts + offset would overflow (and
+ * came back as a first_ts in 1677). It must be refused.
+ */
+static void
+test_decode_refuses_a_bucket_at_the_end_of_time(void **state)
+{
+	int64_t ts = INT64_MAX - INT64_MAX % MIN;
+	double col[3] = { 1.0, 59999.0, 5.0 };	/* kind (one reading), its offset, its value */
+	size_t at = 1 + 2 + 2 + 4 * 8;
+
+	(void)state;
+	blk[0] = 1;
+	put_le(blk + 1, 1, 2);
+	put_le(blk + 3, 0, 2);
+	for (int c = 0; c < 8; c++) {
+		size_t len = c < 3 ? block_encode(&ts, &col[c], 1, blk + at) : 0;
+
+		assert_true(c >= 3 || len > 0);
+		put_le(blk + 5 + 4 * c, len, 4);
+		at += len;
+	}
+	assert_int_equal(rblock_decode(blk, at, MIN, back, &scratch), -1);
+	/* The same row a minute earlier is a row the encoder takes. */
+	ts -= MIN;
+	at = 1 + 2 + 2 + 4 * 8;
+	for (int c = 0; c < 3; c++) {
+		size_t len = block_encode(&ts, &col[c], 1, blk + at);
+
+		put_le(blk + 5 + 4 * c, len, 4);
+		at += len;
+	}
+	assert_int_equal(rblock_decode(blk, at, MIN, back, &scratch), 1);
+	assert_int_equal(back[0].first_ts, ts + 59999);
+	assert_int_equal(rblock_valid(back, 1, MIN), 1);
+}
+
 int
 main(void)
 {
@@ -223,6 +268,7 @@ main(void)
 		cmocka_unit_test(test_mixed_gaps_and_odd_rows),
 		cmocka_unit_test(test_encode_refuses_rows_that_break_the_rules),
 		cmocka_unit_test(test_decode_refuses_prefixes_other_widths_and_garbage),
+		cmocka_unit_test(test_decode_refuses_a_bucket_at_the_end_of_time),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

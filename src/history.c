@@ -217,6 +217,19 @@ history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *
 	int redo = 0, lost = 0, packed, rc;
 
 	/*
+	 * Under retention's edge a number is history no more: no reader shows
+	 * it, and no rollup could take it right (a redelivery of a trimmed
+	 * point looks new, a correction would rebuild a minute from rows that
+	 * are gone). It is not stored either, so that no row waits for a trim
+	 * that never looks there again (in a series of strings, retention
+	 * looks at each row once). The rules still see it.
+	 */
+	if (v->type == VAL_NUM && ts < h->floor) {
+		metrics_add(&metrics.values_too_old, 1);
+		*fresh = 1;
+		return TW_OK;
+	}
+	/*
 	 * Old enough to be packed: a block may hold it (a redelivery, a
 	 * correction). Under retention's edge it is no longer history, though
 	 * a block across the edge still holds it: a row, trimmed next round.
@@ -259,10 +272,8 @@ rollup:
 	if (!redo && v->type != VAL_NUM)
 		return TW_OK;			/* only numbers are rolled up */
 	/*
-	 * Under retention's edge a rollup could not be kept right: a
-	 * redelivery of a trimmed point looks new, and a correction would
-	 * rebuild a minute from rows that are gone. The raw row stands until
-	 * the next trim (a replay's rules still see it); no rollup takes it.
+	 * A string over a number under the edge (its row goes at the next
+	 * trim), or a correction under the edge of whole minutes: as above.
 	 */
 	if (ts < h->floor || (redo && ts < h->redo_floor)) {
 		metrics_add(&metrics.values_too_old, 1);

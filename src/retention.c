@@ -77,8 +77,8 @@ static const char *const ret_sql[R__COUNT] = {
 	 * looked at per step from ?2 (its end, when there are more), then its
 	 * numbers deleted, so that the strings kept are walked over once.
 	 */
-	[R_NUM_SPAN_END] = "SELECT ts FROM history WHERE series = ?1 AND ts >= ?2 AND ts < ?3 "
-	    "ORDER BY ts LIMIT 1 OFFSET ?4",
+	[R_NUM_SPAN_END] = "SELECT max(ts), count(*) FROM (SELECT ts FROM history "
+	    "WHERE series = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts LIMIT ?4 + 1)",
 	[R_DEL_NUM_SPAN] = "DELETE FROM history WHERE series = ?1 AND ts >= ?2 AND ts < ?3 "
 	    "AND typeof(value) = 'real'",
 	[R_DEL_RAW] = DEL_TIER("history"),
@@ -466,22 +466,31 @@ round_begin(struct retention *r, int64_t now)
 
 /*
  * The numbers of r->series, a series of strings, from r->span_from to
- * `cutoff`, looking at no more than `max` rows; *more when it has not
- * reached the cutoff. Returns the rows deleted, or -1.
+ * `cutoff`, looking at no more than `max` rows (*seen of them; at least
+ * 1, so that a step ends); *more when it has not reached the cutoff.
+ * Returns the rows deleted, or -1.
  */
 static int
-trim_numbers(struct retention *r, int64_t cutoff, int max, int *more)
+trim_numbers(struct retention *r, int64_t cutoff, int max, int *more, int *seen)
 {
 	sqlite3_stmt *st = r->st[R_NUM_SPAN_END];
-	int64_t end = cutoff;
+	int64_t end = cutoff, rows;
+	int rc;
 
 	sqlite3_bind_int64(st, 1, r->series);
 	sqlite3_bind_int64(st, 2, r->span_from);
 	sqlite3_bind_int64(st, 3, cutoff);
 	sqlite3_bind_int(st, 4, max);
-	if ((*more = sqlite3_step(st) == SQLITE_ROW))
+	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
+		sqlite3_reset(st);
+		return -1;
+	}
+	rows = sqlite3_column_int64(st, 1);
+	/* One row past the span: where the next one starts. */
+	if ((*more = rows > max))
 		end = sqlite3_column_int64(st, 0);
 	sqlite3_reset(st);
+	*seen = rows > max ? max : rows > 0 ? (int)rows : 1;
 	st = r->st[R_DEL_NUM_SPAN];
 	sqlite3_bind_int64(st, 1, r->series);
 	sqlite3_bind_int64(st, 2, r->span_from);
@@ -492,23 +501,29 @@ trim_numbers(struct retention *r, int64_t cutoff, int max, int *more)
 	return sqlite3_changes(store_handle(r->store));
 }
 
-/* Deletes up to `max` rows of one tier, series by series from the cursor; rows deleted. */
+/*
+ * Deletes rows of one tier, series by series from the cursor, within a
+ * step's work of `max` rows deleted or looked at (the rows of a series of
+ * strings that its numbers are looked for among). Returns the work done,
+ * or -1; *deleted says how many rows went.
+ */
 static int
 trim_tier(struct retention *r, enum ret_stmt del, enum ret_stmt which, int64_t cutoff, int max,
-    int *done)
+    int *done, int *deleted)
 {
 	sqlite3 *db = store_handle(r->store);
-	int n = 0;
+	int work = 0;
 
-	for (int looked = 0; looked < STEP_SERIES && n < max; looked++) {
+	*deleted = 0;
+	for (int looked = 0; looked < STEP_SERIES && work < max; looked++) {
 		sqlite3_stmt *next = r->st[which];
-		int changed, numbers = 1, more;
+		int changed, numbers = 1, more, seen;
 
 		sqlite3_bind_int64(next, 1, r->series);
 		if (sqlite3_step(next) != SQLITE_ROW) {
 			sqlite3_reset(next);
 			*done = 1;
-			return n;
+			return work;
 		}
 		r->series = sqlite3_column_int64(next, 0);
 		if (which == R_SERIES_NEXT_RAW)
@@ -520,50 +535,55 @@ trim_tier(struct retention *r, enum ret_stmt del, enum ret_stmt which, int64_t c
 				r->span_series = r->series;
 				r->span_from = r->raw_done;
 			}
-			if ((changed = trim_numbers(r, cutoff, max - n, &more)) < 0)
+			if ((changed = trim_numbers(r, cutoff, max - work, &more, &seen)) < 0)
 				return -1;
-			n += changed;
+			*deleted += changed;
+			work += seen;
 			if (more) {
 				r->series--;	/* a step's worth looked at: on from there next step */
-				return n;
+				return work;
 			}
 		} else {
 			sqlite3_bind_int64(r->st[del], 1, r->series);
 			sqlite3_bind_int64(r->st[del], 2, cutoff);
-			sqlite3_bind_int(r->st[del], 3, max - n);
+			sqlite3_bind_int(r->st[del], 3, max - work);
 			if (store_step_done(r->store, r->st[del]) != TW_OK)
 				return -1;
 			changed = sqlite3_changes(db);
-			n += changed;
+			*deleted += changed;
+			work += changed;
 		}
 		/* Raw points are rows and blocks: the blocks' older points (numbers) go too. */
-		if (which == R_SERIES_NEXT_RAW && n < max) {
+		if (which == R_SERIES_NEXT_RAW && work < max) {
 			int64_t packed;
 			int all;
 
-			if (hblocks_trim(r->blocks, r->series, cutoff, max - n, &packed, &all) != TW_OK)
+			if (hblocks_trim(r->blocks, r->series, cutoff, max - work, &packed, &all) !=
+			    TW_OK)
 				return -1;
-			n += (int)packed;
+			*deleted += (int)packed;
+			work += (int)packed;
 			if (!all)
 				changed = 1;
 		}
 		/* So are rollups: whole blocks of them. */
-		if ((del == R_DEL_MINUTE || del == R_DEL_HOUR) && n < max) {
+		if ((del == R_DEL_MINUTE || del == R_DEL_HOUR) && work < max) {
 			int64_t packed;
 			int all;
 
 			if (rblocks_trim(r->rblocks, del == R_DEL_MINUTE ? TIER_MINUTE : TIER_HOUR,
-			    r->series, cutoff, max - n, &packed, &all) != TW_OK)
+			    r->series, cutoff, max - work, &packed, &all) != TW_OK)
 				return -1;
-			n += (int)packed;
+			*deleted += (int)packed;
+			work += (int)packed;
 			if (!all)
 				changed = 1;
 		}
 		/* This series may have more: come back to it. */
-		if (n >= max && changed > 0)
+		if (work >= max && changed > 0)
 			r->series--;
 	}
-	return n;
+	return work;
 }
 
 /* One series' minute rows, else its hour rows, under the rollup edge into a block. */
@@ -744,7 +764,7 @@ edges_restore(struct retention *r, const struct edges *e)
 int
 retention_step(struct retention *r, int64_t wall)
 {
-	int n = 0, done = 0, got, full;
+	int n = 0, done = 0, got, gone, full;
 	uint64_t trimmed = 0, packed = 0, rpacked = 0;
 	struct edges before;
 
@@ -763,16 +783,17 @@ retention_step(struct retention *r, int64_t wall)
 		enum ret_stmt del = jobs[r->job].del;
 
 		done = 0;
+		gone = -1;
 		got = r->job == J_PACK || r->job == J_RPACK ? pack_step(r, &done) : jobs[r->job].next != 0 ?
-		    trim_tier(r, del, jobs[r->job].next, r->cutoff[r->job], STEP_ROWS - n, &done) :
-		    trim_table(r, del, r->cutoff[r->job], STEP_ROWS - n, &done);
+		    trim_tier(r, del, jobs[r->job].next, r->cutoff[r->job], STEP_ROWS - n, &done,
+		    &gone) : trim_table(r, del, r->cutoff[r->job], STEP_ROWS - n, &done);
 		if (got < 0)
 			goto fail;
 		n += got;
 		if (r->job == J_RPACK)
 			rpacked += (uint64_t)got;
 		else
-			*(r->job == J_PACK ? &packed : &trimmed) += (uint64_t)got;
+			*(r->job == J_PACK ? &packed : &trimmed) += (uint64_t)(gone >= 0 ? gone : got);
 		if (!done)
 			break;
 		if (r->job == J_RAW) {

@@ -60,7 +60,8 @@ endif
 .PHONY: all run test unit integration bench install uninstall clean deps deps-test \
 	test-sanitize deb
 
-all: $(TWIND) twind-sim tests/bench/twind-load tests/bench/twind-floor tests/bench/twind-functions
+all: $(TWIND) twind-sim tests/bench/twind-load tests/bench/twind-floor tests/bench/twind-functions \
+	tests/bench/twind-rollups
 
 $(BUILD)/%.o: src/%.c
 	@mkdir -p $(@D)
@@ -84,6 +85,9 @@ tests/bench/twind-floor: tests/bench/floor.c
 	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PKG_LIBS) -lm
 
 tests/bench/twind-functions: tests/bench/functions.c $(CORE_OBJ)
+	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread -lm
+
+tests/bench/twind-rollups: tests/bench/rollups.c $(CORE_OBJ)
 	$(CC) $(TW_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread -lm
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(CORE_OBJ)
@@ -157,6 +161,7 @@ bench: deps deps-test
 	@$(MAKE) --no-print-directory all
 	./tests/bench/bench.sh
 	$(PYTHON) tests/bench/history.py
+	./tests/bench/twind-rollups
 	./tests/bench/twind-functions
 
 # Settings already in $(SYSCONFDIR)/twind are the plant's: never overwritten
@@ -212,7 +217,7 @@ deb: deps
 
 clean:
 	rm -rf build twind twind-sim tests/bench/twind-load tests/bench/twind-floor \
-		tests/bench/twind-functions
+		tests/bench/twind-functions tests/bench/twind-rollups
 
 -include $(wildcard build/*/*.d build/*/tests/*.d)
 

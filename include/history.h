@@ -32,7 +32,9 @@ struct history *history_open(struct store *s);
 void history_close(struct history *h);
 /*
  * One point, in the open transaction. *fresh is 0 when it was there
- * already with this value (a redelivery: nothing changes), else 1. A new
+ * already with this value (a redelivery: nothing changes), else 1; 2 for
+ * a number under retention's edge, which is not stored, so that whether
+ * it is a redelivery cannot be told. A new
  * number is added to the batch's rollups; a value that replaces another
  * at the same ts has its minute and hour recomputed at the flush.
  */

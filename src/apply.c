@@ -171,8 +171,12 @@ apply_values(struct apply *a, struct twin *t, const struct rec *r)
 		/* Every value lands in history, also one older than the reported one. */
 		if (history_put(a->hist, p->series, r->ts, &val, &fresh) != TW_OK)
 			return TW_ERR_DB;
-		/* A redelivery is in history already: counted once in the windows too. */
-		if (fresh)
+		/*
+		 * A redelivery is in history already: counted once in the windows
+		 * too. One under retention's edge cannot be told from a new point:
+		 * only a reading newer than the property's is taken (a replay).
+		 */
+		if (fresh == 1 || (fresh == 2 && r->ts > p->ts))
 			runtime_feed(t, p->name, r->ts, &val, r->ts >= p->ts);
 		if ((rc = twin_prop_set(p, r->ts, &val)) < 0)
 			return -rc;

@@ -33,7 +33,7 @@ struct acc {
 };
 
 enum hist_stmt {
-	H_PUT_NEW, H_PUT_OVER,
+	H_PUT_NEW, H_PUT_OVER, H_DEL_AT,
 	H_MERGE_1M, H_MERGE_1H,
 	H_REDO_1M_DEL, H_REDO_1H_DEL, H_REDO_1H,
 	H__COUNT
@@ -58,6 +58,8 @@ static const char *const hist_sql[H__COUNT] = {
 	/* Only after a conflict: a redelivery (same value) changes no row. */
 	[H_PUT_OVER] = "UPDATE history SET value = ?3 WHERE series = ?1 AND ts = ?2 "
 	    "AND (value IS NOT ?3 OR typeof(value) != typeof(?3))",
+	/* A number under the edge replaces a string there: it is gone, not shown. */
+	[H_DEL_AT] = "DELETE FROM history WHERE series = ?1 AND ts = ?2",
 	[H_MERGE_1M] = MERGE("rollup_1m"),
 	[H_MERGE_1H] = MERGE("rollup_1h"),
 	[H_REDO_1M_DEL] = "DELETE FROM rollup_1m WHERE series = ? AND ts = ?",
@@ -222,12 +224,17 @@ history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *
 	 * point looks new, a correction would rebuild a minute from rows that
 	 * are gone). It is not stored either, so that no row waits for a trim
 	 * that never looks there again (in a series of strings, retention
-	 * looks at each row once). The rules still see it.
+	 * looks at each row once); a string it corrects goes. Whether it is a
+	 * redelivery cannot be told (*fresh 2): the rules see it if it is the
+	 * property's newest reading (a replay of old data).
 	 */
 	if (v->type == VAL_NUM && ts < h->floor) {
 		metrics_add(&metrics.values_too_old, 1);
-		*fresh = 1;
-		return TW_OK;
+		*fresh = 2;
+		st = h->st[H_DEL_AT];
+		sqlite3_bind_int64(st, 1, series);
+		sqlite3_bind_int64(st, 2, ts);
+		return store_step_done(h->store, st) == TW_OK ? TW_OK : TW_ERR_DB;
 	}
 	/*
 	 * Old enough to be packed: a block may hold it (a redelivery, a
@@ -272,8 +279,9 @@ rollup:
 	if (!redo && v->type != VAL_NUM)
 		return TW_OK;			/* only numbers are rolled up */
 	/*
-	 * A string over a number under the edge (its row goes at the next
-	 * trim), or a correction under the edge of whole minutes: as above.
+	 * A string under the edge (kept with its series' strings, or gone at
+	 * the next trim in a series of numbers), or a correction under the
+	 * edge of whole minutes: as above.
 	 */
 	if (ts < h->floor || (redo && ts < h->redo_floor)) {
 		metrics_add(&metrics.values_too_old, 1);

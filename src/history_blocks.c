@@ -534,7 +534,7 @@ struct bcur {
 
 /* Rows of history and blocks: both in ts order, merged by hblocks_read. */
 static const char *const read_sql[2][2] = {
-	/* Numbers under the raw edge are history no more (a late one waits for its trim). */
+	/* Numbers under the raw edge are history no more (rows there wait for their trim). */
 	{ "SELECT ts, value FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3 "
 	  "AND (ts >= ?4 OR typeof(value) != 'real') ORDER BY ts",
 	  "SELECT ts, value FROM history WHERE series = ?1 AND ts >= ?2 AND ts <= ?3 "
@@ -673,8 +673,9 @@ hblocks_read(struct store *s, int64_t series, int64_t from, int64_t to, int64_t 
 	/*
 	 * Retention's raw edge: a block across it keeps its older points
 	 * until all of it is older (hblocks_trim), and they are no longer
-	 * history; nor is a number stored under it since (it waits for the
-	 * next trim). Strings and booleans are kept as long as hours.
+	 * history; nor is a row under it that the next trim takes (one from
+	 * before twind stopped storing numbers there). Strings and booleans
+	 * are kept as long as hours.
 	 */
 	rc = history_edge(s, TIER_RAW, &edge);
 	/* The newest `limit`: counted back from `to`, then read forward from the last counted. */

@@ -158,7 +158,7 @@ metrics_render(size_t *len, size_t ring_used, size_t ring_cap)
 	counter(&o, "twind_history_rollups_packed_total", "Minute and hour rollup rows under the "
 	    "raw edge packed into compressed blocks.", load(&metrics.rollups_packed));
 	counter(&o, "twind_values_too_old_total", "Values older than raw retention's edge: "
-	    "kept raw until the next trim, in no rollup.", load(&metrics.values_too_old));
+	    "in no rollup, and numbers not stored.", load(&metrics.values_too_old));
 	counter(&o, "twind_http_requests_total", "REST requests served.",
 	    load(&metrics.http_requests));
 	counter(&o, "twind_http_refused_total", "Requests refused for their Host, Origin or "

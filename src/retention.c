@@ -579,8 +579,8 @@ trim_tier(struct retention *r, enum ret_stmt del, enum ret_stmt which, int64_t c
 			if (!all)
 				changed = 1;
 		}
-		/* This series may have more: come back to it. */
-		if (work >= max && changed > 0)
+		/* This series may have more (a series of strings: its blocks, still): come back to it. */
+		if (work >= max && (changed > 0 || !numbers))
 			r->series--;
 	}
 	return work;

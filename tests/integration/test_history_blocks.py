@@ -269,8 +269,8 @@ def test_a_block_across_the_raw_edge_is_kept_whole_until_all_of_it_is_older(make
         assert [(p["ts"], p["value"]) for p in newest.json()] == kept
 
     reads_from_the_edge()
-    # a redelivery of a point older than the edge goes into no rollup, and changes no
-    # block; its row waits for the next trim, and REST does not show it meanwhile
+    # a redelivery of a point older than the edge goes into no rollup, changes no
+    # block, is not stored, and REST does not show it
     publisher.publish("plant/edge-across/telemetry", {"ts": across_base + 1000, "v": 1.0})
     wait_until(lambda: tw.metric("twind_values_too_old_total") >= 1, 10, what="too old")
     assert blocks_of(tw, "edge-across") == before
@@ -280,7 +280,7 @@ def test_a_block_across_the_raw_edge_is_kept_whole_until_all_of_it_is_older(make
 def test_a_longer_raw_keeps_the_edge_where_it_was(make_twind, publisher):
     """What went before the raw edge is gone: a longer `raw` does not move
     the edge back, and a late point under it is as under any edge (no
-    rollup; its row waits for the trim, unseen). It was taken into the
+    rollup, not stored, unseen). It was taken into the
     rollups and shown, then hidden once packed into a block under the
     edge, while its minute still counted it: raw and buckets disagreed."""
     tw = make_twind(extra={"history": {"raw": "1h"}})

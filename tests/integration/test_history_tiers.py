@@ -291,3 +291,30 @@ def test_a_page_bounded_in_bytes_keeps_the_newest_and_pages_back(shared, tiered)
             break
         to = int(r.headers["X-Next-To"])
     assert got == [t0 + i for i in range(400)]
+
+
+def test_a_reading_under_the_edge_counts_once_in_the_rules(make_twind, publisher, tmp_path):
+    """A reading older than the raw edge is not stored, so a redelivery of it
+    cannot be told from a new point by its row: the rules take it only when
+    it is newer than the property's newest reading. Replayed old data in
+    order still reaches the rules; a redelivery does not count twice."""
+    import json
+    rfile = tmp_path / "rules.json"
+    rfile.write_text(json.dumps([{"name": "twice", "match": {"twins": "edge-rule"},
+                                  "when": "count_over(v, 1h) >= 2", "severity": "warning",
+                                  "message": "{twin}: two readings"}]))
+    tw = make_twind({"rules": {"file": str(rfile)}})
+    old = now_ms() - 8 * 24 * HOUR
+    topic = "plant/edge-rule/telemetry"
+    for n, ts in enumerate([old, old, old + 1000], 1):
+        publisher.publish(topic, {"ts": ts, "v": 1.0})
+        wait_until(lambda: tw.metric("twind_values_too_old_total") >= n, 10, what=f"{n} too old")
+
+    def alerts():
+        r = tw.get("/api/v1/alerts", params={"twin": "edge-rule"})
+        assert r.status_code == 200, r.text
+        return r.json()["alerts"] or None
+    got = wait_until(alerts, 10, what="the rule raised by the second reading")
+    # raised by the reading at old + 1 s, not by the redelivery of the first
+    assert [a["raised_ts"] for a in got] == [old + 1000], got
+    assert tw.db_history("edge-rule", "v") == []

@@ -440,6 +440,15 @@ test_numbers_go_at_raw_in_a_series_now_of_strings(void **state)
 	assert_int_equal(ps.n, 1 + (1440 - 432) + 1);
 	assert_int_equal(ps.ts[0], now - 9 * day + 1);
 	assert_int_equal(ps.ts[1], now - 7 * day);
+	/* A number under the edge corrects the old string: not stored, and the string goes. */
+	assert_int_equal(store_begin(w), TW_OK);
+	put(h, s, now - 9 * day + 1, 42, &fresh);
+	assert_int_equal(fresh, 2);
+	assert_int_equal(history_flush(h), TW_OK);
+	assert_int_equal(store_commit(w), TW_OK);
+	assert_int_equal(count("SELECT count(*) FROM history WHERE typeof(value) = 'text'"), 1);
+	assert_int_equal(count("SELECT count(*) FROM history WHERE typeof(value) = 'real' AND "
+	    "ts < (SELECT before_ts FROM trimmed WHERE tier = 'raw')"), 0);
 	history_close(h);
 	store_close(w);
 }

@@ -159,7 +159,7 @@ int
 apply_values(struct apply *a, struct twin *t, const struct rec *r)
 {
 	const struct rec_val *v = rec_val_first(r);
-	int changed = 0, rc, fresh;
+	int changed = 0, rc, fresh, newest;
 	struct tw_val val;
 	struct desired *de;
 	struct prop *p;
@@ -171,15 +171,19 @@ apply_values(struct apply *a, struct twin *t, const struct rec *r)
 		/* Every value lands in history, also one older than the reported one. */
 		if (history_put(a->hist, p->series, r->ts, &val, &fresh) != TW_OK)
 			return TW_ERR_DB;
-		/*
-		 * A redelivery is in history already: counted once in the windows
-		 * too. One under retention's edge cannot be told from a new point:
-		 * only a reading newer than the property's is taken (a replay).
-		 */
-		if (fresh == 1 || (fresh == 2 && r->ts > p->ts))
-			runtime_feed(t, p->name, r->ts, &val, r->ts >= p->ts);
+		/* A redelivery is in history already: counted once in the windows too. */
+		newest = r->ts >= p->ts;
+		if (fresh == 1)
+			runtime_feed(t, p->name, r->ts, &val, newest);
 		if ((rc = twin_prop_set(p, r->ts, &val)) < 0)
 			return -rc;
+		/*
+		 * One under retention's edge is not in history to tell it from a
+		 * redelivery: it is news when it changed the property (a newer
+		 * reading, as in a replay, or a correction of the newest).
+		 */
+		if (fresh == 2 && rc > 0)
+			runtime_feed(t, p->name, r->ts, &val, newest);
 		if (rc == 0)
 			continue;
 		changed = 1;

@@ -225,8 +225,8 @@ history_put(struct history *h, int64_t series, int64_t ts, const struct tw_val *
 	 * are gone). It is not stored either, so that no row waits for a trim
 	 * that never looks there again (in a series of strings, retention
 	 * looks at each row once); a string it corrects goes. Whether it is a
-	 * redelivery cannot be told (*fresh 2): the rules see it if it is the
-	 * property's newest reading (a replay of old data).
+	 * redelivery cannot be told (*fresh 2): the rules see it if it changes
+	 * the property's newest reading (a replay of old data).
 	 */
 	if (v->type == VAL_NUM && ts < h->floor) {
 		metrics_add(&metrics.values_too_old, 1);

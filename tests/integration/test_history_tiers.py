@@ -300,7 +300,7 @@ def test_a_reading_under_the_edge_counts_once_in_the_rules(make_twind, publisher
     order still reaches the rules; a redelivery does not count twice."""
     import json
     rfile = tmp_path / "rules.json"
-    rfile.write_text(json.dumps([{"name": "twice", "match": {"twins": "edge-rule"},
+    rfile.write_text(json.dumps([{"name": "twice", "match": {"twins": "edge-*"},
                                   "when": "count_over(v, 1h) >= 2", "severity": "warning",
                                   "message": "{twin}: two readings"}]))
     tw = make_twind({"rules": {"file": str(rfile)}})
@@ -318,3 +318,10 @@ def test_a_reading_under_the_edge_counts_once_in_the_rules(make_twind, publisher
     # raised by the reading at old + 1 s, not by the redelivery of the first
     assert [a["raised_ts"] for a in got] == [old + 1000], got
     assert tw.db_history("edge-rule", "v") == []
+    # a correction of the newest reading is news: it is taken
+    for n, v in enumerate([1.0, 2.0], 4):
+        publisher.publish("plant/edge-fix/telemetry", {"ts": old, "v": v})
+        wait_until(lambda: tw.metric("twind_values_too_old_total") >= n, 10, what=f"{n} too old")
+    got = wait_until(lambda: tw.get("/api/v1/alerts", params={"twin": "edge-fix"})
+                     .json()["alerts"] or None, 10, what="the rule raised by the correction")
+    assert [a["raised_ts"] for a in got] == [old], got

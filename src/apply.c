@@ -180,7 +180,8 @@ apply_values(struct apply *a, struct twin *t, const struct rec *r)
 		/*
 		 * One under retention's edge is not in history to tell it from a
 		 * redelivery: it is news when it changed the property (a newer
-		 * reading, as in a replay, or a correction of the newest).
+		 * reading, as in a replay, or a correction of the newest, fed as
+		 * a correction in range is), and then it is the newest.
 		 */
 		if (fresh == 2 && rc > 0)
 			runtime_feed(t, p->name, r->ts, &val, newest);

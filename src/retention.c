@@ -130,6 +130,15 @@ static const struct {
 /* The budget's own edges, apart from the tiers' (which the age moves too). */
 static const char *const budget_names[TIER_HOUR] = { "budget:raw", "budget:1m" };
 
+/* The edges a step moves in memory: put back when its transaction is rolled back. */
+struct edges {
+	int64_t redo_floor;		/* the raw edge with the budget's: no minute is whole before */
+	int64_t raw_mark;		/* the raw edge: it never moves back, no rollup takes older */
+	int64_t pack_edge;		/* points older may be packed; marked before any is */
+	int64_t rollup_edge;		/* rollups older are packed, and no point goes into them */
+	int64_t raw_done;		/* no number older is left in any series (a whole J_RAW's cutoff) */
+};
+
 struct retention {
 	struct store *store;
 	const struct conf *conf;
@@ -138,10 +147,7 @@ struct retention {
 	int64_t cutoff[J__COUNT];	/* this round: rows older than this go */
 	int64_t budget_edge[TIER_HOUR];	/* raw, minute: moved forward by max_db_size */
 	int64_t round_mono;		/* when this round began (monotonic); 0: none yet */
-	int64_t redo_floor;		/* the raw edge with the budget's: no minute is whole before */
-	int64_t raw_mark;		/* the raw edge: it never moves back, no rollup takes older */
-	int64_t pack_edge;		/* points older may be packed; marked before any is */
-	int64_t rollup_edge;		/* rollups older are packed, and no point goes into them */
+	struct edges e;			/* as the file has them, once each step commits */
 	int64_t next_pack;		/* monotonic ms: when packing runs again */
 	int pack_due;			/* this round packs */
 	int64_t pack_cursor[2];		/* the series J_PACK, J_RPACK go on from next round */
@@ -154,7 +160,6 @@ struct retention {
 	int64_t fs_bytes;		/* the file system's size, at open */
 	enum job job;			/* the job this round is on; J__COUNT: caught up */
 	int64_t series;			/* the tier job's cursor */
-	int64_t raw_done;		/* no number older is left in any series (a whole J_RAW's cutoff) */
 	int64_t span_series, span_from;	/* J_RAW in a series of strings: from where it looks on */
 	uint64_t trimmed;
 	uint64_t packed;		/* points moved from rows into blocks */
@@ -166,11 +171,6 @@ struct retention {
 #define ROLLUP_MARK	"packed:rollups"
 /* ... and no raw number is older, in any series: J_RAW need not look under it again. */
 #define NUMBERS_MARK	"raw:numbers"
-
-/* The edges a step moves in memory: put back when its transaction is rolled back. */
-struct edges {
-	int64_t redo_floor, raw_mark, pack_edge, rollup_edge, raw_done;
-};
 
 static int64_t scalar(struct retention *r, enum ret_stmt id, int64_t def);
 static int64_t max64(int64_t a, int64_t b);
@@ -198,7 +198,8 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 	r->store = s;
 	r->conf = c;
 	r->job = J__COUNT;
-	r->redo_floor = r->pack_edge = r->rollup_edge = r->raw_mark = r->raw_done = INT64_MIN;
+	r->e.redo_floor = r->e.pack_edge = r->e.rollup_edge = r->e.raw_mark = INT64_MIN;
+	r->e.raw_done = INT64_MIN;
 	if ((r->dir = strdup(dirname(copy))) == NULL)
 		goto fail;
 	if (store_prepare_all(s, ret_sql, R__COUNT, r->st) != TW_OK ||
@@ -213,18 +214,18 @@ retention_open(struct store *s, const struct conf *c, const char *db_path)
 		int64_t at = sqlite3_column_int64(r->st[R_MARKS], 1);
 
 		if (name != NULL && strcmp(name, "packed") == 0)
-			r->pack_edge = at;
+			r->e.pack_edge = at;
 		if (name != NULL && strcmp(name, ROLLUP_MARK) == 0)
-			r->rollup_edge = at;
+			r->e.rollup_edge = at;
 		if (name != NULL && strcmp(name, NUMBERS_MARK) == 0)
-			r->raw_done = at;
+			r->e.raw_done = at;
 		if (name != NULL && strcmp(name, history_tier_name(TIER_RAW)) == 0)
-			r->raw_mark = at;
+			r->e.raw_mark = at;
 		for (int t = TIER_RAW; t < TIER_HOUR && name != NULL; t++) {
 			if (strcmp(name, budget_names[t]) == 0)
 				r->budget_edge[t] = at;
 			if (strcmp(name, history_tier_name(t)) == 0)
-				r->redo_floor = max64(r->redo_floor, at);
+				r->e.redo_floor = max64(r->e.redo_floor, at);
 		}
 	}
 	sqlite3_reset(r->st[R_MARKS]);
@@ -290,19 +291,19 @@ retention_reserve(const struct retention *r)
 int64_t
 retention_floor(const struct retention *r)
 {
-	return max64(r->raw_mark, r->rollup_edge);
+	return max64(r->e.raw_mark, r->e.rollup_edge);
 }
 
 int64_t
 retention_redo_floor(const struct retention *r)
 {
-	return r->redo_floor;
+	return r->e.redo_floor;
 }
 
 int64_t
 retention_pack_edge(const struct retention *r)
 {
-	return r->pack_edge;
+	return r->e.pack_edge;
 }
 
 /*
@@ -444,7 +445,7 @@ round_begin(struct retention *r, int64_t now)
 	 * under it now would be half history (its row shown, its block not).
 	 */
 	r->cutoff[J_RAW] = history_bucket_of(max64(max64(now - c->keep_raw_ms,
-	    r->budget_edge[TIER_RAW]), r->raw_mark), HISTORY_MINUTE_MS);
+	    r->budget_edge[TIER_RAW]), r->e.raw_mark), HISTORY_MINUTE_MS);
 	/* Minutes go in whole hours, so an hour with raw points keeps all its minutes. */
 	r->cutoff[J_MINUTE] = history_bucket_of(max64(now - c->keep_minute_ms,
 	    r->budget_edge[TIER_MINUTE]), HISTORY_HOUR_MS);
@@ -533,7 +534,7 @@ trim_tier(struct retention *r, enum ret_stmt del, enum ret_stmt which, int64_t c
 			/* Its strings stay: only its numbers go, looked for once each. */
 			if (r->span_series != r->series) {
 				r->span_series = r->series;
-				r->span_from = r->raw_done;
+				r->span_from = r->e.raw_done;
 			}
 			if ((changed = trim_numbers(r, cutoff, max - work, &more, &seen)) < 0)
 				return -1;
@@ -579,7 +580,7 @@ trim_tier(struct retention *r, enum ret_stmt del, enum ret_stmt which, int64_t c
 			if (!all)
 				changed = 1;
 		}
-		/* This series may have more (a series of strings: its blocks, still): come back to it. */
+		/* This series may have more (a series of strings: its blocks still): come back. */
 		if (work >= max && (changed > 0 || !numbers))
 			r->series--;
 	}
@@ -590,10 +591,10 @@ trim_tier(struct retention *r, enum ret_stmt del, enum ret_stmt which, int64_t c
 static int
 pack_rollups(struct retention *r, int64_t series, int64_t *moved)
 {
-	int rc = rblocks_pack(r->rblocks, TIER_MINUTE, series, r->rollup_edge, moved);
+	int rc = rblocks_pack(r->rblocks, TIER_MINUTE, series, r->e.rollup_edge, moved);
 
 	if (rc == TW_OK && *moved == 0)
-		rc = rblocks_pack(r->rblocks, TIER_HOUR, series, r->rollup_edge, moved);
+		rc = rblocks_pack(r->rblocks, TIER_HOUR, series, r->e.rollup_edge, moved);
 	return rc;
 }
 
@@ -631,7 +632,7 @@ pack_step(struct retention *r, int *done)
 		}
 		r->series = sqlite3_column_int64(next, 0);
 		sqlite3_reset(next);
-		if ((r->job == J_PACK ? hblocks_pack(r->blocks, r->series, r->raw_mark,
+		if ((r->job == J_PACK ? hblocks_pack(r->blocks, r->series, r->e.raw_mark,
 		    r->cutoff[J_PACK], &moved) :
 		    pack_rollups(r, r->series, &moved)) != TW_OK)
 			return -1;
@@ -686,23 +687,24 @@ job_begin(struct retention *r)
 			r->series = r->pack_cursor[r->job == J_RPACK];
 		/* Marked before any point is packed: history.c looks in blocks under it. */
 		if (r->job == J_PACK) {
-			r->pack_edge = max64(r->pack_edge, r->cutoff[J_PACK]);
-			return mark(r, "packed", r->pack_edge);
+			r->e.pack_edge = max64(r->e.pack_edge, r->cutoff[J_PACK]);
+			return mark(r, "packed", r->e.pack_edge);
 		}
 		/*
 		 * Whole hours under the raw edge (set by J_RAW this round):
 		 * no point goes into their minutes or hours any more, and
 		 * history.c takes none under this mark, which never moves back.
 		 */
-		r->rollup_edge = max64(r->rollup_edge, history_bucket_of(r->raw_mark, HISTORY_HOUR_MS));
-		return mark(r, ROLLUP_MARK, r->rollup_edge);
+		r->e.rollup_edge = max64(r->e.rollup_edge,
+		    history_bucket_of(r->e.raw_mark, HISTORY_HOUR_MS));
+		return mark(r, ROLLUP_MARK, r->e.rollup_edge);
 	}
 	if (r->job == J__COUNT || (t = jobs[r->job].mark) < 0)
 		return TW_OK;
 	if (t < TIER_HOUR)
-		r->redo_floor = max64(r->redo_floor, r->cutoff[r->job]);
+		r->e.redo_floor = max64(r->e.redo_floor, r->cutoff[r->job]);
 	if (r->job == J_RAW)
-		r->raw_mark = r->cutoff[J_RAW];
+		r->e.raw_mark = r->cutoff[J_RAW];
 	if (r->job == J_RAW)
 		for (int b = TIER_RAW; b < TIER_HOUR; b++)
 			if (r->budget_edge[b] != 0 &&
@@ -741,30 +743,26 @@ retention_probe(struct retention *r, int64_t now)
 	return TW_OK;
 }
 
-static void
-edges_save(const struct retention *r, struct edges *e)
+/*
+ * A step of the current job within `max` rows of work; returns the work
+ * (-1 on an error), and in *count the rows it deleted or packed.
+ */
+static int
+job_step(struct retention *r, int max, int *done, int *count)
 {
-	e->redo_floor = r->redo_floor;
-	e->raw_mark = r->raw_mark;
-	e->pack_edge = r->pack_edge;
-	e->rollup_edge = r->rollup_edge;
-	e->raw_done = r->raw_done;
-}
+	enum ret_stmt del = jobs[r->job].del;
 
-static void
-edges_restore(struct retention *r, const struct edges *e)
-{
-	r->redo_floor = e->redo_floor;
-	r->raw_mark = e->raw_mark;
-	r->pack_edge = e->pack_edge;
-	r->rollup_edge = e->rollup_edge;
-	r->raw_done = e->raw_done;
+	if (r->job == J_PACK || r->job == J_RPACK)
+		return *count = pack_step(r, done);
+	if (jobs[r->job].next != 0)
+		return trim_tier(r, del, jobs[r->job].next, r->cutoff[r->job], max, done, count);
+	return *count = trim_table(r, del, r->cutoff[r->job], max, done);
 }
 
 int
 retention_step(struct retention *r, int64_t wall)
 {
-	int n = 0, done = 0, got, gone, full;
+	int n = 0, done = 0, got, count, full;
 	uint64_t trimmed = 0, packed = 0, rpacked = 0;
 	struct edges before;
 
@@ -774,31 +772,23 @@ retention_step(struct retention *r, int64_t wall)
 		round_begin(r, retention_clock(r, wall));
 	}
 	/* The edges move in memory as the step goes, and only hold if its transaction does. */
-	edges_save(r, &before);
+	before = r->e;
 	if (store_step_done(r->store, r->st[R_BEGIN]) != TW_OK)
 		return -TW_ERR_DB;
 	if (r->series == 0 && job_begin(r) != TW_OK)
 		goto fail;
 	while (r->job < J__COUNT && n < STEP_ROWS) {
-		enum ret_stmt del = jobs[r->job].del;
-
 		done = 0;
-		gone = -1;
-		got = r->job == J_PACK || r->job == J_RPACK ? pack_step(r, &done) : jobs[r->job].next != 0 ?
-		    trim_tier(r, del, jobs[r->job].next, r->cutoff[r->job], STEP_ROWS - n, &done,
-		    &gone) : trim_table(r, del, r->cutoff[r->job], STEP_ROWS - n, &done);
-		if (got < 0)
+		if ((got = job_step(r, STEP_ROWS - n, &done, &count)) < 0)
 			goto fail;
 		n += got;
-		if (r->job == J_RPACK)
-			rpacked += (uint64_t)got;
-		else
-			*(r->job == J_PACK ? &packed : &trimmed) += (uint64_t)(gone >= 0 ? gone : got);
+		*(r->job == J_RPACK ? &rpacked : r->job == J_PACK ? &packed : &trimmed) +=
+		    (uint64_t)count;
 		if (!done)
 			break;
 		if (r->job == J_RAW) {
-			r->raw_done = r->cutoff[J_RAW];
-			if (mark(r, NUMBERS_MARK, r->raw_done) != TW_OK)
+			r->e.raw_done = r->cutoff[J_RAW];
+			if (mark(r, NUMBERS_MARK, r->e.raw_done) != TW_OK)
 				goto fail;
 		}
 		r->job++;
@@ -819,7 +809,7 @@ fail:
 	full = store_full(r->store);
 	if (!sqlite3_get_autocommit(store_handle(r->store)))
 		store_step_done(r->store, r->st[R_ROLLBACK]);
-	edges_restore(r, &before);
+	r->e = before;
 	/* The next round starts over; what was deleted before stays deleted. */
 	r->job = J__COUNT;
 	return full ? -TW_ERR_FULL : -TW_ERR_DB;

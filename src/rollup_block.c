@@ -43,8 +43,9 @@ offset(int64_t ts, int64_t bucket)
 static int
 row_ok(const struct history_bucket *r, const struct history_bucket *prev, int64_t width)
 {
-	return r->ts % width == 0 && r->ts <= INT64_MAX - width && (prev == NULL || r->ts > prev->ts) && r->count >= 1 &&
-	    (double)r->count <= COUNT_MAX && r->first_ts >= r->ts && r->last_ts >= r->first_ts &&
+	return r->ts % width == 0 && r->ts <= INT64_MAX - width &&
+	    (prev == NULL || r->ts > prev->ts) && r->count >= 1 && (double)r->count <= COUNT_MAX &&
+	    r->first_ts >= r->ts && r->last_ts >= r->first_ts &&
 	    offset(r->last_ts, r->ts) < (double)width && isfinite(r->first) &&
 	    isfinite(r->last) && isfinite(r->min) && isfinite(r->max) && isfinite(r->sum);
 }

@@ -21,7 +21,8 @@
 #define SIM_NOMINAL_RPM   1450.0
 #define SIM_MAX_RPM       3000.0    /* desired speeds above this are refused */
 #define SIM_RAMP_S        3.0       /* a speed change takes this long, so convergence is visible */
-#define SIM_DEGRADE_S     1800.0    /* the plant's ageing (temperatures, sensors) is complete after this much simulated time */
+#define SIM_HEALTHY_S     1800.0    /* simulated time the plant runs as new before it starts to age: what a detector learns as normal */
+#define SIM_DEGRADE_S     1800.0    /* the plant's ageing (temperatures, sensors) is complete after this much more simulated time */
 #define SIM_WEAR_S        1800.0    /* at nominal speed, the bad bearing wears by 1 in this much simulated time */
 #define SIM_WEAR_MAX      2.0       /* wear stops there: vibration 12 mm/s at nominal speed, a seized bearing */
 #define SIM_VIB_LIMIT     10.0      /* the Pump model's maximum vibration, reached at wear 1.6 */

@@ -9,6 +9,15 @@
 #define POINT_DECADES	2.5
 /* A shift statistic this many of its own standard deviations above its mean scores 1. */
 #define SHIFT_SIGMAS	4.0
+/*
+ * On a faster series the sigmas asked grow SHIFT_RATE times as fast as the
+ * point test's decades: the statistic's tail is heavier than a normal
+ * law's, and this is what held it to one or two false episodes a day of
+ * noise at every rate from 5 min to 20 a second (README). It speaks once
+ * it has been calibrated on SHIFT_WARMUP_S of the series' time.
+ */
+#define SHIFT_RATE	3.0
+#define SHIFT_WARMUP_S	86400.0
 /* The span grows by this share beyond a new extreme, so that it seldom has to grow again. */
 #define SPAN_MARGIN	0.1
 /*
@@ -24,7 +33,22 @@
 #define FAR_AFTER	16
 #define FAR_MIN		8.0
 #define FAR_SHARE	0.01
-#define STATE_MAGIC	"twA2"	/* twA1 (592 bytes, no far count) is not read */
+/*
+ * A reading beyond all seen is as rare as its distance beyond the
+ * quartile says (tail_share): TAIL_SHARE is the quartile's share.
+ */
+#define TAIL_SHARE	0.25
+/*
+ * The usual interval is a running mean of ln(seconds between readings);
+ * one interval moves it by RATE_STEP at most, so a gap or a burst after a
+ * reconnect shifts it little, and a lasting change of rate is learned in
+ * a few dozen readings.
+ */
+#define RATE_WEIGHT	(1.0 / 16)
+#define RATE_STEP	2.0
+#define STATE_MAGIC	"twA3"
+#define STATE_MAGIC_V2	"twA2"	/* 600 bytes, no rate: read back, the rate learned anew */
+#define STATE_BYTES_V2	600
 
 void
 anomaly_init(struct anomaly *a)
@@ -166,11 +190,69 @@ cover(struct anomaly *a, double v, int is_first)
 	return 0;
 }
 
-/* Severity of the point test: decades of rarity, over POINT_DECADES. */
+/*
+ * How many readings the series makes in ANOMALY_RATE_REF_S, at least 1.
+ * Severity 1 asks log10 of it more decades of rarity, and the half-lives
+ * are that many times longer, so that a series read every second is held
+ * to as few false alarms a day, and remembers as many days, as one read
+ * every 5 minutes; a slower one is judged per reading.
+ */
 static double
-point_severity(const struct anomaly *a, int k)
+rate_factor(const struct anomaly *a)
 {
-	double below = 0, above, p;
+	return a->timed ? fmax(1, ANOMALY_RATE_REF_S / exp(a->log_dt)) : 1;
+}
+
+static double
+rate_decades(const struct anomaly *a)
+{
+	return log10(rate_factor(a));
+}
+
+/* The value under which `share` of the long histogram's weight lies, each bin's spread evenly. */
+static double
+quantile_of(const struct anomaly *a, double share)
+{
+	double w = (a->hi - a->lo) / ANOMALY_BINS, want = share * a->nbase, cum = 0;
+	int i;
+
+	for (i = 0; i < ANOMALY_BINS - 1; i++) {
+		if (cum + a->base[i] >= want && a->base[i] > 0)
+			break;
+		cum += a->base[i];
+	}
+	if (!(a->base[i] > 0))
+		return a->lo + (i + 1) * w;
+	return a->lo + (i + fmin(1, fmax(0, (want - cum) / a->base[i]))) * w;
+}
+
+/*
+ * The share of readings beyond `v` on its side, for a reading beyond all
+ * seen: an exponential tail (extreme value theory's peaks-over-threshold
+ * model, of shape 0) from the quartile, whose share is TAIL_SHARE, halving
+ * with every quartile-to-median distance beyond it (as an exponential law
+ * does). It is anchored on the bulk, which an anomaly must make up a
+ * quarter of to move: a drift that creeps on past the last readings is
+ * measured against the usual spread, not against its own last steps. For
+ * Gaussian noise it overstates the tail (ten standard deviations out is
+ * taken as 1 in 60,000, not as never), so it errs towards quiet. The
+ * scale is at least half a bin, the finest the histogram knows.
+ */
+static double
+tail_share(const struct anomaly *a, double v, int upper)
+{
+	double w = (a->hi - a->lo) / ANOMALY_BINS, mid = quantile_of(a, 0.5);
+	double spread = fmin(quantile_of(a, 1 - TAIL_SHARE) - mid, mid - quantile_of(a, TAIL_SHARE));
+	double scale = fmax(spread, w / 2), d = upper ? v - (mid + scale) : mid - scale - v;
+
+	return d > 0 ? TAIL_SHARE * exp2(-d / scale) : 1;
+}
+
+/* Severity of the point test: decades of rarity, over POINT_DECADES and the rate's. */
+static double
+point_severity(const struct anomaly *a, int k, double v)
+{
+	double below = 0, above, p, rd = rate_decades(a);
 
 	for (int i = 0; i < k; i++)
 		below += a->base[i];
@@ -179,14 +261,22 @@ point_severity(const struct anomaly *a, int k)
 	above = fmax(0, a->nbase - below);
 	below = fmin(below, a->nbase);
 	p = (fmin(below, above) + 0.5) / (a->nbase + 1);
-	return -log10(p) / POINT_DECADES;
+	/*
+	 * A threshold rarer than the histogram can tell (half a reading of
+	 * its weight) is judged by the tail model, where the reading is
+	 * further out than the quartile: on a series read faster than every
+	 * 16 s, or in the warm-up of one read faster than every 3 minutes.
+	 */
+	if (exp10(-(POINT_DECADES + rd)) < 0.5 / (a->nbase + 1))
+		p = fmin(p, tail_share(a, v, above < below));
+	return -log10(fmax(p, 1e-300)) / (POINT_DECADES + rd);
 }
 
 /* The G statistic of the short histogram against the long one. */
 static double
 shift_g(const struct anomaly *a)
 {
-	double g = 0, r = decay(ANOMALY_HALF_SHORT);
+	double g = 0, r = decay(ANOMALY_HALF_SHORT * rate_factor(a));
 
 	for (int i = 0; i < ANOMALY_BINS; i++) {
 		double pr, q;
@@ -201,13 +291,25 @@ shift_g(const struct anomaly *a)
 	return 2 * (1 + r) / (1 - r) * g;
 }
 
+/*
+ * Whether the shift test has been calibrated on a day's worth of
+ * statistics at the series' usual rate (as many as ANOMALY_CAL_WARMUP
+ * are at 5 min): on a fast series, a few hundred statistics are minutes,
+ * whose spread is not yet the spread of a day.
+ */
+static int
+shift_timed(const struct anomaly *a)
+{
+	return !a->timed || a->ncal * exp(a->log_dt) >= SHIFT_WARMUP_S;
+}
+
 /* Severity of the shift test: the statistic's log in its own standard deviations. */
 static double
 shift_severity(struct anomaly *a)
 {
 	double p = chi2_upper(shift_g(a), ANOMALY_BINS - 1);
 	double s = log1p(-log10(fmax(p, 1e-300))), z = 0, d;
-	double c = 1 - decay(ANOMALY_HALF_CAL);
+	double c = 1 - decay(ANOMALY_HALF_CAL * rate_factor(a));
 
 	if (!a->calibrated) {
 		a->cal_mean = s;
@@ -224,17 +326,48 @@ shift_severity(struct anomaly *a)
 	/* Until then the spread is near 0 and any statistic looks many sigmas out. */
 	if (a->ncal < UINT32_MAX)
 		a->ncal++;
-	return a->ncal > ANOMALY_CAL_WARMUP ? z / SHIFT_SIGMAS : 0;
+	return a->ncal > ANOMALY_CAL_WARMUP && shift_timed(a) ?
+	    z / (SHIFT_SIGMAS * (1 + SHIFT_RATE * rate_decades(a) / POINT_DECADES)) : 0;
+}
+
+/* Learns the usual interval between readings from the one before `ts`. */
+static void
+learn_rate(struct anomaly *a, int64_t ts)
+{
+	double ld;
+
+	if (a->n == 0 || a->last_ts == 0 || ts <= a->last_ts) {
+		/*
+		 * The first reading (or the first after a state saved without
+		 * its time), or one no later than the last: nothing to learn.
+		 */
+		if (a->n == 0 || ts > a->last_ts)
+			a->last_ts = ts;
+		return;
+	}
+	/* Between a ms and a century (what sane() accepts): ts may be anything. */
+	ld = log(fmin(fmax(((double)ts - (double)a->last_ts) / 1000.0, 1e-3), 3.2e9));
+	a->last_ts = ts;
+	if (!a->timed) {
+		a->log_dt = ld;
+		a->timed = 1;
+		return;
+	}
+	ld = fmin(fmax(ld, a->log_dt - RATE_STEP), a->log_dt + RATE_STEP);
+	a->log_dt += RATE_WEIGHT * (ld - a->log_dt);
 }
 
 void
-anomaly_add(struct anomaly *a, double v)
+anomaly_add(struct anomaly *a, int64_t ts, double v)
 {
-	double lb = decay(ANOMALY_HALF_LONG), ls = decay(ANOMALY_HALF_SHORT);
+	double lb, ls;
 	int k, rc;
 
 	if (!isfinite(v) || (rc = cover(a, v, a->n == 0)) == -2)
 		return;
+	learn_rate(a, ts);
+	lb = decay(ANOMALY_HALF_LONG * rate_factor(a));
+	ls = decay(ANOMALY_HALF_SHORT * rate_factor(a));
 	if (a->n < UINT32_MAX)
 		a->n++;
 	a->dirty = 1;
@@ -242,7 +375,10 @@ anomaly_add(struct anomaly *a, double v)
 	a->far = a->far * lb + (rc == 1);
 	if (rc == 1) {
 		/* Rarer than anything in the long histogram, whatever its edge bin holds. */
-		a->severity = fmax(-log10(0.5 / (a->nbase + 1)) / POINT_DECADES, shift_severity(a));
+		double p = fmin(0.5 / (a->nbase + 1), tail_share(a, v, v > a->hi));
+
+		a->severity = fmax(-log10(fmax(p, 1e-300)) / (POINT_DECADES + rate_decades(a)),
+		    shift_severity(a));
 		return;
 	}
 	if (rc != 0) {
@@ -253,7 +389,7 @@ anomaly_add(struct anomaly *a, double v)
 	k = bin_of(a, v);
 	/* Scored against what came before it: the reading is not its own baseline. */
 	if (a->n > ANOMALY_WARMUP) {
-		double p = point_severity(a, k), s = shift_severity(a);
+		double p = point_severity(a, k, v), s = shift_severity(a);
 
 		a->severity = fmax(0, fmax(p, s));
 	}
@@ -296,25 +432,39 @@ get_u32(const unsigned char *p)
 }
 
 static void
-put_f64(unsigned char **p, double d)
+put_u64(unsigned char **p, uint64_t u)
 {
-	uint64_t u;
-
-	memcpy(&u, &d, sizeof(u));
 	for (int i = 0; i < 8; i++)
 		(*p)[i] = (unsigned char)(u >> (8 * i));
 	*p += 8;
 }
 
-static double
-get_f64(const unsigned char **p)
+static uint64_t
+get_u64(const unsigned char **p)
 {
 	uint64_t u = 0;
-	double d;
 
 	for (int i = 0; i < 8; i++)
 		u |= (uint64_t)(*p)[i] << (8 * i);
 	*p += 8;
+	return u;
+}
+
+static void
+put_f64(unsigned char **p, double d)
+{
+	uint64_t u;
+
+	memcpy(&u, &d, sizeof(u));
+	put_u64(p, u);
+}
+
+static double
+get_f64(const unsigned char **p)
+{
+	uint64_t u = get_u64(p);
+	double d;
+
 	memcpy(&d, &u, sizeof(d));
 	return d;
 }
@@ -329,6 +479,7 @@ anomaly_save(const struct anomaly *a, unsigned char *buf)
 	memset(buf + 8, 0, 8);
 	buf[8] = a->ranged;
 	buf[9] = a->calibrated;
+	buf[10] = a->timed;
 	put_u32(buf + 12, a->ncal);
 	put_f64(&p, a->lo);
 	put_f64(&p, a->hi);
@@ -343,6 +494,8 @@ anomaly_save(const struct anomaly *a, unsigned char *buf)
 		put_f64(&p, a->base[i]);
 	for (int i = 0; i < ANOMALY_BINS; i++)
 		put_f64(&p, a->recent[i]);
+	put_f64(&p, a->log_dt);
+	put_u64(&p, (uint64_t)a->last_ts);
 }
 
 /* Whether a read-back state could have been written by anomaly_add. */
@@ -351,6 +504,15 @@ sane(const struct anomaly *a)
 {
 	double sb = 0, sr = 0;
 
+	/*
+	 * The shift statistic's log lies in [0, log1p(300)]: a mean or spread
+	 * beyond would overflow its running variance.
+	 */
+	if (!(a->cal_mean >= 0 && a->cal_mean <= 6) || !(a->cal_var <= 36))
+		return 0;
+	/* A rate between a reading a ms and one a century apart. */
+	if (a->timed && !(a->log_dt >= log(1e-3) && a->log_dt <= log(3.2e9)))
+		return 0;
 	if (!isfinite(a->first) || !isfinite(a->cal_mean) || !isfinite(a->severity) ||
 	    !(a->cal_var >= 0) || !isfinite(a->cal_var) || !(a->severity >= 0) ||
 	    !(a->nbase >= 0) || !(a->nrecent >= 0) || !isfinite(a->nbase) ||
@@ -376,15 +538,17 @@ anomaly_load(struct anomaly *a, const unsigned char *buf, size_t len)
 	const unsigned char *p = buf + 16;
 	struct anomaly t;
 
-	if (len != ANOMALY_STATE_BYTES || memcmp(buf, STATE_MAGIC, 4) != 0 ||
-	    buf[8] > 1 || buf[9] > 1)
+	int v2 = len == STATE_BYTES_V2 && memcmp(buf, STATE_MAGIC_V2, 4) == 0;
+
+	if (!v2 && (len != ANOMALY_STATE_BYTES || memcmp(buf, STATE_MAGIC, 4) != 0))
 		return -1;
-	if (buf[10] != 0 || buf[11] != 0)
+	if (buf[8] > 1 || buf[9] > 1 || buf[10] > (v2 ? 0 : 1) || buf[11] != 0)
 		return -1;
 	anomaly_init(&t);
 	t.n = get_u32(buf + 4);
 	t.ranged = buf[8];
 	t.calibrated = buf[9];
+	t.timed = buf[10];
 	t.ncal = get_u32(buf + 12);
 	t.lo = get_f64(&p);
 	t.hi = get_f64(&p);
@@ -399,6 +563,10 @@ anomaly_load(struct anomaly *a, const unsigned char *buf, size_t len)
 		t.base[i] = get_f64(&p);
 	for (int i = 0; i < ANOMALY_BINS; i++)
 		t.recent[i] = get_f64(&p);
+	if (!v2) {
+		t.log_dt = get_f64(&p);
+		t.last_ts = (int64_t)get_u64(&p);
+	}
 	if (!sane(&t))
 		return -1;
 	t.saved_ms = a->saved_ms;

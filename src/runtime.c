@@ -265,7 +265,7 @@ runtime_feed(struct twin *t, const char *name, int64_t ts, const struct tw_val *
 		/* A detector scores the newest reading: a late one is in history, not news. */
 		if (w->kind == EXPR_WIN_ANOMALY) {
 			if (newest)
-				anomaly_add(&w->a, v->num);
+				anomaly_add(&w->a, ts, v->num);
 		} else if (w->kind == EXPR_WIN_EWMA) {
 			ewma_add(&w->e, w->len_ms, ts, v->num);
 		} else if (w->kind == EXPR_WIN_QUANT) {
@@ -295,7 +295,8 @@ runtime_feed_pairs(struct twin *t)
 		p = twin_prop(t, w->name);
 		q = w->name2 != NULL ? twin_prop(t, w->name2) : NULL;
 		if (numeric(p) && numeric(q))
-			anomaly_add(&w->a, p->val.num - q->val.num);
+			anomaly_add(&w->a, p->ts > q->ts ? p->ts : q->ts,
+			    p->val.num - q->val.num);
 	}
 }
 

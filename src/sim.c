@@ -530,8 +530,8 @@ static int sim_run(struct sim *s)
 		/* The truth a forecast of pump-2 can be checked against. */
 		printf("twind-sim: pump-2's bearing wears; at nominal speed its vibration reaches "
 		    "%g mm/s, the model's maximum, at ts %lld\n", SIM_VIB_LIMIT,
-		    (long long)(sim_epoch_ms() + (int64_t)((SIM_VIB_LIMIT - 2.0) / 5.0 * SIM_WEAR_S /
-		    s->opt.accel * 1000.0)));
+		    (long long)(sim_epoch_ms() + (int64_t)((SIM_HEALTHY_S + (SIM_VIB_LIMIT - 2.0) /
+		    5.0 * SIM_WEAR_S) / s->opt.accel * 1000.0)));
 		fflush(stdout);
 	}
 	while (!sim_stop) {

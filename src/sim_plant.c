@@ -47,8 +47,9 @@ static double lag(double value, double target, double dt, double tau)
 
 void sim_step_plant(struct sim *s, int64_t now_ns, double dt)
 {
-	double t = (double)(now_ns - s->start_ns) / 1e9 * s->opt.accel;
-	double x = t >= SIM_DEGRADE_S ? 1.0 : t / SIM_DEGRADE_S;
+	/* Simulated seconds since the plant began to age. */
+	double t = (double)(now_ns - s->start_ns) / 1e9 * s->opt.accel - SIM_HEALTHY_S;
+	double x = t <= 0 ? 0.0 : t >= SIM_DEGRADE_S ? 1.0 : t / SIM_DEGRADE_S;
 	int i;
 
 	/* smoothstep: a slow start, a steady climb, then it stays high */
@@ -68,8 +69,9 @@ void sim_step_plant(struct sim *s, int64_t now_ns, double dt)
 		 * steady speed it grows linearly and a slower pump wears slower.
 		 * A linear trend is then the truth a forecast can be held to.
 		 */
-		if (p->degrades && p->wear < SIM_WEAR_MAX)
-			p->wear = fmin(SIM_WEAR_MAX, p->wear + load * dt * s->opt.accel / SIM_WEAR_S);
+		if (p->degrades && t > 0 && p->wear < SIM_WEAR_MAX)
+			p->wear = fmin(SIM_WEAR_MAX,
+			    p->wear + load * fmin(dt * s->opt.accel, t) / SIM_WEAR_S);
 		p->temp = lag(p->temp, 25.0 + 35.0 * load + (p->degrades ? 35.0 * s->degrade : 0.0),
 		    dt, 30.0);
 		p->winding = lag(p->winding, 30.0 + 45.0 * load, dt, 60.0);

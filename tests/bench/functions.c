@@ -114,7 +114,7 @@ measure(const char *src, long n)
 			if (r->windows[w].kind == EXPR_WIN_QUANT)
 				quantile_add(&b.qw[w], ts, reading(i), 1);
 		}
-		anomaly_add(&b.det, reading(i));
+		anomaly_add(&b.det, ts, reading(i));
 		ewma_add(&b.ew, 3600000, ts, reading(i));
 	}
 	b.x = reading(READINGS);
@@ -164,7 +164,7 @@ main(int argc, char **argv)
 	anomaly_init(&a);
 	t0 = now_ns();
 	for (long i = 0; i < n; i++)
-		anomaly_add(&a, reading((int)(i % 1000003)));
+		anomaly_add(&a, NOW + i * 300000, reading((int)(i % 1000003)));
 	add_ns = (now_ns() - t0) / (double)n;
 	printf("%-28s %10.1f %8.2f\n", "anomaly: one reading learned", add_ns, add_ns / floor_ns);
 	quantile_init(&qa, 86400000);

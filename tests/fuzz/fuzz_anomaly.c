@@ -1,9 +1,11 @@
 /*
  * Fuzzes the anomaly() detector and its saved state: the first
- * ANOMALY_STATE_BYTES of the input are offered to anomaly_load as a saved
+ * ANOMALY_STATE_BYTES of the input (600 if it begins "twA2", a state
+ * saved before the rate was kept) are offered to anomaly_load as a saved
  * state (most are refused, which must change nothing), the rest are fed as
  * readings, 8 bytes each, raw doubles (NaN, infinities, subnormals, 1e308
- * included). Every score must be unknown or in [0, 1], and every state the
+ * included), whose low bits also move the clock (forwards by up to a
+ * minute, or back). Every score must be unknown or in [0, 1], and every state the
  * detector reaches must save and read back as itself: a state that
  * anomaly_load refused would be lost at the next restart.
  */
@@ -55,24 +57,32 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct anomaly a;
 	size_t off = 0;
+	int64_t ts = 1800000000000LL;
 	int fresh = 1;	/* the bins' sum is checked only on states the detector made itself */
 
+	/* A state from before the rate was kept is 600 bytes. */
+	size_t state = size >= 4 && memcmp(data, "twA2", 4) == 0 ? 600 : ANOMALY_STATE_BYTES;
+
 	anomaly_init(&a);
-	if (size >= ANOMALY_STATE_BYTES) {
+	if (size >= state) {
 		struct anomaly before = a;
 
-		if (anomaly_load(&a, data, ANOMALY_STATE_BYTES) != 0 &&
+		if (anomaly_load(&a, data, state) != 0 &&
 		    memcmp(&before, &a, sizeof(a)) != 0)
 			abort();	/* a refused state leaves the detector as it was */
-		off = ANOMALY_STATE_BYTES;
+		off = state;
 		fresh = memcmp(&before, &a, sizeof(a)) == 0;
 		check(&a, fresh);
 	}
 	for (; off + 8 <= size; off += 8) {
+		uint64_t bits;
 		double v;
 
 		memcpy(&v, data + off, 8);
-		anomaly_add(&a, v);
+		memcpy(&bits, data + off, 8);
+		/* The clock moves by the value's low bits: still, ms apart, minutes apart, or back. */
+		ts += (int64_t)(bits & 0xffff) - (bits & 0x10000 ? 30000 : 0);
+		anomaly_add(&a, ts, v);
 		check(&a, fresh);
 	}
 	return 0;

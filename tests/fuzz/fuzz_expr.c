@@ -169,7 +169,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			anomaly_init(&env.det[w]);
 			/* Past the warm-up, so that its score is known half the time. */
 			for (int i = 0; i < (int)(h % 2) * (ANOMALY_WARMUP + 40); i++)
-				anomaly_add(&env.det[w], (double)((h >> (i % 24)) % 97) + i % 5);
+				anomaly_add(&env.det[w], NOW + i * 300000LL, (double)((h >> (i % 24)) % 97) + i % 5);
 			continue;
 		}
 		if (len <= 0)

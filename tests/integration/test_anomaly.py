@@ -5,6 +5,7 @@ to end. The six-series NAB score is in test_nab_anomaly.py."""
 
 import json
 import math
+import random
 import sqlite3
 import time
 
@@ -72,11 +73,11 @@ def test_unusual_reading_raises_once_and_state_survives_restart(make_twind, make
     assert alerts(tw, twin) == []
     assert tw.stop() == 0
 
-    # what it learned is in the database: one row, the 600-byte state
+    # what it learned is in the database: one row, the 616-byte state
     con = sqlite3.connect(f"file:{tw.db}?mode=ro", uri=True)
     rows = con.execute("SELECT twin, property, length(state) FROM anomaly_state").fetchall()
     con.close()
-    assert rows == [(twin, "temperature", 600)], rows
+    assert rows == [(twin, "temperature", 616)], rows
 
     # after the restart the detector is not warming up again: a spike is judged
     # at once (a fresh detector would stay silent for 288 readings)
@@ -89,6 +90,49 @@ def test_unusual_reading_raises_once_and_state_survives_restart(make_twind, make
     last = replay(pub, tw, twin, last + STEP, [normal(600 + i) for i in range(5)])
     wait_until(lambda: not alerts(tw, twin)[0]["active"], 5, what="the alert to clear")
     assert len(alerts(tw, twin)) == 1
+
+
+def test_state_saved_before_the_rate_was_kept_reads_back(make_twind, make_publisher, tmp_path):
+    """An upgrade: the 600-byte state of the version before (magic twA2, no
+    rate) is read back, not learned anew, and the rate is learned from the
+    next readings."""
+    tw = rules_twind(make_twind, tmp_path, [ANOM])
+    pub = make_publisher(inflight=500)
+    twin = "an-v2"
+    t0 = int(time.time() * 1000) - 2000 * STEP
+    last = replay(pub, tw, twin, t0, [normal(i) for i in range(600)])
+    assert tw.stop() == 0
+    con = sqlite3.connect(tw.db)
+    (state,) = con.execute("SELECT state FROM anomaly_state WHERE twin = ?", (twin,)).fetchone()
+    assert state[:4] == b"twA3" and len(state) == 616
+    old = b"twA2" + state[4:10] + b"\x00" + state[11:600]
+    con.execute("UPDATE anomaly_state SET state = ?", (old,))
+    con.commit()
+    con.close()
+    tw.start()
+    assert "did not read back" not in tw.log(), tw.log()[-2000:]
+    last = replay(pub, tw, twin, last + STEP, [normal(600), normal(601), 60.0])
+    a = wait_until(lambda: alerts(tw, twin) or None, 5, what="an alert on the spike")
+    assert len(a) == 1 and a[0]["raised_ts"] == last, a
+
+
+def test_fast_healthy_series_raises_nothing(make_twind, make_publisher, tmp_path):
+    """Noise read 20 times a second: anomaly()'s thresholds are per day of
+    readings, not per reading (at 1 in 316 readings this raised within
+    seconds of the warm-up); an overheating ramp is then raised."""
+    tw = rules_twind(make_twind, tmp_path, [ANOM])
+    pub = make_publisher(inflight=1000)
+    twin = "an-fast"
+    rng = random.Random(5)
+    t0 = int(time.time() * 1000) - 600000
+    last = replay(pub, tw, twin, t0, [round(60 + rng.gauss(0, 0.3), 2) for _ in range(6000)],
+                  step=50)
+    time.sleep(1.2)     # a timer pass too
+    assert alerts(tw, twin) == []
+    last = replay(pub, tw, twin, last + 50,
+                  [round(60 + 0.02 * i + rng.gauss(0, 0.3), 2) for i in range(400)], step=50)
+    a = wait_until(lambda: alerts(tw, twin) or None, 5, what="an alert on the ramp")
+    assert len(a) == 1 and a[0]["raised_ts"] < last, a
 
 
 def test_fresh_detector_warms_up_first(make_twind, make_publisher, tmp_path):

@@ -20,7 +20,8 @@ import pytest
 from conftest import REPO, Twind
 
 ACCEL = 100
-TIMEOUT = 240       # s: warm-up (288 readings a property), ageing (18 s at this pace), and
+TIMEOUT = 260       # s: the healthy start (18 s at this pace: 288 readings a property and more),
+                    # ageing (18 s), and
                     # sensors_disagree: its spread holds the drift's ramp, so it speaks ~2 min in
 HOLD = 30           # s: the pair rules' 2-minute windows and 30 s `for` have moved on by then
 
@@ -64,3 +65,10 @@ def test_shipped_rules_raise_the_simulators_faults(stack, broker, tmp_path, rule
     # Only pump-3's second sensor drifts: pump-2 overheats, but both of its sensors say so.
     drifts = {t for t, r in seen if r in ("sensors_disagree", "temperature_sensors_disagree")}
     assert drifts == {"pump-3"}, f"sensors said to disagree on {sorted(drifts)}"
+    # A healthy pump's noise is not unusual: anomaly() is held to false alarms a day, not a
+    # reading (at 1 in 316 readings, each healthy pump raised one within seconds of warm-up).
+    # pump-4's vibration may be: its sensor sticks, and the shift test may see the noise go.
+    unusual = {(t, r) for t, r in seen if r.startswith("unusual_")}
+    assert unusual - {("pump-4", "unusual_vibration")} <= {(t, r) for t, r in want
+                                                            if t == "pump-2"}, \
+        f"unusual readings on healthy pumps: {sorted(unusual)}"

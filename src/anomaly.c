@@ -197,16 +197,20 @@ cover(struct anomaly *a, double v, int is_first)
  * to as few false alarms a day, and remembers as many days, as one read
  * every 5 minutes; a slower one is judged per reading.
  */
-static double
-rate_factor(const struct anomaly *a)
-{
-	return a->timed ? fmax(1, ANOMALY_RATE_REF_S / exp(a->log_dt)) : 1;
-}
+struct pace {
+	double m;		/* readings per ANOMALY_RATE_REF_S, at least 1 */
+	double decades;		/* log10(m) */
+	double lb, ls, lc;	/* per-reading decay of the long and short histograms, the calibration */
+};
 
-static double
-rate_decades(const struct anomaly *a)
+static void
+pace_of(const struct anomaly *a, struct pace *pc)
 {
-	return log10(rate_factor(a));
+	pc->m = a->timed ? fmax(1, ANOMALY_RATE_REF_S / exp(a->log_dt)) : 1;
+	pc->decades = log10(pc->m);
+	pc->lb = decay(ANOMALY_HALF_LONG * pc->m);
+	pc->ls = decay(ANOMALY_HALF_SHORT * pc->m);
+	pc->lc = decay(ANOMALY_HALF_CAL * pc->m);
 }
 
 /* The value under which `share` of the long histogram's weight lies, each bin's spread evenly. */
@@ -250,9 +254,9 @@ tail_share(const struct anomaly *a, double v, int upper)
 
 /* Severity of the point test: decades of rarity, over POINT_DECADES and the rate's. */
 static double
-point_severity(const struct anomaly *a, int k, double v)
+point_severity(const struct anomaly *a, const struct pace *pc, int k, double v)
 {
-	double below = 0, above, p, rd = rate_decades(a);
+	double below = 0, above, p, rd = pc->decades;
 
 	for (int i = 0; i < k; i++)
 		below += a->base[i];
@@ -274,9 +278,9 @@ point_severity(const struct anomaly *a, int k, double v)
 
 /* The G statistic of the short histogram against the long one. */
 static double
-shift_g(const struct anomaly *a)
+shift_g(const struct anomaly *a, const struct pace *pc)
 {
-	double g = 0, r = decay(ANOMALY_HALF_SHORT * rate_factor(a));
+	double g = 0, r = pc->ls;
 
 	for (int i = 0; i < ANOMALY_BINS; i++) {
 		double pr, q;
@@ -305,11 +309,11 @@ shift_timed(const struct anomaly *a)
 
 /* Severity of the shift test: the statistic's log in its own standard deviations. */
 static double
-shift_severity(struct anomaly *a)
+shift_severity(struct anomaly *a, const struct pace *pc)
 {
-	double p = chi2_upper(shift_g(a), ANOMALY_BINS - 1);
+	double p = chi2_upper(shift_g(a, pc), ANOMALY_BINS - 1);
 	double s = log1p(-log10(fmax(p, 1e-300))), z = 0, d;
-	double c = 1 - decay(ANOMALY_HALF_CAL * rate_factor(a));
+	double c = 1 - pc->lc;
 
 	if (!a->calibrated) {
 		a->cal_mean = s;
@@ -327,7 +331,7 @@ shift_severity(struct anomaly *a)
 	if (a->ncal < UINT32_MAX)
 		a->ncal++;
 	return a->ncal > ANOMALY_CAL_WARMUP && shift_timed(a) ?
-	    z / (SHIFT_SIGMAS * (1 + SHIFT_RATE * rate_decades(a) / POINT_DECADES)) : 0;
+	    z / (SHIFT_SIGMAS * (1 + SHIFT_RATE * pc->decades / POINT_DECADES)) : 0;
 }
 
 /* Learns the usual interval between readings from the one before `ts`. */
@@ -360,14 +364,16 @@ learn_rate(struct anomaly *a, int64_t ts)
 void
 anomaly_add(struct anomaly *a, int64_t ts, double v)
 {
+	struct pace pc;
 	double lb, ls;
 	int k, rc;
 
 	if (!isfinite(v) || (rc = cover(a, v, a->n == 0)) == -2)
 		return;
 	learn_rate(a, ts);
-	lb = decay(ANOMALY_HALF_LONG * rate_factor(a));
-	ls = decay(ANOMALY_HALF_SHORT * rate_factor(a));
+	pace_of(a, &pc);
+	lb = pc.lb;
+	ls = pc.ls;
 	if (a->n < UINT32_MAX)
 		a->n++;
 	a->dirty = 1;
@@ -377,8 +383,8 @@ anomaly_add(struct anomaly *a, int64_t ts, double v)
 		/* Rarer than anything in the long histogram, whatever its edge bin holds. */
 		double p = fmin(0.5 / (a->nbase + 1), tail_share(a, v, v > a->hi));
 
-		a->severity = fmax(-log10(fmax(p, 1e-300)) / (POINT_DECADES + rate_decades(a)),
-		    shift_severity(a));
+		a->severity = fmax(-log10(fmax(p, 1e-300)) / (POINT_DECADES + pc.decades),
+		    shift_severity(a, &pc));
 		return;
 	}
 	if (rc != 0) {
@@ -389,7 +395,7 @@ anomaly_add(struct anomaly *a, int64_t ts, double v)
 	k = bin_of(a, v);
 	/* Scored against what came before it: the reading is not its own baseline. */
 	if (a->n > ANOMALY_WARMUP) {
-		double p = point_severity(a, k, v), s = shift_severity(a);
+		double p = point_severity(a, &pc, k, v), s = shift_severity(a, &pc);
 
 		a->severity = fmax(0, fmax(p, s));
 	}

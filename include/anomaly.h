@@ -44,7 +44,7 @@
  * this is held to the same number of false alarms a day, not a reading.
  */
 #define ANOMALY_RATE_REF_S	300.0
-#define ANOMALY_STATE_BYTES	(16 + (2 * ANOMALY_BINS + 11) * 8)	/* 616 */
+#define ANOMALY_STATE_BYTES	(16 + (2 * ANOMALY_BINS + 13) * 8)	/* 632 */
 
 struct anomaly {
 	double lo, hi;			/* the bins' span; meaningful once ranged */
@@ -55,13 +55,13 @@ struct anomaly {
 	double cal_mean, cal_var;	/* of the shift statistic's log */
 	double severity;		/* of the newest reading: 1 is the default threshold */
 	double far;			/* readings judged too far out to learn, decayed on the long half-life */
-	double log_dt;			/* ln of the usual seconds between readings, once timed */
+	double rate_n, rate_s;		/* intervals and their seconds, decayed over an hour of series time */
+	double age_s;			/* series time seen, gaps clamped: the shift test's warm-up clock */
 	int64_t last_ts;		/* ms of the newest reading */
 	uint32_t n;			/* readings taken (saturates) */
 	uint32_t ncal;			/* shift statistics calibrated on (saturates) */
 	uint8_t ranged;			/* the span is known */
 	uint8_t calibrated;		/* cal_mean holds a first value */
-	uint8_t timed;			/* log_dt holds a value */
 	uint8_t dirty;			/* changed since anomaly_store saved it */
 	int64_t saved_ms;		/* monotonic clock of the last save */
 };

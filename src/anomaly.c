@@ -39,13 +39,18 @@
  */
 #define TAIL_SHARE	0.25
 /*
- * The usual interval is a running mean of ln(seconds between readings);
- * one interval moves it by RATE_STEP at most, so a gap or a burst after a
- * reconnect shifts it little, and a lasting change of rate is learned in
- * a few dozen readings.
+ * The rate is intervals over their seconds, both decayed with a half-life
+ * of RATE_HALF_S of series time: readings per second, however uneven
+ * (a pair fed by two records a few ms apart is two readings per cycle, not
+ * one per few ms), and a burst moves it only by its share of an hour's
+ * readings. A gap counts for at most RATE_GAP usual intervals, so that the
+ * readings after it are not judged as if the series were slow; a lasting
+ * slowdown is learned as the hour's count decays.
  */
-#define RATE_WEIGHT	(1.0 / 16)
-#define RATE_STEP	2.0
+#define RATE_HALF_S	3600.0
+#define RATE_GAP	8.0
+/* The fastest rate judged: a reading every ms. */
+#define RATE_MAX	(ANOMALY_RATE_REF_S * 1000.0)
 #define STATE_MAGIC	"twA3"
 #define STATE_MAGIC_V2	"twA2"	/* 600 bytes, no rate: read back, the rate learned anew */
 #define STATE_BYTES_V2	600
@@ -206,7 +211,10 @@ struct pace {
 static void
 pace_of(const struct anomaly *a, struct pace *pc)
 {
-	pc->m = a->timed ? fmax(1, ANOMALY_RATE_REF_S / exp(a->log_dt)) : 1;
+	double per_ref = a->rate_s > 0 ? ANOMALY_RATE_REF_S * a->rate_n / a->rate_s : 0;
+
+	/* Exactly 1 at the reference rate or slower: those series are judged as they always were. */
+	pc->m = per_ref > 1 ? fmin(per_ref, RATE_MAX) : 1;
 	pc->decades = log10(pc->m);
 	pc->lb = decay(ANOMALY_HALF_LONG * pc->m);
 	pc->ls = decay(ANOMALY_HALF_SHORT * pc->m);
@@ -266,21 +274,25 @@ point_severity(const struct anomaly *a, const struct pace *pc, int k, double v)
 	below = fmin(below, a->nbase);
 	p = (fmin(below, above) + 0.5) / (a->nbase + 1);
 	/*
-	 * A threshold rarer than the histogram can tell (half a reading of
-	 * its weight) is judged by the tail model, where the reading is
-	 * further out than the quartile: on a series read faster than every
-	 * 16 s, or in the warm-up of one read faster than every 3 minutes.
+	 * Beyond every reading seen (less than half a reading's weight at or
+	 * beyond it), the histogram says only "rarer than 1 in its weight";
+	 * the tail model says how much rarer, by how far out it is.
 	 */
-	if (exp10(-(POINT_DECADES + rd)) < 0.5 / (a->nbase + 1))
+	if (fmin(below, above) < 0.5)
 		p = fmin(p, tail_share(a, v, above < below));
 	return -log10(fmax(p, 1e-300)) / (POINT_DECADES + rd);
 }
 
 /* The G statistic of the short histogram against the long one. */
 static double
-shift_g(const struct anomaly *a, const struct pace *pc)
+shift_g(const struct anomaly *a)
 {
-	double g = 0, r = pc->ls;
+	/*
+	 * Weighed as the short histogram of a series at the reference rate:
+	 * readings many times a second are not that many times as independent,
+	 * and the statistic would sit at its cap on any wave or drift.
+	 */
+	double g = 0, r = decay(ANOMALY_HALF_SHORT);
 
 	for (int i = 0; i < ANOMALY_BINS; i++) {
 		double pr, q;
@@ -304,14 +316,14 @@ shift_g(const struct anomaly *a, const struct pace *pc)
 static int
 shift_timed(const struct anomaly *a)
 {
-	return !a->timed || a->ncal * exp(a->log_dt) >= SHIFT_WARMUP_S;
+	return a->age_s >= SHIFT_WARMUP_S;
 }
 
 /* Severity of the shift test: the statistic's log in its own standard deviations. */
 static double
 shift_severity(struct anomaly *a, const struct pace *pc)
 {
-	double p = chi2_upper(shift_g(a, pc), ANOMALY_BINS - 1);
+	double p = chi2_upper(shift_g(a), ANOMALY_BINS - 1);
 	double s = log1p(-log10(fmax(p, 1e-300))), z = 0, d;
 	double c = 1 - pc->lc;
 
@@ -334,31 +346,33 @@ shift_severity(struct anomaly *a, const struct pace *pc)
 	    z / (SHIFT_SIGMAS * (1 + SHIFT_RATE * pc->decades / POINT_DECADES)) : 0;
 }
 
-/* Learns the usual interval between readings from the one before `ts`. */
+/* Learns the rate from the interval since the reading before `ts`. */
 static void
 learn_rate(struct anomaly *a, int64_t ts)
 {
-	double ld;
+	double dt, usual, keep;
 
-	if (a->n == 0 || a->last_ts == 0 || ts <= a->last_ts) {
-		/*
-		 * The first reading (or the first after a state saved without
-		 * its time), or one no later than the last: nothing to learn.
-		 */
-		if (a->n == 0 || ts > a->last_ts)
-			a->last_ts = ts;
+	/*
+	 * The first reading (or the first after a state saved without its
+	 * time), or a clock that went far back (or a saved one far ahead):
+	 * the clock starts again from it.
+	 */
+	if (a->n == 0 || a->last_ts == 0 || (double)ts < (double)a->last_ts - 86400000.0) {
+		a->last_ts = ts;
 		return;
 	}
-	/* Between a ms and a century (what sane() accepts): ts may be anything. */
-	ld = log(fmin(fmax(((double)ts - (double)a->last_ts) / 1000.0, 1e-3), 3.2e9));
+	if (ts <= a->last_ts)
+		return;
+	dt = ((double)ts - (double)a->last_ts) / 1000.0;
 	a->last_ts = ts;
-	if (!a->timed) {
-		a->log_dt = ld;
-		a->timed = 1;
-		return;
+	if (a->rate_n >= 1 && a->rate_s > 0) {
+		usual = a->rate_s / a->rate_n;
+		dt = fmin(dt, RATE_GAP * usual);
 	}
-	ld = fmin(fmax(ld, a->log_dt - RATE_STEP), a->log_dt + RATE_STEP);
-	a->log_dt += RATE_WEIGHT * (ld - a->log_dt);
+	keep = exp2(-dt / RATE_HALF_S);
+	a->rate_n = a->rate_n * keep + 1;
+	a->rate_s = a->rate_s * keep + dt;
+	a->age_s = fmin(a->age_s + dt, 1e15);
 }
 
 void
@@ -485,7 +499,6 @@ anomaly_save(const struct anomaly *a, unsigned char *buf)
 	memset(buf + 8, 0, 8);
 	buf[8] = a->ranged;
 	buf[9] = a->calibrated;
-	buf[10] = a->timed;
 	put_u32(buf + 12, a->ncal);
 	put_f64(&p, a->lo);
 	put_f64(&p, a->hi);
@@ -500,7 +513,9 @@ anomaly_save(const struct anomaly *a, unsigned char *buf)
 		put_f64(&p, a->base[i]);
 	for (int i = 0; i < ANOMALY_BINS; i++)
 		put_f64(&p, a->recent[i]);
-	put_f64(&p, a->log_dt);
+	put_f64(&p, a->rate_n);
+	put_f64(&p, a->rate_s);
+	put_f64(&p, a->age_s);
 	put_u64(&p, (uint64_t)a->last_ts);
 }
 
@@ -516,8 +531,8 @@ sane(const struct anomaly *a)
 	 */
 	if (!(a->cal_mean >= 0 && a->cal_mean <= 6) || !(a->cal_var <= 36))
 		return 0;
-	/* A rate between a reading a ms and one a century apart. */
-	if (a->timed && !(a->log_dt >= log(1e-3) && a->log_dt <= log(3.2e9)))
+	if (!(a->rate_n >= 0 && a->rate_n <= 1e15) || !(a->rate_s >= 0 && a->rate_s <= 1e18) ||
+	    !(a->age_s >= 0 && a->age_s <= 1e15))
 		return 0;
 	if (!isfinite(a->first) || !isfinite(a->cal_mean) || !isfinite(a->severity) ||
 	    !(a->cal_var >= 0) || !isfinite(a->cal_var) || !(a->severity >= 0) ||
@@ -548,13 +563,12 @@ anomaly_load(struct anomaly *a, const unsigned char *buf, size_t len)
 
 	if (!v2 && (len != ANOMALY_STATE_BYTES || memcmp(buf, STATE_MAGIC, 4) != 0))
 		return -1;
-	if (buf[8] > 1 || buf[9] > 1 || buf[10] > (v2 ? 0 : 1) || buf[11] != 0)
+	if (buf[8] > 1 || buf[9] > 1 || buf[10] != 0 || buf[11] != 0)
 		return -1;
 	anomaly_init(&t);
 	t.n = get_u32(buf + 4);
 	t.ranged = buf[8];
 	t.calibrated = buf[9];
-	t.timed = buf[10];
 	t.ncal = get_u32(buf + 12);
 	t.lo = get_f64(&p);
 	t.hi = get_f64(&p);
@@ -570,8 +584,13 @@ anomaly_load(struct anomaly *a, const unsigned char *buf, size_t len)
 	for (int i = 0; i < ANOMALY_BINS; i++)
 		t.recent[i] = get_f64(&p);
 	if (!v2) {
-		t.log_dt = get_f64(&p);
+		t.rate_n = get_f64(&p);
+		t.rate_s = get_f64(&p);
+		t.age_s = get_f64(&p);
 		t.last_ts = (int64_t)get_u64(&p);
+	} else if (t.ncal > ANOMALY_CAL_WARMUP) {
+		/* Its shift test spoke already: not muted for a day by an upgrade. */
+		t.age_s = SHIFT_WARMUP_S;
 	}
 	if (!sane(&t))
 		return -1;

@@ -576,7 +576,7 @@ static void usage(FILE *f)
 	    "  -d seconds    run this long, 0 = until SIGINT/SIGTERM (default 0)\n"
 	    "  -q qos        telemetry QoS 0..2 (default 1)\n"
 	    "  -i client_id  MQTT client id (default twind-sim)\n"
-	    "  -a factor     speed up the plant's ageing clock (default 1: the bearing reaches its limit after 48 min)\n"
+	    "  -a factor     speed up the plant's ageing clock (default 1: healthy 30 min, then the bearing reaches its limit in 48 min)\n"
 	    "  -u user       MQTT username (a broker with a password file and an ACL)\n"
 	    "  -w file       its password: the first line of this file\n"
 	    "Publishes plant/{twin}/telemetry[/{property}] for line-1, pump-K and pump-K.motor;\n"

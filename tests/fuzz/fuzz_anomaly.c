@@ -4,10 +4,11 @@
  * saved before the rate was kept) are offered to anomaly_load as a saved
  * state (most are refused, which must change nothing), the rest are fed as
  * readings, 8 bytes each, raw doubles (NaN, infinities, subnormals, 1e308
- * included), whose low bits also move the clock (forwards by up to a
- * minute, or back). Every score must be unknown or in [0, 1], and every state the
- * detector reaches must save and read back as itself: a state that
- * anomaly_load refused would be lost at the next restart.
+ * included), whose low bits also move the clock (by ms, by up to a
+ * minute on or back, now and then by days). Every score must be unknown
+ * or in [0, 1], and every state the detector reaches must save and read
+ * back as itself: a state that anomaly_load refused would be lost at the
+ * next restart.
  */
 #include <math.h>
 #include <stdint.h>
@@ -80,8 +81,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		memcpy(&v, data + off, 8);
 		memcpy(&bits, data + off, 8);
-		/* The clock moves by the value's low bits: still, ms apart, minutes apart, or back. */
+		/*
+		 * The clock moves by the value's low bits: still, ms apart, up to
+		 * a minute on or back, and now and then days on or back.
+		 */
 		ts += (int64_t)(bits & 0xffff) - (bits & 0x10000 ? 30000 : 0);
+		if ((bits & 0xe0000) == 0xe0000)
+			ts += (int64_t)((bits >> 20) & 0xff) * 86400000 * (bits & 0x10000000 ? -1 : 1);
 		anomaly_add(&a, ts, v);
 		check(&a, fresh);
 	}

@@ -73,11 +73,11 @@ def test_unusual_reading_raises_once_and_state_survives_restart(make_twind, make
     assert alerts(tw, twin) == []
     assert tw.stop() == 0
 
-    # what it learned is in the database: one row, the 616-byte state
+    # what it learned is in the database: one row, the 632-byte state
     con = sqlite3.connect(f"file:{tw.db}?mode=ro", uri=True)
     rows = con.execute("SELECT twin, property, length(state) FROM anomaly_state").fetchall()
     con.close()
-    assert rows == [(twin, "temperature", 616)], rows
+    assert rows == [(twin, "temperature", 632)], rows
 
     # after the restart the detector is not warming up again: a spike is judged
     # at once (a fresh detector would stay silent for 288 readings)
@@ -104,7 +104,7 @@ def test_state_saved_before_the_rate_was_kept_reads_back(make_twind, make_publis
     assert tw.stop() == 0
     con = sqlite3.connect(tw.db)
     (state,) = con.execute("SELECT state FROM anomaly_state WHERE twin = ?", (twin,)).fetchone()
-    assert state[:4] == b"twA3" and len(state) == 616
+    assert state[:4] == b"twA3" and len(state) == 632
     old = b"twA2" + state[4:10] + b"\x00" + state[11:600]
     con.execute("UPDATE anomaly_state SET state = ?", (old,))
     con.commit()

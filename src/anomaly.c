@@ -18,6 +18,7 @@
  */
 #define SHIFT_RATE	3.0
 #define SHIFT_WARMUP_S	86400.0
+#define CAL_SD_MIN	0.03
 /* The span grows by this share beyond a new extreme, so that it seldom has to grow again. */
 #define SPAN_MARGIN	0.1
 /*
@@ -332,10 +333,12 @@ shift_severity(struct anomaly *a, const struct pace *pc)
 		a->calibrated = 1;
 		return 0;
 	}
-	if (a->cal_var > 0)
-		z = (s - a->cal_mean) / sqrt(a->cal_var);
-	else if (s > a->cal_mean)
-		z = 1e9;
+	/*
+	 * A floor on the spread: on a smooth fast series the statistic can sit
+	 * at exactly 0 for days, and any statistic above it would be many
+	 * sigmas out.
+	 */
+	z = (s - a->cal_mean) / fmax(sqrt(a->cal_var), CAL_SD_MIN);
 	d = s - a->cal_mean;
 	a->cal_mean += c * d;
 	a->cal_var = (1 - c) * (a->cal_var + c * d * d);
@@ -363,13 +366,18 @@ learn_rate(struct anomaly *a, int64_t ts)
 	}
 	if (ts <= a->last_ts)
 		return;
-	dt = ((double)ts - (double)a->last_ts) / 1000.0;
+	/* At least a ms, also where doubles round two int64 times together. */
+	dt = fmax(((double)ts - (double)a->last_ts) / 1000.0, 1e-3);
 	a->last_ts = ts;
+	/* The hour forgets by the real series time, so a burst cannot slow it down. */
+	keep = exp2(-dt / RATE_HALF_S);
 	if (a->rate_n >= 1 && a->rate_s > 0) {
 		usual = a->rate_s / a->rate_n;
 		dt = fmin(dt, RATE_GAP * usual);
+	} else {
+		/* A first interval (an old retained message, say) says little. */
+		dt = fmin(dt, ANOMALY_RATE_REF_S);
 	}
-	keep = exp2(-dt / RATE_HALF_S);
 	a->rate_n = a->rate_n * keep + 1;
 	a->rate_s = a->rate_s * keep + dt;
 	a->age_s = fmin(a->age_s + dt, 1e15);
@@ -531,7 +539,9 @@ sane(const struct anomaly *a)
 	 */
 	if (!(a->cal_mean >= 0 && a->cal_mean <= 6) || !(a->cal_var <= 36))
 		return 0;
-	if (!(a->rate_n >= 0 && a->rate_n <= 1e15) || !(a->rate_s >= 0 && a->rate_s <= 1e18) ||
+	/* At most a reading a ms over the hour's half-life: about 5.2e6 intervals. */
+	if (!(a->rate_n >= 0 && a->rate_n <= 6e6) || !(a->rate_s >= 0 && a->rate_s <= 1e18) ||
+	    (a->rate_n >= 1 && !(a->rate_s >= 1e-3 * a->rate_n)) ||
 	    !(a->age_s >= 0 && a->age_s <= 1e15))
 		return 0;
 	if (!isfinite(a->first) || !isfinite(a->cal_mean) || !isfinite(a->severity) ||
